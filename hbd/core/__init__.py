@@ -1,0 +1,56 @@
+"""The pure core: spec, search space, Hyperband geometry and the sweep state machine.
+
+Nothing here performs I/O, reads a clock or uses a global RNG; the daemon drives
+it (see ``SweepMachine.handle``).
+"""
+
+from hbd.core.errors import CoreError, DuplicateEvent, InvalidTransition, SpecError, SpecProblem
+from hbd.core.events import (
+    Begin,
+    BestTrial,
+    CancelTrials,
+    Decision,
+    EarlyStopped,
+    Observation,
+    RankedTrial,
+    RungDecided,
+    StartTrial,
+    StopRequested,
+    SweepFinished,
+    TrialCancelled,
+    TrialFailed,
+    TrialSucceeded,
+)
+from hbd.core.geometry import Bracket, Rung, brackets
+from hbd.core.spec import SweepSpec, load_spec, parse_spec
+from hbd.core.sweep import SweepMachine, trial_id
+
+__all__ = [
+    "Begin",
+    "BestTrial",
+    "Bracket",
+    "CancelTrials",
+    "CoreError",
+    "Decision",
+    "DuplicateEvent",
+    "EarlyStopped",
+    "InvalidTransition",
+    "Observation",
+    "RankedTrial",
+    "Rung",
+    "RungDecided",
+    "SpecError",
+    "SpecProblem",
+    "StartTrial",
+    "StopRequested",
+    "SweepFinished",
+    "SweepMachine",
+    "SweepSpec",
+    "TrialCancelled",
+    "TrialFailed",
+    "TrialSucceeded",
+    "brackets",
+    "load_spec",
+    "parse_spec",
+    "trial_id",
+]

@@ -1,0 +1,171 @@
+"""Every state change of trials, rungs and the sweep, as tables plus the rung barrier.
+
+``TRIAL_TRANSITIONS`` and ``SWEEP_TRANSITIONS`` map (state, event type) to the
+next state; an event absent from the table is illegal in that state. The
+README's state diagram is generated from these tables
+(``python -m hbd.core.bracket``). What cannot be a table entry, the rung
+barrier and promotion, is ``BracketRun`` below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+from hbd.core import geometry
+from hbd.core.events import JSON, RankedTrial, RungDecided
+from hbd.core.ranking import Direction, metric_value, rank
+
+
+class TrialState(str, Enum):
+    SCHEDULED = "scheduled"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def ended(self) -> bool:
+        return self is not TrialState.SCHEDULED
+
+
+class SweepState(str, Enum):
+    CREATED = "created"
+    RUNNING = "running"
+    STOPPING = "stopping"  # no new trials; waiting for the running ones to end
+    FINISHED = "finished"
+
+
+TRIAL_TRANSITIONS: Mapping[tuple[TrialState, str], TrialState] = {
+    (TrialState.SCHEDULED, "trial.succeeded"): TrialState.SUCCEEDED,
+    (TrialState.SCHEDULED, "trial.failed"): TrialState.FAILED,
+    (TrialState.SCHEDULED, "trial.cancelled"): TrialState.CANCELLED,
+}
+
+# Trial results keep a running or stopping sweep where it is; the machine itself
+# moves RUNNING -> STOPPING (early stop) and -> FINISHED (last trial ended), which
+# are listed under the pseudo-event "(machine)".
+SWEEP_TRANSITIONS: Mapping[tuple[SweepState, str], SweepState] = {
+    (SweepState.CREATED, "sweep.begin"): SweepState.RUNNING,
+    (SweepState.RUNNING, "trial.succeeded"): SweepState.RUNNING,
+    (SweepState.RUNNING, "trial.failed"): SweepState.RUNNING,
+    (SweepState.RUNNING, "trial.cancelled"): SweepState.RUNNING,
+    (SweepState.RUNNING, "sweep.stop_requested"): SweepState.STOPPING,
+    (SweepState.STOPPING, "trial.succeeded"): SweepState.STOPPING,
+    (SweepState.STOPPING, "trial.failed"): SweepState.STOPPING,
+    (SweepState.STOPPING, "trial.cancelled"): SweepState.STOPPING,
+}
+MACHINE_TRANSITIONS: Mapping[SweepState, tuple[SweepState, ...]] = {
+    SweepState.RUNNING: (SweepState.STOPPING, SweepState.FINISHED),
+    SweepState.STOPPING: (SweepState.FINISHED,),
+}
+
+
+@dataclass(slots=True)
+class Trial:
+    trial_id: str
+    bracket: int
+    rung: int
+    index: int
+    config: Mapping[str, JSON]
+    resource: int | float
+    parent: str | None
+    state: TrialState = TrialState.SCHEDULED
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    reason: str | None = None
+
+    def order_key(self, bracket_position: int) -> tuple[int, ...]:
+        """Canonical trial order: brackets s_max..0, then rung, then config index."""
+        return (bracket_position, self.rung, self.index)
+
+
+@dataclass(slots=True)
+class BracketRun:
+    """One bracket in flight: which rung is open and which trials are in it."""
+
+    plan: geometry.Bracket
+    position: int  # 0 for s_max, the first bracket to start
+    rung: int = 0
+    trials: list[list[Trial]] = field(default_factory=list)  # trials[rung] in index order
+    done: bool = False
+
+    @property
+    def s(self) -> int:
+        return self.plan.s
+
+    def open_rung(self, trials: list[Trial]) -> None:
+        self.trials.append(trials)
+        self.rung = len(self.trials) - 1
+
+    def rung_complete(self) -> bool:
+        return not self.done and all(t.state.ended for t in self.trials[self.rung])
+
+    def decide(self, metric: str, direction: Direction) -> tuple[RungDecided, list[Trial]]:
+        """Close the open rung; returns the decision and the trials to promote.
+
+        Only trials that succeeded with a finite metric are promoted, at most the
+        planned size of the next rung: a failed configuration is not worth more
+        resource, so a rung with failures may run smaller than planned.
+        """
+        current = self.trials[self.rung]
+        ranked = rank(
+            current,
+            value=lambda t: metric_value(t.metrics, metric) if t.state is TrialState.SUCCEEDED else None,
+            order_key=lambda t: t.order_key(self.position),
+            direction=direction,
+        )
+        last = self.rung == self.s
+        keep = 0 if last else self.plan.rungs[self.rung + 1].configs
+        promotable = [
+            t
+            for t in ranked
+            if t.state is TrialState.SUCCEEDED and metric_value(t.metrics, metric) is not None
+        ]
+        promoted = promotable[:keep]
+        promoted_ids = {t.trial_id for t in promoted}
+        if last:
+            reason = "last rung of the bracket"
+        elif not promoted:
+            reason = f"no trial of this rung reported {metric!r}; the bracket ends here"
+        else:
+            reason = f"top {len(promoted)} of {len(current)} by {metric} ({direction})"
+        cutoff = metric_value(promoted[-1].metrics, metric) if promoted else None
+        decision = RungDecided(
+            bracket=self.s,
+            rung=self.rung,
+            ranking=tuple(
+                RankedTrial(
+                    trial_id=t.trial_id,
+                    index=t.index,
+                    status=t.state.value,
+                    metric=metric_value(t.metrics, metric),
+                )
+                for t in ranked
+            ),
+            promoted=tuple(t.trial_id for t in promoted),
+            stopped=tuple(t.trial_id for t in ranked if t.trial_id not in promoted_ids),
+            cutoff=cutoff,
+            reason=reason,
+        )
+        if not promoted:
+            self.done = True
+        return decision, promoted
+
+
+def state_diagram() -> str:
+    """A Mermaid diagram of both transition tables, for the README."""
+    lines = ["```mermaid", "stateDiagram-v2"]
+    for (src, event), dst in TRIAL_TRANSITIONS.items():
+        lines.append(f"    trial_{src.value} --> trial_{dst.value}: {event}")
+    for (src, event), dst in SWEEP_TRANSITIONS.items():
+        if src is not dst:
+            lines.append(f"    {src.value} --> {dst.value}: {event}")
+    for src, dsts in MACHINE_TRANSITIONS.items():
+        for dst in dsts:
+            lines.append(f"    {src.value} --> {dst.value}: (machine)")
+    lines.append("```")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(state_diagram())

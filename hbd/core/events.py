@@ -1,0 +1,137 @@
+"""What goes into the sweep machine (observations) and what comes out (decisions).
+
+All are frozen, slotted, keyword-only dataclasses: values, not objects with
+behaviour. Each class's ``TYPE`` is the event-log type it is stored under, so
+the log, the SSE stream and the core speak one vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+JSON = Any  # a JSON-native value: configs and metrics travel through the event log as JSON
+
+_frozen = dataclass(frozen=True, slots=True, kw_only=True)
+
+
+# ---- observations: the only inputs of SweepMachine.handle ----
+
+
+@_frozen
+class Begin:
+    """The sweep was submitted and may start its first rungs."""
+
+    TYPE: ClassVar[str] = "sweep.begin"
+
+
+@_frozen
+class TrialSucceeded:
+    TYPE: ClassVar[str] = "trial.succeeded"
+    trial_id: str
+    metrics: Mapping[str, float]
+
+
+@_frozen
+class TrialFailed:
+    TYPE: ClassVar[str] = "trial.failed"
+    trial_id: str
+    reason: str
+
+
+@_frozen
+class TrialCancelled:
+    TYPE: ClassVar[str] = "trial.cancelled"
+    trial_id: str
+    reason: str = "cancelled"
+
+
+@_frozen
+class StopRequested:
+    """Someone asked the sweep to stop: nothing new starts, running trials are cancelled."""
+
+    TYPE: ClassVar[str] = "sweep.stop_requested"
+    reason: str = "cancelled by user"
+
+
+Observation = Begin | TrialSucceeded | TrialFailed | TrialCancelled | StopRequested
+TrialResult = TrialSucceeded | TrialFailed | TrialCancelled
+
+
+# ---- decisions: what the caller must do (after persisting them) ----
+
+
+@_frozen
+class StartTrial:
+    """Run ``config`` at ``resource``. ``parent`` is the trial it was promoted from."""
+
+    TYPE: ClassVar[str] = "trial.scheduled"
+    trial_id: str
+    bracket: int
+    rung: int
+    index: int
+    config: Mapping[str, JSON]
+    resource: int | float
+    parent: str | None
+    resume_from: str | None
+
+
+@_frozen
+class RankedTrial:
+    trial_id: str
+    index: int
+    status: str
+    metric: float | None
+
+
+@_frozen
+class RungDecided:
+    """A rung's trials have all ended; the best ``promoted`` go on to the next rung."""
+
+    TYPE: ClassVar[str] = "rung.decided"
+    bracket: int
+    rung: int
+    ranking: tuple[RankedTrial, ...]
+    promoted: tuple[str, ...]
+    stopped: tuple[str, ...]
+    cutoff: float | None  # metric of the last promoted trial; None when nothing was promoted
+    reason: str
+
+
+@_frozen
+class CancelTrials:
+    TYPE: ClassVar[str] = "trial.cancel_requested"
+    trial_ids: tuple[str, ...]
+    reason: str
+
+
+@_frozen
+class EarlyStopped:
+    TYPE: ClassVar[str] = "sweep.early_stopped"
+    condition: str
+    reason: str
+
+
+@_frozen
+class BestTrial:
+    trial_id: str
+    bracket: int
+    rung: int
+    config: Mapping[str, JSON]
+    resource: int | float
+    metric: float
+
+
+SweepStatus = Literal["succeeded", "stopped", "failed"]
+
+
+@_frozen
+class SweepFinished:
+    TYPE: ClassVar[str] = "sweep.finished"
+    status: SweepStatus
+    reason: str
+    best: BestTrial | None = field(default=None)
+
+
+Decision = StartTrial | RungDecided | CancelTrials | EarlyStopped | SweepFinished

@@ -1,0 +1,261 @@
+"""The sweep state machine: observations in, decisions out (sans-I/O, like h11).
+
+``SweepMachine.handle(event)`` is the only way to change a sweep. It validates
+the event against the tables in ``bracket.py`` before touching anything, so an
+illegal event raises ``InvalidTransition`` and leaves the machine unchanged.
+
+All brackets run side by side. Within a bracket a rung is decided only when
+every one of its trials has ended, from the complete set of results, so which
+configurations are promoted never depends on the order in which results
+arrived. Configurations are sampled by (seed, bracket, index), so a machine fed
+the same observations in the same order makes the same decisions, bit for bit:
+that is how the daemon resumes after a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hbd.core import geometry
+from hbd.core.bracket import SWEEP_TRANSITIONS, TRIAL_TRANSITIONS, BracketRun, SweepState, Trial, TrialState
+from hbd.core.errors import DuplicateEvent, InvalidTransition
+from hbd.core.events import (
+    BestTrial,
+    CancelTrials,
+    Decision,
+    EarlyStopped,
+    Observation,
+    StartTrial,
+    StopRequested,
+    SweepFinished,
+    SweepStatus,
+    TrialCancelled,
+    TrialFailed,
+    TrialSucceeded,
+)
+from hbd.core.ranking import Direction, metric_value, rank, reached
+from hbd.core.space import sample_config
+from hbd.core.spec import FailureEarlyStopping, HyperbandMatrix, MetricEarlyStopping
+
+
+def trial_id(sweep_id: str, bracket: int, rung: int, index: int) -> str:
+    """Trial ids are derived, not drawn, so a replay names every trial the same."""
+    return f"{sweep_id}-s{bracket}-r{rung}-c{index}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Stopping:
+    status: SweepStatus
+    reason: str
+
+
+class SweepMachine:
+    def __init__(self, matrix: HyperbandMatrix, *, sweep_id: str, seed: int) -> None:
+        self.matrix = matrix
+        self.sweep_id = sweep_id
+        self.seed = seed
+        self.metric: str = matrix.metric.name
+        self.direction: Direction = matrix.metric.optimization
+        self.plan = geometry.brackets(matrix.max_iterations, matrix.eta, matrix.resource.type)
+        self.state = SweepState.CREATED
+        self._brackets = [BracketRun(plan=b, position=p) for p, b in enumerate(self.plan)]
+        self._trials: dict[str, Trial] = {}
+        self._stopping: _Stopping | None = None
+        self._finished: SweepFinished | None = None
+
+    # ---- read-only views ----
+
+    @property
+    def trials(self) -> Mapping[str, Trial]:
+        return self._trials
+
+    @property
+    def finished(self) -> SweepFinished | None:
+        return self._finished
+
+    def running_trial_ids(self) -> list[str]:
+        return [t.trial_id for t in self._trials.values() if t.state is TrialState.SCHEDULED]
+
+    def best(self) -> BestTrial | None:
+        """The best trial so far over all brackets and rungs (Li et al. return the same)."""
+        position = {b.s: b.position for b in self._brackets}
+        done = [t for t in self._trials.values() if t.state is TrialState.SUCCEEDED]
+        ranked = rank(
+            done,
+            value=lambda t: metric_value(t.metrics, self.metric),
+            order_key=lambda t: t.order_key(position[t.bracket]),
+            direction=self.direction,
+        )
+        if not ranked:
+            return None
+        top = ranked[0]
+        value = metric_value(top.metrics, self.metric)
+        if value is None:
+            return None
+        return BestTrial(
+            trial_id=top.trial_id,
+            bracket=top.bracket,
+            rung=top.rung,
+            config=top.config,
+            resource=top.resource,
+            metric=value,
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything that determines future decisions, as plain comparable data."""
+        return {
+            "state": self.state.value,
+            "stopping": None if self._stopping is None else (self._stopping.status, self._stopping.reason),
+            "brackets": [(b.s, b.rung, b.done, [[t.trial_id for t in r] for r in b.trials]) for b in self._brackets],
+            "trials": {
+                tid: (t.state.value, dict(t.metrics), t.reason, dict(t.config), t.resource, t.parent)
+                for tid, t in sorted(self._trials.items())
+            },
+        }
+
+    # ---- the one entry point ----
+
+    def handle(self, event: Observation) -> list[Decision]:
+        self._check(event)
+        if isinstance(event, StopRequested):
+            self.state = SweepState.STOPPING
+            return self._begin_stop("stopped", event.reason)
+        if isinstance(event, TrialSucceeded | TrialFailed | TrialCancelled):
+            return self._on_result(event)
+        self.state = SweepState.RUNNING
+        decisions: list[Decision] = []
+        for run in self._brackets:
+            decisions.extend(self._open_rung(run, [(i, None) for i in range(run.plan.rungs[0].configs)]))
+        return decisions
+
+    # ---- validation: raise before anything changes ----
+
+    def _check(self, event: Observation) -> None:
+        trial_id = getattr(event, "trial_id", None)
+        if (self.state, event.TYPE) not in SWEEP_TRANSITIONS:
+            cls = DuplicateEvent if isinstance(event, StopRequested) and self.state is SweepState.STOPPING else InvalidTransition
+            raise cls(event=event.TYPE, state=self.state.value, sweep_id=self.sweep_id, trial_id=trial_id)
+        if trial_id is None:
+            return
+        trial = self._trials.get(trial_id)
+        if trial is None:
+            raise InvalidTransition(
+                event=event.TYPE, state=self.state.value, sweep_id=self.sweep_id,
+                trial_id=trial_id, detail="no such trial was scheduled",
+            )
+        if (trial.state, event.TYPE) not in TRIAL_TRANSITIONS:
+            same = TRIAL_TRANSITIONS.get((TrialState.SCHEDULED, event.TYPE)) is trial.state
+            cls = DuplicateEvent if same else InvalidTransition
+            raise cls(
+                event=event.TYPE, state=f"trial {trial.state.value}", sweep_id=self.sweep_id,
+                trial_id=trial_id, detail="a finished trial cannot change",
+            )
+        if isinstance(event, TrialSucceeded):
+            bad = [k for k, v in event.metrics.items() if isinstance(v, bool) or not isinstance(v, int | float)]
+            if bad:
+                raise InvalidTransition(
+                    event=event.TYPE, state=trial.state.value, sweep_id=self.sweep_id,
+                    trial_id=trial_id, detail=f"non-numeric metrics: {', '.join(sorted(bad))}",
+                )
+
+    # ---- transitions ----
+
+    def _on_result(self, event: TrialSucceeded | TrialFailed | TrialCancelled) -> list[Decision]:
+        trial = self._trials[event.trial_id]
+        trial.state = TRIAL_TRANSITIONS[(trial.state, event.TYPE)]
+        if isinstance(event, TrialSucceeded):
+            trial.metrics = dict(event.metrics)
+        else:
+            trial.reason = event.reason
+        if self.state is SweepState.STOPPING:
+            return self._finish_if_idle()
+        stop = self._early_stop_condition(trial)
+        if stop is not None:
+            condition, status, reason = stop
+            self.state = SweepState.STOPPING
+            return [EarlyStopped(condition=condition, reason=reason), *self._begin_stop(status, reason)]
+        # The previous rungs of this bracket are closed, so the trial is in the open one.
+        run = self._brackets[self._position(trial.bracket)]
+        if not run.rung_complete():
+            return []
+        decision, promoted = run.decide(self.metric, self.direction)
+        decisions: list[Decision] = [decision]
+        if promoted:
+            decisions.extend(self._open_rung(run, [(t.index, t) for t in promoted]))
+        if all(b.done for b in self._brackets):
+            decisions.append(self._finish_all())
+        return decisions
+
+    def _open_rung(self, run: BracketRun, slots: list[tuple[int, Trial | None]]) -> list[StartTrial]:
+        rung = 0 if not run.trials else run.rung + 1
+        plan = run.plan.rungs[rung]
+        trials = []
+        for index, parent in slots:
+            config = parent.config if parent else sample_config(
+                self.matrix.params, seed=self.seed, bracket=run.s, index=index
+            )
+            trials.append(Trial(
+                trial_id=trial_id(self.sweep_id, run.s, rung, index), bracket=run.s, rung=rung,
+                index=index, config=config, resource=plan.resource,
+                parent=parent.trial_id if parent else None,
+            ))
+        run.open_rung(trials)
+        for t in trials:
+            self._trials[t.trial_id] = t
+        return [
+            StartTrial(
+                trial_id=t.trial_id, bracket=t.bracket, rung=t.rung, index=t.index, config=t.config,
+                resource=t.resource, parent=t.parent,
+                resume_from=t.parent if self.matrix.resume else None,
+            )
+            for t in trials
+        ]
+
+    def _early_stop_condition(self, trial: Trial) -> tuple[str, SweepStatus, str] | None:
+        for cond in self.matrix.early_stopping:
+            if isinstance(cond, MetricEarlyStopping) and trial.state is TrialState.SUCCEEDED:
+                value = metric_value(trial.metrics, cond.metric)
+                if value is not None and reached(value, cond.value, cond.optimization):
+                    op = ">=" if cond.optimization == "maximize" else "<="
+                    return (
+                        f"metric: {cond.metric} {op} {cond.value:g}",
+                        "succeeded",
+                        f"early stopping: trial {trial.trial_id} reached {cond.metric}={value:g} ({op} {cond.value:g})",
+                    )
+            if isinstance(cond, FailureEarlyStopping):
+                failed = sum(t.state is TrialState.FAILED for t in self._trials.values())
+                ended = failed + sum(t.state is TrialState.SUCCEEDED for t in self._trials.values())
+                if failed and 100 * failed >= cond.percent * ended:
+                    return (
+                        f"failure: {cond.percent:g}% of ended trials failed",
+                        "failed",
+                        f"early stopping: {failed} of {ended} ended trials failed (>= {cond.percent:g}%)",
+                    )
+        return None
+
+    def _begin_stop(self, status: SweepStatus, reason: str) -> list[Decision]:
+        self._stopping = _Stopping(status, reason)
+        running = self.running_trial_ids()
+        decisions: list[Decision] = [CancelTrials(trial_ids=tuple(running), reason=reason)] if running else []
+        return decisions + self._finish_if_idle()
+
+    def _finish_if_idle(self) -> list[Decision]:
+        if self.running_trial_ids():
+            return []
+        stopping = self._stopping or _Stopping("stopped", "stopped")
+        return [self._finish(stopping.status, stopping.reason)]
+
+    def _finish_all(self) -> SweepFinished:
+        if self.best() is None:
+            return self._finish("failed", f"no trial reported the metric {self.metric!r}")
+        return self._finish("succeeded", "all brackets completed")
+
+    def _finish(self, status: SweepStatus, reason: str) -> SweepFinished:
+        self.state = SweepState.FINISHED
+        self._finished = SweepFinished(status=status, reason=reason, best=self.best())
+        return self._finished
+
+    def _position(self, bracket: int) -> int:
+        return self._brackets[0].s - bracket
