@@ -1,0 +1,1 @@
+"""HTTP layer: daemon routes, SSE, and the executor /v1 protocol models."""

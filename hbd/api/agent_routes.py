@@ -1,0 +1,103 @@
+"""The executor agent's HTTP face: the ``/v1`` protocol routes over an ``Agent``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import httpx
+from anyio.abc import TaskStatus
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Response
+
+import hbd
+from hbd.api.asgi import MAX_REQUEST_BODY_BYTES, BodySizeLimit, bearer_check, serve_app
+from hbd.api.protocol import Health, TrialStatus, TrialSubmission
+from hbd.executor.agent import Agent, AgentNotRunning, NoFreeSlot, TrialConflict
+from hbd.executor.process import TemplateError
+
+# Suggested wait after 429: about how often slots free up on a busy executor.
+RETRY_AFTER_SECONDS = 5
+
+
+def create_agent_app(agent: Agent) -> FastAPI:
+    """The executor's ``/v1`` routes over ``agent`` (see ``hbd.api.protocol``)."""
+    app = FastAPI(
+        title="hbd executor",
+        version=hbd.__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/v1/openapi.json",
+    )
+    app.add_middleware(BodySizeLimit, limit=MAX_REQUEST_BODY_BYTES)
+    trials = APIRouter(prefix="/v1/trials", dependencies=[Depends(bearer_check(agent.token))])
+
+    @trials.post("", status_code=201)
+    async def submit_trial(submission: TrialSubmission, response: Response) -> TrialStatus:
+        try:
+            status, created = await agent.submit(submission)
+        except TrialConflict as exc:
+            raise HTTPException(409, str(exc)) from exc
+        except TemplateError as exc:
+            detail = [{"loc": ["body", "command"], "msg": str(exc), "type": "value_error"}]
+            raise HTTPException(422, detail) from exc
+        except NoFreeSlot as exc:
+            raise HTTPException(
+                429, "no free slot", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+            ) from exc
+        except AgentNotRunning as exc:
+            raise HTTPException(503, str(exc)) from exc
+        if not created:
+            response.status_code = 200
+        return status
+
+    @trials.get("")
+    async def list_trials(sweep_id: str | None = None) -> list[TrialStatus]:
+        return agent.list_trials(sweep_id)
+
+    @trials.get("/{trial_id}")
+    async def get_trial(trial_id: str) -> TrialStatus:
+        status = agent.get(trial_id)
+        if status is None:
+            raise HTTPException(404, f"unknown trial {trial_id!r}")
+        return status
+
+    @trials.post("/{trial_id}/cancel")
+    async def cancel_trial(trial_id: str) -> TrialStatus:
+        try:
+            status = await agent.cancel(trial_id)
+        except AgentNotRunning as exc:
+            raise HTTPException(503, str(exc)) from exc
+        if status is None:
+            raise HTTPException(404, f"unknown trial {trial_id!r}")
+        return status
+
+    @app.get("/v1/health")
+    async def health() -> Health:
+        return agent.health()
+
+    app.include_router(trials)
+    return app
+
+
+
+async def serve_agent(
+    host: str,
+    port: int,
+    workdir: Path,
+    slots: int,
+    token: str | None = None,
+    *,
+    callback_token: str | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run an Agent and its HTTP server until cancelled; readiness carries the bound port.
+
+    Cancelling stops the server first (graceful, bounded), then the agent, which
+    terminates running trials. Requires the asyncio backend (uvicorn).
+    """
+    agent = Agent(workdir, slots, token=token, callback_token=callback_token, transport=transport)
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.run)
+        port = await tg.start(serve_app, create_agent_app(agent), host, port)
+        task_status.started(port)

@@ -1,0 +1,153 @@
+"""The executor protocol: JSON over HTTP, versioned under ``/v1``.
+
+The daemon (client) and the reference executor agent (server) share these
+models, so that both sides validate the same shapes. Anyone writing an
+executor for another engine implements these routes:
+
+``POST /v1/trials``               TrialSubmission -> 201 TrialStatus (started),
+                                  200 TrialStatus (same id, same payload: idempotent,
+                                  also when finished), 409 (same id, other payload),
+                                  422 (invalid, e.g. unknown placeholder),
+                                  429 + Retry-After (no free slot)
+``GET  /v1/trials/{id}``          TrialStatus or 404
+``GET  /v1/trials[?sweep_id=]``   list[TrialStatus]
+``POST /v1/trials/{id}/cancel``   TrialStatus (finished trials are returned unchanged) or 404
+``GET  /v1/health``               Health (never needs a token)
+
+When the executor has a token, every route but health needs
+``Authorization: Bearer <token>`` (else 401). Bodies above a limit get 413.
+Progress and terminal state are pushed to ``TrialSubmission.callback_url`` as
+``TrialUpdate`` bodies; the daemon also polls, so callbacks are best effort.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+PROTOCOL_VERSION = "1"
+
+# A trial id becomes a directory name on the executor: keep it to a portable,
+# shell-free alphabet and well below common NAME_MAX (255 bytes).
+MAX_TRIAL_ID_LENGTH = 200
+TRIAL_ID_PATTERN = r"^[A-Za-z0-9._-]+$"
+# The resource name is also exported as an environment variable (as-is and
+# upper-cased), so it must be a valid POSIX variable name.
+RESOURCE_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+TrialState = Literal["running", "succeeded", "failed", "cancelled"]
+TERMINAL_STATES: frozenset[TrialState] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class ResourceValue(BaseModel):
+    """The Hyperband resource of one rung, e.g. ``num_steps=27``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=RESOURCE_NAME_PATTERN, max_length=200)
+    value: int | float
+
+
+class TrialSubmission(BaseModel):
+    """One trial to run: a configuration at one rung's resource."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1, max_length=MAX_TRIAL_ID_LENGTH, pattern=TRIAL_ID_PATTERN)
+    sweep_id: str = Field(min_length=1)
+    command: list[str] = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    resource: ResourceValue
+    env: dict[str, str] = Field(default_factory=dict)
+    metric: str | None = None
+    checkpoint_dir: str | None = None
+    resume_dir: str | None = None
+    resume_from: str | None = Field(
+        default=None, max_length=MAX_TRIAL_ID_LENGTH, pattern=TRIAL_ID_PATTERN
+    )
+    callback_url: str | None = None
+
+    @field_validator("id", "resume_from")
+    @classmethod
+    def _not_a_relative_dir(cls, value: str | None) -> str | None:
+        if value in (".", ".."):
+            raise ValueError("must not be '.' or '..' (it becomes a directory name)")
+        return value
+
+    @field_validator("checkpoint_dir", "resume_dir")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not os.path.isabs(value):
+            raise ValueError("must be an absolute path")
+        return value
+
+    @field_validator("callback_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("must be an absolute http(s) URL")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, item in value.items():
+            if not name or "=" in name or "\0" in name or "\0" in item:
+                raise ValueError(f"invalid environment variable {name!r}")
+        return value
+
+
+class TrialStatus(BaseModel):
+    """What an executor knows about one trial."""
+
+    id: str
+    sweep_id: str
+    state: TrialState
+    metrics: dict[str, float] = Field(default_factory=dict)  # last value of each key
+    reason: str | None = None
+    exit_code: int | None = None  # negative: killed by that signal number
+    stderr_tail: str | None = None
+    started_at: float  # unix seconds
+    ended_at: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+class TrialUpdate(BaseModel):
+    """Body of a callback POST: one metrics line, or the terminal status."""
+
+    kind: Literal["metrics", "status"]
+    trial_id: str
+    sweep_id: str
+    seq: int  # per-trial count of metric lines; a status carries the last one
+    metrics: dict[str, float] = Field(default_factory=dict)
+    status: TrialStatus | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+    protocol: str = PROTOCOL_VERSION
+    slots: int
+    free_slots: int
+    running: list[str]
+
+
+__all__ = [
+    "MAX_TRIAL_ID_LENGTH",
+    "PROTOCOL_VERSION",
+    "TERMINAL_STATES",
+    "Health",
+    "ResourceValue",
+    "TrialState",
+    "TrialStatus",
+    "TrialSubmission",
+    "TrialUpdate",
+]

@@ -1,0 +1,157 @@
+"""Argv templating, value formatting, metrics tailing, durable files, report()."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hbd.api.protocol import TrialStatus, TrialSubmission
+from hbd.executor import results
+from hbd.executor.metrics import MetricsTail
+from hbd.executor.process import TemplateError, describe_exit, format_value, render_argv
+
+from .helpers import REPO_ROOT
+
+NASTY = ["; rm -rf /", "$(touch pwned)", "`id`", "a b  c", "'quoted'", '"dq"', "x && y | z", "*"]
+
+
+def test_each_element_is_one_argv_element_and_reaches_the_program_literally(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "argv.json"
+    command = [
+        sys.executable,
+        "-c",
+        "import json, sys; json.dump(sys.argv[1:], open(sys.argv[1], 'w'))",
+        str(out),
+        *[f"{{{{ p{i} }}}}" for i in range(len(NASTY))],
+        "--lr={{lr}}",
+        "--both={{ p0 }}/{{ p3 }}",
+    ]
+    params = {f"p{i}": value for i, value in enumerate(NASTY)} | {"lr": 0.001}
+    argv = render_argv(command, params)
+    subprocess.run(argv, cwd=tmp_path, check=True, timeout=30)
+    received = json.loads(out.read_text())
+    assert received == [str(out), *NASTY, "--lr=0.001", "--both=; rm -rf //a b  c"]
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_unknown_placeholder_is_rejected_with_its_name() -> None:
+    with pytest.raises(TemplateError, match="missing_one"):
+        render_argv(["train", "--x={{ lr }}", "--y={{ missing_one }}"], {"lr": 1})
+
+
+def test_dotted_names_and_whitespace() -> None:
+    params = {"opt": {"lr": 0.1}, "a.b": "flat"}
+    assert render_argv(["{{opt.lr}}", "{{   a.b   }}"], params) == ["0.1", "flat"]
+
+
+def test_text_without_placeholders_is_untouched() -> None:
+    assert render_argv(["{ lr }", "{{ 1x }}", "plain"], {}) == ["{ lr }", "{{ 1x }}", "plain"]
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (True, "true"),
+        (False, "false"),
+        (None, "null"),
+        (3, "3"),
+        (0.001, "0.001"),
+        (1e-05, "1e-05"),
+        (0.1 + 0.2, "0.30000000000000004"),
+        ("adam", "adam"),
+        ([1, "a"], '[1,"a"]'),
+    ],
+)
+def test_format_value(value: object, text: str) -> None:
+    assert format_value(value) == text
+
+
+def test_describe_exit() -> None:
+    assert describe_exit(3) == "exit code 3"
+    assert describe_exit(-9) == "killed by signal SIGKILL"
+
+
+def test_metrics_tail_skips_malformed_and_waits_for_complete_lines(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    tail = MetricsTail(path)
+    assert tail.read_new() == []  # file not there yet
+    path.write_bytes(
+        b'{"loss": 1}\nnot json\n[1]\n{"loss": NaN, "acc": 0.5, "tag": "x", "b": true}\n{"lo'
+    )
+    assert tail.read_new() == [{"loss": 1.0}, {"acc": 0.5}]
+    with open(path, "ab") as f:
+        f.write(b'ss": 0.5}\n{"loss": 0.25}')
+    assert tail.read_new() == [{"loss": 0.5}]
+    assert tail.read_new(final=True) == [{"loss": 0.25}]
+
+
+def test_results_round_trip_and_atomic_files(tmp_path: Path) -> None:
+    sub = TrialSubmission.model_validate(
+        {"id": "t1", "sweep_id": "s", "command": ["x"], "resource": {"name": "r", "value": 1}}
+    )
+    directory = results.write_submission(tmp_path, sub)
+    results.write_pid(tmp_path, "t1", results.PidRecord(pid=123, start_time="99"))
+    (stored,) = results.load_trials(tmp_path)
+    assert stored.submission == sub and stored.result is None
+    assert stored.pid == results.PidRecord(pid=123, start_time="99")
+    status = TrialStatus(id="t1", sweep_id="s", state="succeeded", started_at=1.0, ended_at=2.0)
+    results.write_result(tmp_path, status)
+    (stored,) = results.load_trials(tmp_path)
+    assert stored.result == status
+    assert sorted(p.name for p in directory.iterdir()) == ["pid", "result.json", "submission.json"]
+    # A corrupt result is treated as missing, a corrupt submission ignored.
+    (directory / "result.json").write_text("{")
+    assert results.load_trials(tmp_path)[0].result is None
+    (directory / "submission.json").write_text("{")
+    assert results.load_trials(tmp_path) == []
+
+
+@pytest.mark.parametrize("bad", ["", "..", ".", "a/b", "a b", "x" * 201])
+def test_trial_ids_that_are_not_safe_directory_names_are_rejected(bad: str) -> None:
+    with pytest.raises(ValueError):
+        TrialSubmission.model_validate(
+            {"id": bad, "sweep_id": "s", "command": ["x"], "resource": {"name": "r", "value": 1}}
+        )
+
+
+def test_report_appends_json_lines(tmp_path: Path) -> None:
+    metrics = tmp_path / "m.jsonl"
+    code = "import hbd; hbd.report(loss=0.5, step=1); hbd.report(loss=float('nan'), acc=1)"
+    env = {**os.environ, "HBD_METRICS_FILE": str(metrics), "PYTHONPATH": REPO_ROOT}
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert lines == [{"loss": 0.5, "step": 1}, {"acc": 1}]
+    assert "'loss' is nan" in done.stderr
+
+
+def test_report_without_metrics_file_warns_once_and_import_is_light() -> None:
+    code = (
+        "import sys, hbd; hbd.report(loss=1); hbd.report(loss=2);"
+        "heavy = {'pydantic', 'anyio', 'httpx', 'fastapi', 'structlog'} & set(sys.modules);"
+        "assert not heavy, heavy"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "HBD_METRICS_FILE"}
+    env["PYTHONPATH"] = REPO_ROOT
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("HBD_METRICS_FILE is not set") == 1
+
+
+def test_report_rejects_non_numbers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import hbd
+
+    monkeypatch.setenv("HBD_METRICS_FILE", str(tmp_path / "m.jsonl"))
+    with pytest.raises(TypeError):
+        hbd.report(loss="low")  # type: ignore[arg-type]
