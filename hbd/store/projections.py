@@ -1,0 +1,330 @@
+"""The ``sweeps`` and ``trials`` tables, derived from events.
+
+:func:`statements` turns a batch of events into the SQL that applies them; the
+log runs that SQL in the same transaction as the event insert, so a projection
+never runs ahead of or behind the log. The query helpers read the tables back
+as frozen rows with their JSON columns decoded.
+
+Projection rules, per event type:
+
+- ``sweep.submitted``: insert the sweep, status ``running``.
+- ``trial.scheduled``: insert the trial, status ``scheduled``.
+- ``trial.dispatched`` / ``trial.running``: status, executor (and started_at).
+- ``trial.metrics``: merge metrics, last value per key (RFC 7396 merge patch:
+  a ``null`` value removes its key).
+- ``trial.succeeded`` / ``failed`` / ``cancelled``: terminal status,
+  ended_at, metrics merged, metric and reason from the event (a ``lost``
+  reason does not outlive a later verdict).
+- ``trial.lost``: reason.
+- ``sweep.finished``: status, finished_at, best trial and metric, reason.
+- anything else: logged only.
+
+Trial updates apply only while the trial is not finished: a late ``running``
+or ``metrics`` (a poll that crossed a callback) is kept in the log but cannot
+move a finished trial. A second terminal event never gets here; the unique
+index on events refuses it first.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hbd.store.db import Database
+from hbd.store.schema import TERMINAL_SQL
+
+TERMINAL_TRIAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+FINISHED_SWEEP_STATUSES = frozenset({"succeeded", "stopped", "failed", "cancelled"})
+TERMINAL_EVENT_TYPES = {
+    "trial.succeeded": "succeeded",
+    "trial.failed": "failed",
+    "trial.cancelled": "cancelled",
+}
+
+Statement = tuple[str, tuple[Any, ...]]
+
+
+def dumps(value: Any) -> str:
+    """Canonical JSON: compact and key-sorted, so equal values store equal text.
+
+    NaN and infinities are refused: they are not JSON and would break every
+    consumer of the event stream. Callers turn them into ``null`` or a failure.
+    """
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False)
+
+
+def _loads_obj(text: str | None) -> dict[str, Any]:
+    return {} if text is None else dict(json.loads(text))
+
+
+# -- writing -------------------------------------------------------------------
+
+_NOT_FINISHED = f"status NOT IN {TERMINAL_SQL}"
+
+_INSERT_SWEEP = (
+    "INSERT INTO sweeps (id, name, status, spec, spec_json, seed, created_at)"
+    " VALUES (?, ?, 'running', ?, ?, ?, ?)"
+)
+_INSERT_TRIAL = (
+    "INSERT INTO trials (id, sweep_id, bracket, rung, idx, config, resource, parent,"
+    " resume_from, status, metrics, scheduled_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'scheduled', '{}', ?)"
+)
+_DISPATCHED = (
+    f"UPDATE trials SET status = 'dispatched', executor = ? WHERE id = ? AND {_NOT_FINISHED}"
+)
+_RUNNING = (
+    "UPDATE trials SET status = 'running', executor = COALESCE(?, executor), started_at = ?"
+    f" WHERE id = ? AND {_NOT_FINISHED}"
+)
+_METRICS = (
+    "UPDATE trials SET metrics = json_patch(COALESCE(metrics, '{}'), ?)"
+    f" WHERE id = ? AND {_NOT_FINISHED}"
+)
+_TERMINAL = (
+    "UPDATE trials SET status = ?, ended_at = ?,"
+    " metrics = json_patch(COALESCE(metrics, '{}'), ?), metric = ?,"
+    f" reason = ? WHERE id = ? AND {_NOT_FINISHED}"
+)
+_LOST = f"UPDATE trials SET reason = ? WHERE id = ? AND {_NOT_FINISHED}"
+_FINISHED = (
+    "UPDATE sweeps SET status = ?, finished_at = ?, best_trial_id = ?, best_metric = ?,"
+    " reason = ? WHERE id = ?"
+)
+LAST_SEQ = "UPDATE sweeps SET last_seq = ? WHERE id = ?"
+
+
+def _need(event_type: str, payload: Mapping[str, Any], key: str) -> Any:
+    try:
+        return payload[key]
+    except KeyError:
+        raise ValueError(f"{event_type} payload lacks {key!r}") from None
+
+
+def statement(
+    sweep_id: str, event_type: str, payload: Mapping[str, Any], at: float
+) -> Statement | None:
+    """The SQL that projects one event, or None for a log-only event."""
+    p, t = payload, event_type
+    if t == "sweep.submitted":
+        spec_json = dumps(_need(t, p, "spec_json"))
+        return _INSERT_SWEEP, (
+            sweep_id,
+            p.get("name"),
+            _need(t, p, "spec"),
+            spec_json,
+            int(_need(t, p, "seed")),
+            at,
+        )
+    if t == "sweep.finished":
+        best = p.get("best") or {}
+        return _FINISHED, (
+            _need(t, p, "status"),
+            at,
+            best.get("trial_id"),
+            best.get("metric"),
+            p.get("reason"),
+            sweep_id,
+        )
+    if t == "trial.scheduled":
+        return _INSERT_TRIAL, (
+            _need(t, p, "trial_id"),
+            sweep_id,
+            _need(t, p, "bracket"),
+            _need(t, p, "rung"),
+            _need(t, p, "index"),
+            dumps(_need(t, p, "config")),
+            _need(t, p, "resource"),
+            p.get("parent"),
+            p.get("resume_from"),
+            at,
+        )
+    if t == "trial.dispatched":
+        return _DISPATCHED, (p.get("executor"), _need(t, p, "trial_id"))
+    if t == "trial.running":
+        return _RUNNING, (p.get("executor"), at, _need(t, p, "trial_id"))
+    if t == "trial.metrics":
+        return _METRICS, (dumps(p.get("metrics") or {}), _need(t, p, "trial_id"))
+    if t in TERMINAL_EVENT_TYPES:
+        return _TERMINAL, (
+            TERMINAL_EVENT_TYPES[t],
+            at,
+            dumps(p.get("metrics") or {}),
+            p.get("metric"),
+            p.get("reason"),
+            _need(t, p, "trial_id"),
+        )
+    if t == "trial.lost":
+        return _LOST, (p.get("reason"), _need(t, p, "trial_id"))
+    return None
+
+
+def statements(
+    sweep_id: str, events: Iterable[tuple[str, Mapping[str, Any], float]]
+) -> list[Statement]:
+    """Projection SQL for a batch, in event order. Raises ValueError on a bad payload."""
+    out = []
+    for event_type, payload, at in events:
+        stmt = statement(sweep_id, event_type, payload, at)
+        if stmt is not None:
+            out.append(stmt)
+    return out
+
+
+def grouped(stmts: Sequence[Statement]) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+    """Runs of the same SQL, for executemany; order across runs is kept."""
+    i = 0
+    while i < len(stmts):
+        sql, j = stmts[i][0], i
+        while j < len(stmts) and stmts[j][0] == sql:
+            j += 1
+        yield sql, [params for _, params in stmts[i:j]]
+        i = j
+
+
+# -- reading -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SweepRow:
+    id: str
+    name: str | None
+    status: str
+    spec: str
+    spec_json: dict[str, Any]
+    seed: int
+    created_at: float | None
+    finished_at: float | None
+    best_trial_id: str | None
+    best_metric: float | None
+    reason: str | None
+    last_seq: int | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED_SWEEP_STATUSES
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrialRow:
+    id: str
+    sweep_id: str
+    bracket: int | None
+    rung: int | None
+    idx: int | None
+    config: dict[str, Any]
+    resource: float | None
+    parent: str | None
+    resume_from: str | None
+    status: str
+    executor: str | None
+    metrics: dict[str, Any]
+    metric: float | None
+    reason: str | None
+    scheduled_at: float | None
+    started_at: float | None
+    ended_at: float | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL_TRIAL_STATUSES
+
+
+_SWEEP_COLS = (
+    "id, name, status, spec, spec_json, seed, created_at, finished_at,"
+    " best_trial_id, best_metric, reason, last_seq"
+)
+_TRIAL_COLS = (
+    "id, sweep_id, bracket, rung, idx, config, resource, parent, resume_from, status,"
+    " executor, metrics, metric, reason, scheduled_at, started_at, ended_at"
+)
+_TRIAL_ORDER = "ORDER BY bracket DESC, rung, idx, id"
+_SWEEP_ORDER = "ORDER BY created_at, id"
+_FINISHED_SWEEPS_SQL = "(" + ",".join(f"'{s}'" for s in sorted(FINISHED_SWEEP_STATUSES)) + ")"
+
+
+def _sweep(row: sqlite3.Row) -> SweepRow:
+    d = dict(row)
+    d["spec_json"] = _loads_obj(d["spec_json"])
+    return SweepRow(**d)
+
+
+def _trial(row: sqlite3.Row) -> TrialRow:
+    d = dict(row)
+    d["config"] = _loads_obj(d["config"])
+    d["metrics"] = _loads_obj(d["metrics"])
+    return TrialRow(**d)
+
+
+async def get_sweep(db: Database, sweep_id: str) -> SweepRow | None:
+    row = await db.fetchone(f"SELECT {_SWEEP_COLS} FROM sweeps WHERE id = ?", (sweep_id,))
+    return None if row is None else _sweep(row)
+
+
+async def list_sweeps(db: Database, status: str | None = None) -> list[SweepRow]:
+    if status is None:
+        rows = await db.fetchall(f"SELECT {_SWEEP_COLS} FROM sweeps {_SWEEP_ORDER}")
+    else:
+        rows = await db.fetchall(
+            f"SELECT {_SWEEP_COLS} FROM sweeps WHERE status = ? {_SWEEP_ORDER}", (status,)
+        )
+    return [_sweep(r) for r in rows]
+
+
+async def unfinished_sweep_ids(db: Database) -> list[str]:
+    rows = await db.fetchall(
+        f"SELECT id FROM sweeps WHERE status NOT IN {_FINISHED_SWEEPS_SQL} {_SWEEP_ORDER}"
+    )
+    return [r[0] for r in rows]
+
+
+async def get_trial(db: Database, trial_id: str) -> TrialRow | None:
+    row = await db.fetchone(f"SELECT {_TRIAL_COLS} FROM trials WHERE id = ?", (trial_id,))
+    return None if row is None else _trial(row)
+
+
+async def list_trials(
+    db: Database,
+    sweep_id: str,
+    *,
+    status: str | None = None,
+    bracket: int | None = None,
+    rung: int | None = None,
+) -> list[TrialRow]:
+    where: list[str] = ["sweep_id = ?"]
+    params: list[str | int] = [sweep_id]
+    for column, value in (("status", status), ("bracket", bracket), ("rung", rung)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    rows = await db.fetchall(
+        f"SELECT {_TRIAL_COLS} FROM trials WHERE {' AND '.join(where)} {_TRIAL_ORDER}", params
+    )
+    return [_trial(r) for r in rows]
+
+
+async def trial_counts(db: Database, sweep_id: str) -> dict[str, int]:
+    rows = await db.fetchall(
+        "SELECT status, count(*) FROM trials WHERE sweep_id = ? GROUP BY status ORDER BY status",
+        (sweep_id,),
+    )
+    return {r[0]: r[1] for r in rows}
+
+
+async def rung_progress(db: Database, sweep_id: str) -> list[dict[str, Any]]:
+    """Per (bracket, rung): total trials and counts by status; brackets high to low."""
+    rows = await db.fetchall(
+        "SELECT bracket, rung, status, count(*) FROM trials WHERE sweep_id = ?"
+        " GROUP BY bracket, rung, status ORDER BY bracket DESC, rung, status",
+        (sweep_id,),
+    )
+    out: list[dict[str, Any]] = []
+    for bracket, rung, status, n in rows:
+        if not out or (out[-1]["bracket"], out[-1]["rung"]) != (bracket, rung):
+            out.append({"bracket": bracket, "rung": rung, "total": 0, "by_status": {}})
+        out[-1]["total"] += n
+        out[-1]["by_status"][status] = n
+    return out

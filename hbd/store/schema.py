@@ -1,0 +1,154 @@
+"""Numbered schema migrations, tracked in ``PRAGMA user_version``.
+
+``MIGRATIONS[i]`` takes a database from version ``i`` to ``i + 1``. Append new
+migrations; never edit a released one (files in the field were built by it).
+All pending migrations run in one ``BEGIN IMMEDIATE`` transaction together
+with the ``user_version`` bump, so a crash mid-upgrade leaves the old version.
+"""
+
+from __future__ import annotations
+
+from hbd.errors import SchemaTooNew
+from hbd.store.db import Database
+
+# Terminal trial statuses, spelled once for the SQL below. A trial in one of
+# these can never change again (the trials_finished_is_final trigger).
+TERMINAL_SQL = "('succeeded','failed','cancelled')"
+
+_FINISHED_TRIAL_TRIGGER = f"""
+CREATE TRIGGER trials_finished_is_final BEFORE UPDATE ON trials
+WHEN OLD.status IN {TERMINAL_SQL}
+BEGIN SELECT RAISE(ABORT, 'a finished trial cannot change'); END
+"""
+
+V1: tuple[str, ...] = (
+    """
+    CREATE TABLE events (
+        seq      INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: a seq is never reused
+        sweep_id TEXT NOT NULL,
+        type     TEXT NOT NULL,
+        trial_id TEXT,
+        payload  TEXT NOT NULL,                      -- JSON object
+        at       REAL NOT NULL
+    )
+    """,
+    "CREATE INDEX events_sweep_seq ON events(sweep_id, seq)",
+    # Idempotence in the schema: one terminal event and one scheduling per trial,
+    # one submit and one finish per sweep. A duplicate fails the whole batch.
+    """
+    CREATE UNIQUE INDEX events_one_terminal_per_trial ON events(trial_id)
+    WHERE type IN ('trial.succeeded','trial.failed','trial.cancelled')
+    """,
+    """
+    CREATE UNIQUE INDEX events_one_schedule_per_trial ON events(trial_id)
+    WHERE type = 'trial.scheduled'
+    """,
+    """
+    CREATE UNIQUE INDEX events_one_submit_per_sweep ON events(sweep_id)
+    WHERE type = 'sweep.submitted'
+    """,
+    """
+    CREATE UNIQUE INDEX events_one_finish_per_sweep ON events(sweep_id)
+    WHERE type = 'sweep.finished'
+    """,
+    # The log is append-only: history is never rewritten.
+    """
+    CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'events are append-only'); END
+    """,
+    """
+    CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'events are append-only'); END
+    """,
+    """
+    CREATE TABLE sweeps (
+        id            TEXT PRIMARY KEY,
+        name          TEXT,
+        status        TEXT NOT NULL,
+        spec          TEXT NOT NULL,   -- the text as submitted
+        spec_json     TEXT NOT NULL,   -- the parsed spec, JSON
+        seed          INTEGER NOT NULL,
+        created_at    REAL,
+        finished_at   REAL,
+        best_trial_id TEXT,
+        best_metric   REAL,
+        reason        TEXT,
+        last_seq      INTEGER
+    )
+    """,
+    """
+    CREATE TABLE trials (
+        id           TEXT PRIMARY KEY,
+        sweep_id     TEXT NOT NULL REFERENCES sweeps(id),
+        bracket      INT,
+        rung         INT,
+        idx          INT,
+        config       TEXT,            -- JSON object
+        resource     REAL,
+        parent       TEXT,
+        status       TEXT NOT NULL,
+        executor     TEXT,
+        metrics      TEXT,            -- JSON object, last value per key
+        metric       REAL,
+        reason       TEXT,
+        scheduled_at REAL,
+        started_at   REAL,
+        ended_at     REAL
+    )
+    """,
+    "CREATE INDEX trials_sweep_status ON trials(sweep_id, status)",
+    "CREATE INDEX trials_sweep_bracket_rung ON trials(sweep_id, bracket, rung)",
+    _FINISHED_TRIAL_TRIGGER,
+)
+
+# v2: keep `resume_from` in the projection so the reconciler can re-send a
+# scheduled trial from the trials table alone, and index trials by executor
+# for "what is active on executor X". Existing rows are back-filled from their
+# trial.scheduled event; the finality trigger is lifted only for that.
+V2: tuple[str, ...] = (
+    "ALTER TABLE trials ADD COLUMN resume_from TEXT",
+    "DROP TRIGGER trials_finished_is_final",
+    """
+    UPDATE trials SET resume_from = (
+        SELECT json_extract(e.payload, '$.resume_from') FROM events AS e
+        WHERE e.trial_id = trials.id AND e.type = 'trial.scheduled'
+    )
+    """,
+    _FINISHED_TRIAL_TRIGGER,
+    "CREATE INDEX trials_executor_status ON trials(executor, status)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (V1, V2)
+CURRENT_VERSION = len(MIGRATIONS)
+
+
+async def user_version(db: Database) -> int:
+    return int(await db.scalar("PRAGMA user_version"))
+
+
+def check_not_too_new(path: str, found: int) -> None:
+    if found > CURRENT_VERSION:
+        raise SchemaTooNew(path=path, found=found, known=CURRENT_VERSION)
+
+
+async def migrate(db: Database, *, target: int = CURRENT_VERSION) -> int:
+    """Bring ``db`` up to ``target`` (tests pass a lower one to build old files).
+
+    Returns the version now in force. Raises :class:`SchemaTooNew`, changing
+    nothing, when the file is newer than this code.
+    """
+    if not 0 <= target <= CURRENT_VERSION:
+        raise ValueError(f"target version {target} is not in 0..{CURRENT_VERSION}")
+    async with db.transaction():
+        # Re-read under the write lock: another process may have migrated
+        # between our first look and BEGIN IMMEDIATE.
+        rows = await db.fetchall_tx("PRAGMA user_version")
+        found = int(rows[0][0])
+        check_not_too_new(db.path, found)
+        for version in range(found, target):
+            for statement in MIGRATIONS[version]:
+                await db.execute(statement)
+        if target > found:
+            # PRAGMA takes no bound parameters; target is an int we computed.
+            await db.execute(f"PRAGMA user_version = {int(target)}")
+    return max(found, target)

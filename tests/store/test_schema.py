@@ -1,0 +1,131 @@
+"""Migrations: fresh files, upgrades from v1, refusal of newer files, atomicity."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from hbd.errors import ConflictError, SchemaTooNew, StoreWriteError
+from hbd.store import CURRENT_VERSION, open_store, schema
+from hbd.store.db import apply_pragmas, connect
+
+pytestmark = pytest.mark.anyio
+
+
+async def _make_v1(path: Path) -> None:
+    """A file as hbd schema v1 left it, with a live and a finished trial."""
+    db = await connect(path)
+    await apply_pragmas(db)
+    assert await schema.migrate(db, target=1) == 1
+    async with db.transaction() as tx:
+        await tx.executemany(
+            "INSERT INTO events (sweep_id, type, trial_id, payload, at) VALUES ('s', ?, ?, ?, 1)",
+            [
+                ("sweep.submitted", None, '{"seed":1,"spec":"x","spec_json":{}}'),
+                ("trial.scheduled", "live", '{"resume_from":"ckpt/a","trial_id":"live"}'),
+                ("trial.scheduled", "done", '{"resume_from":null,"trial_id":"done"}'),
+                ("trial.succeeded", "done", '{"metric":1.0,"trial_id":"done"}'),
+            ],
+        )
+        await tx.execute(
+            "INSERT INTO sweeps (id, status, spec, spec_json, seed, last_seq) VALUES ('s', 'running', 'x', '{}', 1, 4)"
+        )
+        await tx.execute(
+            "INSERT INTO trials (id, sweep_id, status) VALUES ('live', 's', 'running')"
+        )
+        await tx.execute(
+            "INSERT INTO trials (id, sweep_id, status, metric) VALUES ('done', 's', 'succeeded', 1.0)"
+        )
+    await db.close()
+
+
+async def test_fresh_file_gets_current_version(db_path: Path) -> None:
+    async with await open_store(db_path) as store:
+        assert await store.schema_version() == CURRENT_VERSION == len(schema.MIGRATIONS)
+        assert await store.integrity_check() == "ok"
+
+
+async def test_reopening_current_file_changes_nothing(db_path: Path) -> None:
+    async with await open_store(db_path):
+        pass
+    async with await open_store(db_path) as store:
+        assert await store.schema_version() == CURRENT_VERSION
+
+
+async def test_v1_file_upgrades_and_backfills(db_path: Path) -> None:
+    await _make_v1(db_path)
+    async with await open_store(db_path) as store:
+        assert await store.schema_version() == CURRENT_VERSION
+        live, done = await store.get_trial("live"), await store.get_trial("done")
+        assert live is not None and live.resume_from == "ckpt/a"
+        assert done is not None and (done.status, done.metric, done.resume_from) == (
+            "succeeded",
+            1.0,
+            None,
+        )
+        # The finality trigger is back after the back-fill lifted it.
+        with pytest.raises(ConflictError, match="finished trial"):
+            async with store.db.transaction() as tx:
+                await tx.execute("UPDATE trials SET status = 'running' WHERE id = 'done'")
+        # And the upgraded file takes new events where v1 left off.
+        stored = await store.append(
+            "s", [("trial.failed", {"trial_id": "live", "reason": "x"})], at=2.0
+        )
+        assert stored[0].seq == 5
+        assert await store.integrity_check() == "ok"
+
+
+async def test_failed_migration_leaves_old_version(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _make_v1(db_path)
+    broken = (*schema.MIGRATIONS[1][:1], "THIS IS NOT SQL")
+    monkeypatch.setattr(schema, "MIGRATIONS", (schema.MIGRATIONS[0], broken))
+    db = await connect(db_path)
+    await apply_pragmas(db)
+    with pytest.raises(StoreWriteError):
+        await schema.migrate(db, target=2)
+    assert await schema.user_version(db) == 1
+    columns = [r[1] for r in await db.fetchall("PRAGMA table_info(trials)")]
+    assert "resume_from" not in columns  # the ALTER TABLE was rolled back too
+    await db.close()
+
+
+async def test_newer_file_is_refused_and_left_unchanged(db_path: Path) -> None:
+    async with await open_store(db_path) as store:
+        await store.append("s", [("note", {"n": 1})], at=1.0)
+    with sqlite3.connect(db_path) as raw:
+        raw.execute(f"PRAGMA user_version = {CURRENT_VERSION + 1}")
+    raw.close()
+    before = db_path.read_bytes()
+
+    with pytest.raises(SchemaTooNew) as info:
+        await open_store(db_path)
+
+    assert info.value.found == CURRENT_VERSION + 1 and info.value.known == CURRENT_VERSION
+    assert str(CURRENT_VERSION + 1) in str(info.value) and "not changed" in str(info.value)
+    assert db_path.read_bytes() == before
+
+
+async def test_newer_rollback_journal_file_is_not_switched_to_wal(db_path: Path) -> None:
+    # A file another tool made (rollback journal, future version): refusing it
+    # must not even flip its journal mode.
+    with sqlite3.connect(db_path) as raw:
+        raw.execute("CREATE TABLE t (x)")
+        raw.execute("PRAGMA user_version = 99")
+    raw.close()
+    before = db_path.read_bytes()
+    with pytest.raises(SchemaTooNew):
+        await open_store(db_path)
+    assert db_path.read_bytes() == before
+
+
+async def test_migrate_rejects_unknown_target(db_path: Path) -> None:
+    db = await connect(db_path)
+    try:
+        with pytest.raises(ValueError):
+            await schema.migrate(db, target=CURRENT_VERSION + 1)
+    finally:
+        await db.close()
