@@ -89,6 +89,7 @@ async def serve_agent(
     *,
     callback_token: str | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    trial_cwd: Path | None = None,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run an Agent and its HTTP server until cancelled; readiness carries the bound port.
@@ -96,7 +97,9 @@ async def serve_agent(
     Cancelling stops the server first (graceful, bounded), then the agent, which
     terminates running trials. Requires the asyncio backend (uvicorn).
     """
-    agent = Agent(workdir, slots, token=token, callback_token=callback_token, transport=transport)
+    agent = Agent(
+        workdir, slots, token=token, callback_token=callback_token, transport=transport, trial_cwd=trial_cwd
+    )
     async with anyio.create_task_group() as tg:
         await tg.start(agent.run)
         port = await tg.start(serve_app, create_agent_app(agent), host, port)

@@ -103,10 +103,15 @@ class Agent:
         token: str | None = None,
         callback_token: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        trial_cwd: Path | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError("slots must be at least 1")
         self.workdir = Path(workdir).resolve()
+        # Trials run where the agent was started (as a container runs in its image's
+        # workdir), so a spec's relative `python3 train.py` finds its script; the
+        # trial's own directory is in HBD_TRIAL_DIR.
+        self.trial_cwd = (trial_cwd or Path.cwd()).resolve()
         self.slots = slots
         self.token = token
         self.callback_token = callback_token
@@ -224,7 +229,7 @@ class Agent:
             env = await anyio.to_thread.run_sync(self._trial_env, sub, directory)
             process = await spawn(
                 argv,
-                cwd=directory,
+                cwd=self.trial_cwd,
                 env=env,
                 stdout=directory / results.STDOUT_FILE,
                 stderr=directory / results.STDERR_FILE,
@@ -255,6 +260,7 @@ class Agent:
             sub.resource.name.upper(): resource,
             "HBD_TRIAL_ID": sub.id,
             "HBD_SWEEP_ID": sub.sweep_id,
+            "HBD_TRIAL_DIR": str(directory),
             "HBD_RESOURCE": resource,
             "HBD_METRICS_FILE": str(directory / results.METRICS_FILE),
             "HBD_CHECKPOINT_DIR": str(checkpoint),

@@ -1,0 +1,125 @@
+"""The daemon's HTTP API (FastAPI): sweeps, trials, executor callbacks, health."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+import hbd
+from hbd.api.protocol import TrialUpdate
+from hbd.api.views import resource_type, sweep_detail, sweep_summary, trial_view
+from hbd.core.errors import SpecError
+from hbd.daemon.app import Daemon, SweepChanged
+from hbd.errors import NotFound, StoreError
+
+# Largest sweep spec accepted: real specs are a few KiB; this leaves room for
+# long choice lists while keeping a bad client from making us buffer megabytes.
+MAX_SPEC_BYTES = 1024 * 1024
+TRIAL_STATUSES = ("scheduled", "dispatched", "running", "succeeded", "failed", "cancelled")
+
+
+def spec_problem_response(exc: SpecError) -> JSONResponse:
+    errors = [{"loc": p.loc, "msg": p.msg} for p in exc.problems]
+    return JSONResponse({"detail": "invalid sweep spec", "errors": errors}, status_code=422)
+
+
+def create_app(daemon: Daemon) -> FastAPI:
+    app = FastAPI(title="hbd", version=hbd.__version__, summary="Hyperband sweep daemon")
+    router = APIRouter()
+
+    async def sweep_or_404(sweep_id: str) -> Any:
+        sweep = await daemon.store.get_sweep(sweep_id)
+        if sweep is None:
+            raise HTTPException(404, f"no sweep {sweep_id}")
+        return sweep
+
+    def live_state(sweep_id: str) -> str | None:
+        runner = daemon.runners.get(sweep_id)
+        return None if runner is None else runner.machine.state.value
+
+    @router.post("/v1/sweeps", status_code=201)
+    async def submit(request: Request, response: Response, id: str | None = None) -> Any:
+        body = await request.body()
+        if len(body) > MAX_SPEC_BYTES:
+            raise HTTPException(413, f"spec larger than {MAX_SPEC_BYTES} bytes")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise HTTPException(422, "the spec is not UTF-8 text") from None
+        if id is not None and not id.replace("-", "").replace("_", "").isalnum():
+            raise HTTPException(422, "sweep id may hold only letters, digits, '-' and '_'")
+        try:
+            sweep_id, created = await daemon.submit(text, sweep_id=id)
+        except SpecError as exc:
+            return spec_problem_response(exc)
+        except SweepChanged as exc:
+            raise HTTPException(409, str(exc)) from None
+        except StoreError as exc:
+            raise HTTPException(503, f"cannot store the sweep: {exc}") from None
+        if not created:
+            response.status_code = 200
+        return {"id": sweep_id, "created": created, "url": f"/v1/sweeps/{sweep_id}"}
+
+    @router.get("/v1/sweeps")
+    async def list_sweeps(status: str | None = None) -> list[dict[str, Any]]:
+        return [sweep_summary(s, live_state(s.id)) for s in await daemon.store.list_sweeps(status)]
+
+    @router.get("/v1/sweeps/{sweep_id}")
+    async def get_sweep(sweep_id: str) -> dict[str, Any]:
+        sweep = await sweep_or_404(sweep_id)
+        runner = daemon.runners.get(sweep_id)
+        best_id = sweep.best_trial_id
+        if runner is not None:
+            best = runner.machine.best()
+            best_id = best.trial_id if best else None
+        best_row = await daemon.store.get_trial(best_id) if best_id else None
+        return sweep_detail(
+            sweep,
+            await daemon.store.rung_progress(sweep_id),
+            await daemon.store.trial_counts(sweep_id),
+            best_row,
+            live_state(sweep_id),
+        )
+
+    @router.get("/v1/sweeps/{sweep_id}/trials")
+    async def list_trials(
+        sweep_id: str,
+        status: Annotated[str | None, Query(pattern="^(" + "|".join(TRIAL_STATUSES) + ")$")] = None,
+        bracket: Annotated[int | None, Query(ge=0)] = None,
+        rung: Annotated[int | None, Query(ge=0)] = None,
+    ) -> list[dict[str, Any]]:
+        sweep = await sweep_or_404(sweep_id)
+        rtype = resource_type(sweep)
+        trials = await daemon.store.list_trials(sweep_id, status=status, bracket=bracket, rung=rung)
+        return [trial_view(t, rtype) for t in trials]
+
+    @router.post("/v1/sweeps/{sweep_id}/cancel", status_code=202)
+    async def cancel(sweep_id: str) -> dict[str, Any]:
+        try:
+            cancelling = await daemon.cancel(sweep_id)
+        except NotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+        return {"id": sweep_id, "cancelling": cancelling}
+
+    @router.post("/v1/callbacks", status_code=204)
+    async def callback(update: TrialUpdate) -> Response:
+        await daemon.on_update(update)
+        return Response(status_code=204)
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "version": hbd.__version__,
+            "running_sweeps": len(daemon.runners),
+            "queued_trials": daemon.dispatcher.queued(),
+            "executors": [
+                {"name": e.name, "url": e.client.url, "healthy": e.healthy, "slots": e.slots, "free": e.free}
+                for e in daemon.pool.executors.values()
+            ],
+        }
+
+    app.include_router(router)
+    return app

@@ -1,0 +1,91 @@
+"""JSON shapes of sweeps and trials as the API serves them (and scripts rely on)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hbd.core import geometry
+from hbd.core.spec import parse_spec
+from hbd.store.projections import SweepRow, TrialRow
+
+
+def resource_value(value: float | None, resource_type: str) -> int | float | None:
+    if value is None:
+        return None
+    return int(value) if resource_type == "int" else float(value)
+
+
+def resource_type(sweep: SweepRow) -> str:
+    return str(sweep.spec_json["matrix"]["resource"]["type"])
+
+
+def trial_view(trial: TrialRow, rtype: str) -> dict[str, Any]:
+    return {
+        "id": trial.id,
+        "sweep_id": trial.sweep_id,
+        "bracket": trial.bracket,
+        "rung": trial.rung,
+        "index": trial.idx,
+        "config": trial.config,
+        "resource": resource_value(trial.resource, rtype),
+        "status": trial.status,
+        "metric": trial.metric,
+        "metrics": trial.metrics,
+        "parent": trial.parent,
+        "executor": trial.executor,
+        "reason": trial.reason,
+        "scheduled_at": trial.scheduled_at,
+        "started_at": trial.started_at,
+        "ended_at": trial.ended_at,
+    }
+
+
+def sweep_summary(sweep: SweepRow, live_state: str | None = None) -> dict[str, Any]:
+    matrix = sweep.spec_json["matrix"]
+    return {
+        "id": sweep.id,
+        "name": sweep.name or None,
+        # the projection says running until the end; the live machine knows "stopping"
+        "status": live_state if live_state == "stopping" else sweep.status,
+        "seed": sweep.seed,
+        "metric": matrix["metric"],
+        "created_at": sweep.created_at,
+        "finished_at": sweep.finished_at,
+        "reason": sweep.reason,
+        "best_trial_id": sweep.best_trial_id,
+        "best_metric": sweep.best_metric,
+    }
+
+
+def sweep_detail(
+    sweep: SweepRow,
+    progress: list[dict[str, Any]],
+    counts: dict[str, int],
+    best: TrialRow | None,
+    live_state: str | None,
+) -> dict[str, Any]:
+    spec = parse_spec(sweep.spec_json)
+    matrix = spec.matrix
+    plan = geometry.brackets(matrix.max_iterations, matrix.eta, matrix.resource.type)
+    seen = {(p["bracket"], p["rung"]): p for p in progress}
+    brackets = []
+    for b in plan:
+        rungs = []
+        for r in b.rungs:
+            p = seen.get((b.s, r.index), {"total": 0, "by_status": {}})
+            rungs.append({
+                "rung": r.index, "planned": r.configs, "resource": r.resource,
+                "trials": p["total"], "by_status": p["by_status"],
+            })
+        brackets.append({"bracket": b.s, "rungs": rungs})
+    return {
+        **sweep_summary(sweep, live_state),
+        "resource": {"name": matrix.resource.name, "type": matrix.resource.type},
+        "max_iterations": matrix.max_iterations,
+        "eta": matrix.eta,
+        "concurrency": matrix.concurrency,
+        "trials": counts,
+        "planned_trial_runs": sum(b.trial_runs for b in plan),
+        "brackets": brackets,
+        "best": None if best is None else trial_view(best, matrix.resource.type),
+    }

@@ -1,0 +1,211 @@
+"""The daemon: one root task group holding the runners, the dispatcher and the reconciler.
+
+``Daemon.run`` resumes every unfinished sweep from the log, then serves
+submissions until it is cancelled. Cancelling it (SIGTERM) leaves trials
+running on their executors; the next start adopts them (see reconciler.py).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup, TaskStatus
+
+from hbd.api.protocol import ResourceValue, TrialStatus, TrialSubmission, TrialUpdate
+from hbd.core.codec import SUBMITTED, decision_record
+from hbd.core.events import Begin, StopRequested
+from hbd.core.spec import SweepSpec, load_spec
+from hbd.core.sweep import SweepMachine
+from hbd.daemon.bus import EventBus
+from hbd.daemon.clock import Clock, RealClock
+from hbd.daemon.dispatcher import Dispatcher
+from hbd.daemon.executors import Executor, ExecutorClient, ExecutorPool
+from hbd.daemon.reconciler import Reconciler
+from hbd.daemon.runner import Note, Observe, SweepRunner, finite_metrics, observation_from_status
+from hbd.errors import ConflictError, ExecutorError, NotFound
+from hbd.store.log import Store, StoredEvent
+
+log = structlog.get_logger(__name__)
+
+# A sweep id becomes part of every trial id, which executors use as a
+# directory name: keep it short and in the protocol's alphabet.
+SWEEP_ID_BYTES = 5
+
+
+def new_sweep_id() -> str:
+    return "sw" + secrets.token_hex(SWEEP_ID_BYTES)
+
+
+class SweepChanged(ConflictError):
+    """A submission reused a sweep id with a different spec."""
+
+
+class Daemon:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Clock | None = None,
+        callback_url: str | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock or RealClock()
+        self.pool = ExecutorPool(self.clock)
+        self.dispatcher = Dispatcher(self)
+        self.reconciler = Reconciler(self)
+        self.bus = EventBus()
+        self.runners: dict[str, SweepRunner] = {}
+        self.callback_url = callback_url
+        self._tg: TaskGroup | None = None
+        self._last_heard: dict[str, float] = {}
+
+    # ---- lifecycle ----
+
+    def add_executor(self, name: str, client: ExecutorClient) -> Executor:
+        executor = Executor(name=name, client=client)
+        self.pool.add(executor)
+        return executor
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                await self.reconciler.check_health()
+                tg.start_soon(self.dispatcher.run, tg)
+                await self.reconciler.resume_all()
+                tg.start_soon(self.reconciler.run)
+                task_status.started()
+        finally:
+            self._tg = None
+            with anyio.CancelScope(shield=True):
+                await self.pool.aclose()
+
+    @property
+    def tg(self) -> TaskGroup:
+        if self._tg is None:
+            raise RuntimeError("the daemon is not running")
+        return self._tg
+
+    def start_runner(self, runner: SweepRunner) -> None:
+        self.runners[runner.sweep_id] = runner
+
+        async def run() -> None:
+            try:
+                await runner.run()
+            finally:
+                self.runners.pop(runner.sweep_id, None)
+
+        self.tg.start_soon(run)
+
+    # ---- sweeps ----
+
+    async def submit(self, text: str, *, sweep_id: str | None = None) -> tuple[str, bool]:
+        """Store a new sweep and start it; returns (id, created).
+
+        Raises SpecError for a bad spec and SweepChanged when ``sweep_id`` exists
+        with another spec; in both cases nothing is stored.
+        """
+        spec = load_spec(text)
+        if sweep_id is not None:
+            existing = await self.store.get_sweep(sweep_id)
+            if existing is not None:
+                if existing.spec_json == spec.to_json():
+                    return sweep_id, False
+                raise SweepChanged(f"sweep {sweep_id} exists with a different spec; use a new id")
+        sweep_id = sweep_id or new_sweep_id()
+        seed = spec.matrix.seed if spec.matrix.seed is not None else secrets.randbelow(2**31)
+        machine = SweepMachine(spec.matrix, sweep_id=sweep_id, seed=seed)
+        decisions = machine.handle(Begin())
+        submitted = {"name": spec.name or "", "spec": text, "spec_json": spec.to_json(), "seed": seed}
+        records = [(SUBMITTED, submitted), *(decision_record(d) for d in decisions)]
+        committed = await self.store.append(sweep_id, records, at=self.clock.wall())
+        self.published(committed)
+        log.info("sweep submitted", sweep_id=sweep_id, seed=seed, trials=len(decisions))
+        runner = SweepRunner(self, spec, machine)
+        self.start_runner(runner)
+        for decision in decisions:
+            await runner.act(decision)
+        return sweep_id, True
+
+    async def cancel(self, sweep_id: str, reason: str = "cancelled by user") -> bool:
+        """Ask a sweep to stop; False if it had already finished."""
+        runner = self.runners.get(sweep_id)
+        if runner is None:
+            if await self.store.get_sweep(sweep_id) is None:
+                raise NotFound(f"no sweep {sweep_id}")
+            return False
+        await runner.put(Observe(StopRequested(reason=reason)))
+        return True
+
+    # ---- executors ----
+
+    def submission(self, runner: SweepRunner, start: Any) -> TrialSubmission:
+        spec: SweepSpec = runner.spec
+        matrix, component = spec.matrix, spec.component
+        params: dict[str, Any] = {i.name: i.value for i in component.inputs if i.has_default}
+        params.update(start.config)
+        params[matrix.resource.name] = start.resource
+        return TrialSubmission(
+            id=start.trial_id,
+            sweep_id=runner.sweep_id,
+            command=[*component.container.command, *component.container.args],
+            params=params,
+            resource=ResourceValue(name=matrix.resource.name, value=start.resource),
+            metric=matrix.metric.name,
+            resume_from=start.resume_from,
+            callback_url=self.callback_url,
+        )
+
+    def heard_from(self, trial_id: str) -> None:
+        self._last_heard[trial_id] = self.clock.monotonic()
+
+    def last_heard(self, trial_id: str) -> float:
+        return self._last_heard.get(trial_id, 0.0)
+
+    def forget_trial(self, trial_id: str) -> None:
+        self._last_heard.pop(trial_id, None)
+
+    async def on_update(self, update: TrialUpdate) -> bool:
+        """A callback from an executor; False if no running sweep wants it."""
+        runner = self.runners.get(update.sweep_id)
+        if runner is None or update.trial_id not in runner.machine.trials:
+            return False
+        self.heard_from(update.trial_id)
+        if update.kind == "metrics":
+            payload = {"trial_id": update.trial_id, "metrics": finite_metrics(update.metrics), "seq": update.seq}
+            await runner.put(Note("trial.metrics", payload))
+        elif update.status is not None:
+            await self.on_status(runner, update.status)
+        return True
+
+    async def on_status(self, runner: SweepRunner, status: TrialStatus) -> None:
+        result = observation_from_status(status, runner.spec.matrix.metric.name)
+        if result is not None:
+            await runner.put(result)
+
+    def cancel_on_executor(self, runner: SweepRunner, trial_id: str) -> None:
+        name = self.dispatcher.executor_of(trial_id)
+        executor = self.pool.executors.get(name) if name else None
+        if executor is None:
+            return
+
+        async def cancel() -> None:
+            try:
+                status = await executor.client.cancel(trial_id)
+            except ExecutorError as exc:
+                # The reconciler's polling finds the trial's end (or declares it lost).
+                log.warning("cancel failed", trial_id=trial_id, executor=executor.name, error=str(exc))
+                return
+            if status is not None:
+                await self.on_status(runner, status)
+
+        self.tg.start_soon(cancel)
+
+    # ---- events ----
+
+    def published(self, events: Iterable[StoredEvent]) -> None:
+        self.bus.publish(events)

@@ -1,0 +1,70 @@
+"""Fan committed events out to live subscribers without ever blocking the writer.
+
+Each subscriber gets a bounded memory stream. ``publish`` never waits: when a
+subscriber's buffer is full it is marked ``behind`` and receives nothing more
+from the bus; its reader then catches up from the database (the log is the
+truth) and resubscribes, or gives up. So a stuck consumer costs the sweep one
+failed ``send_nowait`` per event, nothing more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from hbd.store.log import StoredEvent
+
+# Events buffered per subscriber: a few seconds of a busy sweep. A consumer
+# further behind than this reads from the database instead of from memory.
+SUBSCRIBER_BUFFER = 1024
+
+
+@dataclass(eq=False)
+class Subscription:
+    sweep_id: str | None
+    send: MemoryObjectSendStream[StoredEvent]
+    receive: MemoryObjectReceiveStream[StoredEvent]
+    behind: bool = False
+    dropped: int = field(default=0)
+
+
+class EventBus:
+    def __init__(self, buffer: int = SUBSCRIBER_BUFFER) -> None:
+        self._buffer = buffer
+        self._subs: set[Subscription] = set()
+
+    def subscribe(self, sweep_id: str | None = None) -> Subscription:
+        send, receive = anyio.create_memory_object_stream[StoredEvent](self._buffer)
+        sub = Subscription(sweep_id, send, receive)
+        self._subs.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+        sub.send.close()
+        sub.receive.close()
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subs)
+
+    def publish(self, events: Iterable[StoredEvent]) -> None:
+        batch = list(events)
+        for sub in list(self._subs):
+            if sub.behind:
+                continue
+            for event in batch:
+                if sub.sweep_id is not None and event.sweep_id != sub.sweep_id:
+                    continue
+                try:
+                    sub.send.send_nowait(event)
+                except anyio.WouldBlock:
+                    sub.behind = True
+                    sub.dropped += 1
+                    break
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    self._subs.discard(sub)
+                    break

@@ -1,0 +1,212 @@
+"""Talking to executors over the /v1 protocol, and keeping track of their slots.
+
+``ExecutorClient`` is the only place httpx exceptions are caught; they become
+``ExecutorUnavailable`` (retry later) or ``ExecutorRejected`` (the executor
+answered and said no). Transient failures are retried with capped exponential
+backoff and full jitter (AWS Architecture Blog, "Exponential Backoff And
+Jitter"); the trial id travels as the idempotency key, so a retried submit
+that had in fact arrived is the same trial, not a second one.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import httpx
+import structlog
+from pydantic import ValidationError
+
+from hbd.api.protocol import Health, TrialStatus, TrialSubmission
+from hbd.daemon.clock import Clock, RealClock
+from hbd.errors import ExecutorRejected, ExecutorUnavailable, NotFound
+
+log = structlog.get_logger(__name__)
+
+# Loopback or LAN executors answer in milliseconds; a submit that takes longer
+# than this is stuck, and the retry (same id) is safe.
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+# Retries of one request before the executor is reported unavailable:
+# 0.1, 0.2, 0.4, 0.8 s caps, about 1.5 s worst case with full jitter.
+MAX_ATTEMPTS = 5
+BACKOFF_BASE = 0.1
+BACKOFF_CAP = 2.0
+# Connections kept per executor: the dispatcher sends at most a few requests at
+# once to one executor, and the poller one more.
+POOL_LIMITS = httpx.Limits(max_connections=32, max_keepalive_connections=16)
+
+T = TypeVar("T")
+
+
+def backoff(attempt: int, rng: random.Random) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+    return rng.uniform(0.0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
+
+
+class ExecutorClient:
+    """One executor's /v1 API. Retries transient failures; raises hbd errors only."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Clock | None = None,
+        max_attempts: int = MAX_ATTEMPTS,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.AsyncClient(
+            base_url=self.url, headers=headers, timeout=DEFAULT_TIMEOUT,
+            limits=POOL_LIMITS, transport=transport,
+        )
+        self._clock = clock or RealClock()
+        self._max_attempts = max_attempts
+        # Jitter only spreads retries in time; it never reaches a sweep decision.
+        self._rng = rng or random.Random()
+        self.attempts = 0  # requests sent, retries included (tests bound it)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+        last: Exception | None = None
+        for attempt in range(self._max_attempts):
+            if attempt:
+                await self._clock.sleep(backoff(attempt - 1, self._rng))
+            self.attempts += 1
+            try:
+                response = await self._http.request(method, path, **kwargs)  # type: ignore[arg-type]
+            except httpx.TransportError as exc:
+                last = exc
+                continue
+            if response.status_code >= 500 or response.status_code == 429:
+                last = ExecutorUnavailable(f"{self.url}: HTTP {response.status_code}")
+                if response.status_code == 429:
+                    break  # no free slot: another executor, or later; not a retry storm
+                continue
+            return response
+        raise ExecutorUnavailable(f"{self.url} unavailable after {attempt + 1} attempt(s): {last}") from last
+
+    @staticmethod
+    def _parse(model: type[T], response: httpx.Response, what: str) -> T:
+        try:
+            return model.model_validate_json(response.content)  # type: ignore[attr-defined,no-any-return]
+        except ValidationError as exc:
+            raise ExecutorRejected(f"malformed {what} from executor: {exc.errors()[:1]}") from exc
+
+    def _refused(self, response: httpx.Response, what: str) -> ExecutorRejected:
+        try:
+            detail = response.json().get("detail")
+        except ValueError:
+            detail = response.text[:200]
+        return ExecutorRejected(f"{self.url} refused {what}: HTTP {response.status_code}: {detail}")
+
+    async def submit(self, submission: TrialSubmission) -> TrialStatus:
+        response = await self._request(
+            "POST", "/v1/trials", content=submission.model_dump_json(),
+            headers={"Content-Type": "application/json", "Idempotency-Key": submission.id},
+        )
+        if response.status_code not in (200, 201):
+            raise self._refused(response, f"trial {submission.id}")
+        return self._parse(TrialStatus, response, "trial status")
+
+    async def status(self, trial_id: str) -> TrialStatus:
+        response = await self._request("GET", f"/v1/trials/{trial_id}")
+        if response.status_code == 404:
+            raise NotFound(f"executor {self.url} does not know trial {trial_id}")
+        if response.status_code != 200:
+            raise self._refused(response, f"status of {trial_id}")
+        return self._parse(TrialStatus, response, "trial status")
+
+    async def cancel(self, trial_id: str) -> TrialStatus | None:
+        response = await self._request("POST", f"/v1/trials/{trial_id}/cancel")
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self._refused(response, f"cancel of {trial_id}")
+        return self._parse(TrialStatus, response, "trial status")
+
+    async def health(self) -> Health:
+        response = await self._request("GET", "/v1/health")
+        if response.status_code != 200:
+            raise self._refused(response, "health")
+        return self._parse(Health, response, "health")
+
+
+@dataclass
+class Executor:
+    """An executor as the dispatcher sees it: its client and its slots."""
+
+    name: str
+    client: ExecutorClient
+    slots: int = 0
+    running: set[str] = field(default_factory=set)
+    healthy: bool = False
+    down_until: float = 0.0  # monotonic time before which nothing is sent to it
+    failures: int = 0
+
+    @property
+    def free(self) -> int:
+        return max(0, self.slots - len(self.running))
+
+
+# Executors that failed a request are skipped for this long, doubling per
+# consecutive failure up to the cap, so one dead host does not stall dispatch.
+COOLDOWN_BASE = 0.5
+COOLDOWN_CAP = 30.0
+
+
+class ExecutorPool:
+    """All known executors; chooses where a trial goes and tracks slot use."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self.executors: dict[str, Executor] = {}
+
+    def add(self, executor: Executor) -> None:
+        self.executors[executor.name] = executor
+
+    def available(self, prefer: str | None = None) -> Executor | None:
+        """An executor with a free slot: ``prefer`` (a promoted trial's parent's) if it can."""
+        now = self._clock.monotonic()
+        usable = [e for e in self.executors.values() if e.healthy and e.free and e.down_until <= now]
+        if not usable:
+            return None
+        for e in usable:
+            if e.name == prefer:
+                return e
+        return max(usable, key=lambda e: (e.free, e.name))
+
+    def total_free(self) -> int:
+        return sum(e.free for e in self.executors.values() if e.healthy)
+
+    def owner(self, trial_id: str) -> Executor | None:
+        for e in self.executors.values():
+            if trial_id in e.running:
+                return e
+        return None
+
+    def release(self, trial_id: str) -> None:
+        for e in self.executors.values():
+            e.running.discard(trial_id)
+
+    def mark_failed(self, executor: Executor) -> None:
+        executor.failures += 1
+        delay = min(COOLDOWN_CAP, COOLDOWN_BASE * 2 ** (executor.failures - 1))
+        executor.down_until = self._clock.monotonic() + delay
+
+    def mark_ok(self, executor: Executor, health: Health | None = None) -> None:
+        executor.failures = 0
+        executor.down_until = 0.0
+        executor.healthy = True
+        if health is not None:
+            executor.slots = health.slots
+
+    async def aclose(self) -> None:
+        for e in self.executors.values():
+            await e.client.aclose()
+

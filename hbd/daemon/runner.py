@@ -1,0 +1,248 @@
+"""One sweep in flight: feed observations to its machine, persist, then act.
+
+The order is the whole point: observations and the decisions they cause are
+committed in one transaction *before* anything is sent to an executor, so the
+log never lags behind what executors were told. When a commit fails, the
+machine is rebuilt from the log (it had run ahead of it), the observations are
+kept, and the runner retries with backoff: progress stops cleanly and resumes
+once the disk is back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from hbd.api.protocol import TrialStatus
+from hbd.core.codec import Record, decision_record, observation_from_record, observation_record
+from hbd.core.errors import DuplicateEvent, InvalidTransition
+from hbd.core.events import (
+    CancelTrials,
+    Decision,
+    Observation,
+    StartTrial,
+    SweepFinished,
+    TrialCancelled,
+    TrialFailed,
+    TrialSucceeded,
+)
+from hbd.core.spec import SweepSpec, parse_spec
+from hbd.core.sweep import SweepMachine
+from hbd.errors import ConflictError, StoreError, StoreWriteError
+from hbd.store.log import StoredEvent
+
+if TYPE_CHECKING:
+    from hbd.daemon.app import Daemon
+
+log = structlog.get_logger(__name__)
+
+# Items waiting for one runner. Callbacks block (and so push back on the
+# executor) when a runner is this far behind; a sweep has at most a few
+# thousand trials in flight, each with a handful of updates.
+INBOX_SIZE = 10_000
+# Items committed in one transaction: enough to amortise the fsync of
+# synchronous=FULL over a burst of results, small enough to keep a commit short.
+MAX_BATCH = 500
+# Backoff while the database refuses writes (disk full, I/O error).
+WRITE_RETRY_BASE = 0.2
+WRITE_RETRY_CAP = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Observe:
+    """A core observation plus what only the log keeps (stderr tail, executor...)."""
+
+    observation: Observation
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """A log-only fact: dispatched, running, metrics reported, capacity idle."""
+
+    type: str
+    payload: Mapping[str, Any]
+
+
+Item = Observe | Note
+
+
+def finite_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Metrics fit for the log: numbers only, NaN and infinities dropped (they are not JSON)."""
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
+def observation_from_status(status: TrialStatus, metric: str) -> Observe | None:
+    """The observation a terminal executor status stands for; None while it runs."""
+    metrics = finite_metrics(status.metrics)
+    if status.state == "succeeded":
+        return Observe(
+            TrialSucceeded(trial_id=status.id, metrics=metrics), {"metric": metrics.get(metric)}
+        )
+    if status.state == "failed":
+        extra = {"metrics": metrics, "exit_code": status.exit_code, "stderr_tail": status.stderr_tail}
+        return Observe(TrialFailed(trial_id=status.id, reason=status.reason or "failed"), extra)
+    if status.state == "cancelled":
+        return Observe(TrialCancelled(trial_id=status.id, reason=status.reason or "cancelled"), {})
+    return None
+
+
+def sweep_spec(events: Sequence[StoredEvent]) -> tuple[SweepSpec, int]:
+    submitted = events[0].payload
+    return parse_spec(submitted["spec_json"]), int(submitted["seed"])
+
+
+def replay(sweep_id: str, events: Sequence[StoredEvent]) -> SweepMachine:
+    """A fresh machine fed every observation in the log, in log order."""
+    spec, seed = sweep_spec(events)
+    machine = SweepMachine(spec.matrix, sweep_id=sweep_id, seed=seed)
+    for event in events:
+        observation = observation_from_record(event.type, event.payload)
+        if observation is not None:
+            machine.handle(observation)
+    return machine
+
+
+class SweepRunner:
+    def __init__(self, daemon: Daemon, spec: SweepSpec, machine: SweepMachine) -> None:
+        self.daemon = daemon
+        self.spec = spec
+        self.machine = machine
+        self.sweep_id = machine.sweep_id
+        self._send: MemoryObjectSendStream[Item]
+        self._receive: MemoryObjectReceiveStream[Item]
+        self._send, self._receive = anyio.create_memory_object_stream[Item](INBOX_SIZE)
+        self.done = anyio.Event()
+        self._followups: list[Item] = []  # items the runner gives itself (cancel of unsent trials)
+
+    def start_of(self, trial_id: str) -> StartTrial:
+        """The start decision of a trial the machine knows, rebuilt from its record."""
+        t = self.machine.trials[trial_id]
+        return StartTrial(
+            trial_id=t.trial_id, bracket=t.bracket, rung=t.rung, index=t.index, config=t.config,
+            resource=t.resource, parent=t.parent, resume_from=t.parent if self.spec.matrix.resume else None,
+        )
+
+    # ---- inputs ----
+
+    async def put(self, item: Item) -> None:
+        """Hand the runner an item; dropped once the sweep has finished (nothing can change it)."""
+        try:
+            await self._send.send(item)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            log.debug("sweep already finished; item dropped", sweep_id=self.sweep_id, item=repr(item))
+
+    # ---- the loop ----
+
+    async def run(self) -> None:
+        log.info("sweep running", sweep_id=self.sweep_id)
+        pending: list[Item] = []
+        failures = 0
+        with self._send, self._receive:
+            while self.machine.finished is None:
+                pending.extend(self._followups)
+                self._followups.clear()
+                if not pending:
+                    pending.append(await self._receive.receive())
+                while len(pending) < MAX_BATCH:
+                    try:
+                        pending.append(self._receive.receive_nowait())
+                    except anyio.WouldBlock:
+                        break
+                try:
+                    await self._step(pending)
+                except StoreWriteError as exc:
+                    failures += 1
+                    delay = min(WRITE_RETRY_CAP, WRITE_RETRY_BASE * 2 ** (failures - 1))
+                    log.error("cannot write the event log; progress paused", sweep_id=self.sweep_id,
+                              error=str(exc), retry_in=delay)
+                    await self.daemon.clock.sleep(delay)
+                    await self._rebuild()
+                    continue
+                failures = 0
+                pending = []
+        self.done.set()
+        log.info("sweep finished", sweep_id=self.sweep_id, status=self.machine.finished.status,
+                 reason=self.machine.finished.reason)
+
+    async def _rebuild(self) -> None:
+        """Our machine ran ahead of a write that did not happen: start again from the log."""
+        while True:
+            try:
+                self.machine = replay(self.sweep_id, await self.daemon.store.sweep_events(self.sweep_id))
+                return
+            except StoreError as exc:
+                log.error("cannot read the event log", sweep_id=self.sweep_id, error=str(exc))
+                await self.daemon.clock.sleep(WRITE_RETRY_CAP)
+
+    async def _step(self, items: list[Item], *, retried: bool = False) -> None:
+        records, actions = self._decide(items)
+        if not records:
+            return
+        try:
+            committed = await self.daemon.store.append(self.sweep_id, records, at=self.daemon.clock.wall())
+        except ConflictError as exc:
+            if retried:
+                raise
+            # The log already holds one of these results (the store's own idempotence
+            # check): rebuild from the log, where the repeat now shows as a duplicate.
+            log.warning("repeat refused by the store", sweep_id=self.sweep_id, error=str(exc))
+            await self._rebuild()
+            await self._step(items, retried=True)
+            return
+        self.daemon.published(committed)
+        for item in items:
+            if isinstance(item, Observe) and isinstance(item.observation, TrialSucceeded | TrialFailed | TrialCancelled):
+                self.daemon.dispatcher.trial_ended(item.observation.trial_id)
+        for decision in actions:
+            await self.act(decision)
+
+    def _decide(self, items: list[Item]) -> tuple[list[Record], list[Decision]]:
+        records: list[Record] = []
+        actions: list[Decision] = []
+        for item in items:
+            if isinstance(item, Note):
+                if self._still_open(item.payload.get("trial_id")):
+                    records.append((item.type, dict(item.payload)))
+                continue
+            try:
+                decisions = self.machine.handle(item.observation)
+            except DuplicateEvent:
+                continue  # a callback and a poll crossed: the first one won
+            except InvalidTransition as exc:
+                log.warning("result rejected", sweep_id=self.sweep_id, error=str(exc))
+                continue
+            records.append(observation_record(item.observation, **item.extra))
+            records.extend(decision_record(d) for d in decisions)
+            actions.extend(decisions)
+        return records, actions
+
+    def _still_open(self, trial_id: object) -> bool:
+        """Notes about a trial that ended (a late 'running', a stray metric) are dropped."""
+        if trial_id is None:
+            return True
+        trial = self.machine.trials.get(str(trial_id))
+        return trial is not None and not trial.state.ended
+
+    async def act(self, decision: Decision) -> None:
+        if isinstance(decision, StartTrial):
+            self.daemon.dispatcher.enqueue(self, decision)
+        elif isinstance(decision, CancelTrials):
+            for trial_id in decision.trial_ids:
+                if self.daemon.dispatcher.dequeue(trial_id):
+                    # never sent: nothing to kill, it is cancelled here and now
+                    self._followups.append(Observe(TrialCancelled(trial_id=trial_id, reason=decision.reason)))
+                else:
+                    self.daemon.cancel_on_executor(self, trial_id)
+        elif isinstance(decision, SweepFinished):
+            self.daemon.dispatcher.forget_sweep(self.sweep_id)
