@@ -13,41 +13,40 @@ from typing import Any, ClassVar, Literal
 
 JSON = Any  # a JSON-native value: configs and metrics travel through the event log as JSON
 
-_frozen = dataclass(frozen=True, slots=True, kw_only=True)
 
 
 # ---- observations: the only inputs of SweepMachine.handle ----
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Begin:
     """The sweep was submitted and may start its first rungs."""
 
     TYPE: ClassVar[str] = "sweep.begin"
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TrialSucceeded:
     TYPE: ClassVar[str] = "trial.succeeded"
     trial_id: str
     metrics: Mapping[str, float]
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TrialFailed:
     TYPE: ClassVar[str] = "trial.failed"
     trial_id: str
     reason: str
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TrialCancelled:
     TYPE: ClassVar[str] = "trial.cancelled"
     trial_id: str
     reason: str = "cancelled"
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StopRequested:
     """Someone asked the sweep to stop: nothing new starts, running trials are cancelled."""
 
@@ -62,7 +61,7 @@ TrialResult = TrialSucceeded | TrialFailed | TrialCancelled
 # ---- decisions: what the caller must do (after persisting them) ----
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StartTrial:
     """Run ``config`` at ``resource``. ``parent`` is the trial it was promoted from."""
 
@@ -77,7 +76,7 @@ class StartTrial:
     resume_from: str | None
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RankedTrial:
     trial_id: str
     index: int
@@ -85,7 +84,7 @@ class RankedTrial:
     metric: float | None
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RungDecided:
     """A rung's trials have all ended; the best ``promoted`` go on to the next rung."""
 
@@ -99,21 +98,21 @@ class RungDecided:
     reason: str
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CancelTrials:
     TYPE: ClassVar[str] = "trial.cancel_requested"
     trial_ids: tuple[str, ...]
     reason: str
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EarlyStopped:
     TYPE: ClassVar[str] = "sweep.early_stopped"
     condition: str
     reason: str
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BestTrial:
     trial_id: str
     bracket: int
@@ -126,7 +125,7 @@ class BestTrial:
 SweepStatus = Literal["succeeded", "stopped", "failed"]
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SweepFinished:
     TYPE: ClassVar[str] = "sweep.finished"
     status: SweepStatus

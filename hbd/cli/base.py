@@ -1,0 +1,150 @@
+"""What every ``hbd`` command shares: exit codes, the command record, output helpers.
+
+Commands print only through the helpers here (or rich tables), so that
+``--json`` output stays one JSON document and errors go to stderr as
+``error: ...`` lines, never as tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from hbd.core.errors import SpecError
+from hbd.core.spec import SweepSpec, load_spec
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
+# A sweep spec is a few kilobytes; refusing anything far larger keeps a
+# mistaken path (a dataset, /dev/zero) from being read into memory.
+MAX_SPEC_BYTES = 1024 * 1024
+# Human output of a rung lists at most this many promoted configurations.
+MAX_CONFIGS_SHOWN = 3
+# ... and at most this many failed trials' reasons after the brackets.
+MAX_FAILURES_SHOWN = 5
+
+
+class UserError(Exception):
+    """A mistake the user can fix (a missing file, an invalid spec); ``main`` prints
+    each of its lines as an error and exits 2."""
+
+    def __init__(self, *lines: str) -> None:
+        self.lines = lines
+        super().__init__("\n".join(lines))
+
+
+# ---------------------------------------------------------------- output helpers
+
+
+class Output:
+    """Tables through rich; plain lines unwrapped (a log line should stay one line)."""
+
+    def __init__(self) -> None:
+        # Made per command, not at import, so that it writes to the sys.stdout of
+        # the moment (pytest's capsys replaces it). No markup or highlighting:
+        # configs are data and may contain brackets.
+        self.console = Console(file=sys.stdout, markup=False, highlight=False)
+
+    def line(self, text: str) -> None:
+        self.console.print(Text(text), soft_wrap=True)
+
+    def table(self, table: Table) -> None:
+        self.console.print(table)
+
+
+def output() -> Output:
+    return Output()
+
+
+def say(line: str, file: TextIO | None = None) -> None:
+    print(line, file=file or sys.stdout)
+
+
+def warn(line: str) -> None:
+    print(f"warning: {line}", file=sys.stderr)
+
+
+def error(line: str) -> None:
+    print(f"error: {line}", file=sys.stderr)
+
+
+def print_json(data: Mapping[str, Any]) -> None:
+    # allow_nan=False: the output must be JSON that any parser accepts.
+    print(json.dumps(data, indent=2, allow_nan=False))
+
+
+def format_number(x: float | None, digits: int = 6) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.{digits}g}" if isinstance(x, float) else str(x)
+
+
+def format_config(config: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={format_number(v, 4) if isinstance(v, float) else v}" for k, v in config.items())
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+# ---------------------------------------------------------------- shared steps
+
+
+def read_spec(path: str) -> SweepSpec:
+    """Read and validate the spec at ``path`` (``-`` for stdin)."""
+    try:
+        if path == "-":
+            text = sys.stdin.read(MAX_SPEC_BYTES + 1)
+        else:
+            with open(path, "rb") as fh:
+                raw = fh.read(MAX_SPEC_BYTES + 1)
+            if len(raw) > MAX_SPEC_BYTES:
+                raise UserError(
+                    f"{path}: larger than {MAX_SPEC_BYTES // 1024} KiB; is this a sweep spec?"
+                )
+            text = raw.decode("utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, not a spec file") from None
+    except PermissionError:
+        raise UserError(f"{path}: permission denied") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{path}: not UTF-8 text (byte {exc.start}); is this a YAML spec?"
+        ) from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(text) > MAX_SPEC_BYTES:
+        raise UserError(f"{path}: larger than {MAX_SPEC_BYTES // 1024} KiB; is this a sweep spec?")
+    try:
+        return load_spec(text)
+    except SpecError as exc:
+        name = "<stdin>" if path == "-" else path
+        raise UserError(*(f"{name}: {problem}" for problem in exc.problems)) from None
+
+
+def spec_dir(path: str) -> str:
+    return os.getcwd() if path == "-" else str(Path(path).resolve().parent)
+
+
+# ---------------------------------------------------------------- validate
+
+

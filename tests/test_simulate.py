@@ -1,0 +1,351 @@
+"""hbd.simulate: a whole sweep in-process against a Python objective."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import sys
+import textwrap
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hbd.core.spec import SweepSpec, load_spec, parse_spec
+from hbd.planview import build_plan
+from hbd.simulate import (
+    DEFAULT_SEED,
+    ObjectiveError,
+    Simulation,
+    load_objective,
+    resolve_seed,
+    simulate,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+REFERENCE = EXAMPLES / "reference-fixed.yaml"
+
+_names = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _forget_imported_objectives() -> Iterator[None]:
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        if name.startswith(("obj_", "objective", "_hbd_objective_")):
+            del sys.modules[name]
+
+
+def reference_spec(**matrix_changes: Any) -> SweepSpec:
+    data = yaml.safe_load(REFERENCE.read_text())
+    data["matrix"].update(matrix_changes)
+    return parse_spec(data)
+
+
+def example_objective(name: str = "loss") -> Any:
+    return load_objective(f"objective:{name}", [EXAMPLES])
+
+
+def write_module(tmp_path: Path, body: str) -> str:
+    """Write an objective module with a name no other test uses; return the name."""
+    name = f"obj_{next(_names)}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(body))
+    return name
+
+
+# ---------------------------------------------------------------- the sweep
+
+
+def test_a_clean_run_performs_the_planned_trials_rung_by_rung() -> None:
+    spec = reference_spec(earlyStopping=[])
+    sim = simulate(spec, example_objective(), seed=0)
+    plan = build_plan(spec)
+
+    assert sim.status == "succeeded" and sim.reason == "all brackets completed"
+    assert len(sim.trials) == plan.total_trial_runs == 206
+    ran = Counter((t.bracket, t.rung) for t in sim.trials)
+    planned = {(b.bracket, r.rung): r.configs for b in plan.brackets for r in b.rungs}
+    assert ran == planned
+    resources = {(b.bracket, r.rung): r.resource for b in plan.brackets for r in b.rungs}
+    assert all(t.resource == resources[(t.bracket, t.rung)] for t in sim.trials)
+    assert all(t.status == "succeeded" and t.metric is not None for t in sim.trials)
+
+
+def test_best_is_the_lowest_metric_of_all_succeeded_trials() -> None:
+    sim = simulate(reference_spec(earlyStopping=[]), example_objective(), seed=5)
+    done = [t for t in sim.trials if t.status == "succeeded"]
+    top = min(done, key=lambda t: t.metric if t.metric is not None else math.inf)
+
+    assert sim.best is not None
+    assert sim.best.metric == top.metric
+    assert sim.best.trial_id == top.trial_id
+    assert (sim.best.bracket, sim.best.rung, sim.best.resource) == (
+        top.bracket,
+        top.rung,
+        top.resource,
+    )
+    assert dict(sim.best.config) == dict(top.config)
+
+
+def test_maximize_picks_the_highest(tmp_path: Path) -> None:
+    name = write_module(
+        tmp_path, "def f(config, r):\n    return -abs(config['lr'] - 0.5) + r / 1000\n"
+    )
+    spec = reference_spec(earlyStopping=[], metric={"name": "score", "optimization": "maximize"})
+    sim = simulate(spec, load_objective(f"{name}:f", [tmp_path]), seed=1)
+    assert sim.best is not None
+    assert sim.best.metric == max(t.metric for t in sim.trials if t.metric is not None)
+
+
+def test_trials_complete_in_the_order_they_were_started() -> None:
+    sim = simulate(reference_spec(earlyStopping=[]), example_objective(), seed=2)
+    position = {t.trial_id: i for i, t in enumerate(sim.trials)}
+    # Begin starts every bracket's first rung, s_max first.
+    first = [(t.bracket, t.rung) for t in sim.trials[:143]]
+    assert first == sorted(first, key=lambda k: -k[0]) and all(r == 0 for _, r in first)
+    by_id = {t.trial_id: t for t in sim.trials}
+    for t in sim.trials:
+        if t.parent is not None:
+            parent = by_id[t.parent]
+            assert position[t.parent] < position[t.trial_id]
+            assert dict(parent.config) == dict(t.config)
+            assert (parent.bracket, parent.rung + 1) == (t.bracket, t.rung)
+
+
+def test_each_rung_promotes_its_best_and_reports_the_cutoff() -> None:
+    sim = simulate(reference_spec(earlyStopping=[]), example_objective(), seed=3)
+    for rung in sim.rungs:
+        members = [t for t in sim.trials if (t.bracket, t.rung) == (rung.bracket, rung.rung)]
+        assert rung.size == len(members)
+        ranked = sorted(members, key=lambda t: (t.metric, t.trial_id))
+        if rung.rung == rung.bracket:
+            assert rung.promoted == () and rung.cutoff is None
+            continue
+        k = len(rung.promoted)
+        assert {t.trial_id for t in ranked[:k]} == set(rung.promoted)
+        assert rung.cutoff == max(t.metric for t in ranked[:k] if t.metric is not None)
+    decided = [(r.bracket, r.rung) for r in sim.rungs]
+    assert decided == sorted(decided, key=lambda k: (-k[0], k[1]))
+
+
+def test_the_same_inputs_give_the_same_simulation_and_another_seed_another() -> None:
+    spec = reference_spec()
+    a = simulate(spec, example_objective(), seed=11)
+    b = simulate(spec, example_objective(), seed=11)
+    c = simulate(spec, example_objective(), seed=12)
+    dump = lambda s: json.dumps(s.to_json(), allow_nan=False)
+    assert dump(a) == dump(b)
+    assert [t.config for t in a.trials[:20]] != [t.config for t in c.trials[:20]]
+
+
+def test_the_objective_cannot_change_the_sweep_through_the_config(tmp_path: Path) -> None:
+    name = write_module(
+        tmp_path,
+        """
+        def f(config, r):
+            lr = config["lr"]
+            config["lr"] = 123.0
+            config.clear()
+            return lr + 1 / r
+        """,
+    )
+    sim = simulate(
+        reference_spec(earlyStopping=[]), load_objective(f"{name}:f", [tmp_path]), seed=0
+    )
+    assert all(0 <= t.config["lr"] <= 0.9 for t in sim.trials)
+
+
+# ---------------------------------------------------------------- early stopping
+
+
+def test_early_stopping_cancels_what_has_not_run(tmp_path: Path) -> None:
+    name = write_module(
+        tmp_path,
+        """
+        calls = []
+        def f(config, r):
+            calls.append(r)
+            return 0.01 if r == 81 else 1.0  # the first full-resource trial reaches loss <= 0.05
+        """,
+    )
+    objective = load_objective(f"{name}:f", [tmp_path])
+    sim = simulate(reference_spec(), objective, seed=0)
+
+    assert sim.status == "succeeded"
+    assert sim.reason.startswith("early stopping:") and "loss" in sim.reason
+    assert sim.early_stopped is not None
+    cancelled = [t for t in sim.trials if t.status == "cancelled"]
+    assert cancelled and all(t.metric is None and t.reason == sim.reason for t in cancelled)
+    calls = sys.modules[name].calls
+    assert len(calls) == sum(t.status != "cancelled" for t in sim.trials)
+    # the stopping trial is the first s=0 trial (bracket 0 starts at R), and is the best
+    assert sim.best is not None and sim.best.metric == 0.01 and sim.best.bracket == 0
+    assert sim.trials[-1].status == "cancelled"
+
+
+# ---------------------------------------------------------------- bad results fail one trial
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (
+            "raise ValueError('lr too high: ' + str(config['lr']))",
+            "objective raised ValueError: lr too high: ",
+        ),
+        ("return 'fast'", "objective returned str 'fast'; expected a number"),
+        ("return None", "objective returned NoneType None; expected a number"),
+        ("return True", "objective returned bool True; expected a number"),
+        ("return float('nan')", "objective returned nan; 'loss' must be finite"),
+        (
+            "return {'accuracy': 0.5}",
+            "objective returned no 'loss', the spec's metric (got: accuracy)",
+        ),
+        ("return {'loss': 'x'}", "objective returned loss='x' (str); metrics must be numbers"),
+        ("return {'loss': float('inf')}", "objective returned loss=inf; metrics must be finite"),
+        ("import sys; sys.exit(3)", "objective raised SystemExit: 3"),
+    ],
+)
+def test_a_bad_result_fails_that_trial_with_a_clear_reason(
+    tmp_path: Path, body: str, reason: str
+) -> None:
+    name = write_module(
+        tmp_path,
+        f"""
+        def f(config, r):
+            if config["lr"] > 0.45:
+                {body}
+            return config["lr"] + 1 / r
+        """,
+    )
+    sim = simulate(
+        reference_spec(earlyStopping=[]), load_objective(f"{name}:f", [tmp_path]), seed=0
+    )
+
+    failed = [t for t in sim.trials if t.status == "failed"]
+    assert failed and all(t.config["lr"] > 0.45 for t in failed)
+    assert all(t.reason is not None and t.reason.startswith(reason) for t in failed)
+    assert all(t.metric is None for t in failed)
+    # the sweep went on with the rest, and failed trials were not promoted
+    assert sim.status == "succeeded"
+    promoted = {tid for r in sim.rungs for tid in r.promoted}
+    assert not promoted & {t.trial_id for t in failed}
+    json.dumps(sim.to_json(), allow_nan=False)
+
+
+def test_a_dict_result_may_carry_other_metrics(tmp_path: Path) -> None:
+    name = write_module(
+        tmp_path, "def f(config, r):\n    return {'loss': 1 / r, 'accuracy': 0.1, 'n': 3}\n"
+    )
+    sim = simulate(
+        reference_spec(earlyStopping=[]), load_objective(f"{name}:f", [tmp_path]), seed=0
+    )
+    assert all(t.status == "succeeded" for t in sim.trials)
+    assert sim.best is not None and sim.best.metric == 1 / 81
+
+
+def test_numpy_scalars_are_numbers(tmp_path: Path) -> None:
+    name = write_module(
+        tmp_path, "import numpy as np\ndef f(config, r):\n    return np.float32(1 / r)\n"
+    )
+    sim = simulate(
+        reference_spec(earlyStopping=[]), load_objective(f"{name}:f", [tmp_path]), seed=0
+    )
+    assert all(t.status == "succeeded" for t in sim.trials)
+
+
+def test_when_every_trial_fails_the_sweep_fails(tmp_path: Path) -> None:
+    name = write_module(tmp_path, "def f(config, r):\n    raise RuntimeError('no GPU')\n")
+    sim = simulate(
+        reference_spec(earlyStopping=[]), load_objective(f"{name}:f", [tmp_path]), seed=0
+    )
+    assert sim.status == "failed" and sim.best is None
+    assert {t.reason for t in sim.trials} == {"objective raised RuntimeError: no GPU"}
+    # only the first rungs ran: nothing could be promoted
+    assert {t.rung for t in sim.trials} == {0}
+
+
+# ---------------------------------------------------------------- seeds
+
+
+def test_seed_comes_from_the_flag_then_the_spec_then_the_default() -> None:
+    assert resolve_seed(5, reference_spec(seed=9)) == (5, "--seed")
+    assert resolve_seed(None, reference_spec(seed=9)) == (9, "spec")
+    assert resolve_seed(None, reference_spec()) == (DEFAULT_SEED, "default")
+    assert resolve_seed(0, reference_spec(seed=9)) == (0, "--seed")
+
+
+# ---------------------------------------------------------------- loading the objective
+
+
+def test_load_objective_finds_a_function_in_the_search_path(tmp_path: Path) -> None:
+    name = write_module(
+        tmp_path, "class K:\n    @staticmethod\n    def f(config, r):\n        return 1.0\n"
+    )
+    assert load_objective(f"{name}:K.f", [tmp_path])({}, 1) == 1.0
+    assert str(tmp_path) not in sys.path  # the search path is only borrowed
+
+
+def test_load_objective_takes_a_file_path(tmp_path: Path) -> None:
+    path = tmp_path / "my objective.py"
+    path.write_text("def f(config, r):\n    return 2.0\n")
+    assert load_objective(f"{path}:f")({}, 1) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("source", "ref", "message"),
+    [
+        (None, "obj_missing_zz:f", "no module named 'obj_missing_zz'"),
+        ("x = 1\n", "{name}:f", "has no attribute 'f'"),
+        ("f = 3\n", "{name}:f", "is a int, not a function"),
+        (
+            "def f(config):\n    return 1.0\n",
+            "{name}:f",
+            "has signature (config); simulate calls f(config, resource)",
+        ),
+        ("async def f(config, r):\n    return 1.0\n", "{name}:f", "is async"),
+        ("raise RuntimeError('bad import')\n", "{name}:f", "failed: RuntimeError: bad import"),
+        (
+            "import obj_dependency_zz\n",
+            "{name}:f",
+            "failed: ModuleNotFoundError: No module named 'obj_dependency_zz'",
+        ),
+        ("def f(:\n", "{name}:f", "failed: SyntaxError"),
+        (None, "nocolon", "must be MODULE:FUNCTION"),
+        (None, ":f", "must be MODULE:FUNCTION"),
+        (None, "mod:", "must be MODULE:FUNCTION"),
+        (None, "missing_file.py:f", "objective file missing_file.py does not exist"),
+    ],
+)
+def test_load_objective_explains_what_is_wrong(
+    tmp_path: Path, source: str | None, ref: str, message: str
+) -> None:
+    name = write_module(tmp_path, source) if source is not None else "unused"
+    with pytest.raises(ObjectiveError) as info:
+        load_objective(ref.format(name=name), [tmp_path])
+    assert message in str(info.value)
+
+
+def test_simulation_json_is_plain_data() -> None:
+    sim: Simulation = simulate(
+        load_spec(REFERENCE.read_text()), example_objective("metrics"), seed=3
+    )
+    data = json.loads(json.dumps(sim.to_json(), allow_nan=False))
+    assert set(data) >= {"seed", "status", "reason", "best", "trials", "rungs"}
+    assert set(data["trials"][0]) >= {
+        "id",
+        "bracket",
+        "rung",
+        "config",
+        "resource",
+        "metric",
+        "status",
+        "parent",
+    }
+    assert set(data["rungs"][0]) >= {"bracket", "rung", "promoted", "cutoff"}
