@@ -109,6 +109,11 @@ class Command:
 
 def read_spec(path: str) -> SweepSpec:
     """Read and validate the spec at ``path`` (``-`` for stdin)."""
+    return read_spec_text(path)[1]
+
+
+def read_spec_text(path: str) -> tuple[str, SweepSpec]:
+    """The spec's text as written, and the validated spec."""
     try:
         if path == "-":
             text = sys.stdin.read(MAX_SPEC_BYTES + 1)
@@ -135,7 +140,7 @@ def read_spec(path: str) -> SweepSpec:
     if len(text) > MAX_SPEC_BYTES:
         raise UserError(f"{path}: larger than {MAX_SPEC_BYTES // 1024} KiB; is this a sweep spec?")
     try:
-        return load_spec(text)
+        return text, load_spec(text)
     except SpecError as exc:
         name = "<stdin>" if path == "-" else path
         raise UserError(*(f"{name}: {problem}" for problem in exc.problems)) from None

@@ -3,7 +3,7 @@
 ``TRIAL_TRANSITIONS`` and ``SWEEP_TRANSITIONS`` map (state, event type) to the
 next state; an event absent from the table is illegal in that state. The
 README's state diagram is generated from these tables
-(``python -m hbd.core.bracket``). What cannot be a table entry, the rung
+(``state_diagram()``; a test keeps them in step). What cannot be a table entry, the rung
 barrier and promotion, is ``BracketRun`` below.
 """
 
@@ -42,9 +42,8 @@ TRIAL_TRANSITIONS: Mapping[tuple[TrialState, str], TrialState] = {
     (TrialState.SCHEDULED, "trial.cancelled"): TrialState.CANCELLED,
 }
 
-# Trial results keep a running or stopping sweep where it is; the machine itself
-# moves RUNNING -> STOPPING (early stop) and -> FINISHED (last trial ended), which
-# are listed under the pseudo-event "(machine)".
+# Trial results keep a running or stopping sweep where it is; the moves the
+# machine makes by itself after an event are MACHINE_TRANSITIONS, by condition.
 SWEEP_TRANSITIONS: Mapping[tuple[SweepState, str], SweepState] = {
     (SweepState.CREATED, "sweep.begin"): SweepState.RUNNING,
     (SweepState.RUNNING, "trial.succeeded"): SweepState.RUNNING,
@@ -55,9 +54,10 @@ SWEEP_TRANSITIONS: Mapping[tuple[SweepState, str], SweepState] = {
     (SweepState.STOPPING, "trial.failed"): SweepState.STOPPING,
     (SweepState.STOPPING, "trial.cancelled"): SweepState.STOPPING,
 }
-MACHINE_TRANSITIONS: Mapping[SweepState, tuple[SweepState, ...]] = {
-    SweepState.RUNNING: (SweepState.STOPPING, SweepState.FINISHED),
-    SweepState.STOPPING: (SweepState.FINISHED,),
+MACHINE_TRANSITIONS: Mapping[tuple[SweepState, str], SweepState] = {
+    (SweepState.RUNNING, "early stopping condition met"): SweepState.STOPPING,
+    (SweepState.RUNNING, "every bracket done"): SweepState.FINISHED,
+    (SweepState.STOPPING, "no trial left running"): SweepState.FINISHED,
 }
 
 
@@ -160,12 +160,7 @@ def state_diagram() -> str:
     for (src, event), dst in SWEEP_TRANSITIONS.items():
         if src is not dst:
             lines.append(f"    {src.value} --> {dst.value}: {event}")
-    for src, dsts in MACHINE_TRANSITIONS.items():
-        for dst in dsts:
-            lines.append(f"    {src.value} --> {dst.value}: (machine)")
+    for (src, condition), dst in MACHINE_TRANSITIONS.items():
+        lines.append(f"    {src.value} --> {dst.value}: {condition}")
     lines.append("```")
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    print(state_diagram())

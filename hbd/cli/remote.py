@@ -1,0 +1,45 @@
+"""How CLI commands reach a daemon: its URL and token, and ClientError as a user error."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import anyio
+
+from hbd.cli.base import UserError
+from hbd.client import DEFAULT_URL, Client, ClientError
+
+T = TypeVar("T")
+
+
+def add_connection_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=None, help=f"daemon URL (default: $HBD_URL or {DEFAULT_URL})")
+    p.add_argument("--token-file", default=None, help="file holding the bearer token (default: $HBD_TOKEN)")
+
+
+def read_token(token_file: str | None) -> str | None:
+    if token_file:
+        try:
+            return Path(token_file).read_text().strip() or None
+        except OSError as exc:
+            raise UserError(f"cannot read token file {token_file}: {exc.strerror}") from None
+    return os.environ.get("HBD_TOKEN") or None
+
+
+def call(args: argparse.Namespace, fn: Callable[[Client], Awaitable[T]]) -> T:
+    """Run ``fn`` with a client of the daemon named by ``args``; errors become UserError."""
+    url = args.url or os.environ.get("HBD_URL") or DEFAULT_URL
+    token = read_token(args.token_file)
+
+    async def run() -> T:
+        async with Client(url, token=token) as client:
+            return await fn(client)
+
+    try:
+        return anyio.run(run)
+    except ClientError as exc:
+        raise UserError(*str(exc).splitlines()) from None
