@@ -33,8 +33,13 @@ def create_app(slots: int) -> FastAPI:
         loss = int.from_bytes(digest[:4], "big") / 2**32 + 1.0 / float(sub.resource.value)
         now = time.time()
         status = TrialStatus(
-            id=sub.id, sweep_id=sub.sweep_id, state="succeeded", metrics={"loss": loss},
-            started_at=now, ended_at=now, exit_code=0,
+            id=sub.id,
+            sweep_id=sub.sweep_id,
+            state="succeeded",
+            metrics={"loss": loss},
+            started_at=now,
+            ended_at=now,
+            exit_code=0,
         )
         done[sub.id] = status
         return status

@@ -105,13 +105,29 @@ def daemon_rates(repeat: int) -> tuple[list[float], float]:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             ex_port, d_port = free_port(), free_port()
-            procs.append(subprocess.Popen(
-                [sys.executable, str(ROOT / "bench" / "null_executor.py"), "--port", str(ex_port), "--slots", "64"],
-                start_new_session=True,
-            ))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(ROOT / "bench" / "null_executor.py"),
+                        "--port",
+                        str(ex_port),
+                        "--slots",
+                        "64",
+                    ],
+                    start_new_session=True,
+                )
+            )
             wait_http(f"http://127.0.0.1:{ex_port}/v1/health")
             daemon = subprocess.Popen(
-                [sys.executable, "-c", DAEMON, str(Path(tmp) / "hbd.db"), str(d_port), f"http://127.0.0.1:{ex_port}"],
+                [
+                    sys.executable,
+                    "-c",
+                    DAEMON,
+                    str(Path(tmp) / "hbd.db"),
+                    str(d_port),
+                    f"http://127.0.0.1:{ex_port}",
+                ],
                 start_new_session=True,
             )
             procs.append(daemon)
@@ -138,15 +154,20 @@ def daemon_rates(repeat: int) -> tuple[list[float], float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeat", type=int, default=5)
     repeat = parser.parse_args().repeat
     base = statistics.median(core_rate(repeat))
     rates, rss = daemon_rates(repeat)
     full = statistics.median(rates)
     print(f"core only (baseline): {base:10.0f} trial runs/s  (median of {repeat})")
-    print(f"full HTTP path:       {full:10.0f} trial runs/s  (median of {repeat}; runs: "
-          + ", ".join(f"{r:.0f}" for r in rates) + ")")
+    print(
+        f"full HTTP path:       {full:10.0f} trial runs/s  (median of {repeat}; runs: "
+        + ", ".join(f"{r:.0f}" for r in rates)
+        + ")"
+    )
     print(f"ratio full/core:      {full / base:10.3f}")
     print(f"daemon peak RSS:      {rss:10.1f} MB")
 

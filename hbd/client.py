@@ -32,7 +32,9 @@ class ClientError(Exception):
 class SpecRejected(ClientError):
     def __init__(self, errors: list[dict[str, str]]) -> None:
         self.errors = errors
-        lines = "\n".join(f"  - {e['loc']}: {e['msg']}" if e.get("loc") else f"  - {e['msg']}" for e in errors)
+        lines = "\n".join(
+            f"  - {e['loc']}: {e['msg']}" if e.get("loc") else f"  - {e['msg']}" for e in errors
+        )
         super().__init__(f"the daemon refused the spec ({len(errors)} error(s)):\n{lines}")
 
 
@@ -68,7 +70,9 @@ class Client:
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.ConnectError:
-            raise ClientError(f"cannot reach the hbd daemon at {self.url} (is `hbd serve` running?)") from None
+            raise ClientError(
+                f"cannot reach the hbd daemon at {self.url} (is `hbd serve` running?)"
+            ) from None
         except httpx.TimeoutException:
             raise ClientError(f"the hbd daemon at {self.url} did not answer in time") from None
         except httpx.HTTPError as exc:

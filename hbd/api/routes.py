@@ -116,7 +116,13 @@ def create_app(daemon: Daemon) -> FastAPI:
             "running_sweeps": len(daemon.runners),
             "queued_trials": daemon.dispatcher.queued(),
             "executors": [
-                {"name": e.name, "url": e.client.url, "healthy": e.healthy, "slots": e.slots, "free": e.free}
+                {
+                    "name": e.name,
+                    "url": e.client.url,
+                    "healthy": e.healthy,
+                    "slots": e.slots,
+                    "free": e.free,
+                }
                 for e in daemon.pool.executors.values()
             ],
         }

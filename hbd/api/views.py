@@ -73,10 +73,15 @@ def sweep_detail(
         rungs = []
         for r in b.rungs:
             p = seen.get((b.s, r.index), {"total": 0, "by_status": {}})
-            rungs.append({
-                "rung": r.index, "planned": r.configs, "resource": r.resource,
-                "trials": p["total"], "by_status": p["by_status"],
-            })
+            rungs.append(
+                {
+                    "rung": r.index,
+                    "planned": r.configs,
+                    "resource": r.resource,
+                    "trials": p["total"],
+                    "by_status": p["by_status"],
+                }
+            )
         brackets.append({"bracket": b.s, "rungs": rungs})
     return {
         **sweep_summary(sweep, live_state),

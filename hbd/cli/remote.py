@@ -18,7 +18,9 @@ T = TypeVar("T")
 
 def add_connection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=None, help=f"daemon URL (default: $HBD_URL or {DEFAULT_URL})")
-    p.add_argument("--token-file", default=None, help="file holding the bearer token (default: $HBD_TOKEN)")
+    p.add_argument(
+        "--token-file", default=None, help="file holding the bearer token (default: $HBD_TOKEN)"
+    )
 
 
 def read_token(token_file: str | None) -> str | None:

@@ -30,14 +30,23 @@ DEFAULT_SLOTS = 4
 
 def _args_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="sweep spec (YAML or JSON)")
-    p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"SQLite database (default: {DEFAULT_DB})")
-    p.add_argument("--local-executor", type=int, default=DEFAULT_SLOTS, metavar="N",
-                   help=f"trial slots of the local executor (default: {DEFAULT_SLOTS})")
-    p.add_argument("--port", type=int, default=0, help="API port on 127.0.0.1 (default: any free port)")
+    p.add_argument(
+        "--db", type=Path, default=DEFAULT_DB, help=f"SQLite database (default: {DEFAULT_DB})"
+    )
+    p.add_argument(
+        "--local-executor",
+        type=int,
+        default=DEFAULT_SLOTS,
+        metavar="N",
+        help=f"trial slots of the local executor (default: {DEFAULT_SLOTS})",
+    )
+    p.add_argument(
+        "--port", type=int, default=0, help="API port on 127.0.0.1 (default: any free port)"
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    text, spec = read_spec_text(args.file)
+    text, _ = read_spec_text(args.file)
     if args.local_executor < 1:
         raise UserError("--local-executor must be at least 1")
     args.db.parent.mkdir(parents=True, exist_ok=True)
@@ -58,17 +67,28 @@ async def _run(args: argparse.Namespace, text: str) -> dict[str, Any]:
         async with Client(running.url) as client:
             sweep_id = await client.submit(text)
             with Progress(
-                TextColumn(f"sweep {sweep_id}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("trial runs  best {task.fields[best]}"), TimeElapsedColumn(),
+                TextColumn(f"sweep {sweep_id}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("trial runs  best {task.fields[best]}"),
+                TimeElapsedColumn(),
                 transient=True,
             ) as progress:
                 task = progress.add_task("trials", total=None, best="-")
 
                 def show(detail: dict[str, Any]) -> None:
-                    ended = sum(n for s, n in detail["trials"].items() if s in ("succeeded", "failed", "cancelled"))
+                    ended = sum(
+                        n
+                        for s, n in detail["trials"].items()
+                        if s in ("succeeded", "failed", "cancelled")
+                    )
                     best = detail["best"]["metric"] if detail.get("best") else None
-                    progress.update(task, total=detail["planned_trial_runs"], completed=ended,
-                                    best="-" if best is None else f"{best:.6g}")
+                    progress.update(
+                        task,
+                        total=detail["planned_trial_runs"],
+                        completed=ended,
+                        best="-" if best is None else f"{best:.6g}",
+                    )
 
                 detail = await client.wait(sweep_id, on_progress=show)
         tg.cancel_scope.cancel()
@@ -76,5 +96,10 @@ async def _run(args: argparse.Namespace, text: str) -> dict[str, Any]:
 
 
 COMMANDS: tuple[Command, ...] = (
-    Command("run", "run one sweep start to finish with an embedded daemon and local executor", _args_run, cmd_run),
+    Command(
+        "run",
+        "run one sweep start to finish with an embedded daemon and local executor",
+        _args_run,
+        cmd_run,
+    ),
 )

@@ -32,7 +32,9 @@ RESULT_FIELDS = ("id", "bracket", "rung", "config", "resource", "status", "metri
 
 def _args_submit(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="sweep spec (YAML or JSON); '-' reads stdin")
-    p.add_argument("--id", default=None, help="sweep id to use (resubmitting the same spec is a no-op)")
+    p.add_argument(
+        "--id", default=None, help="sweep id to use (resubmitting the same spec is a no-op)"
+    )
     p.add_argument("--wait", action="store_true", help="return when the sweep has finished")
     add_connection_args(p)
 
@@ -80,7 +82,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             return EXIT_OK
         table = Table("id", "name", "status", "best", "reason")
         for s in sweeps:
-            table.add_row(s["id"], s["name"] or "", s["status"], format_number(s["best_metric"]), s["reason"] or "")
+            table.add_row(
+                s["id"],
+                s["name"] or "",
+                s["status"],
+                format_number(s["best_metric"]),
+                s["reason"] or "",
+            )
         output().table(table)
         return EXIT_OK
     detail = call(args, lambda c: c.sweep(args.sweep))
@@ -89,12 +97,21 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     out = output()
     counts = ", ".join(f"{n} {s}" for s, n in sorted(detail["trials"].items())) or "none yet"
-    out.line(f"sweep {detail['id']} ({detail['name'] or 'unnamed'}): {detail['status']}; trials: {counts}")
+    out.line(
+        f"sweep {detail['id']} ({detail['name'] or 'unnamed'}): {detail['status']}; trials: {counts}"
+    )
     table = Table("bracket", "rung", "resource", "planned", "trials", "by status")
     for b in detail["brackets"]:
         for r in b["rungs"]:
             by = ", ".join(f"{n} {s}" for s, n in sorted(r["by_status"].items()))
-            table.add_row(str(b["bracket"]), str(r["rung"]), str(r["resource"]), str(r["planned"]), str(r["trials"]), by)
+            table.add_row(
+                str(b["bracket"]),
+                str(r["rung"]),
+                str(r["resource"]),
+                str(r["planned"]),
+                str(r["trials"]),
+                by,
+            )
     out.table(table)
     print_outcome(detail)
     return EXIT_OK
@@ -109,12 +126,21 @@ def _args_trials(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_trials(args: argparse.Namespace) -> int:
-    trials = call(args, lambda c: c.trials(args.sweep, status=args.status, bracket=args.bracket, rung=args.rung))
+    trials = call(
+        args,
+        lambda c: c.trials(args.sweep, status=args.status, bracket=args.bracket, rung=args.rung),
+    )
     table = Table("trial", "bracket", "rung", "resource", "status", "metric", "config", "reason")
     for t in trials:
         table.add_row(
-            t["id"], str(t["bracket"]), str(t["rung"]), str(t["resource"]), t["status"],
-            format_number(t["metric"]), format_config(t["config"]), t["reason"] or "",
+            t["id"],
+            str(t["bracket"]),
+            str(t["rung"]),
+            str(t["resource"]),
+            t["status"],
+            format_number(t["metric"]),
+            format_config(t["config"]),
+            t["reason"] or "",
         )
     output().table(table)
     return EXIT_OK
@@ -144,8 +170,16 @@ def cmd_results(args: argparse.Namespace) -> int:
     else:
         table = Table(*RESULT_FIELDS)
         for row in rows:
-            table.add_row(*(format_config(v) if k == "config" else format_number(v) if k == "metric" else str(v)
-                            for k, v in row.items()))
+            table.add_row(
+                *(
+                    format_config(v)
+                    if k == "config"
+                    else format_number(v)
+                    if k == "metric"
+                    else str(v)
+                    for k, v in row.items()
+                )
+            )
         output().table(table)
     return EXIT_OK
 
@@ -167,6 +201,13 @@ COMMANDS: tuple[Command, ...] = (
     Command("submit", "submit a sweep spec to the daemon", _args_submit, cmd_submit),
     Command("status", "list sweeps, or show one sweep's progress", _args_status, cmd_status),
     Command("trials", "list a sweep's trials", _args_trials, cmd_trials),
-    Command("results", "every trial run of a sweep, for people or scripts", _args_results, cmd_results),
-    Command("cancel", "stop a sweep: nothing new starts, running trials are cancelled", _args_cancel, cmd_cancel),
+    Command(
+        "results", "every trial run of a sweep, for people or scripts", _args_results, cmd_results
+    ),
+    Command(
+        "cancel",
+        "stop a sweep: nothing new starts, running trials are cancelled",
+        _args_cancel,
+        cmd_cancel,
+    ),
 )

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from hbd.core import geometry
 from hbd.core.events import JSON, RankedTrial, RungDecided
 from hbd.core.ranking import Direction, metric_value, rank
 
 
-class TrialState(str, Enum):
+class TrialState(StrEnum):
     SCHEDULED = "scheduled"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -29,7 +29,7 @@ class TrialState(str, Enum):
         return self is not TrialState.SCHEDULED
 
 
-class SweepState(str, Enum):
+class SweepState(StrEnum):
     CREATED = "created"
     RUNNING = "running"
     STOPPING = "stopping"  # no new trials; waiting for the running ones to end
@@ -110,7 +110,9 @@ class BracketRun:
         current = self.trials[self.rung]
         ranked = rank(
             current,
-            value=lambda t: metric_value(t.metrics, metric) if t.state is TrialState.SUCCEEDED else None,
+            value=lambda t: (
+                metric_value(t.metrics, metric) if t.state is TrialState.SUCCEEDED else None
+            ),
             order_key=lambda t: t.order_key(self.position),
             direction=direction,
         )
@@ -155,12 +157,12 @@ class BracketRun:
 def state_diagram() -> str:
     """A Mermaid diagram of both transition tables, for the README."""
     lines = ["```mermaid", "stateDiagram-v2"]
-    for (src, event), dst in TRIAL_TRANSITIONS.items():
-        lines.append(f"    trial_{src.value} --> trial_{dst.value}: {event}")
-    for (src, event), dst in SWEEP_TRANSITIONS.items():
-        if src is not dst:
-            lines.append(f"    {src.value} --> {dst.value}: {event}")
-    for (src, condition), dst in MACHINE_TRANSITIONS.items():
-        lines.append(f"    {src.value} --> {dst.value}: {condition}")
+    lines += [
+        f"    trial_{a.value} --> trial_{b.value}: {e}" for (a, e), b in TRIAL_TRANSITIONS.items()
+    ]
+    lines += [
+        f"    {a.value} --> {b.value}: {e}" for (a, e), b in SWEEP_TRANSITIONS.items() if a is not b
+    ]
+    lines += [f"    {a.value} --> {b.value}: {c}" for (a, c), b in MACHINE_TRANSITIONS.items()]
     lines.append("```")
     return "\n".join(lines)

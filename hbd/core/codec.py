@@ -64,7 +64,9 @@ def observation_from_record(type_: str, payload: Mapping[str, Any]) -> Observati
     if type_ == SUBMITTED:
         return Begin()
     if type_ == TrialSucceeded.TYPE:
-        return TrialSucceeded(trial_id=payload["trial_id"], metrics=dict(payload.get("metrics") or {}))
+        return TrialSucceeded(
+            trial_id=payload["trial_id"], metrics=dict(payload.get("metrics") or {})
+        )
     if type_ == TrialFailed.TYPE:
         return TrialFailed(trial_id=payload["trial_id"], reason=str(payload.get("reason", "")))
     if type_ == TrialCancelled.TYPE:

@@ -14,7 +14,6 @@ from typing import Any, ClassVar, Literal
 JSON = Any  # a JSON-native value: configs and metrics travel through the event log as JSON
 
 
-
 # ---- observations: the only inputs of SweepMachine.handle ----
 
 

@@ -42,12 +42,12 @@ class Bracket:
         return sum(r.configs for r in self.rungs)
 
 
-def as_fraction(value: int | float | Fraction) -> Fraction:
+def as_fraction(value: float | Fraction) -> Fraction:
     # str() keeps a float spelled 2.5 in YAML as exactly 5/2, not its binary approximation.
     return value if isinstance(value, Fraction) else Fraction(str(value))
 
 
-def s_max(max_iterations: int, eta: int | float | Fraction) -> int:
+def s_max(max_iterations: int, eta: float | Fraction) -> int:
     r, e = Fraction(max_iterations), as_fraction(eta)
     if max_iterations < 1 or e <= 1:
         raise ValueError("geometry needs maxIterations >= 1 and eta > 1")
@@ -72,7 +72,7 @@ def cast_resource(exact: Fraction, resource_type: ResourceType) -> int | float:
 
 
 def bracket(
-    s: int, max_iterations: int, eta: int | float | Fraction, resource_type: ResourceType = "int"
+    s: int, max_iterations: int, eta: float | Fraction, resource_type: ResourceType = "int"
 ) -> Bracket:
     top = s_max(max_iterations, eta)
     if not 0 <= s <= top:
@@ -88,7 +88,7 @@ def bracket(
 
 
 def brackets(
-    max_iterations: int, eta: int | float | Fraction, resource_type: ResourceType = "int"
+    max_iterations: int, eta: float | Fraction, resource_type: ResourceType = "int"
 ) -> tuple[Bracket, ...]:
     """All brackets in Hyperband's order: s_max (most exploratory) down to 0."""
     top = s_max(max_iterations, eta)

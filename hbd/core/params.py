@@ -21,31 +21,31 @@ import re
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from fractions import Fraction
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 __all__ = [
-    "Param",
     "NUMERIC_KINDS",
     "PARAM_KINDS",
     "ChoiceParam",
-    "PChoiceParam",
-    "RangeParam",
-    "LinspaceParam",
-    "LogspaceParam",
-    "GeomspaceParam",
-    "UniformParam",
-    "QUniformParam",
-    "LogUniformParam",
-    "QLogUniformParam",
-    "NormalParam",
-    "QNormalParam",
-    "LogNormalParam",
-    "QLogNormalParam",
     "DateRangeParam",
     "DateTimeRangeParam",
+    "GeomspaceParam",
+    "LinspaceParam",
+    "LogNormalParam",
+    "LogUniformParam",
+    "LogspaceParam",
+    "NormalParam",
+    "PChoiceParam",
+    "Param",
+    "QLogNormalParam",
+    "QLogUniformParam",
+    "QNormalParam",
+    "QUniformParam",
+    "RangeParam",
+    "UniformParam",
     "exact",
     "json_native",
 ]
@@ -99,7 +99,7 @@ def _to_number(v: object) -> int | float:
 Number = Annotated[int | float, BeforeValidator(_to_number)]
 
 
-def exact(x: int | float) -> Fraction:
+def exact(x: float) -> Fraction:
     """The decimal the user wrote, exactly (``exact(0.1) == Fraction(1, 10)``)."""
     return Fraction(x) if isinstance(x, int) else Fraction(repr(x))
 
@@ -156,14 +156,14 @@ class _Value(Frozen):
                     f"{cls.KIND} takes at most {len(cls.FIELDS)} items "
                     f"[{', '.join(cls.FIELDS)}], got {len(v)}: {list(v)!r}"
                 )
-            return dict(zip(cls.FIELDS, v))
+            return dict(zip(cls.FIELDS, v, strict=False))  # trailing fields are optional
         raise ValueError(
             f"{cls.KIND} value must be a list [{', '.join(cls.FIELDS)}], a mapping with "
-            f"those keys, or a \"{':'.join(cls.FIELDS)}\" string; got {type(v).__name__}"
+            f'those keys, or a "{":".join(cls.FIELDS)}" string; got {type(v).__name__}'
         )
 
 
-def _positive(name: str, x: int | float) -> None:
+def _positive(name: str, x: float) -> None:
     if x <= 0:
         raise ValueError(f"{name} must be > 0, got {x!r}")
 
@@ -229,7 +229,7 @@ class LogspaceValue(_SpaceValue):
 
     @field_validator("base")
     @classmethod
-    def _base(cls, b: int | float) -> int | float:
+    def _base(cls, b: float) -> int | float:
         _positive("base", b)
         return b
 
@@ -265,7 +265,9 @@ class GeomspaceValue(_SpaceValue):
     @model_validator(mode="after")
     def _check(self) -> GeomspaceValue:
         if self.start == 0 or self.stop == 0:
-            raise ValueError("geomspace start and stop must be non-zero (a geometric series cannot reach 0)")
+            raise ValueError(
+                "geomspace start and stop must be non-zero (a geometric series cannot reach 0)"
+            )
         if (self.start > 0) != (self.stop > 0):
             raise ValueError(
                 f"geomspace start {self.start} and stop {self.stop} must have the same sign "
@@ -357,7 +359,7 @@ class NormalValue(_Value):
 
     @field_validator("scale")
     @classmethod
-    def _scale(cls, s: int | float) -> int | float:
+    def _scale(cls, s: float) -> int | float:
         _positive("scale", s)
         return s
 
@@ -369,7 +371,7 @@ class QNormalValue(NormalValue):
 
     @field_validator("q")
     @classmethod
-    def _q(cls, q: int | float) -> int | float:
+    def _q(cls, q: float) -> int | float:
         _positive("q", q)
         return q
 
@@ -398,7 +400,9 @@ class DateRangeValue(_Value):
     @model_validator(mode="after")
     def _check(self) -> DateRangeValue:
         if self.start >= self.stop:
-            raise ValueError(f"empty grid: start {self.start} must be before stop {self.stop} (exclusive)")
+            raise ValueError(
+                f"empty grid: start {self.start} must be before stop {self.stop} (exclusive)"
+            )
         return self
 
 
@@ -433,7 +437,9 @@ class DateTimeRangeValue(_Value):
         if (self.start.tzinfo is None) != (self.stop.tzinfo is None):
             raise ValueError("start and stop must both have a timezone or both have none")
         if self.start >= self.stop:
-            raise ValueError(f"empty grid: start {self.start} must be before stop {self.stop} (exclusive)")
+            raise ValueError(
+                f"empty grid: start {self.start} must be before stop {self.stop} (exclusive)"
+            )
         return self
 
 
@@ -463,7 +469,9 @@ class PChoiceParam(Frozen):
     @classmethod
     def _pairs(cls, v: object) -> object:
         if not isinstance(v, (list, tuple)):
-            raise ValueError(f"pchoice value must be a list of [value, probability] pairs, got {type(v).__name__}")
+            raise ValueError(
+                f"pchoice value must be a list of [value, probability] pairs, got {type(v).__name__}"
+            )
         out = []
         for i, item in enumerate(v):
             if not isinstance(item, (list, tuple)) or len(item) != 2:
@@ -554,32 +562,40 @@ class DateTimeRangeParam(Frozen):
 
 
 Param = Annotated[
-    Union[
-        ChoiceParam,
-        PChoiceParam,
-        RangeParam,
-        LinspaceParam,
-        LogspaceParam,
-        GeomspaceParam,
-        UniformParam,
-        QUniformParam,
-        LogUniformParam,
-        QLogUniformParam,
-        NormalParam,
-        QNormalParam,
-        LogNormalParam,
-        QLogNormalParam,
-        DateRangeParam,
-        DateTimeRangeParam,
-    ],
+    ChoiceParam
+    | PChoiceParam
+    | RangeParam
+    | LinspaceParam
+    | LogspaceParam
+    | GeomspaceParam
+    | UniformParam
+    | QUniformParam
+    | LogUniformParam
+    | QLogUniformParam
+    | NormalParam
+    | QNormalParam
+    | LogNormalParam
+    | QLogNormalParam
+    | DateRangeParam
+    | DateTimeRangeParam,
     Field(discriminator="kind"),
 ]
 
 # Kinds whose values are numbers, so the input they feed must be int or float.
 NUMERIC_KINDS = frozenset(
     {
-        "range", "linspace", "logspace", "geomspace", "uniform", "quniform", "loguniform",
-        "qloguniform", "normal", "qnormal", "lognormal", "qlognormal",
+        "range",
+        "linspace",
+        "logspace",
+        "geomspace",
+        "uniform",
+        "quniform",
+        "loguniform",
+        "qloguniform",
+        "normal",
+        "qnormal",
+        "lognormal",
+        "qlognormal",
     }
 )
 

@@ -42,7 +42,7 @@ from hbd.core.params import (
 
 __all__ = ["JSONValue", "describe", "param_rng", "sample_config", "sample_value", "value_bounds"]
 
-JSONValue: TypeAlias = "None | bool | int | float | str | list[JSONValue] | dict[str, JSONValue]"
+JSONValue: TypeAlias = "bool | int | float | str | list[JSONValue] | dict[str, JSONValue] | None"
 
 _SEED_MOD = 2**64  # SeedSequence entropy words must be non-negative
 
@@ -151,7 +151,9 @@ def describe(param: Param) -> str:
         case RangeParam(value=v):
             kind = "int" if v.is_int else "float"
             last = v.at(v.size - 1)
-            return f"range {_fmt(v.start)}..{_fmt(last)} step {_fmt(v.step)} ({v.size} values, {kind})"
+            return (
+                f"range {_fmt(v.start)}..{_fmt(last)} step {_fmt(v.step)} ({v.size} values, {kind})"
+            )
         case LinspaceParam(value=v):
             return f"linspace {_fmt(v.start)}..{_fmt(v.stop)} ({v.num} values)"
         case LogspaceParam(value=v):

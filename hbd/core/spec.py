@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, TypeAdapter, ValidationError, field_validator
@@ -67,15 +67,35 @@ _ANY_TEMPLATE = re.compile(r"\{\{(.*?)\}\}")
 # Polyaxon IO types; hbd only acts on the scalar ones but accepts the rest.
 IO_TYPES = frozenset(
     {
-        "any", "int", "float", "str", "bool", "dict", "list", "date", "datetime", "uri",
-        "auth", "path", "url", "file", "gcs", "s3", "wasb", "dockerfile", "git", "image",
-        "event", "artifacts", "tensorboard", "metric", "metadata",
+        "any",
+        "int",
+        "float",
+        "str",
+        "bool",
+        "dict",
+        "list",
+        "date",
+        "datetime",
+        "uri",
+        "auth",
+        "path",
+        "url",
+        "file",
+        "gcs",
+        "s3",
+        "wasb",
+        "dockerfile",
+        "git",
+        "image",
+        "event",
+        "artifacts",
+        "tensorboard",
+        "metric",
+        "metadata",
     }
 )
 
-NO_TUNER = (
-    "tuners are not pluggable yet; hbd uses its built-in random sampling; remove `tuner`"
-)
+NO_TUNER = "tuners are not pluggable yet; hbd uses its built-in random sampling; remove `tuner`"
 NO_POLICY = "early-stopping policies are not supported; only threshold conditions"
 
 
@@ -117,7 +137,6 @@ class MetricEarlyStopping(Frozen):
     def _no_policy(cls, v: object) -> None:
         if v is not None:
             raise ValueError(NO_POLICY)
-        return None
 
 
 class FailureEarlyStopping(Frozen):
@@ -125,9 +144,7 @@ class FailureEarlyStopping(Frozen):
     percent: float = Field(gt=0, le=100)
 
 
-EarlyStopping = Annotated[
-    Union[MetricEarlyStopping, FailureEarlyStopping], Field(discriminator="kind")
-]
+EarlyStopping = Annotated[MetricEarlyStopping | FailureEarlyStopping, Field(discriminator="kind")]
 
 
 class HyperbandMatrix(Frozen):
@@ -152,7 +169,7 @@ class HyperbandMatrix(Frozen):
 
     @field_validator("eta")
     @classmethod
-    def _eta(cls, v: int | float) -> int | float:
+    def _eta(cls, v: float) -> int | float:
         # eta 1 divides by log(1) = 0 and eta 0 takes log(0) in Polyaxon.
         if v < 2:
             raise ValueError(f"eta must be >= 2, got {v!r}")
@@ -163,7 +180,6 @@ class HyperbandMatrix(Frozen):
     def _no_tuner(cls, v: object) -> None:
         if v is not None:
             raise ValueError(NO_TUNER)
-        return None
 
 
 class IOSpec(Frozen):
@@ -177,7 +193,9 @@ class IOSpec(Frozen):
     @classmethod
     def _known_type(cls, v: str) -> str:
         if v not in IO_TYPES:
-            raise ValueError(f"unknown input type {v!r}; expected one of {', '.join(sorted(IO_TYPES))}")
+            raise ValueError(
+                f"unknown input type {v!r}; expected one of {', '.join(sorted(IO_TYPES))}"
+            )
         return v
 
     @field_validator("value")
@@ -236,7 +254,11 @@ def parse_spec(data: object) -> SweepSpec:
         raise SpecError([SpecProblem("", "the spec is empty")])
     if not isinstance(data, Mapping):
         raise SpecError(
-            [SpecProblem("", f"the spec must be a mapping of keys to values, got {type(data).__name__}")]
+            [
+                SpecProblem(
+                    "", f"the spec must be a mapping of keys to values, got {type(data).__name__}"
+                )
+            ]
         )
     problems: list[SpecProblem] = []
     spec: SweepSpec | None = None
@@ -244,7 +266,11 @@ def parse_spec(data: object) -> SweepSpec:
         spec = SweepSpec.model_validate(data)
     except ValidationError as exc:
         problems.extend(_problems(exc, data))
-    except (ValueError, TypeError, ArithmeticError) as exc:  # pragma: no cover - a bug in a validator
+    except (
+        ValueError,
+        TypeError,
+        ArithmeticError,
+    ) as exc:  # pragma: no cover - a bug in a validator
         problems.append(SpecProblem("", f"invalid spec: {exc}"))
     problems.extend(_cross_check(data))
     if problems or spec is None:
@@ -294,7 +320,9 @@ def _path(parts: list[str | int]) -> str:
     return out
 
 
-def _problems(exc: ValidationError, raw: object, prefix: tuple[str | int, ...] = ()) -> list[SpecProblem]:
+def _problems(
+    exc: ValidationError, raw: object, prefix: tuple[str | int, ...] = ()
+) -> list[SpecProblem]:
     problems = []
     for err in exc.errors(include_url=False):
         loc = (*prefix, *err["loc"])
@@ -343,7 +371,12 @@ def _reason(err: Any, parts: list[str | int], parent: object) -> str:
         return "required field is missing"
     if kind == "extra_forbidden":
         key = parts[-1] if parts else ""
-        if isinstance(key, str) and isinstance(parent, Mapping) and to_camel(key) != key and to_camel(key) in parent:
+        if (
+            isinstance(key, str)
+            and isinstance(parent, Mapping)
+            and to_camel(key) != key
+            and to_camel(key) in parent
+        ):
             return f"given as both `{to_camel(key)}` and `{key}`; use one"
         return f"unknown key `{key}`"
     if kind == "union_tag_not_found":
@@ -354,7 +387,11 @@ def _reason(err: Any, parts: list[str | int], parent: object) -> str:
     if kind == "value_error":
         return msg.removeprefix("Value error, ")
     text = msg[:1].lower() + msg[1:]
-    if kind not in ("missing",) and "input" in err and not isinstance(err["input"], (Mapping, list)):
+    if (
+        kind not in ("missing",)
+        and "input" in err
+        and not isinstance(err["input"], (Mapping, list))
+    ):
         text += f" (got {err['input']!r})"
     return text
 
@@ -399,7 +436,9 @@ def _cross_check(data: Mapping[str, Any]) -> list[SpecProblem]:
                 unreadable.add(name)
             continue
         if io.name in inputs:
-            problems.append(SpecProblem(f"component.inputs[{i}]", f"duplicate input name `{io.name}`"))
+            problems.append(
+                SpecProblem(f"component.inputs[{i}]", f"duplicate input name `{io.name}`")
+            )
             continue
         inputs[io.name] = (i, io)
 
@@ -420,23 +459,33 @@ def _cross_check(data: Mapping[str, Any]) -> list[SpecProblem]:
         got = input_type(name)
         if want is not None and got not in want:
             problems.append(
-                SpecProblem(loc, f"{param.kind} gives {' or '.join(want)} values but input `{name}` has type {got}")
+                SpecProblem(
+                    loc,
+                    f"{param.kind} gives {' or '.join(want)} values but input `{name}` has type {got}",
+                )
             )
         elif got == "int" and _makes_fractions(param):
             problems.append(
-                SpecProblem(loc, f"{param.kind} gives non-integer values but input `{name}` has type int")
+                SpecProblem(
+                    loc, f"{param.kind} gives non-integer values but input `{name}` has type int"
+                )
             )
 
     resource = _try(_RESOURCE, matrix.get("resource"))
     resource_name = resource.name if resource is not None else None
     if resource is not None and resource.name not in unreadable:
         if resource.name not in inputs:
-            problems.append(SpecProblem("matrix.resource.name", f"no component input named `{resource.name}`"))
+            problems.append(
+                SpecProblem("matrix.resource.name", f"no component input named `{resource.name}`")
+            )
         else:
             got = input_type(resource.name)
             if got not in ("int", "float"):
                 problems.append(
-                    SpecProblem("matrix.resource.name", f"input `{resource.name}` has type {got}; a resource needs int or float")
+                    SpecProblem(
+                        "matrix.resource.name",
+                        f"input `{resource.name}` has type {got}; a resource needs int or float",
+                    )
                 )
             elif got == "int" and resource.type == "float":
                 problems.append(
@@ -447,7 +496,10 @@ def _cross_check(data: Mapping[str, Any]) -> list[SpecProblem]:
                 )
         if resource.name in raw_params:
             problems.append(
-                SpecProblem(f"matrix.params.{resource.name}", "is the resource; Hyperband sets it, so it cannot also be a param")
+                SpecProblem(
+                    f"matrix.params.{resource.name}",
+                    "is the resource; Hyperband sets it, so it cannot also be a param",
+                )
             )
 
     if resource_name is None:
@@ -462,7 +514,10 @@ def _cross_check(data: Mapping[str, Any]) -> list[SpecProblem]:
             break
         if not io.is_optional and not io.has_default and name not in supplied:
             problems.append(
-                SpecProblem(f"component.inputs[{i}]", f"required input `{name}` is not set by any param or by the resource")
+                SpecProblem(
+                    f"component.inputs[{i}]",
+                    f"required input `{name}` is not set by any param or by the resource",
+                )
             )
 
     container = _mapping(component.get("container"))
@@ -473,15 +528,30 @@ def _cross_check(data: Mapping[str, Any]) -> list[SpecProblem]:
             for expr in _ANY_TEMPLATE.findall(item):
                 name = expr.strip()
                 if not PLACEHOLDER.fullmatch("{{" + expr + "}}"):
-                    problems.append(SpecProblem(loc, f"unsupported template `{{{{{expr}}}}}`; only `{{{{ name }}}}` of an input is substituted"))
+                    problems.append(
+                        SpecProblem(
+                            loc,
+                            f"unsupported template `{{{{{expr}}}}}`; only `{{{{ name }}}}` of an input is substituted",
+                        )
+                    )
                 elif name in unreadable:
                     continue
                 elif name not in inputs:
-                    problems.append(SpecProblem(loc, f"`{{{{ {name} }}}}` names no component input"))
-                elif coverage_known and name not in supplied and not inputs[name][1].has_default and inputs[name][1].is_optional:
+                    problems.append(
+                        SpecProblem(loc, f"`{{{{ {name} }}}}` names no component input")
+                    )
+                elif (
+                    coverage_known
+                    and name not in supplied
+                    and not inputs[name][1].has_default
+                    and inputs[name][1].is_optional
+                ):
                     # (a required input without a value is reported above)
                     problems.append(
-                        SpecProblem(loc, f"`{{{{ {name} }}}}` has no value: input `{name}` is not a param or the resource and has no default")
+                        SpecProblem(
+                            loc,
+                            f"`{{{{ {name} }}}}` has no value: input `{name}` is not a param or the resource and has no default",
+                        )
                     )
     return problems
 

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from hbd.core import geometry
-from hbd.core.bracket import SWEEP_TRANSITIONS, TRIAL_TRANSITIONS, BracketRun, SweepState, Trial, TrialState
+from hbd.core.bracket import (
+    SWEEP_TRANSITIONS,
+    TRIAL_TRANSITIONS,
+    BracketRun,
+    SweepState,
+    Trial,
+    TrialState,
+)
 from hbd.core.errors import DuplicateEvent, InvalidTransition
 from hbd.core.events import (
     BestTrial,
@@ -107,10 +114,22 @@ class SweepMachine:
         """Everything that determines future decisions, as plain comparable data."""
         return {
             "state": self.state.value,
-            "stopping": None if self._stopping is None else (self._stopping.status, self._stopping.reason),
-            "brackets": [(b.s, b.rung, b.done, [[t.trial_id for t in r] for r in b.trials]) for b in self._brackets],
+            "stopping": None
+            if self._stopping is None
+            else (self._stopping.status, self._stopping.reason),
+            "brackets": [
+                (b.s, b.rung, b.done, [[t.trial_id for t in r] for r in b.trials])
+                for b in self._brackets
+            ],
             "trials": {
-                tid: (t.state.value, dict(t.metrics), t.reason, dict(t.config), t.resource, t.parent)
+                tid: (
+                    t.state.value,
+                    dict(t.metrics),
+                    t.reason,
+                    dict(t.config),
+                    t.resource,
+                    t.parent,
+                )
                 for tid, t in sorted(self._trials.items())
             },
         }
@@ -127,7 +146,9 @@ class SweepMachine:
         self.state = SweepState.RUNNING
         decisions: list[Decision] = []
         for run in self._brackets:
-            decisions.extend(self._open_rung(run, [(i, None) for i in range(run.plan.rungs[0].configs)]))
+            decisions.extend(
+                self._open_rung(run, [(i, None) for i in range(run.plan.rungs[0].configs)])
+            )
         return decisions
 
     # ---- validation: raise before anything changes ----
@@ -135,29 +156,48 @@ class SweepMachine:
     def _check(self, event: Observation) -> None:
         trial_id = getattr(event, "trial_id", None)
         if (self.state, event.TYPE) not in SWEEP_TRANSITIONS:
-            cls = DuplicateEvent if isinstance(event, StopRequested) and self.state is SweepState.STOPPING else InvalidTransition
-            raise cls(event=event.TYPE, state=self.state.value, sweep_id=self.sweep_id, trial_id=trial_id)
+            cls = (
+                DuplicateEvent
+                if isinstance(event, StopRequested) and self.state is SweepState.STOPPING
+                else InvalidTransition
+            )
+            raise cls(
+                event=event.TYPE, state=self.state.value, sweep_id=self.sweep_id, trial_id=trial_id
+            )
         if trial_id is None:
             return
         trial = self._trials.get(trial_id)
         if trial is None:
             raise InvalidTransition(
-                event=event.TYPE, state=self.state.value, sweep_id=self.sweep_id,
-                trial_id=trial_id, detail="no such trial was scheduled",
+                event=event.TYPE,
+                state=self.state.value,
+                sweep_id=self.sweep_id,
+                trial_id=trial_id,
+                detail="no such trial was scheduled",
             )
         if (trial.state, event.TYPE) not in TRIAL_TRANSITIONS:
             same = TRIAL_TRANSITIONS.get((TrialState.SCHEDULED, event.TYPE)) is trial.state
             cls = DuplicateEvent if same else InvalidTransition
             raise cls(
-                event=event.TYPE, state=f"trial {trial.state.value}", sweep_id=self.sweep_id,
-                trial_id=trial_id, detail="a finished trial cannot change",
+                event=event.TYPE,
+                state=f"trial {trial.state.value}",
+                sweep_id=self.sweep_id,
+                trial_id=trial_id,
+                detail="a finished trial cannot change",
             )
         if isinstance(event, TrialSucceeded):
-            bad = [k for k, v in event.metrics.items() if isinstance(v, bool) or not isinstance(v, int | float)]
+            bad = [
+                k
+                for k, v in event.metrics.items()
+                if isinstance(v, bool) or not isinstance(v, int | float)
+            ]
             if bad:
                 raise InvalidTransition(
-                    event=event.TYPE, state=trial.state.value, sweep_id=self.sweep_id,
-                    trial_id=trial_id, detail=f"non-numeric metrics: {', '.join(sorted(bad))}",
+                    event=event.TYPE,
+                    state=trial.state.value,
+                    sweep_id=self.sweep_id,
+                    trial_id=trial_id,
+                    detail=f"non-numeric metrics: {', '.join(sorted(bad))}",
                 )
 
     # ---- transitions ----
@@ -175,7 +215,10 @@ class SweepMachine:
         if stop is not None:
             condition, status, reason = stop
             self.state = SweepState.STOPPING
-            return [EarlyStopped(condition=condition, reason=reason), *self._begin_stop(status, reason)]
+            return [
+                EarlyStopped(condition=condition, reason=reason),
+                *self._begin_stop(status, reason),
+            ]
         # The previous rungs of this bracket are closed, so the trial is in the open one.
         run = self._brackets[self._position(trial.bracket)]
         if not run.rung_complete():
@@ -188,26 +231,41 @@ class SweepMachine:
             decisions.append(self._finish_all())
         return decisions
 
-    def _open_rung(self, run: BracketRun, slots: list[tuple[int, Trial | None]]) -> list[StartTrial]:
+    def _open_rung(
+        self, run: BracketRun, slots: list[tuple[int, Trial | None]]
+    ) -> list[StartTrial]:
         rung = 0 if not run.trials else run.rung + 1
         plan = run.plan.rungs[rung]
         trials = []
         for index, parent in slots:
-            config = parent.config if parent else sample_config(
-                self.matrix.params, seed=self.seed, bracket=run.s, index=index
+            config = (
+                parent.config
+                if parent
+                else sample_config(self.matrix.params, seed=self.seed, bracket=run.s, index=index)
             )
-            trials.append(Trial(
-                trial_id=trial_id(self.sweep_id, run.s, rung, index), bracket=run.s, rung=rung,
-                index=index, config=config, resource=plan.resource,
-                parent=parent.trial_id if parent else None,
-            ))
+            trials.append(
+                Trial(
+                    trial_id=trial_id(self.sweep_id, run.s, rung, index),
+                    bracket=run.s,
+                    rung=rung,
+                    index=index,
+                    config=config,
+                    resource=plan.resource,
+                    parent=parent.trial_id if parent else None,
+                )
+            )
         run.open_rung(trials)
         for t in trials:
             self._trials[t.trial_id] = t
         return [
             StartTrial(
-                trial_id=t.trial_id, bracket=t.bracket, rung=t.rung, index=t.index, config=t.config,
-                resource=t.resource, parent=t.parent,
+                trial_id=t.trial_id,
+                bracket=t.bracket,
+                rung=t.rung,
+                index=t.index,
+                config=t.config,
+                resource=t.resource,
+                parent=t.parent,
                 resume_from=t.parent if self.matrix.resume else None,
             )
             for t in trials
@@ -238,7 +296,9 @@ class SweepMachine:
     def _begin_stop(self, status: SweepStatus, reason: str) -> list[Decision]:
         self._stopping = _Stopping(status, reason)
         running = self.running_trial_ids()
-        decisions: list[Decision] = [CancelTrials(trial_ids=tuple(running), reason=reason)] if running else []
+        decisions: list[Decision] = (
+            [CancelTrials(trial_ids=tuple(running), reason=reason)] if running else []
+        )
         return decisions + self._finish_if_idle()
 
     def _finish_if_idle(self) -> list[Decision]:

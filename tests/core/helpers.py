@@ -27,7 +27,7 @@ from hbd.core.sweep import SweepMachine
 def spec_dict(
     *,
     max_iterations: int = 9,
-    eta: int | float = 3,
+    eta: float = 3,
     direction: str = "minimize",
     resume: bool = False,
     early_stopping: list[dict[str, Any]] | None = None,
@@ -137,7 +137,11 @@ def drive(
         else:
             obs = outcome(start)
         absorb(feed(obs))
-        if stop_after is not None and len(run.observations) == stop_after and machine.state.value == "running":
+        if (
+            stop_after is not None
+            and len(run.observations) == stop_after
+            and machine.state.value == "running"
+        ):
             absorb(feed(StopRequested(reason="test stop")))
     return run
 

@@ -77,7 +77,13 @@ def test_729_3_has_no_zero_resource_and_seven_brackets() -> None:
     plan = brackets(729, 3)
     assert [b.s for b in plan] == [6, 5, 4, 3, 2, 1, 0]
     assert [(g.configs, g.resource) for g in plan[0].rungs] == [
-        (729, 1), (243, 3), (81, 9), (27, 27), (9, 81), (3, 243), (1, 729)
+        (729, 1),
+        (243, 3),
+        (81, 9),
+        (27, 27),
+        (9, 81),
+        (3, 243),
+        (1, 729),
     ]
     assert [b.rungs[0].configs for b in plan] == [729, 284, 114, 48, 21, 11, 7]
 
@@ -91,7 +97,9 @@ def test_81_3_totals() -> None:
 
 def test_float_resource_keeps_fractions() -> None:
     b = bracket(4, 100, 3, "float")
-    assert [g.resource for g in b.rungs] == pytest.approx([100 / 81, 100 / 27, 100 / 9, 100 / 3, 100])
+    assert [g.resource for g in b.rungs] == pytest.approx(
+        [100 / 81, 100 / 27, 100 / 9, 100 / 3, 100]
+    )
     assert b.rungs[-1].resource == 100.0
 
 

@@ -35,7 +35,9 @@ def random_outcome(salt: int, fail_share: float):  # type: ignore[no-untyped-def
     r=st.sampled_from([9, 27, 10]),
     eta=st.sampled_from([2, 3]),
 )
-def test_decisions_do_not_depend_on_completion_order(salt, fail_share, order_a, order_b, r, eta) -> None:  # type: ignore[no-untyped-def]
+def test_decisions_do_not_depend_on_completion_order(
+    salt, fail_share, order_a, order_b, r, eta
+) -> None:  # type: ignore[no-untyped-def]
     outcome = random_outcome(salt, fail_share)
     a = drive(make_machine(max_iterations=r, eta=eta), outcome, rng=random.Random(order_a))
     b = drive(make_machine(max_iterations=r, eta=eta), outcome, rng=random.Random(order_b))
@@ -51,12 +53,18 @@ def test_decisions_do_not_depend_on_completion_order(salt, fail_share, order_a, 
     stop=st.booleans(),
     early=st.booleans(),
 )
-def test_replaying_any_prefix_rebuilds_state_and_next_decisions(salt, order, cut, stop, early) -> None:  # type: ignore[no-untyped-def]
+def test_replaying_any_prefix_rebuilds_state_and_next_decisions(
+    salt, order, cut, stop, early
+) -> None:  # type: ignore[no-untyped-def]
     conditions = [{"kind": "failure_early_stopping", "percent": 40}] if early else []
     kwargs = {"max_iterations": 27, "early_stopping": conditions}
     outcome = random_outcome(salt, 0.25)
     full = drive(
-        make_machine(**kwargs), outcome, rng=random.Random(order), stop_after=7 if stop else None, record=True
+        make_machine(**kwargs),
+        outcome,
+        rng=random.Random(order),
+        stop_after=7 if stop else None,
+        record=True,
     )
     k = 1 + int(cut * (len(full.observations) - 2))  # at least Begin, and one observation left
 

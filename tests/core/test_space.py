@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 from scipy import stats
 
-from hbd.core.spec import Param
 from hbd.core.space import describe, sample_config, value_bounds
+from hbd.core.spec import Param
 
 PARAM = TypeAdapter(Param)
 N = 4000  # draws per distribution check
@@ -105,7 +105,11 @@ def test_negative_key_rejected() -> None:
 SUPPORT_CASES: list[tuple[str, Any, Any]] = [
     # kind, value, check(values)
     ("choice", [1, "a", 2.5], lambda vs: set(map(repr, vs)) == {"1", "'a'", "2.5"}),
-    ("range", [1, 10, 2], lambda vs: set(vs) == {1, 3, 5, 7, 9} and all(type(v) is int for v in vs)),
+    (
+        "range",
+        [1, 10, 2],
+        lambda vs: set(vs) == {1, 3, 5, 7, 9} and all(type(v) is int for v in vs),
+    ),
     ("range", [10, 0, -3], lambda vs: set(vs) == {10, 7, 4, 1}),
     ("range", [0, 1, 0.1], lambda vs: set(vs) == {round(0.1 * k, 10) for k in range(10)}),
     ("linspace", [0, 1, 5], lambda vs: set(vs) == {0.0, 0.25, 0.5, 0.75, 1.0}),
@@ -116,16 +120,32 @@ SUPPORT_CASES: list[tuple[str, Any, Any]] = [
     ("geomspace", [-1, -8, 4], lambda vs: {round(v, 9) for v in vs} == {-1.0, -2.0, -4.0, -8.0}),
     ("uniform", [-2, 3], lambda vs: all(-2 <= v < 3 for v in vs)),
     ("loguniform", [-9.2, -2.3], lambda vs: all(math.exp(-9.2) <= v <= math.exp(-2.3) for v in vs)),
-    ("quniform", [0, 10, 3], lambda vs: set(vs) == {0, 3, 6, 9} and all(type(v) is int for v in vs)),
+    (
+        "quniform",
+        [0, 10, 3],
+        lambda vs: set(vs) == {0, 3, 6, 9} and all(type(v) is int for v in vs),
+    ),
     ("quniform", [0, 1, 0.25], lambda vs: set(vs) == {0.0, 0.25, 0.5, 0.75, 1.0}),
     ("quniform", [1, 2, 0.1], lambda vs: set(vs) == {round(0.1 * k, 10) for k in range(10, 21)}),
-    ("qloguniform", [0, 2.3, 0.5], lambda vs: set(vs) <= {k * 0.5 for k in range(2, 20)} and min(vs) >= 1),
+    (
+        "qloguniform",
+        [0, 2.3, 0.5],
+        lambda vs: set(vs) <= {k * 0.5 for k in range(2, 20)} and min(vs) >= 1,
+    ),
     ("qnormal", [0, 1, 0.5], lambda vs: all((v / 0.5).is_integer() for v in vs)),
     ("qnormal", [0, 3, 1], lambda vs: all(type(v) is int for v in vs)),
     ("lognormal", [0, 1], lambda vs: all(v > 0 for v in vs)),
-    ("qlognormal", [1, 0.5, 1], lambda vs: all(type(v) is float and v >= 0 and v.is_integer() for v in vs)),
+    (
+        "qlognormal",
+        [1, 0.5, 1],
+        lambda vs: all(type(v) is float and v >= 0 and v.is_integer() for v in vs),
+    ),
     ("qlognormal", [1, 1, 2], lambda vs: all(type(v) is int and v % 2 == 0 for v in vs)),
-    ("daterange", ["2020-01-01", "2020-01-10", 3], lambda vs: set(vs) == {"2020-01-01", "2020-01-04", "2020-01-07"}),
+    (
+        "daterange",
+        ["2020-01-01", "2020-01-10", 3],
+        lambda vs: set(vs) == {"2020-01-01", "2020-01-04", "2020-01-07"},
+    ),
     (
         "datetimerange",
         ["2020-01-01T00:00:00", "2020-01-01T03:00:00", 3600],
@@ -241,7 +261,10 @@ def test_choice_values_are_copies() -> None:
 
 def test_describe() -> None:
     assert describe(p("uniform", [0, 0.9])) == "uniform [0, 0.9)"
-    assert describe(p("loguniform", [-9.2103, -2.3026])) == "loguniform exp([-9.21, -2.3)) = [0.0001, 0.1)"
+    assert (
+        describe(p("loguniform", [-9.2103, -2.3026]))
+        == "loguniform exp([-9.21, -2.3)) = [0.0001, 0.1)"
+    )
     assert describe(p("choice", [0.25, 0.3])) == "choice of 2: 0.25, 0.3"
     assert describe(p("range", [1, 10, 2])) == "range 1..9 step 2 (5 values, int)"
     assert describe(p("quniform", [0, 10, 3])).endswith("0..9 (4 values)")
@@ -284,7 +307,8 @@ def test_property_json_and_bounds(
     space = {"u": p("uniform", [low, high]), "c": p("choice", choices)}
     cfg = sample_config(space, seed=seed, bracket=bracket, index=index)
     assert json.loads(json.dumps(cfg, allow_nan=False)) == cfg or any(
-        isinstance(v, float) and v != v for v in choices  # NaN never generated; defensive
+        isinstance(v, float) and v != v
+        for v in choices  # NaN never generated; defensive
     )
     assert low <= cfg["u"] <= high
     assert any(cfg["c"] == c and type(cfg["c"]) is type(c) for c in choices)

@@ -103,14 +103,23 @@ def test_rung_where_everything_fails_ends_the_bracket() -> None:
 
 def test_metric_missing_or_nan_counts_as_no_metric() -> None:
     def outcome(s: StartTrial) -> TrialSucceeded:
-        return TrialSucceeded(trial_id=s.trial_id, metrics={"loss": float("nan")} if s.index % 2 else {"acc": 1.0})
+        return TrialSucceeded(
+            trial_id=s.trial_id, metrics={"loss": float("nan")} if s.index % 2 else {"acc": 1.0}
+        )
 
     run = drive(make_machine(), outcome)
     assert run.finished.status == "failed"
 
 
 def test_metric_early_stopping_cancels_running_and_finishes() -> None:
-    early = [{"kind": "metric_early_stopping", "metric": "loss", "value": 0.5, "optimization": "minimize"}]
+    early = [
+        {
+            "kind": "metric_early_stopping",
+            "metric": "loss",
+            "value": 0.5,
+            "optimization": "minimize",
+        }
+    ]
     m = make_machine(max_iterations=27, early_stopping=early)
     run = drive(m)
     stops = by_type(run.decisions, EarlyStopped)
@@ -216,7 +225,9 @@ def test_second_stop_request_is_a_duplicate() -> None:
 
 
 def _dump(run) -> str:  # type: ignore[no-untyped-def]
-    return json.dumps([(type(d).__name__, asdict(d)) for d in run.decisions], sort_keys=True, default=str)
+    return json.dumps(
+        [(type(d).__name__, asdict(d)) for d in run.decisions], sort_keys=True, default=str
+    )
 
 
 def test_same_seed_same_decisions_bit_for_bit() -> None:

@@ -55,8 +55,12 @@ def sweep_yaml(
             "container": {
                 "command": [sys.executable, TRIAL_PROGRAM],
                 "args": [
-                    "--x={{ x }}", "--steps={{ steps }}", "--log={{ log }}", "--mode={{ mode }}",
-                    "--sleep={{ sleep }}", "--fail_above={{ fail_above }}",
+                    "--x={{ x }}",
+                    "--steps={{ steps }}",
+                    "--log={{ log }}",
+                    "--mode={{ mode }}",
+                    "--sleep={{ sleep }}",
+                    "--fail_above={{ fail_above }}",
                 ],
             },
         },
@@ -89,8 +93,9 @@ class Live:
     client: httpx.AsyncClient
     db: Path
 
-    async def wait_finished(self, sweep_id: str, timeout: float = 60.0) -> dict[str, Any]:
-        with anyio.fail_after(timeout):
+    async def wait_finished(self, sweep_id: str, within: float = 60.0) -> dict[str, Any]:
+        # Polling, as a user of the API would; the SSE stream has its own tests.
+        with anyio.fail_after(within):
             while True:
                 detail = (await self.client.get(f"/v1/sweeps/{sweep_id}")).json()
                 if detail["status"] not in ("running", "stopping"):

@@ -32,9 +32,20 @@ async def test_submit_wait_results_json_and_csv(live: Live, tmp_path: Path) -> N
     sweep_id = out.splitlines()[0]
     assert "succeeded" in out and "best: loss=" in out
 
-    rows = json.loads((await hbd("results", sweep_id, "--format", "json", "--url", live.url)).stdout)
+    rows = json.loads(
+        (await hbd("results", sweep_id, "--format", "json", "--url", live.url)).stdout
+    )
     assert len(rows) == 22
-    assert set(rows[0]) >= {"id", "bracket", "rung", "config", "resource", "status", "metric", "parent"}
+    assert set(rows[0]) >= {
+        "id",
+        "bracket",
+        "rung",
+        "config",
+        "resource",
+        "status",
+        "metric",
+        "parent",
+    }
     promoted = [r for r in rows if r["parent"]]
     assert promoted and all(isinstance(r["resource"], int) for r in rows)
     api = (await live.client.get(f"/v1/sweeps/{sweep_id}/trials")).json()
@@ -54,7 +65,7 @@ async def test_cancel_from_the_cli(live: Live, tmp_path: Path) -> None:
     sweep_id = (await hbd("submit", str(spec), "--url", live.url)).stdout.decode().strip()
     out = (await hbd("cancel", sweep_id, "--url", live.url)).stdout.decode()
     assert "stopping" in out
-    assert (await live.wait_finished(sweep_id, timeout=30))["status"] == "stopped"
+    assert (await live.wait_finished(sweep_id, within=30))["status"] == "stopped"
 
 
 async def test_user_mistakes_are_one_line_and_exit_2(live: Live, tmp_path: Path) -> None:

@@ -22,7 +22,9 @@ def alive(pid: int) -> bool:
     return True
 
 
-async def test_sweep_runs_exact_hyperband_counts_within_concurrency(live: Live, tmp_path: Path) -> None:
+async def test_sweep_runs_exact_hyperband_counts_within_concurrency(
+    live: Live, tmp_path: Path
+) -> None:
     log = tmp_path / "trials.jsonl"
     r = await live.client.post("/v1/sweeps", content=sweep_yaml(log, concurrency=2, sleep=0.05))
     assert r.status_code == 201, r.text
@@ -57,26 +59,32 @@ async def test_resume_passes_the_previous_rungs_checkpoint(live: Live, tmp_path:
 
 async def test_cancel_stops_every_trial_process(live: Live, tmp_path: Path) -> None:
     log = tmp_path / "trials.jsonl"
-    r = await live.client.post("/v1/sweeps", content=sweep_yaml(log, mode="sleep", concurrency=None))
+    r = await live.client.post(
+        "/v1/sweeps", content=sweep_yaml(log, mode="sleep", concurrency=None)
+    )
     sweep_id = r.json()["id"]
     with anyio.fail_after(20):
-        while len(read_log(log)) < 4:  # all four executor slots busy
+        while len(read_log(log)) < 4:  # noqa: ASYNC110 (all four slots busy, from the trials' own log)
             await anyio.sleep(0.05)
     r = await live.client.post(f"/v1/sweeps/{sweep_id}/cancel")
     assert r.status_code == 202 and r.json()["cancelling"] is True
-    detail = await live.wait_finished(sweep_id, timeout=30)
+    detail = await live.wait_finished(sweep_id, within=30)
     assert detail["status"] == "stopped"
     assert set(detail["trials"]) == {"cancelled"}
     pids = [e["pid"] for e in read_log(log)]
     assert pids and not [p for p in pids if alive(p)]
 
 
-async def test_failed_trials_are_recorded_with_reason_and_stderr(live: Live, tmp_path: Path) -> None:
+async def test_failed_trials_are_recorded_with_reason_and_stderr(
+    live: Live, tmp_path: Path
+) -> None:
     log = tmp_path / "trials.jsonl"
     r = await live.client.post("/v1/sweeps", content=sweep_yaml(log, fail_above=0.5))
     sweep_id = r.json()["id"]
     await live.wait_finished(sweep_id)
-    failed = (await live.client.get(f"/v1/sweeps/{sweep_id}/trials", params={"status": "failed"})).json()
+    failed = (
+        await live.client.get(f"/v1/sweeps/{sweep_id}/trials", params={"status": "failed"})
+    ).json()
     assert failed
     assert all(t["reason"] and "exit code 1" in t["reason"] for t in failed)
     assert all(t["parent"] is None or t["rung"] > 0 for t in failed)
@@ -87,7 +95,9 @@ async def test_bad_spec_is_refused_with_every_error_and_nothing_stored(live: Liv
     r = await live.client.post("/v1/sweeps", content=bad)
     assert r.status_code == 422
     locs = {e["loc"] for e in r.json()["errors"]}
-    assert any("eta" in loc for loc in locs) and any("maxIterations" in loc or "max_iterations" in loc for loc in locs)
+    assert any("eta" in loc for loc in locs) and any(
+        "maxIterations" in loc or "max_iterations" in loc for loc in locs
+    )
     assert (await live.client.get("/v1/sweeps")).json() == []
 
 
@@ -97,12 +107,16 @@ async def test_unknown_sweep_is_404(live: Live) -> None:
     assert (await live.client.post("/v1/sweeps/nope/cancel")).status_code == 404
 
 
-async def test_same_id_same_spec_is_idempotent_and_other_spec_conflicts(live: Live, tmp_path: Path) -> None:
+async def test_same_id_same_spec_is_idempotent_and_other_spec_conflicts(
+    live: Live, tmp_path: Path
+) -> None:
     log = tmp_path / "t.jsonl"
     text = sweep_yaml(log)
     first = await live.client.post("/v1/sweeps", params={"id": "mine"}, content=text)
     again = await live.client.post("/v1/sweeps", params={"id": "mine"}, content=text)
-    other = await live.client.post("/v1/sweeps", params={"id": "mine"}, content=sweep_yaml(log, seed=12))
+    other = await live.client.post(
+        "/v1/sweeps", params={"id": "mine"}, content=sweep_yaml(log, seed=12)
+    )
     assert (first.status_code, again.status_code, other.status_code) == (201, 200, 409)
     await live.wait_finished("mine")
     assert len((await live.client.get("/v1/sweeps")).json()) == 1

@@ -21,7 +21,10 @@ log = opts["log"]
 
 def note(what: str) -> None:
     with open(log, "a") as f:
-        f.write(json.dumps({"what": what, "trial": trial, "pid": os.getpid(), "t": time.monotonic()}) + "\n")
+        f.write(
+            json.dumps({"what": what, "trial": trial, "pid": os.getpid(), "t": time.monotonic()})
+            + "\n"
+        )
 
 
 note("start")
