@@ -1,0 +1,66 @@
+"""Write the golden event logs replayed by test_golden.py.
+
+Run only when a change to the core's decisions is intended, and say so in the
+commit: a golden log is a promise that old sweeps replay to the same decisions.
+
+    .venv/bin/python -m tests.golden.regenerate
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from hbd.core.codec import SUBMITTED, decision_record, observation_record
+from hbd.core.events import Begin
+from tests.core.helpers import drive, failing_every, make_machine, spec_dict
+
+HERE = Path(__file__).parent
+
+CASES = {
+    # name: (spec options, seed, completion-order seed, failing every k-th index, stop after)
+    "r27-eta3-shuffled": ({"max_iterations": 27}, 5, 1, None, None),
+    "r27-eta3-failures-resume": ({"max_iterations": 27, "resume": True}, 6, 2, 4, None),
+    "r10-eta2-maximize": (
+        {"max_iterations": 10, "eta": 2, "direction": "maximize"},
+        7,
+        3,
+        None,
+        None,
+    ),
+    "r27-early-stop": (
+        {
+            "max_iterations": 27,
+            "early_stopping": [{"kind": "metric_early_stopping", "metric": "loss", "value": 0.3}],
+        },
+        8,
+        4,
+        None,
+        None,
+    ),
+    "r9-user-stop": ({"max_iterations": 9}, 9, 5, None, 6),
+}
+
+
+def main() -> None:
+    for name, (opts, seed, order, fail_every, stop_after) in CASES.items():
+        machine = make_machine(seed=seed, sweep_id="golden", **opts)
+        outcome = failing_every(fail_every) if fail_every else None
+        kwargs = {"rng": random.Random(order), "stop_after": stop_after}
+        run = drive(machine, outcome, **kwargs) if outcome else drive(machine, **kwargs)
+        lines = [{"type": SUBMITTED, "payload": {"spec_json": spec_dict(**opts), "seed": seed}}]
+        for obs, decisions in zip(run.observations, run.steps, strict=True):
+            if not isinstance(obs, Begin):
+                t, p = observation_record(obs)
+                lines.append({"type": t, "payload": p})
+            for d in decisions:
+                t, p = decision_record(d)
+                lines.append({"type": t, "payload": p})
+        path = HERE / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(line, sort_keys=True) + "\n" for line in lines))
+        print(f"{path.name}: {len(lines)} records")
+
+
+if __name__ == "__main__":
+    main()
