@@ -88,6 +88,7 @@ class BracketRun:
     rung: int = 0
     trials: list[list[Trial]] = field(default_factory=list)  # trials[rung] in index order
     done: bool = False
+    ended: int = 0  # trials of the open rung that have ended: the barrier is a count, not a scan
 
     @property
     def s(self) -> int:
@@ -96,9 +97,12 @@ class BracketRun:
     def open_rung(self, trials: list[Trial]) -> None:
         self.trials.append(trials)
         self.rung = len(self.trials) - 1
+        self.ended = 0
 
-    def rung_complete(self) -> bool:
-        return not self.done and all(t.state.ended for t in self.trials[self.rung])
+    def trial_ended(self) -> bool:
+        """Count one ended trial of the open rung; True when the rung is complete."""
+        self.ended += 1
+        return not self.done and self.ended == len(self.trials[self.rung])
 
     def decide(self, metric: str, direction: Direction) -> tuple[RungDecided, list[Trial]]:
         """Close the open rung; returns the decision and the trials to promote.

@@ -14,6 +14,7 @@ that is how the daemon resumes after a restart.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +70,9 @@ class SweepMachine:
         self.state = SweepState.CREATED
         self._brackets = [BracketRun(plan=b, position=p) for p, b in enumerate(self.plan)]
         self._trials: dict[str, Trial] = {}
+        # Derived from _trials, kept so that no step scans every trial of a long sweep.
+        self._running: dict[str, None] = {}  # scheduled, not ended; an ordered set
+        self._ended: Counter[TrialState] = Counter()
         self._stopping: _Stopping | None = None
         self._finished: SweepFinished | None = None
 
@@ -83,7 +87,8 @@ class SweepMachine:
         return self._finished
 
     def running_trial_ids(self) -> list[str]:
-        return [t.trial_id for t in self._trials.values() if t.state is TrialState.SCHEDULED]
+        """Trials started and not ended, in the order they were started."""
+        return list(self._running)
 
     def best(self) -> BestTrial | None:
         """The best trial so far over all brackets and rungs (Li et al. return the same)."""
@@ -205,6 +210,11 @@ class SweepMachine:
     def _on_result(self, event: TrialSucceeded | TrialFailed | TrialCancelled) -> list[Decision]:
         trial = self._trials[event.trial_id]
         trial.state = TRIAL_TRANSITIONS[(trial.state, event.TYPE)]
+        del self._running[trial.trial_id]
+        self._ended[trial.state] += 1
+        # The previous rungs of this bracket are closed, so the trial is in the open one.
+        run = self._brackets[self._position(trial.bracket)]
+        rung_complete = run.trial_ended()
         if isinstance(event, TrialSucceeded):
             trial.metrics = dict(event.metrics)
         else:
@@ -219,9 +229,7 @@ class SweepMachine:
                 EarlyStopped(condition=condition, reason=reason),
                 *self._begin_stop(status, reason),
             ]
-        # The previous rungs of this bracket are closed, so the trial is in the open one.
-        run = self._brackets[self._position(trial.bracket)]
-        if not run.rung_complete():
+        if not rung_complete:
             return []
         decision, promoted = run.decide(self.metric, self.direction)
         decisions: list[Decision] = [decision]
@@ -257,6 +265,7 @@ class SweepMachine:
         run.open_rung(trials)
         for t in trials:
             self._trials[t.trial_id] = t
+            self._running[t.trial_id] = None
         return [
             StartTrial(
                 trial_id=t.trial_id,
@@ -283,8 +292,8 @@ class SweepMachine:
                         f"early stopping: trial {trial.trial_id} reached {cond.metric}={value:g} ({op} {cond.value:g})",
                     )
             if isinstance(cond, FailureEarlyStopping):
-                failed = sum(t.state is TrialState.FAILED for t in self._trials.values())
-                ended = failed + sum(t.state is TrialState.SUCCEEDED for t in self._trials.values())
+                failed = self._ended[TrialState.FAILED]
+                ended = failed + self._ended[TrialState.SUCCEEDED]
                 if failed and 100 * failed >= cond.percent * ended:
                     return (
                         f"failure: {cond.percent:g}% of ended trials failed",
