@@ -12,7 +12,9 @@
     ├── ExecutorError            abstract: talking to an executor failed
     │   ├── ExecutorUnavailable  unreachable, timed out or 5xx: retry with backoff
     │   └── ExecutorRejected     the executor answered but refused or answered nonsense
-    └── NotFound                 a sweep, trial or executor id that does not exist
+    ├── NotFound                 a sweep, trial or executor id that does not exist
+    └── ConfigError              bad settings (a key, its reason, where it came from);
+                                 nothing was started
 
 ``hbd.core`` has its own tree (``hbd/core/errors.py``) because the core imports
 nothing from here. sqlite3 exceptions are translated only in ``hbd/store/db.py``
@@ -101,3 +103,7 @@ class ExecutorRejected(ExecutorError):
 
 class NotFound(HbdError):
     """A sweep, trial or executor id that does not exist."""
+
+
+class ConfigError(HbdError):
+    """Bad settings: the message names the key, the reason and the value's source."""

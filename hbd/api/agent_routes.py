@@ -10,7 +10,13 @@ from anyio.abc import TaskStatus
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Response
 
 import hbd
-from hbd.api.asgi import MAX_REQUEST_BODY_BYTES, BodySizeLimit, bearer_check, serve_app
+from hbd.api.asgi import (
+    MAX_REQUEST_BODY_BYTES,
+    BodySizeLimit,
+    bearer_check,
+    require_token_beyond_loopback,
+    serve_app,
+)
 from hbd.api.protocol import Health, TrialStatus, TrialSubmission
 from hbd.executor.agent import Agent, AgentNotRunning, NoFreeSlot, TrialConflict
 from hbd.executor.process import TemplateError
@@ -97,6 +103,7 @@ async def serve_agent(
     Cancelling stops the server first (graceful, bounded), then the agent, which
     terminates running trials. Requires the asyncio backend (uvicorn).
     """
+    require_token_beyond_loopback(host, token)
     agent = Agent(
         workdir, slots, token=token, callback_token=callback_token, transport=transport, trial_cwd=trial_cwd
     )

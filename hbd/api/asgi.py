@@ -8,15 +8,21 @@ known before readiness is signalled.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import hmac
 import socket
 from collections.abc import Awaitable, Callable, Generator, MutableMapping
 from typing import Any
 
 import anyio
+import structlog
 import uvicorn
 from anyio.abc import TaskStatus
 from fastapi import Header, HTTPException
+
+from hbd.settings import is_loopback
+
+log = structlog.get_logger(__name__)
 
 # Request bodies are specs, submissions and callbacks: kilobytes. The limit
 # keeps a bad client from making a server buffer arbitrary bodies.
@@ -92,19 +98,78 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+def token_matches(authorization: str | bytes | None, token: str) -> bool:
+    """Whether an ``Authorization`` header carries ``token``, in constant time.
+
+    Both sides are hashed first so that the comparison does not even reveal
+    the token's length.
+    """
+    given = authorization.encode("latin-1") if isinstance(authorization, str) else authorization or b""
+    expected = f"Bearer {token}".encode()
+    return hmac.compare_digest(hashlib.sha256(given).digest(), hashlib.sha256(expected).digest())
+
+
 def bearer_check(token: str | None) -> Callable[..., Awaitable[None]]:
-    expected = f"Bearer {token}".encode() if token is not None else None
+    """A FastAPI dependency requiring ``token`` (no check when it is None)."""
 
     async def check(authorization: str | None = Header(default=None)) -> None:
-        if expected is None:
-            return
-        given = (authorization or "").encode()
-        if not hmac.compare_digest(given, expected):
+        if token is not None and not token_matches(authorization, token):
             raise HTTPException(
                 401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
             )
 
     return check
+
+
+class BearerAuth:
+    """ASGI middleware: every request but those to ``exempt`` paths needs the token.
+
+    A middleware rather than a per-router dependency so that every route,
+    including ones added later (SSE, /metrics, /docs), is covered by default.
+    A refused request is logged without its headers: the token a client sent,
+    right or wrong, never reaches a log.
+    """
+
+    def __init__(self, app: ASGIApp, token: str | None, *, exempt: frozenset[str] = frozenset()) -> None:
+        self.app = app
+        self.token = token
+        self.exempt = exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.token is None or scope["type"] != "http" or scope["path"] in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        header = next((v for k, v in scope.get("headers", []) if k == b"authorization"), None)
+        if token_matches(header, self.token):
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        log.info(
+            "request refused: missing or invalid bearer token",
+            method=scope.get("method"),
+            path=scope["path"],
+            client=client[0] if client else None,
+            had_header=header is not None,
+        )
+        body = b'{"detail":"missing or invalid bearer token"}'
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b"Bearer"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def require_token_beyond_loopback(host: str, token: str | None) -> None:
+    """Refuse, before binding, to serve beyond this machine without a token."""
+    if token is None and not is_loopback(host):
+        raise ValueError(f"refusing to listen on {host} without a bearer token")
 
 
 class _Server(uvicorn.Server):

@@ -7,6 +7,7 @@ loopback HTTP with the same protocol as a remote one: the embedded default.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -19,7 +20,16 @@ from hbd.daemon.app import Daemon
 from hbd.daemon.clock import Clock
 from hbd.daemon.executors import ExecutorClient
 from hbd.api.agent_routes import serve_agent
-from hbd.api.asgi import serve_app
+from hbd.api.asgi import (
+    MAX_REQUEST_BODY_BYTES,
+    ASGIApp,
+    BearerAuth,
+    BodySizeLimit,
+    require_token_beyond_loopback,
+    serve_app,
+)
+from hbd.api.metrics import metrics_router
+from hbd.daemon.reconciler import LOST_AFTER
 from hbd.store.log import open_store
 
 log = structlog.get_logger(__name__)
@@ -38,6 +48,11 @@ class DaemonOptions:
     token: str | None = None
     transport: httpx.AsyncBaseTransport | None = None  # tests: a fault-injecting transport
     clock: Clock | None = None
+    lost_after: float = LOST_AFTER  # see hbd.daemon.reconciler
+    # How executors reach this daemon for callbacks, when not http://host:port
+    # (a daemon bound to 0.0.0.0, or behind a proxy).
+    advertise_url: str | None = None
+    max_request_bytes: int = MAX_REQUEST_BODY_BYTES
 
 
 @dataclass
@@ -46,23 +61,39 @@ class Running:
     daemon: Daemon
 
 
+# Routes answered without the token: liveness probes carry no credentials.
+PUBLIC_PATHS = frozenset({"/healthz"})
+
+
+def protected_app(daemon: Daemon, token: str | None, max_request_bytes: int) -> ASGIApp:
+    """The daemon's routes with /metrics, behind the body-size limit and the bearer check."""
+    app = create_app(daemon)
+    app.include_router(metrics_router(daemon))
+    return BearerAuth(BodySizeLimit(app, max_request_bytes), token, exempt=PUBLIC_PATHS)
+
+
 async def serve_daemon(opts: DaemonOptions, *, task_status: TaskStatus[Running] = anyio.TASK_STATUS_IGNORED) -> None:
+    require_token_beyond_loopback(opts.host, opts.token)
     store = await open_store(opts.db)
     try:
         async with anyio.create_task_group() as tg:
-            daemon = Daemon(store, clock=opts.clock)
+            daemon = Daemon(store, clock=opts.clock, lost_after=opts.lost_after)
             if opts.local_slots:
                 workdir = opts.workdir or opts.db.parent / "executor"
-                port = await tg.start(serve_agent, "127.0.0.1", 0, workdir, opts.local_slots, opts.token)
+                port = await tg.start(
+                    partial(serve_agent, callback_token=opts.token),
+                    "127.0.0.1", 0, workdir, opts.local_slots, opts.token,
+                )
                 daemon.add_executor(
                     LOCAL_EXECUTOR,
                     ExecutorClient(f"http://127.0.0.1:{port}", token=opts.token, transport=opts.transport),
                 )
             for url in opts.executors:
                 daemon.add_executor(url, ExecutorClient(url, token=opts.token, transport=opts.transport))
-            port = await tg.start(serve_app, create_app(daemon), opts.host, opts.port)
+            app = protected_app(daemon, opts.token, opts.max_request_bytes)
+            port = await tg.start(serve_app, app, opts.host, opts.port)
             url = f"http://{opts.host}:{port}"
-            daemon.callback_url = f"{url}/v1/callbacks"
+            daemon.callback_url = f"{(opts.advertise_url or url).rstrip('/')}/v1/callbacks"
             await tg.start(daemon.run)
             log.info("hbd daemon serving", url=url, db=str(opts.db), executors=list(daemon.pool.executors))
             task_status.started(Running(url=url, daemon=daemon))

@@ -19,11 +19,15 @@ T = TypeVar("T")
 def add_connection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=None, help=f"daemon URL (default: $HBD_URL or {DEFAULT_URL})")
     p.add_argument(
-        "--token-file", default=None, help="file holding the bearer token (default: $HBD_TOKEN)"
+        "--token-file",
+        default=None,
+        help="file holding the bearer token (default: $HBD_TOKEN, then $HBD_TOKEN_FILE)",
     )
 
 
 def read_token(token_file: str | None) -> str | None:
+    """The daemon's sources, in its order: --token-file, $HBD_TOKEN, $HBD_TOKEN_FILE."""
+    token_file = token_file or (None if os.environ.get("HBD_TOKEN") else os.environ.get("HBD_TOKEN_FILE"))
     if token_file:
         try:
             return Path(token_file).read_text().strip() or None

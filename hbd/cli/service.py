@@ -1,0 +1,502 @@
+"""Running hbd as a service: `serve`, `executor`, `config show` and `doctor`.
+
+``hbd serve`` and ``hbd executor`` load their settings (hbd.settings), set up
+logging (hbd.logs), then run until SIGTERM or SIGINT. The first signal stops
+them in order: the API stops taking requests, an in-process executor stops
+its trials, the database is closed, exit 0. A second signal during that exits
+at once (128 + signal number). Under systemd (``Type=notify``) they report
+``READY=1`` once the database is open and the API listens, ping the watchdog
+while healthy and say ``STOPPING=1`` on the way out (hbd.daemon.systemd).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import structlog
+
+import hbd
+from hbd.cli.base import EXIT_FAILURE, EXIT_OK, Command, UserError, error, print_json, say
+from hbd.errors import ConfigError, ExecutorError, HbdError
+from hbd.settings import (
+    TOKEN_ENV,
+    DaemonSettings,
+    ExecutorSettings,
+    is_loopback,
+    token_file_mode_problem,
+)
+
+log = structlog.get_logger("hbd.service")
+
+# How long the watchdog's self-check may take to answer over loopback.
+SELF_CHECK_TIMEOUT = httpx.Timeout(5.0)
+# `hbd doctor` gives each executor and the daemon this long to answer.
+DOCTOR_TIMEOUT_SECONDS = 5.0
+# Exit status after a second signal: what a shell reports for death by it.
+SIGNAL_EXIT_BASE = 128
+
+_DAEMON_FLAGS = {
+    "host": "--host",
+    "port": "--port",
+    "db": "--db",
+    "local_executor": "--local-executor",
+    "executors": "--executor",
+    "token_file": "--token-file",
+    "log_level": "--log-level",
+    "log_format": "--log-format",
+    "advertise_url": "--advertise-url",
+}
+_EXECUTOR_FLAGS = {
+    "host": "--host",
+    "port": "--port",
+    "slots": "--slots",
+    "workdir": "--workdir",
+    "trial_cwd": "--trial-cwd",
+    "token_file": "--token-file",
+    "log_level": "--log-level",
+    "log_format": "--log-format",
+}
+
+
+# ---------------------------------------------------------------- shared
+
+
+def _config_arg(p: argparse.ArgumentParser, env: str) -> None:
+    p.add_argument(
+        "--config", metavar="PATH", default=None,
+        help=f"TOML settings file (default: ${env}; no file when unset)",
+    )
+
+
+def _common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="TCP port (0: any free port)")
+    p.add_argument("--token-file", type=Path, default=None, metavar="PATH",
+                   help=f"file holding the bearer token (else ${TOKEN_ENV}, else token_file)")
+    p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", default=None, choices=["auto", "json", "console"],
+                   help="auto: console on a terminal, JSON lines otherwise")
+
+
+def _overrides(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, Any]:
+    return {key: getattr(args, key, None) for key in flags}
+
+
+def _load(kind: type[DaemonSettings] | type[ExecutorSettings], args: argparse.Namespace,
+          flags: dict[str, str], *, strict: bool = True) -> Any:
+    try:
+        return kind.load(config=args.config, overrides=_overrides(args, flags), flags=flags,
+                         require_token_beyond_loopback=strict)
+    except ConfigError as exc:
+        raise UserError(f"config error: {exc}") from None
+
+
+def _forget_secrets_in_environment() -> None:
+    # Trial processes inherit the environment: they must not get the token.
+    os.environ.pop(TOKEN_ENV, None)
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The first real error inside (nested) exception groups from task groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _self_url(host: str, port: int) -> str:
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def _run_until_signalled(
+    serve: Callable[[anyio.abc.TaskGroup, Any], Awaitable[None]], notifier: Any
+) -> None:
+    """Run ``serve(tg, scope)``; first SIGTERM/SIGINT cancels it, a second exits at once."""
+    service = anyio.CancelScope()
+
+    async def watch_signals(*, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started()
+            stopping = False
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if stopping:
+                    log.warning("second signal: exiting at once", signal=name)
+                    os._exit(SIGNAL_EXIT_BASE + signum)
+                stopping = True
+                log.info("stopping", signal=name)
+                notifier.stopping()
+                service.cancel()
+
+    async with anyio.create_task_group() as outer:
+        await outer.start(watch_signals)
+        with service:
+            async with anyio.create_task_group() as tg:
+                await serve(tg, service)
+        outer.cancel_scope.cancel()
+
+
+def _run_service(main: Callable[[], Awaitable[None]], what: str) -> int:
+    try:
+        anyio.run(main, backend="asyncio")
+    except KeyboardInterrupt:  # a SIGINT before the handlers were installed
+        return EXIT_OK
+    except BaseException as exc:
+        leaf = _leaf(exc)
+        if isinstance(leaf, (KeyboardInterrupt, SystemExit)):
+            raise leaf from None
+        if not isinstance(leaf, (HbdError, OSError, ValueError)):
+            raise
+        # Expected failures (port in use, unreadable database, newer schema): one line.
+        message = leaf.strerror if isinstance(leaf, OSError) and leaf.strerror else str(leaf)
+        log.error(f"{what} failed", error=message)
+        error(f"{what} failed: {message}")
+        return EXIT_FAILURE
+    log.info(f"{what} stopped")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- serve
+
+
+def _args_serve(p: argparse.ArgumentParser) -> None:
+    _config_arg(p, "HBD_CONFIG")
+    _common_args(p)
+    p.add_argument("--db", type=Path, default=None, help="SQLite database file")
+    p.add_argument("--local-executor", type=int, default=None, metavar="N",
+                   help="run an executor with N slots in this process (0: none)")
+    p.add_argument("--executor", dest="executors", action="append", default=None, metavar="URL",
+                   help="an executor agent's URL (repeatable; replaces `executors` of the config)")
+    p.add_argument("--advertise-url", default=None, metavar="URL",
+                   help="the URL executors call back to (default http://HOST:PORT)")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from hbd import logs
+    from hbd.api.server import DaemonOptions, serve_daemon
+    from hbd.daemon.systemd import Notifier, watchdog
+
+    settings: DaemonSettings = _load(DaemonSettings, args, _DAEMON_FLAGS)
+    token = settings.token
+    _forget_secrets_in_environment()
+    logs.configure(settings.log_level, settings.log_format, secrets=[token] if token else [])
+    notifier = Notifier.from_env()
+    if settings.token_file and (problem := token_file_mode_problem(settings.token_file)):
+        log.warning(problem)
+    if not settings.executors and not settings.local_executor:
+        log.warning("no executors configured: sweeps will wait; set executors or local_executor")
+    try:
+        settings.db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"db: cannot create {settings.db.parent}: {exc.strerror}") from None
+    opts = DaemonOptions(
+        db=settings.db,
+        host=settings.host,
+        port=settings.port,
+        local_slots=settings.local_executor,
+        workdir=settings.local_workdir,
+        executors=list(settings.executors),
+        token=token,
+        lost_after=settings.lost_after,
+        max_request_bytes=settings.max_request_bytes,
+        advertise_url=settings.advertise_url,
+    )
+
+    async def serve(tg: anyio.abc.TaskGroup, _: anyio.CancelScope) -> None:
+        running = await tg.start(serve_daemon, opts)
+        port = int(running.url.rsplit(":", 1)[1])
+        self_url = _self_url(settings.host, port)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+        async def healthy() -> bool:
+            # The API answers and the database answers: the loops are alive.
+            async with httpx.AsyncClient(timeout=SELF_CHECK_TIMEOUT, headers=headers) as http:
+                ok = (await http.get(f"{self_url}/healthz")).status_code == 200
+            await running.daemon.store.ping()
+            return ok
+
+        notifier.ready(f"serving on {running.url}")
+        tg.start_soon(watchdog, notifier, healthy)
+
+    return _run_service(lambda: _run_until_signalled(serve, notifier), "hbd serve")
+
+
+# ---------------------------------------------------------------- executor
+
+
+def _args_executor(p: argparse.ArgumentParser) -> None:
+    _config_arg(p, "HBD_EXECUTOR_CONFIG")
+    _common_args(p)
+    p.add_argument("--slots", type=int, default=None, help="trials run at once (default 1)")
+    p.add_argument("--workdir", type=Path, default=None, help="where trial directories and results live")
+    p.add_argument("--trial-cwd", type=Path, default=None, help="where trials run (default: here)")
+
+
+def cmd_executor(args: argparse.Namespace) -> int:
+    from hbd import logs
+    from hbd.api.agent_routes import serve_agent
+    from hbd.daemon.systemd import Notifier, watchdog
+
+    settings: ExecutorSettings = _load(ExecutorSettings, args, _EXECUTOR_FLAGS)
+    token = settings.token
+    _forget_secrets_in_environment()
+    logs.configure(settings.log_level, settings.log_format, secrets=[token] if token else [])
+    notifier = Notifier.from_env()
+    if settings.token_file and (problem := token_file_mode_problem(settings.token_file)):
+        log.warning(problem)
+
+    async def serve(tg: anyio.abc.TaskGroup, _: anyio.CancelScope) -> None:
+        agent = partial(serve_agent, callback_token=token, trial_cwd=settings.trial_cwd)
+        port = await tg.start(agent, settings.host, settings.port, settings.workdir, settings.slots, token)
+        url = _self_url(settings.host, port)
+
+        async def healthy() -> bool:
+            async with httpx.AsyncClient(timeout=SELF_CHECK_TIMEOUT) as http:
+                return (await http.get(f"{url}/v1/health")).status_code == 200
+
+        log.info("hbd executor serving", url=f"http://{settings.host}:{port}",
+                 slots=settings.slots, workdir=str(settings.workdir))
+        notifier.ready(f"serving on port {port} with {settings.slots} slot(s)")
+        tg.start_soon(watchdog, notifier, healthy)
+
+    return _run_service(lambda: _run_until_signalled(serve, notifier), "hbd executor")
+
+
+# ---------------------------------------------------------------- config show
+
+
+def _args_config(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    show = sub.add_parser("show", help="print the effective settings (the token masked)",
+                          description="print the effective settings (the token masked)")
+    show.add_argument("service", nargs="?", choices=["daemon", "executor"], default="daemon",
+                      help="whose settings (default: daemon)")
+    show.add_argument("--config", metavar="PATH", default=None,
+                      help="TOML settings file (default: $HBD_CONFIG / $HBD_EXECUTOR_CONFIG)")
+    show.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    kind = ExecutorSettings if args.service == "executor" else DaemonSettings
+    # Show what would run, even if serving it would be refused; say why after.
+    settings = _load(kind, args, {}, strict=False)
+    values = settings.public()
+    origins = dict(settings.origins)
+    if args.json:
+        print_json({"service": args.service, "settings": values, "sources": origins})
+    else:
+        width = max(len(k) for k in values)
+        for key, value in values.items():
+            shown = json.dumps(value) if not isinstance(value, str) else value
+            say(f"{key:<{width}} = {shown}    # {origins.get(key, 'default')}")
+    try:
+        settings.check_exposure()
+    except ConfigError as exc:
+        print(f"warning: serving these settings would be refused: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- doctor
+
+
+class _Findings:
+    def __init__(self) -> None:
+        self.failures = 0
+        self.warnings = 0
+
+    def ok(self, what: str) -> None:
+        say(f"ok    {what}")
+
+    def warn(self, what: str, fix: str | None = None) -> None:
+        self.warnings += 1
+        say(f"warn  {what}")
+        if fix:
+            say(f"      fix: {fix}")
+
+    def fail(self, what: str, fix: str) -> None:
+        self.failures += 1
+        say(f"FAIL  {what}")
+        say(f"      fix: {fix}")
+
+
+def _args_doctor(p: argparse.ArgumentParser) -> None:
+    _config_arg(p, "HBD_CONFIG")
+    p.add_argument("--db", type=Path, default=None, help="SQLite database file")
+    p.add_argument("--executor", dest="executors", action="append", default=None, metavar="URL",
+                   help="an executor agent's URL to check (repeatable)")
+    p.add_argument("--token-file", type=Path, default=None, metavar="PATH")
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    flags = {"db": "--db", "executors": "--executor", "token_file": "--token-file"}
+    settings: DaemonSettings = _load(DaemonSettings, args, flags, strict=False)
+    f = _Findings()
+    where = args.config or os.environ.get("HBD_CONFIG")
+    f.ok(f"settings: valid ({'from ' + where if where else 'no config file; defaults and environment'})")
+    _doctor_token(settings, f)
+    _doctor_database(settings, f)
+    anyio.run(_doctor_remote, settings, f)
+    say("")
+    if f.failures:
+        say(f"{f.failures} problem(s), {f.warnings} warning(s)")
+        return EXIT_FAILURE
+    say(f"no problems found ({f.warnings} warning(s))")
+    return EXIT_OK
+
+
+def _doctor_token(settings: DaemonSettings, f: _Findings) -> None:
+    origin = settings.origins.get("token", "none")
+    if settings.token is None:
+        if is_loopback(settings.host):
+            f.ok(f"token: none; the API is open to every user of this host ({settings.host})")
+        else:
+            f.fail(f"token: none, but host {settings.host} is reachable from other machines",
+                   "write a token (`openssl rand -hex 32`) to a file readable only by hbd "
+                   "and set token_file")
+        return
+    f.ok(f"token: set (from {origin})")
+    if settings.token_file and (problem := token_file_mode_problem(settings.token_file)):
+        f.warn(problem)
+
+
+def _doctor_database(settings: DaemonSettings, f: _Findings) -> None:
+    from hbd.store.check import WAL_WARN_BYTES, inspect_database
+
+    path = settings.db
+    report = inspect_database(path)
+    if not report.exists:
+        parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), None)
+        if parent is not None and os.access(parent, os.W_OK):
+            f.warn(f"database: {path} does not exist yet", "`hbd serve` creates it on start")
+        else:
+            f.fail(f"database: {path} does not exist and {path.parent} is not writable",
+                   "create the directory for the hbd user, or set db (StateDirectory= under systemd)")
+        return
+    if report.error is not None:
+        f.fail(f"database: {path}: {report.error}",
+               "restore the file from a backup; if it is not an hbd database, fix `db`")
+        return
+    if report.integrity != ["ok"]:
+        shown = "; ".join(report.integrity[:3])
+        f.fail(f"database: integrity check failed: {shown}",
+               "stop hbd, copy the file aside, restore a backup or `sqlite3 hbd.db .recover`")
+    else:
+        f.ok(f"database: {path}: integrity ok, {report.sweeps} sweep(s), {report.events} event(s)")
+    version, current = report.schema_version or 0, report.current_version
+    if version > current:
+        f.fail(f"database: schema version {version} is newer than this hbd knows ({current})",
+               "upgrade hbd to the version that wrote it (the file was not changed)")
+    elif version < current:
+        f.warn(f"database: schema version {version}; this hbd migrates it to {current} on start",
+               "back the file up before the first start of the new version")
+    else:
+        f.ok(f"database: schema version {version} (current)")
+    if report.journal_mode != "wal":
+        f.fail(f"database: journal mode is {report.journal_mode}, not wal",
+               "start `hbd serve` once (it enables WAL), or keep the file off network filesystems")
+    elif report.wal_bytes > WAL_WARN_BYTES:
+        f.warn(f"database: WAL file is {report.wal_bytes // (1024 * 1024)} MiB: something keeps "
+               "SQLite from checkpointing", "close long-running readers (sqlite3 shells, backups)")
+    else:
+        f.ok(f"database: WAL mode, WAL file {report.wal_bytes} bytes")
+
+
+async def _doctor_remote(settings: DaemonSettings, f: _Findings) -> None:
+    from hbd.daemon.executors import ExecutorClient
+    from hbd.errors import ExecutorRejected
+
+    token = settings.token
+    if settings.local_executor:
+        f.ok(f"executor local: {settings.local_executor} slot(s) in the daemon's process")
+    if not settings.executors and not settings.local_executor:
+        f.fail("executors: none configured; submitted sweeps would never run",
+               "set executors = [\"http://HOST:8766\"] or local_executor = N")
+    for url in settings.executors:
+        client = ExecutorClient(url, token=token, max_attempts=1)
+        try:
+            with anyio.fail_after(DOCTOR_TIMEOUT_SECONDS):
+                health = await client.health()
+        except TimeoutError:
+            f.fail(f"executor {url}: no answer in {DOCTOR_TIMEOUT_SECONDS:g} s",
+                   "check that `hbd executor` runs there and the port is open")
+            continue
+        except ExecutorRejected as exc:
+            f.fail(f"executor {url}: {exc}", "check the URL points at an `hbd executor` /v1 API")
+            continue
+        except ExecutorError as exc:
+            f.fail(f"executor {url}: unreachable ({exc})",
+                   "start `hbd executor` there (systemctl start hbd-executor) or fix the URL")
+            continue
+        finally:
+            await client.aclose()
+        # Health is open; a trial listing needs the token: check it matches.
+        auth = await _executor_accepts_token(url, token)
+        if health.protocol != "v1":
+            f.fail(f"executor {url}: speaks protocol {health.protocol}, this hbd speaks v1",
+                   "upgrade the older of the two")
+        elif auth is False:
+            f.fail(f"executor {url}: refuses our token (401)",
+                   "give the daemon and the executor the same token file")
+        else:
+            note = "" if health.version == hbd.__version__ else f" (hbd {hbd.__version__} here)"
+            f.ok(f"executor {url}: hbd {health.version}{note}, {health.slots} slot(s), "
+                 f"{health.free_slots} free")
+            if note:
+                f.warn(f"executor {url}: version {health.version} differs from {hbd.__version__}",
+                       "upgrade executors together with the daemon")
+    await _doctor_daemon(settings, f)
+
+
+async def _executor_accepts_token(url: str, token: str | None) -> bool | None:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        async with httpx.AsyncClient(timeout=DOCTOR_TIMEOUT_SECONDS, headers=headers) as http:
+            response = await http.get(f"{url}/v1/trials", params={"sweep_id": "-"})
+    except httpx.HTTPError:
+        return None
+    return response.status_code != 401
+
+
+async def _doctor_daemon(settings: DaemonSettings, f: _Findings) -> None:
+    from hbd.client import Client, ClientError
+
+    url = _self_url(settings.host, settings.port)
+    try:
+        async with Client(url, token=settings.token) as client:
+            with anyio.fail_after(DOCTOR_TIMEOUT_SECONDS):
+                health = await client.health()
+                await client.sweeps()  # needs the token, when one is set
+    except TimeoutError:
+        f.warn(f"daemon {url}: no answer in {DOCTOR_TIMEOUT_SECONDS:g} s")
+    except ClientError as exc:
+        if "cannot reach" in str(exc):
+            f.ok(f"daemon {url}: not running (`hbd serve` or systemctl start hbd)")
+        else:
+            f.fail(f"daemon {url}: {exc}", "use the daemon's token file")
+    else:
+        f.ok(f"daemon {url}: running hbd {health.get('version')}, "
+             f"{health.get('running_sweeps')} running sweep(s)")
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("serve", "run the daemon (API, sweeps, executors) until SIGTERM", _args_serve, cmd_serve),
+    Command("executor", "run an executor agent that runs trials on this host", _args_executor,
+            cmd_executor),
+    Command("config", "show the effective settings", _args_config, cmd_config),
+    Command("doctor", "check the database, executors and settings; say what to fix", _args_doctor,
+            cmd_doctor),
+)
