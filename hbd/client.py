@@ -10,7 +10,9 @@ a refused spec is ``SpecRejected`` carrying every problem the daemon found.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import AsyncGenerator, Callable, Collection
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -23,6 +25,17 @@ DEFAULT_URL = "http://127.0.0.1:8765"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 # How often wait() asks for a sweep's status.
 WAIT_POLL_SECONDS = 0.5
+# An event stream is silent between events, but the daemon sends a heartbeat
+# every 15 s: four missed heartbeats mean the connection is dead; reconnect.
+STREAM_TIMEOUT = httpx.Timeout(5.0, read=60.0)
+# Wait before reconnecting an event stream, until the daemon's `retry:` says
+# otherwise; and never longer than the cap (the daemon's value is advice).
+RECONNECT_DELAY_SECONDS = 1.0
+RECONNECT_DELAY_CAP_SECONDS = 10.0
+# Reconnects in a row that bring no event before events() gives up: with the
+# delays above, about a minute of a daemon that is down or refusing.
+MAX_FAILED_RECONNECTS = 8
+SWEEP_FINISHED = "sweep.finished"
 
 
 class ClientError(Exception):
@@ -39,6 +52,60 @@ class SpecRejected(ClientError):
 
 
 FINISHED = frozenset({"succeeded", "stopped", "failed", "cancelled"})
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event of the daemon's log, as its stream delivers it (see docs/events.md)."""
+
+    seq: int
+    type: str
+    sweep_id: str
+    trial_id: str | None
+    at: float
+    payload: dict[str, Any]
+
+
+class SSEDecoder:
+    """Server-Sent Events lines in, complete events out (the WHATWG parsing rules,
+    minus what the daemon never sends)."""
+
+    def __init__(self) -> None:
+        self.retry_ms: int | None = None
+        self._id: str | None = None
+        self._event = ""
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> tuple[str | None, str, str] | None:
+        """One line (without its newline); ``(id, event, data)`` when a blank line ends one."""
+        if not line:
+            if not self._data:
+                self._event = ""
+                return None
+            out = (self._id, self._event or "message", "\n".join(self._data))
+            self._event, self._data = "", []
+            return out
+        if line.startswith(":"):
+            return None  # a comment: heartbeat or a note from the daemon
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id" and "\0" not in value:
+            self._id = value
+        elif name == "retry" and value.isdigit():
+            self.retry_ms = int(value)
+        return None
+
+
+def _event(frame: tuple[str | None, str, str]) -> Event:
+    data = json.loads(frame[2])
+    return Event(
+        seq=int(data["seq"]), type=str(data["type"]), sweep_id=str(data["sweep_id"]),
+        trial_id=data.get("trial_id"), at=float(data["at"]), payload=dict(data.get("payload") or {}),
+    )
 
 
 class Client:
@@ -106,6 +173,77 @@ class Client:
 
     async def health(self) -> dict[str, Any]:
         return await self._call("GET", "/healthz")  # type: ignore[no-any-return]
+
+    async def events(
+        self,
+        sweep: str | None = None,
+        *,
+        after: int | None = None,
+        types: Collection[str] | None = None,
+        follow: bool = True,
+    ) -> AsyncGenerator[Event, None]:
+        """Every event after ``after`` (all sweeps, or ``sweep``'s), then the live tail.
+
+        Reconnects by itself with ``Last-Event-ID`` when the connection drops, so
+        each event arrives once, in order. A sweep's stream ends after its
+        ``sweep.finished`` event; ``follow=False`` ends at the current end of the
+        log. Use it under ``contextlib.aclosing`` when breaking out early.
+        Raises ClientError for a refused request (unknown sweep or type) or after
+        ``MAX_FAILED_RECONNECTS`` attempts in a row that brought nothing.
+        """
+        path = f"/v1/sweeps/{sweep}/events" if sweep else "/v1/events"
+        params: list[tuple[str, str | int | float | bool | None]] = [("type", t) for t in types or ()]
+        if not follow:
+            params.append(("follow", "false"))
+        last = after
+        delay = RECONNECT_DELAY_SECONDS
+        failures = 0
+        while True:
+            headers = {"Last-Event-ID": str(last)} if last is not None else {}
+            got_any = False
+            problem = "the stream ended"
+            try:
+                async with self._http.stream(
+                    "GET", path, params=params, headers=headers, timeout=STREAM_TIMEOUT
+                ) as response:
+                    if response.status_code == 204:
+                        return  # the sweep has finished and we have seen its end
+                    if response.status_code >= 400:
+                        await response.aread()
+                        if response.status_code < 500 and response.status_code != 429:
+                            self._raise_for(response)
+                        problem = f"HTTP {response.status_code}"
+                    else:
+                        decoder = SSEDecoder()
+                        async for line in response.aiter_lines():
+                            frame = decoder.feed(line)
+                            if decoder.retry_ms is not None:
+                                delay = min(RECONNECT_DELAY_CAP_SECONDS, decoder.retry_ms / 1000)
+                            if frame is None or frame[1] == "message":
+                                continue
+                            event = _event(frame)
+                            last, got_any, failures = event.seq, True, 0
+                            yield event
+                            if sweep is not None and event.type == SWEEP_FINISHED:
+                                return
+                        if not follow:
+                            return
+            except httpx.TransportError as exc:  # refused, reset, timed out: reconnect
+                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if got_any:
+                continue  # it was working: pick up where it broke at once (progress bounds this loop)
+            failures += 1
+            if failures >= MAX_FAILED_RECONNECTS:
+                raise ClientError(
+                    f"lost the event stream of {self.url} ({problem}); gave up after {failures} tries"
+                )
+            await anyio.sleep(delay * min(2 ** (failures - 1), 8))
+
+    def _raise_for(self, response: httpx.Response) -> None:
+        if response.status_code == 401:
+            raise ClientError("the daemon wants a token: set HBD_TOKEN or pass --token-file")
+        detail = _json(response).get("detail", response.text[:200])
+        raise ClientError(f"{detail} (HTTP {response.status_code})")
 
     async def wait(
         self, sweep_id: str, *, on_progress: Callable[[dict[str, Any]], None] | None = None

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 import hbd
 from hbd.api.protocol import TrialUpdate
+from hbd.api.sse import create_event_router
 from hbd.api.views import resource_type, sweep_detail, sweep_summary, trial_view
 from hbd.core.errors import SpecError
 from hbd.daemon.app import Daemon, SweepChanged
@@ -127,5 +128,6 @@ def create_app(daemon: Daemon) -> FastAPI:
             ],
         }
 
+    router.include_router(create_event_router(daemon))  # SSE: /v1/events, /v1/sweeps/{id}/events
     app.include_router(router)
     return app

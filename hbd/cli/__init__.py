@@ -25,7 +25,7 @@ import sys
 from collections.abc import Sequence
 
 from hbd import __version__
-from hbd.cli import run, spec_commands, sweeps
+from hbd.cli import run, service, spec_commands, sweeps, watch
 from hbd.cli.base import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -39,7 +39,13 @@ from hbd.simulate import ObjectiveError
 
 __all__ = ["COMMANDS", "Command", "UserError", "build_parser", "main"]
 
-COMMANDS: tuple[Command, ...] = (*spec_commands.COMMANDS, *sweeps.COMMANDS, *run.COMMANDS)
+COMMANDS: tuple[Command, ...] = (
+    *spec_commands.COMMANDS,
+    *sweeps.COMMANDS,
+    *run.COMMANDS,
+    *service.COMMANDS,
+    *watch.COMMANDS,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

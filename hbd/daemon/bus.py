@@ -35,17 +35,29 @@ class EventBus:
     def __init__(self, buffer: int = SUBSCRIBER_BUFFER) -> None:
         self._buffer = buffer
         self._subs: set[Subscription] = set()
+        self.closed = False
 
     def subscribe(self, sweep_id: str | None = None) -> Subscription:
+        """A new subscription; once the bus is closed it is already at its end."""
         send, receive = anyio.create_memory_object_stream[StoredEvent](self._buffer)
         sub = Subscription(sweep_id, send, receive)
-        self._subs.add(sub)
+        if self.closed:
+            send.close()
+        else:
+            self._subs.add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         self._subs.discard(sub)
         sub.send.close()
         sub.receive.close()
+
+    def close(self) -> None:
+        """End every subscription (the daemon is stopping): readers see end-of-stream."""
+        self.closed = True
+        for sub in list(self._subs):
+            sub.send.close()
+        self._subs.clear()
 
     @property
     def subscribers(self) -> int:

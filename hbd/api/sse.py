@@ -1,0 +1,359 @@
+"""Server-Sent Events: every committed event, replayed from the log, then the live tail.
+
+``GET /v1/events`` streams all sweeps, ``GET /v1/sweeps/{id}/events`` one.
+Each frame's ``id:`` is the event's log ``seq``, ``event:`` its type and
+``data:`` one JSON object ``{seq, sweep_id, type, trial_id, at, payload}``
+(docs/events.md lists every type). Query: ``after=SEQ`` (the
+``Last-Event-ID`` header wins over it), ``type=T`` (repeatable or
+comma-separated), ``follow=false`` (stop at the current end of the log).
+
+Replay then tail, without gap or repeat:
+
+1. subscribe to the bus *first*, so every event committed from now on is in
+   the subscription;
+2. page through the log with ``read_after(cursor)``, moving the cursor;
+3. drain the subscription, skipping ``seq <= cursor`` (what step 2 already
+   read). The bus delivers in seq order (see hbd/daemon/bus.py), so the
+   cursor only moves forward.
+
+A subscriber whose bus buffer overflowed is marked ``behind`` by the bus and
+no longer fed; its stream drops the subscription and goes back to step 1,
+catching up from the log. So a slow consumer costs memory for one bounded
+buffer and reads from SQLite, never the writer's time. A consumer that stops
+reading altogether is disconnected once one write has waited
+``SEND_STALL_SECONDS`` (the reason is logged: it would not read it).
+
+A sweep's stream ends after the sweep's ``sweep.finished`` event, which it
+sends whatever the type filter; asked again from at or beyond that event it
+answers ``204 No Content``, which tells an EventSource not to reconnect.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Collection, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import anyio
+import structlog
+from fastapi import APIRouter, Header, HTTPException, Query
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from hbd.core.events import SweepFinished
+from hbd.daemon.app import Daemon
+from hbd.daemon.bus import Subscription
+from hbd.daemon.lifecycle import EVENT_TYPES
+from hbd.store.log import StoredEvent
+
+log = structlog.get_logger(__name__)
+
+# Comment line sent when nothing else was: proxies and load balancers close
+# connections idle for 30-60 s (nginx proxy_read_timeout defaults to 60 s).
+HEARTBEAT_SECONDS = 15.0
+# The `retry:` field: how long an EventSource waits before reconnecting.
+RETRY_MILLISECONDS = 2000
+# Events read from the log per query while replaying or catching up: big
+# enough to amortize the query, small enough to hold the store's lock briefly.
+REPLAY_PAGE = 500
+# A consumer whose socket has not taken one write in this long is stuck (a
+# paused process, a dead peer the kernel has not noticed): disconnect it.
+SEND_STALL_SECONDS = 30.0
+# Open streams at once. Each holds one bus buffer (hbd/daemon/bus.py) of
+# references to shared events, so this bounds the memory streams can take.
+MAX_SUBSCRIBERS = 512
+# Events sent in one write when a burst is waiting: one syscall for many
+# frames keeps 100 subscribers cheap for the event loop the sweeps share.
+MAX_EVENTS_PER_WRITE = 256
+# Once an event arrives, wait this long for more before writing: a sweep
+# commits in bursts, and one write per burst instead of one per commit is what
+# keeps a hundred subscribers from slowing the event loop the sweeps share.
+# It is the floor of the delivery latency (the target is under 50 ms).
+COALESCE_SECONDS = 0.02
+# Encoded frames kept for reuse: every subscriber sends the same bytes for
+# one event, so each is encoded once while the burst it came in is fanned out.
+FRAME_CACHE_SIZE = 4096
+
+SWEEP_FINISHED = SweepFinished.TYPE
+EVENT_STREAM_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """The bounds of the event streams; tests shorten them."""
+
+    heartbeat: float = HEARTBEAT_SECONDS
+    retry_ms: int = RETRY_MILLISECONDS
+    page: int = REPLAY_PAGE
+    send_stall: float = SEND_STALL_SECONDS
+    max_subscribers: int = MAX_SUBSCRIBERS
+    max_events_per_write: int = MAX_EVENTS_PER_WRITE
+    coalesce: float = COALESCE_SECONDS
+
+
+# ---- encoding ----
+
+
+def event_data(event: StoredEvent) -> dict[str, Any]:
+    return {
+        "seq": event.seq,
+        "sweep_id": event.sweep_id,
+        "type": event.type,
+        "trial_id": event.trial_id,
+        "at": event.at,
+        "payload": event.payload,
+    }
+
+
+def encode_event(event: StoredEvent) -> bytes:
+    """One SSE frame. JSON escapes newlines, so ``data:`` is always one line."""
+    data = json.dumps(event_data(event), separators=(",", ":"), allow_nan=False)
+    return f"id: {event.seq}\nevent: {event.type}\ndata: {data}\n\n".encode()
+
+
+def encode_comment(text: str) -> bytes:
+    return b"".join(b": " + line.encode() + b"\n" for line in text.splitlines() or [""]) + b"\n"
+
+
+def encode_retry(milliseconds: int) -> bytes:
+    return f"retry: {milliseconds}\n\n".encode()
+
+
+class FrameCache:
+    """Encoded frames by seq, the oldest dropped first beyond ``size``."""
+
+    def __init__(self, size: int = FRAME_CACHE_SIZE) -> None:
+        self._size = size
+        self._frames: OrderedDict[int, bytes] = OrderedDict()
+
+    def frame(self, event: StoredEvent) -> bytes:
+        frame = self._frames.get(event.seq)
+        if frame is None:
+            frame = self._frames[event.seq] = encode_event(event)
+            if len(self._frames) > self._size:
+                self._frames.popitem(last=False)
+        return frame
+
+
+# ---- the stream ----
+
+
+class EventStream:
+    """The frames of one consumer's stream: replay from ``after``, then the tail."""
+
+    def __init__(
+        self,
+        daemon: Daemon,
+        *,
+        after: int,
+        sweep_id: str | None,
+        types: frozenset[str] | None,
+        follow: bool,
+        limits: StreamLimits,
+        cache: FrameCache,
+    ) -> None:
+        self.daemon = daemon
+        self.cursor = after
+        self.sweep_id = sweep_id
+        self.types = types
+        self.follow = follow
+        self.limits = limits
+        self.cache = cache
+        self.catchups = 0
+        # A sweep's stream must see its end even when the filter hides it.
+        self._query_types = types if types is None or sweep_id is None else types | {SWEEP_FINISHED}
+        self._ended = False
+
+    def _take(self, events: Collection[StoredEvent]) -> bytes:
+        """Frames of the events past the cursor; the cursor moves past all of them."""
+        frames = []
+        for event in events:
+            if event.seq <= self.cursor:
+                continue  # read from the log already: the bus repeats it
+            self.cursor = event.seq
+            if self.sweep_id is not None and event.type == SWEEP_FINISHED:
+                # always sent: its id is the sweep's last seq, the 204 point for a reconnect
+                frames.append(self.cache.frame(event))
+                self._ended = True
+                break
+            if self.types is None or event.type in self.types:
+                frames.append(self.cache.frame(event))
+        return b"".join(frames)
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        yield encode_retry(self.limits.retry_ms)
+        bus = self.daemon.bus
+        while True:
+            sub = bus.subscribe(self.sweep_id)  # first: nothing committed from now on is missed
+            try:
+                while True:  # replay from the log
+                    page = await self.daemon.store.read_after(
+                        self.cursor, sweep_id=self.sweep_id, types=self._query_types,
+                        limit=self.limits.page,
+                    )
+                    chunk = self._take(page)
+                    if chunk:
+                        yield chunk
+                    if self._ended or len(page) < self.limits.page:
+                        break
+                if self._ended or not self.follow:
+                    return
+                while not sub.behind:  # the live tail
+                    batch = await self._next_batch(sub)
+                    if batch is None:
+                        return  # the daemon is stopping
+                    if not batch:
+                        yield encode_comment("heartbeat")
+                        continue
+                    chunk = self._take(batch)
+                    if chunk:
+                        yield chunk
+                    if self._ended:
+                        return
+            finally:
+                bus.unsubscribe(sub)
+            # The subscription overflowed and the bus stopped feeding it: back to the log.
+            self.catchups += 1
+            log.info("event stream behind; catching up from the log", sweep_id=self.sweep_id,
+                     cursor=self.cursor, catchups=self.catchups)
+            yield encode_comment(f"behind: catching up from the log after {self.cursor}")
+
+    async def _next_batch(self, sub: Subscription) -> list[StoredEvent] | None:
+        """What the bus holds, waiting up to a heartbeat for the first; None at its end."""
+        batch: list[StoredEvent] = []
+        with anyio.move_on_after(self.limits.heartbeat):
+            try:
+                batch.append(await sub.receive.receive())
+            except anyio.EndOfStream:
+                return None
+        if batch and self.limits.coalesce > 0:
+            await anyio.sleep(self.limits.coalesce)
+        while batch and len(batch) < self.limits.max_events_per_write:
+            try:
+                batch.append(sub.receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+        return batch
+
+
+class EventStreamResponse(Response):
+    """A ``text/event-stream`` response that notices a disconnect while idle and
+    gives up on a consumer whose socket takes nothing for ``send_stall`` seconds."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, frames: AsyncIterator[bytes], *, send_stall: float, headers: Mapping[str, str]) -> None:
+        self.frames = frames
+        self.send_stall = send_stall
+        self.status_code = 200
+        self.background = None
+        self.init_headers(headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def watch_disconnect(cancel: anyio.CancelScope) -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            cancel.cancel()
+
+        complete = False
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch_disconnect, tg.cancel_scope)
+                await send({"type": "http.response.start", "status": self.status_code,
+                            "headers": self.raw_headers})
+                async for chunk in self.frames:
+                    with anyio.move_on_after(self.send_stall) as stall:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    if stall.cancelled_caught:
+                        log.warning("event stream consumer stopped reading; disconnected",
+                                    stalled_for=self.send_stall, path=scope.get("path"))
+                        break
+                else:
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    complete = True
+                tg.cancel_scope.cancel()
+        except OSError:
+            pass  # the consumer went away mid-write
+        finally:
+            aclose = getattr(self.frames, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+        if not complete:
+            log.debug("event stream closed before its end", path=scope.get("path"))
+
+
+# ---- routes ----
+
+
+def parse_types(values: list[str] | None) -> frozenset[str] | None:
+    if not values:
+        return None
+    types = frozenset(t.strip() for v in values for t in v.split(",") if t.strip())
+    unknown = sorted(types - EVENT_TYPES)
+    if unknown:
+        raise HTTPException(422, f"unknown event type(s) {', '.join(unknown)}; known: {', '.join(sorted(EVENT_TYPES))}")
+    return types or None
+
+
+def parse_cursor(after: int | None, last_event_id: str | None) -> int:
+    """The seq to stream after: ``Last-Event-ID`` (a reconnect) wins over ``after``."""
+    if last_event_id is not None and last_event_id.strip():
+        try:
+            seq = int(last_event_id.strip())
+        except ValueError:
+            raise HTTPException(422, f"Last-Event-ID must be an event seq, got {last_event_id[:40]!r}") from None
+        if seq < 0:
+            raise HTTPException(422, "Last-Event-ID must not be negative")
+        return seq
+    return after or 0
+
+
+After = Annotated[int | None, Query(ge=0, description="stream the events after this seq")]
+Types = Annotated[list[str] | None, Query(alias="type", description="only these event types")]
+Follow = Annotated[bool, Query(description="false: stop at the current end of the log")]
+LastEventId = Annotated[str | None, Header()]
+
+
+def create_event_router(daemon: Daemon, limits: StreamLimits | None = None) -> APIRouter:
+    limits = limits or StreamLimits()
+    cache = FrameCache()
+    router = APIRouter()
+
+    def stream(sweep_id: str | None, cursor: int, types: frozenset[str] | None, follow: bool) -> Response:
+        if daemon.bus.subscribers >= limits.max_subscribers:
+            raise HTTPException(503, f"too many event streams open ({limits.max_subscribers})",
+                                headers={"Retry-After": str(max(1, limits.retry_ms // 1000))})
+        events = EventStream(daemon, after=cursor, sweep_id=sweep_id, types=types, follow=follow,
+                             limits=limits, cache=cache)
+        return EventStreamResponse(events.frames(), send_stall=limits.send_stall, headers=EVENT_STREAM_HEADERS)
+
+    @router.get("/v1/events", response_class=EventStreamResponse)
+    async def all_events(
+        after: After = None, types: Types = None, follow: Follow = True, last_event_id: LastEventId = None
+    ) -> Response:
+        return stream(None, parse_cursor(after, last_event_id), parse_types(types), follow)
+
+    @router.get("/v1/sweeps/{sweep_id}/events", response_class=EventStreamResponse)
+    async def sweep_events(
+        sweep_id: str,
+        after: After = None,
+        types: Types = None,
+        follow: Follow = True,
+        last_event_id: LastEventId = None,
+    ) -> Response:
+        cursor = parse_cursor(after, last_event_id)
+        selected = parse_types(types)
+        sweep = await daemon.store.get_sweep(sweep_id)
+        if sweep is None:
+            raise HTTPException(404, f"no sweep {sweep_id}")
+        if sweep.finished and sweep.last_seq is not None and cursor >= sweep.last_seq:
+            return Response(status_code=204)  # nothing will follow: EventSource stops here
+        return stream(sweep_id, cursor, selected, follow)
+
+    return router

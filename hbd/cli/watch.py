@@ -1,0 +1,249 @@
+"""``hbd watch`` (a live view of one sweep) and ``hbd events`` (the raw event stream).
+
+Both read the daemon's event stream (``GET /v1/events``, docs/events.md)
+through :meth:`hbd.client.Client.events`, which reconnects by itself; ``watch``
+folds the events into the view, so what it shows is what the log says.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import deque
+from collections.abc import Mapping
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from hbd.cli.base import EXIT_FAILURE, EXIT_OK, Command, UserError, format_config, format_number
+from hbd.cli.remote import add_connection_args, call
+from hbd.client import Client, Event
+
+# Lines of recent decisions under the brackets; running trials listed at most.
+RECENT_DECISIONS = 8
+RUNNING_SHOWN = 10
+# Redraws of the live view per second: smooth enough, cheap for a terminal.
+REFRESH_PER_SECOND = 4
+FINISHED_SWEEP = frozenset({"succeeded", "stopped", "failed", "cancelled"})
+ENDED = frozenset({"trial.succeeded", "trial.failed", "trial.cancelled"})
+
+
+# ---------------------------------------------------------------- hbd events
+
+
+def _args_events(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep", nargs="?", default=None, help="a sweep id (default: every sweep)")
+    p.add_argument("--json", action="store_true", help="one JSON object per event, one per line")
+    p.add_argument("--after", type=int, default=None, metavar="SEQ", help="start after this event seq")
+    p.add_argument("--type", action="append", default=None, metavar="T", dest="types",
+                   help="only events of this type (repeatable); see docs/events.md")
+    p.add_argument("--no-follow", action="store_true", help="stop at the current end of the log")
+    add_connection_args(p)
+
+
+def summary(event: Event) -> str:
+    """One human line of an event's payload: the fields a person looks at first."""
+    p = event.payload
+    t = event.type
+    if t == "trial.scheduled":
+        return f"b{p['bracket']} r{p['rung']} resource={p['resource']} {format_config(p.get('config', {}))}"
+    if t in ("trial.dispatched", "trial.running"):
+        return f"on {p.get('executor')}"
+    if t == "trial.metrics":
+        return format_config(p.get("metrics", {}))
+    if t == "trial.succeeded":
+        return format_config(p.get("metrics", {}))
+    if t in ("trial.failed", "trial.cancelled", "sweep.stop_requested"):
+        return str(p.get("reason", ""))
+    if t == "rung.decided":
+        return (f"b{p['bracket']} r{p['rung']} cutoff={format_number(p.get('cutoff'))} "
+                f"promoted={len(p.get('promoted', []))} stopped={len(p.get('stopped', []))}")
+    if t == "rung.started":
+        return f"b{p['bracket']} r{p['rung']} trials={p['trials']} resource={p['resource']}"
+    if t == "bracket.started":
+        return f"b{p['bracket']} trials={p['trials']}"
+    if t == "capacity.idle":
+        return f"{p['reason']}: queued={p['queued']} running={p['running']} free={p['free_slots']}"
+    if t == "sweep.early_stopped":
+        return f"{p.get('condition')}: {p.get('reason')}"
+    if t == "sweep.finished":
+        best = p.get("best") or {}
+        return f"{p['status']}: {p.get('reason', '')}" + (
+            f" best={best.get('trial_id')} metric={format_number(best.get('metric'))}" if best else "")
+    if t == "trial.cancel_requested":
+        return f"{len(p.get('trial_ids', []))} trial(s): {p.get('reason', '')}"
+    if t == "sweep.submitted":
+        return f"name={p.get('name') or '-'} seed={p.get('seed')}"
+    return ""
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    console = Console(file=sys.stdout, markup=False, highlight=False, soft_wrap=True)
+
+    async def stream(client: Client) -> None:
+        events = client.events(args.sweep, after=args.after, types=args.types, follow=not args.no_follow)
+        async with aclosing(events) as it:
+            async for event in it:
+                if args.json:
+                    sys.stdout.write(json.dumps({
+                        "seq": event.seq, "type": event.type, "sweep_id": event.sweep_id,
+                        "trial_id": event.trial_id, "at": event.at, "payload": event.payload,
+                    }) + "\n")
+                    sys.stdout.flush()
+                else:
+                    when = time.strftime("%H:%M:%S", time.localtime(event.at))
+                    sweep = "" if args.sweep else f"{event.sweep_id} "
+                    trial = f"{event.trial_id} " if event.trial_id else ""
+                    console.print(Text(f"{event.seq:>7} {when} {sweep}{event.type:<22} {trial}{summary(event)}"))
+
+    call(args, stream)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- hbd watch
+
+
+@dataclass
+class RungView:
+    planned: int
+    resource: Any
+    scheduled: int = 0
+    ended: int = 0
+    decided: str | None = None
+
+
+@dataclass
+class WatchState:
+    """The live view's model: the sweep's plan, folded with its events."""
+
+    sweep_id: str
+    metric: str
+    minimize: bool
+    rungs: dict[tuple[int, int], RungView]
+    status: str = "running"
+    trials: dict[str, dict[str, Any]] = field(default_factory=dict)
+    running: dict[str, str] = field(default_factory=dict)  # trial id -> state
+    best: tuple[float, str] | None = None
+    recent: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_DECISIONS))
+    last_seq: int = 0
+    idle: str | None = None
+
+    @classmethod
+    def from_detail(cls, detail: Mapping[str, Any]) -> WatchState:
+        rungs = {
+            (b["bracket"], r["rung"]): RungView(planned=r["planned"], resource=r["resource"])
+            for b in detail["brackets"] for r in b["rungs"]
+        }
+        metric = detail["metric"]
+        return cls(sweep_id=detail["id"], metric=metric["name"],
+                   minimize=metric.get("optimization", "minimize") == "minimize", rungs=rungs)
+
+    def apply(self, event: Event) -> None:
+        self.last_seq = event.seq
+        p, t, tid = event.payload, event.type, event.trial_id
+        if t == "trial.scheduled" and tid:
+            self.trials[tid] = p
+            rung = self.rungs.get((p["bracket"], p["rung"]))
+            if rung is not None:
+                rung.scheduled += 1
+            self.running[tid] = "queued"
+        elif t in ("trial.dispatched", "trial.running") and tid in self.running:
+            self.running[tid] = t.removeprefix("trial.")
+            self.idle = None
+        elif t in ENDED and tid:
+            self.running.pop(tid, None)
+            info = self.trials.get(tid, {})
+            rung = self.rungs.get((info.get("bracket"), info.get("rung")))  # type: ignore[arg-type]
+            if rung is not None:
+                rung.ended += 1
+            value = p.get("metric")
+            if t == "trial.succeeded" and isinstance(value, int | float):
+                if self.best is None or (value < self.best[0] if self.minimize else value > self.best[0]):
+                    self.best = (float(value), tid)
+            if t == "trial.failed":
+                self.recent.append(f"{tid} failed: {p.get('reason', '')}")
+        elif t == "rung.decided":
+            rung = self.rungs.get((p["bracket"], p["rung"]))
+            line = (f"bracket {p['bracket']} rung {p['rung']}: promoted {len(p.get('promoted', []))}, "
+                    f"stopped {len(p.get('stopped', []))}, cutoff {format_number(p.get('cutoff'))}")
+            if rung is not None:
+                rung.decided = f"cutoff {format_number(p.get('cutoff'))}"
+            self.recent.append(line)
+        elif t == "capacity.idle":
+            self.idle = f"{p['reason']}: {p.get('detail', '')}"
+        elif t in ("sweep.early_stopped", "sweep.stop_requested"):
+            self.recent.append(f"{t.removeprefix('sweep.')}: {p.get('reason', '')}")
+            self.status = "stopping"
+        elif t == "sweep.finished":
+            self.status = str(p.get("status"))
+            self.recent.append(summary(event))
+            self.running.clear()
+
+    def render(self) -> RenderableType:
+        head = Text(f"sweep {self.sweep_id}  {self.status}  (event {self.last_seq})", style="bold")
+        table = Table(box=None, pad_edge=False)
+        for col in ("bracket", "rung", "resource", "progress", "done", ""):
+            table.add_column(col)
+        for (b, r), rung in sorted(self.rungs.items(), key=lambda kv: (-kv[0][0], kv[0][1])):
+            table.add_row(str(b), str(r), str(rung.resource),
+                          ProgressBar(total=max(rung.planned, 1), completed=rung.ended, width=30),
+                          f"{rung.ended}/{rung.planned}", rung.decided or "")
+        parts: list[RenderableType] = [head, table]
+        if self.best is not None:
+            value, tid = self.best
+            config = format_config(self.trials.get(tid, {}).get("config", {}))
+            parts.append(Text(f"best {self.metric} {format_number(value)}  {tid}  {config}"))
+        if self.running:
+            parts.append(Text(f"running ({len(self.running)}):", style="bold"))
+            for tid, state in list(self.running.items())[:RUNNING_SHOWN]:
+                info = self.trials.get(tid, {})
+                parts.append(Text(f"  {tid} {state} resource={info.get('resource')} "
+                                  f"{format_config(info.get('config', {}))}"))
+        if self.idle and self.status == "running":
+            parts.append(Text(f"idle slots: {self.idle}"))
+        if self.recent:
+            parts.append(Text("recent decisions:", style="bold"))
+            parts.extend(Text(f"  {line}") for line in self.recent)
+        return Group(*parts)
+
+
+def _args_watch(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep", nargs="?", default=None, help="a sweep id (default: the newest running sweep)")
+    add_connection_args(p)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    console = Console(file=sys.stdout)
+
+    async def watch(client: Client) -> str:
+        sweep_id = args.sweep
+        if sweep_id is None:
+            running = [s for s in await client.sweeps() if s["status"] in ("running", "stopping")]
+            if not running:
+                raise UserError("no sweep is running; name one: hbd watch SWEEP")
+            sweep_id = max(running, key=lambda s: s.get("created_at") or 0)["id"]
+        state = WatchState.from_detail(await client.sweep(sweep_id))
+        with Live(state.render(), console=console, refresh_per_second=REFRESH_PER_SECOND,
+                  transient=False) as live:
+            async with aclosing(client.events(sweep_id, after=0)) as events:
+                async for event in events:
+                    state.apply(event)
+                    live.update(state.render())
+        return state.status
+
+    status = call(args, watch)
+    return EXIT_OK if status in ("succeeded", "stopped") else EXIT_FAILURE
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("watch", "watch a sweep live: rungs, running trials, best so far", _args_watch, cmd_watch),
+    Command("events", "print the daemon's event stream (all sweeps, or one)", _args_events, cmd_events),
+)
