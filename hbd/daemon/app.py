@@ -16,7 +16,7 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from hbd.api.protocol import ResourceValue, TrialStatus, TrialSubmission, TrialUpdate
-from hbd.core.codec import SUBMITTED, decision_record
+from hbd.core.codec import SUBMITTED
 from hbd.core.events import Begin, StopRequested
 from hbd.core.spec import SweepSpec, load_spec
 from hbd.core.sweep import SweepMachine
@@ -24,7 +24,8 @@ from hbd.daemon.bus import EventBus
 from hbd.daemon.clock import Clock, RealClock
 from hbd.daemon.dispatcher import Dispatcher
 from hbd.daemon.executors import Executor, ExecutorClient, ExecutorPool
-from hbd.daemon.reconciler import Reconciler
+from hbd.daemon.lifecycle import decision_records
+from hbd.daemon.reconciler import LOST_AFTER, Reconciler
 from hbd.daemon.runner import Note, Observe, SweepRunner, finite_metrics, observation_from_status
 from hbd.errors import ConflictError, ExecutorError, NotFound
 from hbd.store.log import Store, StoredEvent
@@ -51,12 +52,13 @@ class Daemon:
         *,
         clock: Clock | None = None,
         callback_url: str | None = None,
+        lost_after: float = LOST_AFTER,
     ) -> None:
         self.store = store
         self.clock = clock or RealClock()
         self.pool = ExecutorPool(self.clock)
         self.dispatcher = Dispatcher(self)
-        self.reconciler = Reconciler(self)
+        self.reconciler = Reconciler(self, lost_after=lost_after)
         self.bus = EventBus()
         self.runners: dict[str, SweepRunner] = {}
         self.callback_url = callback_url
@@ -81,6 +83,7 @@ class Daemon:
                 task_status.started()
         finally:
             self._tg = None
+            self.bus.close()  # event streams end now, so the HTTP server can stop without waiting
             with anyio.CancelScope(shield=True):
                 await self.pool.aclose()
 
@@ -121,7 +124,7 @@ class Daemon:
         machine = SweepMachine(spec.matrix, sweep_id=sweep_id, seed=seed)
         decisions = machine.handle(Begin())
         submitted = {"name": spec.name or "", "spec": text, "spec_json": spec.to_json(), "seed": seed}
-        records = [(SUBMITTED, submitted), *(decision_record(d) for d in decisions)]
+        records = [(SUBMITTED, submitted), *decision_records(decisions, set())]
         committed = await self.store.append(sweep_id, records, at=self.clock.wall())
         self.published(committed)
         log.info("sweep submitted", sweep_id=sweep_id, seed=seed, trials=len(decisions))

@@ -26,20 +26,23 @@ class RealClock:
 
 
 class FakeClock:
-    """A clock that moves only when told to; sleeps return at once after advancing it."""
+    """A clock that runs ``rate`` times faster than real time, for tests of timeouts.
 
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self._now = start
+    Sleeps really sleep (for ``seconds / rate``), so loops that poll on a
+    period neither spin nor starve the event loop, and every reader sees one
+    consistent time however many tasks sleep at once.
+    """
+
+    def __init__(self, rate: float = 100.0, start: float = 1_700_000_000.0) -> None:
+        self.rate = rate
+        self._start = start
+        self._real_start = time.monotonic()
 
     def monotonic(self) -> float:
-        return self._now
+        return self._start + (time.monotonic() - self._real_start) * self.rate
 
     def wall(self) -> float:
-        return self._now
-
-    def advance(self, seconds: float) -> None:
-        self._now += seconds
+        return self.monotonic()
 
     async def sleep(self, seconds: float) -> None:
-        self._now += max(0.0, seconds)
-        await anyio.lowlevel.checkpoint()
+        await anyio.sleep(max(0.0, seconds) / self.rate)

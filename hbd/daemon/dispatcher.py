@@ -16,6 +16,7 @@ fails the trial at once: sending it again would be refused again.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,7 @@ from anyio.abc import TaskGroup
 
 from hbd.api.protocol import TrialSubmission
 from hbd.core.events import StartTrial, TrialFailed
+from hbd.daemon.capacity import CapacityWatch
 from hbd.daemon.executors import Executor
 from hbd.daemon.runner import Note, Observe, SweepRunner, observation_from_status
 from hbd.errors import ExecutorRejected, ExecutorUnavailable
@@ -45,6 +47,7 @@ class Queued:
     start: StartTrial
     attempts: int = 0
     parent_executor: str | None = None
+    since: float = 0.0  # clock.monotonic() when first queued: the start of dispatch latency
 
 
 class Dispatcher:
@@ -55,12 +58,17 @@ class Dispatcher:
         self._executor_of: dict[str, str] = {}  # trial id -> executor name, for affinity and cancel
         self._wake = anyio.Event()
         self.idle_reason: str | None = None
+        # Called with the seconds from queueing to an executor's acceptance (metrics).
+        self.on_dispatched: Callable[[float], None] | None = None
+        self.capacity = CapacityWatch(daemon)  # capacity.idle notes: why slots stand idle
 
     # ---- called by runners and the reconciler ----
 
     def enqueue(self, runner: SweepRunner, start: StartTrial, *, front: bool = False) -> None:
         parent = self._executor_of.get(start.parent) if start.parent else None
-        self._queue[start.trial_id] = Queued(runner, start, parent_executor=parent)
+        self._queue[start.trial_id] = Queued(
+            runner, start, parent_executor=parent, since=self.daemon.clock.monotonic()
+        )
         if front:
             self._queue.move_to_end(start.trial_id, last=False)
         self.wake()
@@ -123,6 +131,10 @@ class Dispatcher:
             executor.running.add(trial_id)
             self._executor_of[trial_id] = executor.name
             tg.start_soon(self._send, item, executor)
+        queued: dict[str, int] = {}
+        for q in self._queue.values():
+            queued[q.runner.sweep_id] = queued.get(q.runner.sweep_id, 0) + 1
+        self.capacity.check(queued, tg)
 
     async def _send(self, item: Queued, executor: Executor) -> None:
         start = item.start
@@ -141,6 +153,7 @@ class Dispatcher:
                             executor=executor.name, error=str(exc))
                 self.enqueue(item.runner, start, front=True)
                 self._queue[start.trial_id].attempts = item.attempts
+                self._queue[start.trial_id].since = item.since
             return
         except ExecutorRejected as exc:
             self._unsent(item, executor)
@@ -148,6 +161,8 @@ class Dispatcher:
             return
         self.daemon.pool.mark_ok(executor)
         self.daemon.heard_from(start.trial_id)
+        if self.on_dispatched is not None:
+            self.on_dispatched(self.daemon.clock.monotonic() - item.since)
         await item.runner.put(Note("trial.dispatched", {"trial_id": start.trial_id, "executor": executor.name}))
         result = observation_from_status(status, item.runner.spec.matrix.metric.name)
         if result is not None:  # it had already finished there (a resend after a restart)

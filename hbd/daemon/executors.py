@@ -68,12 +68,14 @@ class ExecutorClient:
         # Jitter only spreads retries in time; it never reaches a sweep decision.
         self._rng = rng or random.Random()
         self.attempts = 0  # requests sent, retries included (tests bound it)
+        self.calls = 0  # logical requests (each is tried at most max_attempts times)
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
     async def _request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
         last: Exception | None = None
+        self.calls += 1
         for attempt in range(self._max_attempts):
             if attempt:
                 await self._clock.sleep(backoff(attempt - 1, self._rng))

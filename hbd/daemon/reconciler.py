@@ -6,7 +6,7 @@ arrive before the crash is the same trial); dispatched -> ask its executor:
 finished -> take the result; running -> adopt; unknown -> send again. Then, on
 a period, trials not heard from for a while are polled, which is also the
 safety net for lost callbacks; a trial whose executor stays unreachable past
-``LOST_AFTER`` is failed as lost, once, and a result that arrives later is
+``lost_after`` (default ``LOST_AFTER``) is failed as lost, once, and a result that arrives later is
 rejected by the machine and logged.
 """
 
@@ -19,13 +19,15 @@ import structlog
 from hbd.core.bracket import SweepState
 from hbd.core.events import StartTrial, TrialCancelled, TrialFailed
 from hbd.daemon.executors import Executor
-from hbd.daemon.runner import Note, Observe, SweepRunner, replay, sweep_spec
+from hbd.daemon.runner import REPLAY_TYPES, Note, Observe, SweepRunner, replay, sweep_spec
 from hbd.errors import ExecutorError, ExecutorUnavailable, NotFound
 
 if TYPE_CHECKING:
     from hbd.daemon.app import Daemon
 
 log = structlog.get_logger(__name__)
+
+RESUME_TYPES = REPLAY_TYPES | {"trial.dispatched"}
 
 # How often executors' health (and so their slots) is refreshed.
 HEALTH_INTERVAL = 2.0
@@ -38,8 +40,9 @@ LOST_AFTER = 60.0
 
 
 class Reconciler:
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Daemon, *, lost_after: float = LOST_AFTER) -> None:
         self.daemon = daemon
+        self.lost_after = lost_after  # the grace period before an unreachable trial is lost
         self._unreachable_since: dict[str, float] = {}
 
     async def run(self) -> None:
@@ -74,7 +77,8 @@ class Reconciler:
             await self.resume(sweep_id)
 
     async def resume(self, sweep_id: str) -> None:
-        events = await self.daemon.store.sweep_events(sweep_id)
+        # The machine's inputs, plus where each trial was sent.
+        events = await self.daemon.store.sweep_events(sweep_id, types=RESUME_TYPES)
         spec, _ = sweep_spec(events)
         machine = replay(sweep_id, events)
         runner = SweepRunner(self.daemon, spec, machine)
@@ -149,7 +153,7 @@ class Reconciler:
             return
         except ExecutorUnavailable as exc:
             since = self._unreachable_since.setdefault(trial_id, now)
-            if now - since >= LOST_AFTER:
+            if now - since >= self.lost_after:
                 reason = f"lost: executor {executor.name} unreachable for {now - since:.0f} s ({exc})"
                 await self._lost(runner, trial_id, reason)
             return

@@ -20,7 +20,7 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from hbd.api.protocol import TrialStatus
-from hbd.core.codec import Record, decision_record, observation_from_record, observation_record
+from hbd.core.codec import OBSERVATION_TYPES, Record, observation_from_record, observation_record
 from hbd.core.errors import DuplicateEvent, InvalidTransition
 from hbd.core.events import (
     CancelTrials,
@@ -34,6 +34,7 @@ from hbd.core.events import (
 )
 from hbd.core.spec import SweepSpec, parse_spec
 from hbd.core.sweep import SweepMachine
+from hbd.daemon.lifecycle import decision_records, started_rungs
 from hbd.errors import ConflictError, StoreError, StoreWriteError
 from hbd.store.log import StoredEvent
 
@@ -102,6 +103,11 @@ def sweep_spec(events: Sequence[StoredEvent]) -> tuple[SweepSpec, int]:
     return parse_spec(submitted["spec_json"]), int(submitted["seed"])
 
 
+# The log records a replay needs: the machine's inputs. Everything else in a
+# sweep's log (dispatched, running, metrics, decisions) is derived or log-only.
+REPLAY_TYPES = OBSERVATION_TYPES
+
+
 def replay(sweep_id: str, events: Sequence[StoredEvent]) -> SweepMachine:
     """A fresh machine fed every observation in the log, in log order."""
     spec, seed = sweep_spec(events)
@@ -123,6 +129,7 @@ class SweepRunner:
         self._receive: MemoryObjectReceiveStream[Item]
         self._send, self._receive = anyio.create_memory_object_stream[Item](INBOX_SIZE)
         self.done = anyio.Event()
+        self._started = started_rungs(machine.trials.values())  # rungs already announced
         self._followups: list[Item] = []  # items the runner gives itself (cancel of unsent trials)
 
     def start_of(self, trial_id: str) -> StartTrial:
@@ -179,7 +186,9 @@ class SweepRunner:
         """Our machine ran ahead of a write that did not happen: start again from the log."""
         while True:
             try:
-                self.machine = replay(self.sweep_id, await self.daemon.store.sweep_events(self.sweep_id))
+                events = await self.daemon.store.sweep_events(self.sweep_id, types=REPLAY_TYPES)
+                self.machine = replay(self.sweep_id, events)
+                self._started = started_rungs(self.machine.trials.values())
                 return
             except StoreError as exc:
                 log.error("cannot read the event log", sweep_id=self.sweep_id, error=str(exc))
@@ -223,7 +232,7 @@ class SweepRunner:
                 log.warning("result rejected", sweep_id=self.sweep_id, error=str(exc))
                 continue
             records.append(observation_record(item.observation, **item.extra))
-            records.extend(decision_record(d) for d in decisions)
+            records.extend(decision_records(decisions, self._started))
             actions.extend(decisions)
         return records, actions
 

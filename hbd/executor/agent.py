@@ -32,6 +32,7 @@ from hbd.executor.process import (
     TrialProcess,
     build_env,
     describe_exit,
+    find_by_env,
     format_value,
     pid_alive,
     process_start_time,
@@ -89,8 +90,16 @@ class _Trial:
     cancel_requested: bool = False
 
 
+# Where results are pushed is routing, not part of what the trial is: a daemon
+# restarted on another port re-sends its trials with a new callback URL, and
+# that must still be the same trial (200), not a conflict (409).
+_ROUTING_FIELDS = frozenset({"callback_url"})
+
+
 def _same_payload(a: TrialSubmission, b: TrialSubmission) -> bool:
-    return a.model_dump(mode="json") == b.model_dump(mode="json")
+    return a.model_dump(mode="json", exclude=_ROUTING_FIELDS) == b.model_dump(
+        mode="json", exclude=_ROUTING_FIELDS
+    )
 
 
 class Agent:
@@ -186,6 +195,8 @@ class Agent:
             known = self._trials.get(submission.id)
             if known is not None:
                 if _same_payload(known.submission, submission):
+                    if known.channel is not None and submission.callback_url is not None:
+                        known.channel.url = submission.callback_url  # the sender's current address
                     return known.status, False
                 raise TrialConflict(
                     f"trial {submission.id!r} was already submitted with a different payload"
@@ -429,12 +440,27 @@ class Agent:
         tg = self._require_tg()
         self._open_channel(tg, trial)
         pid = stored.pid
+        if pid is None:
+            # Killed between spawning the trial and recording its pid: look for it.
+            found = await anyio.to_thread.run_sync(
+                find_by_env, f"HBD_TRIAL_DIR={results.trial_dir(self.workdir, sub.id)}"
+            )
+            if found is not None:
+                pid = results.PidRecord(pid=found, start_time=process_start_time(found))
+                await anyio.to_thread.run_sync(results.write_pid, self.workdir, sub.id, pid)
         if pid is not None and pid_alive(pid.pid, pid.start_time):
             log.info("adopting trial still running", trial_id=sub.id, pid=pid.pid)
             trial.process = AdoptedProcess(pid.pid, pid.start_time)
             tg.start_soon(self._supervise, trial, tail)
             return
         self._drain(trial, tail, final=True, notify=False)
+        metric = sub.metric
+        if pid is not None and metric is not None and metric in trial.status.metrics:
+            # It started, reported its metric and exited while no agent watched:
+            # the same verdict an adopted trial gets when its exit status is lost.
+            log.info("trial finished while the executor was down", trial_id=sub.id)
+            await self._finish(trial, "succeeded")
+            return
         log.warning("trial lost in executor restart", trial_id=sub.id)
         await self._finish(trial, "failed", reason=RESTART_REASON)
 

@@ -247,6 +247,32 @@ def process_start_time(pid: int) -> str | None:
     return fields[19] if fields and len(fields) > 19 else None
 
 
+def find_by_env(marker: str) -> int | None:
+    """The process-group leader whose environment holds ``marker`` (``NAME=value``), if any.
+
+    Finds a trial whose pid was never recorded (the agent died between spawning
+    it and writing its pid file): each trial has its own HBD_TRIAL_DIR, and
+    the trial leads its own process group (its children share the variable).
+    """
+    needle = b"\0" + marker.encode() + b"\0"
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            environ = b"\0" + (entry / "environ").read_bytes() + b"\0"
+            if needle not in environ or os.getpgid(pid) != pid:
+                continue
+        except (OSError, ProcessLookupError):
+            continue  # gone, or not ours to read
+        if pid_alive(pid, None):
+            return pid
+    return None
+
+
 def pid_alive(pid: int, start_time: str | None) -> bool:
     """Is ``pid`` running (not a zombie) and, if known, the same process?"""
     try:

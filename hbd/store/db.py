@@ -8,6 +8,7 @@ and two writers never interleave inside one ``BEGIN IMMEDIATE``.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -46,6 +47,24 @@ PRAGMAS: tuple[tuple[str, str | int], ...] = (
 
 Params = Sequence[Any]
 
+# Test hook, for the crash harness (tests/crash): with HBD_FAULT_EXIT_AFTER_COMMITS=N
+# in the environment, the process dies with os._exit(137) (the status of a
+# kill -9) right after its N-th successful COMMIT, counting every write
+# transaction of the process, migrations included. Read once at import; when
+# unset the only cost is one `is None` test per commit. Never set it in
+# production.
+FAULT_EXIT_ENV = "HBD_FAULT_EXIT_AFTER_COMMITS"
+FAULT_EXIT_STATUS = 137
+_fault_exit_after: int | None = int(os.environ[FAULT_EXIT_ENV]) if os.environ.get(FAULT_EXIT_ENV) else None
+_commits = 0
+
+
+def _committed() -> None:
+    global _commits
+    _commits += 1
+    if _commits == _fault_exit_after:
+        os._exit(FAULT_EXIT_STATUS)
+
 
 def _translate(exc: sqlite3.Error, *, writing: bool) -> Exception:
     """Map a sqlite3 exception to the hbd error a caller can act on."""
@@ -80,6 +99,8 @@ class Database:
                     await self.conn.execute("BEGIN IMMEDIATE")
                     yield self
                     await self.conn.execute("COMMIT")
+                    if _fault_exit_after is not None:
+                        _committed()
                 except sqlite3.Error as exc:
                     await self._rollback()
                     raise _translate(exc, writing=True) from exc

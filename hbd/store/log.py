@@ -157,11 +157,26 @@ class Store:
         )
         return [_event(r) for r in rows]
 
-    async def sweep_events(self, sweep_id: str) -> list[StoredEvent]:
-        """Every event of one sweep in seq order: the input to a replay."""
-        rows = await self.db.fetchall(
-            f"SELECT {_EVENT_COLS} FROM events WHERE sweep_id = ? ORDER BY seq", (sweep_id,)
-        )
+    async def sweep_events(
+        self, sweep_id: str, *, types: Collection[str] | None = None
+    ) -> list[StoredEvent]:
+        """Every event of one sweep in seq order (only ``types``, if given): the input to a replay.
+
+        A replay needs only the machine's inputs, a few percent of a long
+        sweep's log (the rest is dispatched/running/metrics notes); filtering
+        in SQL spares reading and JSON-decoding the rest.
+        """
+        if types is None:
+            rows = await self.db.fetchall(
+                f"SELECT {_EVENT_COLS} FROM events WHERE sweep_id = ? ORDER BY seq", (sweep_id,)
+            )
+        else:
+            wanted = sorted(set(types))
+            rows = await self.db.fetchall(
+                f"SELECT {_EVENT_COLS} FROM events WHERE sweep_id = ?"
+                f" AND type IN ({','.join('?' * len(wanted))}) ORDER BY seq",
+                (sweep_id, *wanted),
+            )
         return [_event(r) for r in rows]
 
     async def last_seq(self) -> int:
@@ -209,6 +224,16 @@ class Store:
 
     async def schema_version(self) -> int:
         return await user_version(self.db)
+
+    async def status_counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(sweeps by status, trials by status), for metrics."""
+        sweeps = await self.db.fetchall("SELECT status, count(*) FROM sweeps GROUP BY status")
+        trials = await self.db.fetchall("SELECT status, count(*) FROM trials GROUP BY status")
+        return {r[0]: r[1] for r in sweeps}, {r[0]: r[1] for r in trials}
+
+    async def ping(self) -> None:
+        """A trivial read: raises StoreReadError if the database does not answer."""
+        await self.db.scalar("SELECT 1")
 
     async def integrity_check(self) -> str:
         """``"ok"`` for a sound file, else SQLite's list of problems."""

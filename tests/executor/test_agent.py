@@ -286,6 +286,27 @@ async def test_a_trial_still_running_after_restart_is_adopted(
         assert status["reason"] == agent_module.LOST_STATUS_REASON
 
 
+async def test_a_trial_whose_pid_was_never_recorded_is_found_and_adopted(tmp_path: Path) -> None:
+    # The agent died between spawning the trial and writing its pid file.
+    work = (tmp_path / "work").resolve()
+    results.write_submission(work, _sub(tmp_path, "unrecorded"))
+    go = tmp_path / "go"
+    code = f"import os, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.02)\n"
+    env = {**os.environ, "HBD_TRIAL_DIR": str(results.trial_dir(work, "unrecorded"))}
+    pid = _detached(code, env)
+    try:
+        async with running_agent(work) as client:
+            status = (await client.get("/v1/trials/unrecorded")).json()
+            assert status["state"] == "running"
+            assert results.load_trials(work)[0].pid.pid == pid  # type: ignore[union-attr]
+            go.touch()
+            status = await wait_for(client, "unrecorded")
+    finally:
+        if pid_alive(pid, None):
+            os.kill(pid, 9)
+    assert status["state"] == "failed" and status["reason"] == agent_module.LOST_STATUS_REASON
+
+
 async def test_a_recycled_pid_is_not_adopted(tmp_path: Path) -> None:
     work = tmp_path / "work"
     results.write_submission(work, _sub(tmp_path, "t1"))
