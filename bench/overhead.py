@@ -51,10 +51,11 @@ component:
   container: {command: [echo, "{{ x }}", "{{ y }}", "{{ steps }}"]}
 """
 DAEMON = """
-import sys, anyio, logging, structlog
+import sys, anyio
 from pathlib import Path
 from hbd.api.server import DaemonOptions, serve_daemon
-structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+from hbd.logs import configure
+configure("warning")
 opts = DaemonOptions(db=Path(sys.argv[1]), port=int(sys.argv[2]), executors=[sys.argv[3]])
 anyio.run(serve_daemon, opts)
 """

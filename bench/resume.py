@@ -33,6 +33,7 @@ from hbd.core.spec import load_spec
 from hbd.core.sweep import SweepMachine
 from hbd.daemon.app import Daemon
 from hbd.daemon.executors import ExecutorClient
+from hbd.logs import configure as configure_logging
 from hbd.store.log import open_store
 
 SWEEP_ID = "bench"
@@ -131,12 +132,21 @@ async def time_resume(path: Path) -> float:
     return ready
 
 
+async def time_read_all(path: Path) -> float:
+    """Baseline: open the store and read every event of the sweep (no replay, no daemon)."""
+    began = time.perf_counter()
+    async with await open_store(path) as store:
+        await store.sweep_events(SWEEP_ID)
+    return time.perf_counter() - began
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--db", type=Path, help="reuse (or create) this database")
     args = parser.parse_args()
+    configure_logging("warning")
     with tempfile.TemporaryDirectory() as tmp:
         path = args.db or Path(tmp) / "resume.db"
         if not path.exists():
@@ -145,9 +155,12 @@ async def main() -> None:
             print(f"built {path}: {n} events in {time.perf_counter() - t:.1f} s")
         async with await open_store(path) as store:
             print(f"{await store.event_count()} events, {len(await store.list_trials(SWEEP_ID))} trials")
+        baseline = [await time_read_all(path) for _ in range(args.runs)]
         times = [await time_resume(path) for _ in range(args.runs)]
-        print("runs: " + ", ".join(f"{t:.3f}" for t in times))
-        print(f"median time to ready: {statistics.median(times):.3f} s")
+        print("baseline, open + read every event: " + ", ".join(f"{t:.3f}" for t in baseline))
+        print("resume, open + replay + reconcile: " + ", ".join(f"{t:.3f}" for t in times))
+        base, full = statistics.median(baseline), statistics.median(times)
+        print(f"median baseline {base:.3f} s; median time to ready {full:.3f} s (target < 2 s); ratio {full / base:.2f}")
 
 
 if __name__ == "__main__":

@@ -10,12 +10,10 @@ history, and a run interrupted with Ctrl-C resumes when served again.
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 from typing import Any
 
 import anyio
-import structlog
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hbd.api.server import DaemonOptions, serve_daemon
@@ -23,6 +21,7 @@ from hbd.cli.base import EXIT_FAILURE, EXIT_OK, Command, UserError, read_spec_te
 from hbd.cli.sweeps import print_outcome
 from hbd.client import Client, ClientError
 from hbd.errors import StoreError
+from hbd.logs import configure as configure_logging
 
 DEFAULT_DB = Path(".hbd") / "hbd.db"
 DEFAULT_SLOTS = 4
@@ -51,7 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError("--local-executor must be at least 1")
     args.db.parent.mkdir(parents=True, exist_ok=True)
     # The daemon's own log lines would drown the progress bar; warnings still show.
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    configure_logging("warning")
     try:
         detail = anyio.run(_run, args, text)
     except (ClientError, StoreError) as exc:
