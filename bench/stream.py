@@ -61,20 +61,25 @@ def free_port() -> int:
 
 
 def spec(max_iterations: int, seed: int) -> str:
-    return json.dumps({
-        "version": 1.1,
-        "kind": "operation",
-        "matrix": {
-            "kind": "hyperband", "maxIterations": max_iterations, "eta": 3, "seed": seed,
-            "resource": {"name": "steps", "type": "int"},
-            "metric": {"name": "loss", "optimization": "minimize"},
-            "params": {"x": {"kind": "uniform", "value": [0, 1]}},
-        },
-        "component": {
-            "inputs": [{"name": "x", "type": "float"}, {"name": "steps", "type": "int"}],
-            "container": {"command": ["true"], "args": ["{{ x }}", "{{ steps }}"]},
-        },
-    })
+    return json.dumps(
+        {
+            "version": 1.1,
+            "kind": "operation",
+            "matrix": {
+                "kind": "hyperband",
+                "maxIterations": max_iterations,
+                "eta": 3,
+                "seed": seed,
+                "resource": {"name": "steps", "type": "int"},
+                "metric": {"name": "loss", "optimization": "minimize"},
+                "params": {"x": {"kind": "uniform", "value": [0, 1]}},
+            },
+            "component": {
+                "inputs": [{"name": "x", "type": "float"}, {"name": "steps", "type": "int"}],
+                "container": {"command": ["true"], "args": ["{{ x }}", "{{ steps }}"]},
+            },
+        }
+    )
 
 
 # ---- the daemon child: serve, and record when each event was published ----
@@ -149,7 +154,7 @@ class Reader:
                 *frames, buf = buf.split(b"\n\n")
                 for frame in frames:
                     if frame.startswith(b"id: "):
-                        seq = int(frame[4:frame.index(b"\n")])
+                        seq = int(frame[4 : frame.index(b"\n")])
                         self.received.append((seq, now))
                         self.last = seq
 
@@ -160,7 +165,9 @@ async def stuck(url: str, after: int) -> socket.socket:
     _, writer = await asyncio.open_connection(host, int(port), limit=1024)
     # a tiny receive buffer, so the daemon's writes stall soon
     writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    writer.write(f"GET /v1/events HTTP/1.1\r\nHost: {host}\r\nLast-Event-ID: {after}\r\n\r\n".encode())
+    writer.write(
+        f"GET /v1/events HTTP/1.1\r\nHost: {host}\r\nLast-Event-ID: {after}\r\n\r\n".encode()
+    )
     await writer.drain()
     return writer  # type: ignore[return-value]
 
@@ -181,7 +188,13 @@ def rss_kib(pid: int) -> int:
 
 
 async def one_sweep(
-    url: str, times_dir: Path, *, run: int, after: int, subscribers: int, n_stuck: int,
+    url: str,
+    times_dir: Path,
+    *,
+    run: int,
+    after: int,
+    subscribers: int,
+    n_stuck: int,
     max_iterations: int,
 ) -> dict[str, Any]:
     readers = [Reader(url, after) for _ in range(subscribers - n_stuck)]
@@ -191,7 +204,9 @@ async def one_sweep(
         tasks = [asyncio.create_task(r.run(client)) for r in readers]
         await asyncio.sleep(0.5 if subscribers else 0)  # let every stream reach its tail
         sweep_id = f"bench{run}{'s' if subscribers else 'b'}"
-        r = await client.post(f"{url}/v1/sweeps", params={"id": sweep_id}, content=spec(max_iterations, run))
+        r = await client.post(
+            f"{url}/v1/sweeps", params={"id": sweep_id}, content=spec(max_iterations, run)
+        )
         r.raise_for_status()
         while True:
             detail = (await client.get(f"{url}/v1/sweeps/{sweep_id}")).json()
@@ -237,11 +252,27 @@ async def bench(args: argparse.Namespace) -> int:
     times_dir.mkdir()
     ex_port, port = free_port(), free_port()
     executor = subprocess.Popen(
-        [sys.executable, str(HERE / "null_executor.py"), "--port", str(ex_port), "--slots", str(EXECUTOR_SLOTS)]
+        [
+            sys.executable,
+            str(HERE / "null_executor.py"),
+            "--port",
+            str(ex_port),
+            "--slots",
+            str(EXECUTOR_SLOTS),
+            "--trial-seconds",
+            str(args.trial_seconds),
+        ]
     )
     daemon = subprocess.Popen(
-        [sys.executable, __file__, "--daemon-child", str(work / "hbd.db"), str(port),
-         f"http://127.0.0.1:{ex_port}", str(times_dir)]
+        [
+            sys.executable,
+            __file__,
+            "--daemon-child",
+            str(work / "hbd.db"),
+            str(port),
+            f"http://127.0.0.1:{ex_port}",
+            str(times_dir),
+        ]
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -260,26 +291,46 @@ async def bench(args: argparse.Namespace) -> int:
         after = 0
         results: dict[str, list[dict[str, Any]]] = {"baseline": [], "subscribed": []}
         # a warm-up sweep: imports, SQLite pages and the HTTP pools are hot for both modes
-        warm = await one_sweep(url, times_dir, run=0, after=after, subscribers=0, n_stuck=0,
-                               max_iterations=args.max_iterations)
+        warm = await one_sweep(
+            url,
+            times_dir,
+            run=0,
+            after=after,
+            subscribers=0,
+            n_stuck=0,
+            max_iterations=args.max_iterations,
+        )
         after = warm["last_seq"]
         for run in range(1, args.rounds + 1):
             order = ["baseline", "subscribed"] if run % 2 else ["subscribed", "baseline"]
             for mode in order:
                 subs = args.subscribers if mode == "subscribed" else 0
                 cpu = cpu_seconds(daemon.pid), cpu_seconds(os.getpid())
-                res = await one_sweep(url, times_dir, run=run, after=after, subscribers=subs,
-                                      n_stuck=args.stuck, max_iterations=args.max_iterations)
+                res = await one_sweep(
+                    url,
+                    times_dir,
+                    run=run,
+                    after=after,
+                    subscribers=subs,
+                    n_stuck=args.stuck,
+                    max_iterations=args.max_iterations,
+                )
                 res["rss_kib"] = rss_kib(daemon.pid)
                 res["daemon_cpu"] = cpu_seconds(daemon.pid) - cpu[0]
                 res["bench_cpu"] = cpu_seconds(os.getpid()) - cpu[1]
                 after = res["last_seq"]
                 results[mode].append(res)
-                print(f"round {run} {mode:10s} wall {res['wall']:.3f}s  events {res['events']}  "
-                      f"rss {res['rss_kib'] // 1024} MiB  cpu daemon {res['daemon_cpu']:.2f}s "
-                      f"readers {res['bench_cpu']:.2f}s"
-                      + (f"  readers complete {res['complete_readers']}/{res['readers']}" if subs else ""),
-                      flush=True)
+                print(
+                    f"round {run} {mode:10s} wall {res['wall']:.3f}s  events {res['events']}  "
+                    f"rss {res['rss_kib'] // 1024} MiB  cpu daemon {res['daemon_cpu']:.2f}s "
+                    f"readers {res['bench_cpu']:.2f}s"
+                    + (
+                        f"  readers complete {res['complete_readers']}/{res['readers']}"
+                        if subs
+                        else ""
+                    ),
+                    flush=True,
+                )
     finally:
         for p in (daemon, executor):
             p.send_signal(signal.SIGTERM)
@@ -295,16 +346,23 @@ async def bench(args: argparse.Namespace) -> int:
     ratio = subd / base
     p50, p99, pmax = percentile(lat, 0.5), percentile(lat, 0.99), max(lat) if lat else float("nan")
     print()
-    print(f"sweep: maxIterations={args.max_iterations} eta=3, {results['baseline'][0]['events']} events; "
-          f"{args.rounds} rounds; {args.subscribers} subscribers ({args.stuck} never reading)")
+    print(
+        f"sweep: maxIterations={args.max_iterations} eta=3, trials of {args.trial_seconds} s, "
+        f"{results['baseline'][0]['events']} events; "
+        f"{args.rounds} rounds; {args.subscribers} subscribers ({args.stuck} never reading)"
+    )
     print(f"median wall, no subscribers:  {base:.3f} s")
     print(f"median wall, subscribed:      {subd:.3f} s")
     print(f"ratio:                        {ratio:.3f}  (target < {MAX_RATIO})")
-    print(f"commit-to-delivery latency:   p50 {p50:.1f} ms  p99 {p99:.1f} ms  max {pmax:.1f} ms  "
-          f"over {len(lat)} deliveries  (target p99 < {MAX_P99_MS:.0f} ms)")
+    print(
+        f"commit-to-delivery latency:   p50 {p50:.1f} ms  p99 {p99:.1f} ms  max {pmax:.1f} ms  "
+        f"over {len(lat)} deliveries  (target p99 < {MAX_P99_MS:.0f} ms)"
+    )
     incomplete = sum(r["readers"] - r["complete_readers"] for r in results["subscribed"])
     print(f"readers missing events:       {incomplete}")
-    print(f"daemon RSS after each sweep:  {[r['rss_kib'] // 1024 for r in results['baseline'] + results['subscribed']]} MiB")
+    print(
+        f"daemon RSS after each sweep:  {[r['rss_kib'] // 1024 for r in results['baseline'] + results['subscribed']]} MiB"
+    )
     ok = ratio < MAX_RATIO and p99 < MAX_P99_MS and incomplete == 0
     return 0 if ok else 1
 
@@ -319,6 +377,12 @@ def main() -> int:
     p.add_argument("--subscribers", type=int, default=100)
     p.add_argument("--stuck", type=int, default=20, help="subscribers that never read")
     p.add_argument("--max-iterations", type=int, default=81)
+    p.add_argument(
+        "--trial-seconds",
+        type=float,
+        default=0.0,
+        help="how long each null trial runs (0: ends at once, the worst case for streaming)",
+    )
     args = p.parse_args()
     return asyncio.run(bench(args))
 

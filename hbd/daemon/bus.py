@@ -1,10 +1,12 @@
 """Fan committed events out to live subscribers without ever blocking the writer.
 
-Each subscriber gets a bounded memory stream. ``publish`` never waits: when a
-subscriber's buffer is full it is marked ``behind`` and receives nothing more
-from the bus; its reader then catches up from the database (the log is the
-truth) and resubscribes, or gives up. So a stuck consumer costs the sweep one
-failed ``send_nowait`` per event, nothing more.
+Each subscriber gets a bounded memory stream of batches: one batch per
+commit, the events that commit wrote, so fanning a commit out costs one
+``send_nowait`` per subscriber however many events it holds. ``publish``
+never waits: when a subscriber's buffer is full it is marked ``behind`` and
+receives nothing more from the bus; its reader then catches up from the
+database (the log is the truth) and resubscribes, or gives up. So a stuck
+consumer costs the sweep one failed ``send_nowait`` per commit, nothing more.
 """
 
 from __future__ import annotations
@@ -17,16 +19,19 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from hbd.store.log import StoredEvent
 
-# Events buffered per subscriber: a few seconds of a busy sweep. A consumer
-# further behind than this reads from the database instead of from memory.
-SUBSCRIBER_BUFFER = 1024
+# Commits buffered per subscriber: a few seconds of a busy sweep (a runner
+# commits at most MAX_BATCH items at once). A consumer further behind than
+# this reads from the database instead of from memory.
+SUBSCRIBER_BUFFER = 256
+
+Batch = tuple[StoredEvent, ...]
 
 
 @dataclass(eq=False)
 class Subscription:
     sweep_id: str | None
-    send: MemoryObjectSendStream[StoredEvent]
-    receive: MemoryObjectReceiveStream[StoredEvent]
+    send: MemoryObjectSendStream[Batch]
+    receive: MemoryObjectReceiveStream[Batch]
     behind: bool = False
     dropped: int = field(default=0)
 
@@ -39,7 +44,7 @@ class EventBus:
 
     def subscribe(self, sweep_id: str | None = None) -> Subscription:
         """A new subscription; once the bus is closed it is already at its end."""
-        send, receive = anyio.create_memory_object_stream[StoredEvent](self._buffer)
+        send, receive = anyio.create_memory_object_stream[Batch](self._buffer)
         sub = Subscription(sweep_id, send, receive)
         if self.closed:
             send.close()
@@ -64,19 +69,25 @@ class EventBus:
         return len(self._subs)
 
     def publish(self, events: Iterable[StoredEvent]) -> None:
-        batch = list(events)
+        batch = tuple(events)
+        if not batch:
+            return
+        by_sweep: dict[str, Batch] = {}
         for sub in list(self._subs):
             if sub.behind:
                 continue
-            for event in batch:
-                if sub.sweep_id is not None and event.sweep_id != sub.sweep_id:
+            if sub.sweep_id is None:
+                mine = batch
+            else:
+                mine = by_sweep.get(sub.sweep_id)
+                if mine is None:
+                    mine = by_sweep[sub.sweep_id] = tuple(e for e in batch if e.sweep_id == sub.sweep_id)
+                if not mine:
                     continue
-                try:
-                    sub.send.send_nowait(event)
-                except anyio.WouldBlock:
-                    sub.behind = True
-                    sub.dropped += 1
-                    break
-                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                    self._subs.discard(sub)
-                    break
+            try:
+                sub.send.send_nowait(mine)
+            except anyio.WouldBlock:
+                sub.behind = True
+                sub.dropped += len(mine)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self._subs.discard(sub)

@@ -57,7 +57,7 @@ class Dispatcher:
         self._inflight: dict[str, set[str]] = {}  # sweep id -> trial ids sent and not ended
         self._executor_of: dict[str, str] = {}  # trial id -> executor name, for affinity and cancel
         self._wake = anyio.Event()
-        self.idle_reason: str | None = None
+        self._sending: set[str] = set()  # trial ids whose submission is on its way
         # Called with the seconds from queueing to an executor's acceptance (metrics).
         self.on_dispatched: Callable[[float], None] | None = None
         self.capacity = CapacityWatch(daemon)  # capacity.idle notes: why slots stand idle
@@ -82,6 +82,10 @@ class Dispatcher:
         self._inflight.setdefault(sweep_id, set()).add(trial_id)
         self._executor_of[trial_id] = executor.name
         executor.running.add(trial_id)
+
+    def sending(self, trial_id: str) -> bool:
+        """Whether a submission of the trial is on its way (the poller leaves it alone)."""
+        return trial_id in self._sending
 
     def executor_of(self, trial_id: str) -> str | None:
         return self._executor_of.get(trial_id)
@@ -130,6 +134,7 @@ class Dispatcher:
             inflight.add(trial_id)
             executor.running.add(trial_id)
             self._executor_of[trial_id] = executor.name
+            self._sending.add(trial_id)
             tg.start_soon(self._send, item, executor)
         queued: dict[str, int] = {}
         for q in self._queue.values():
@@ -142,6 +147,7 @@ class Dispatcher:
         try:
             status = await executor.client.submit(submission)
         except ExecutorUnavailable as exc:
+            self._sending.discard(start.trial_id)
             self._unsent(item, executor)
             self.daemon.pool.mark_failed(executor)
             item.attempts += 1
@@ -156,9 +162,11 @@ class Dispatcher:
                 self._queue[start.trial_id].since = item.since
             return
         except ExecutorRejected as exc:
+            self._sending.discard(start.trial_id)
             self._unsent(item, executor)
             await item.runner.put(Observe(TrialFailed(trial_id=start.trial_id, reason=str(exc))))
             return
+        self._sending.discard(start.trial_id)
         self.daemon.pool.mark_ok(executor)
         self.daemon.heard_from(start.trial_id)
         if self.on_dispatched is not None:

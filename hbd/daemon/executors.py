@@ -32,9 +32,11 @@ DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 MAX_ATTEMPTS = 5
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 2.0
-# Connections kept per executor: the dispatcher sends at most a few requests at
-# once to one executor, and the poller one more.
-POOL_LIMITS = httpx.Limits(max_connections=32, max_keepalive_connections=16)
+# Connections per executor. Each request makes httpcore check every pooled
+# connection's socket (getpeername + poll), so a large pool costs more than it
+# gives: an executor answers a submit in a millisecond or two, and 4 requests
+# in flight carried 640 trial runs/s in bench/overhead.py (32 carried 376).
+POOL_LIMITS = httpx.Limits(max_connections=4, max_keepalive_connections=4)
 
 T = TypeVar("T")
 

@@ -133,6 +133,8 @@ class Reconciler:
         now = self.daemon.clock.monotonic()
         for runner in list(self.daemon.runners.values()):
             for trial_id in sorted(self.daemon.dispatcher.inflight(runner.sweep_id)):
+                if self.daemon.dispatcher.sending(trial_id):
+                    continue  # its POST is on its way: a 404 now would only mean "not yet"
                 if now - self.daemon.last_heard(trial_id) >= SILENCE:
                     await self._poll(runner, trial_id)
 
