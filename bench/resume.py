@@ -65,7 +65,11 @@ component:
 
 
 def objective(config: Any, resource: float) -> float:
-    return (float(config["momentum"]) - 0.9) ** 2 + 1.0 / float(resource) + 0.01 * int(config["layers"])
+    return (
+        (float(config["momentum"]) - 0.9) ** 2
+        + 1.0 / float(resource)
+        + 0.01 * int(config["layers"])
+    )
 
 
 async def build(path: Path, events: int) -> int:
@@ -73,7 +77,10 @@ async def build(path: Path, events: int) -> int:
     machine = SweepMachine(spec.matrix, sweep_id=SWEEP_ID, seed=1)
     decisions = machine.handle(Begin())
     submitted = {"name": "bench", "spec": SPEC, "spec_json": spec.to_json(), "seed": 1}
-    buffer: list[tuple[str, dict[str, Any]]] = [(SUBMITTED, submitted), *map(decision_record, decisions)]
+    buffer: list[tuple[str, dict[str, Any]]] = [
+        (SUBMITTED, submitted),
+        *map(decision_record, decisions),
+    ]
     queue = deque(d for d in decisions if isinstance(d, StartTrial))
     written = 0
     at = 1_700_000_000.0
@@ -81,11 +88,22 @@ async def build(path: Path, events: int) -> int:
         while queue and written + len(buffer) < events:
             start = queue.popleft()
             tid = start.trial_id
-            buffer += [("trial.dispatched", {"trial_id": tid, "executor": EXECUTOR}),
-                       ("trial.running", {"trial_id": tid, "executor": EXECUTOR})]
+            buffer += [
+                ("trial.dispatched", {"trial_id": tid, "executor": EXECUTOR}),
+                ("trial.running", {"trial_id": tid, "executor": EXECUTOR}),
+            ]
             loss = objective(start.config, start.resource)
-            buffer += [("trial.metrics", {"trial_id": tid, "metrics": {"loss": loss + 1.0 / (i + 1), "epoch": i},
-                                          "seq": i + 1}) for i in range(METRICS_PER_TRIAL)]
+            buffer += [
+                (
+                    "trial.metrics",
+                    {
+                        "trial_id": tid,
+                        "metrics": {"loss": loss + 1.0 / (i + 1), "epoch": i},
+                        "seq": i + 1,
+                    },
+                )
+                for i in range(METRICS_PER_TRIAL)
+            ]
             result = TrialSucceeded(trial_id=tid, metrics={"loss": loss})
             decisions = machine.handle(result)
             buffer += [observation_record(result, metric=loss), *map(decision_record, decisions)]
@@ -105,14 +123,22 @@ def null_executor() -> httpx.MockTransport:
 
     async def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/health":
-            return httpx.Response(200, content=Health(version="bench", slots=64, free_slots=64,
-                                                      running=[]).model_dump_json())
+            return httpx.Response(
+                200,
+                content=Health(
+                    version="bench", slots=64, free_slots=64, running=[]
+                ).model_dump_json(),
+            )
         if request.method == "POST" and request.url.path == "/v1/trials":
             trial_id = TrialSubmission.model_validate_json(request.content).id
         else:
             trial_id = request.url.path.split("/")[3]
-        return httpx.Response(200, content=TrialStatus(id=trial_id, sweep_id=SWEEP_ID, state="running",
-                                                       started_at=0.0).model_dump_json())
+        return httpx.Response(
+            200,
+            content=TrialStatus(
+                id=trial_id, sweep_id=SWEEP_ID, state="running", started_at=0.0
+            ).model_dump_json(),
+        )
 
     return httpx.MockTransport(handler)
 
@@ -141,7 +167,9 @@ async def time_read_all(path: Path) -> float:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--db", type=Path, help="reuse (or create) this database")
@@ -154,13 +182,17 @@ async def main() -> None:
             n = await build(path, args.events)
             print(f"built {path}: {n} events in {time.perf_counter() - t:.1f} s")
         async with await open_store(path) as store:
-            print(f"{await store.event_count()} events, {len(await store.list_trials(SWEEP_ID))} trials")
+            print(
+                f"{await store.event_count()} events, {len(await store.list_trials(SWEEP_ID))} trials"
+            )
         baseline = [await time_read_all(path) for _ in range(args.runs)]
         times = [await time_resume(path) for _ in range(args.runs)]
         print("baseline, open + read every event: " + ", ".join(f"{t:.3f}" for t in baseline))
         print("resume, open + replay + reconcile: " + ", ".join(f"{t:.3f}" for t in times))
         base, full = statistics.median(baseline), statistics.median(times)
-        print(f"median baseline {base:.3f} s; median time to ready {full:.3f} s (target < 2 s); ratio {full / base:.2f}")
+        print(
+            f"median baseline {base:.3f} s; median time to ready {full:.3f} s (target < 2 s); ratio {full / base:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -103,8 +103,12 @@ class SSEDecoder:
 def _event(frame: tuple[str | None, str, str]) -> Event:
     data = json.loads(frame[2])
     return Event(
-        seq=int(data["seq"]), type=str(data["type"]), sweep_id=str(data["sweep_id"]),
-        trial_id=data.get("trial_id"), at=float(data["at"]), payload=dict(data.get("payload") or {}),
+        seq=int(data["seq"]),
+        type=str(data["type"]),
+        sweep_id=str(data["sweep_id"]),
+        trial_id=data.get("trial_id"),
+        at=float(data["at"]),
+        payload=dict(data.get("payload") or {}),
     )
 
 
@@ -192,7 +196,9 @@ class Client:
         ``MAX_FAILED_RECONNECTS`` attempts in a row that brought nothing.
         """
         path = f"/v1/sweeps/{sweep}/events" if sweep else "/v1/events"
-        params: list[tuple[str, str | int | float | bool | None]] = [("type", t) for t in types or ()]
+        params: list[tuple[str, str | int | float | bool | None]] = [
+            ("type", t) for t in types or ()
+        ]
         if not follow:
             params.append(("follow", "false"))
         last = after

@@ -22,7 +22,12 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 REDACTED = "***"
 
 _TRIAL_ID = re.compile(r"^(?P<sweep>.+)-s\d+-r\d+-c\d+$")
@@ -117,7 +122,9 @@ def configure(
     root.setLevel(LEVELS[level])
     # A line per HTTP request (every poll of `hbd watch`) is noise at info;
     # it is there at debug. uvicorn's own errors keep the chosen level.
-    logging.getLogger("uvicorn.access").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+    logging.getLogger("uvicorn.access").setLevel(
+        logging.DEBUG if level == "debug" else logging.WARNING
+    )
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True

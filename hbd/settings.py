@@ -200,7 +200,7 @@ class _Common(BaseSettings):
             match = re.search(r'field "(\w+)"', str(exc))
             key = match.group(1) if match else "?"
             raise ConfigError(
-                f"{key}: not valid JSON (a list is written '[\"a\", \"b\"]') "
+                f'{key}: not valid JSON (a list is written \'["a", "b"]\') '
                 f"(from {origins.get(key, 'the environment')})"
             ) from None
         finally:
@@ -253,7 +253,9 @@ def _read_token_file(path: Path, origin: str) -> str:
         if not stat.S_ISREG(info.st_mode):
             raise ConfigError(f"token_file: {path} is not a regular file (from {origin})")
         if info.st_size > MAX_TOKEN_FILE_BYTES:
-            raise ConfigError(f"token_file: {path} is larger than {MAX_TOKEN_FILE_BYTES} bytes (from {origin})")
+            raise ConfigError(
+                f"token_file: {path} is larger than {MAX_TOKEN_FILE_BYTES} bytes (from {origin})"
+            )
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"token_file: {path}: no such file (from {origin})") from None
@@ -343,7 +345,9 @@ class DaemonSettings(_Common):
 class ExecutorSettings(_Common):
     """``hbd executor``: an executor agent running trials as local processes."""
 
-    model_config = SettingsConfigDict(env_prefix="HBD_EXECUTOR_", extra="forbid", validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix="HBD_EXECUTOR_", extra="forbid", validate_default=True
+    )
     ENV_PREFIX: ClassVar[str] = "HBD_EXECUTOR_"
 
     port: int = Field(default=DEFAULT_EXECUTOR_PORT, ge=0, le=65535)

@@ -217,7 +217,7 @@ def evaluate(objective: Objective, start: StartTrial, metric: str) -> TrialSucce
     config = copy.deepcopy(dict(start.config))  # the objective must not change the machine's copy
     try:
         value = objective(config, start.resource)
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a trial's crash is the trial's failure
+    except (Exception, SystemExit) as exc:
         return TrialFailed(trial_id=start.trial_id, reason=f"objective raised {_describe(exc)}")
     metrics, why = _metrics(value, metric)
     if metrics is None:

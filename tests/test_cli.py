@@ -73,7 +73,7 @@ def test_every_registered_command_is_a_subcommand() -> None:
     "argv", [[], ["frobnicate"], ["validate"], ["simulate", "x.yaml"], ["plan", "--nope", "x"]]
 )
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
-    code, output, err = run(capsys, *argv)
+    code, _output, err = run(capsys, *argv)
     assert code == 2
     assert "usage:" in err and "Traceback" not in err
 
@@ -147,7 +147,7 @@ def test_validate_reports_yaml_syntax_errors(
 ) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("matrix:\n  kind: hyperband\n   eta: 3\n")
-    code, output, err = run(capsys, "validate", str(path))
+    code, _output, err = run(capsys, "validate", str(path))
     assert code == 2
     assert len(err.splitlines()) == 1 and "YAML syntax error at line 3" in err
 
@@ -171,7 +171,7 @@ def test_unreadable_files_are_user_errors(
     binary = tmp_path / "model.bin"
     binary.write_bytes(b"\xff\xfe\x00garbage")
     for path, message in ((tmp_path, "is a directory"), (binary, "not UTF-8 text")):
-        code, output, err = run(capsys, "validate", str(path))
+        code, _output, err = run(capsys, "validate", str(path))
         assert code == 2
         assert len(err.splitlines()) == 1 and message in err
 
@@ -182,7 +182,7 @@ def test_validate_reads_stdin(
     import io
 
     monkeypatch.setattr(sys, "stdin", io.StringIO("matrix: 3\n"))
-    code, output, err = run(capsys, "validate", "-")
+    code, _output, err = run(capsys, "validate", "-")
     assert code == 2
     assert err.startswith("error: <stdin>: matrix:")
 

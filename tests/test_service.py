@@ -68,12 +68,18 @@ def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HBD_") and k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("HBD_") and k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+    }
     env.update(extra)
     return env
 
 
-def start(procs: list[subprocess.Popen[bytes]], *args: str, env: dict[str, str], stderr: Path) -> subprocess.Popen[bytes]:
+def start(
+    procs: list[subprocess.Popen[bytes]], *args: str, env: dict[str, str], stderr: Path
+) -> subprocess.Popen[bytes]:
     with stderr.open("wb") as err:
         p = subprocess.Popen(
             [sys.executable, "-m", "hbd", *args], env=env, stdout=subprocess.DEVNULL, stderr=err
@@ -91,8 +97,16 @@ def test_serve_notifies_systemd_answers_health_and_stops_on_sigterm(
     tmp_path: Path, notify_socket: socket.socket, procs: list[subprocess.Popen[bytes]]
 ) -> None:
     env = clean_env(NOTIFY_SOCKET=notify_socket.getsockname(), WATCHDOG_USEC="400000")
-    p = start(procs, "serve", "--port", "0", "--db", str(tmp_path / "state" / "hbd.db"),
-              env=env, stderr=tmp_path / "err.log")
+    p = start(
+        procs,
+        "serve",
+        "--port",
+        "0",
+        "--db",
+        str(tmp_path / "state" / "hbd.db"),
+        env=env,
+        stderr=tmp_path / "err.log",
+    )
     ready = wait_for(notify_socket, "READY")
     assert ready["READY"] == "1"
     url = ready["STATUS"].removeprefix("serving on ")
@@ -113,14 +127,27 @@ def test_executor_notifies_and_stops_on_sigint(
     tmp_path: Path, notify_socket: socket.socket, procs: list[subprocess.Popen[bytes]]
 ) -> None:
     env = clean_env(NOTIFY_SOCKET=notify_socket.getsockname(), HBD_TOKEN=TOKEN)
-    p = start(procs, "executor", "--port", "0", "--slots", "2", "--workdir", str(tmp_path / "w"),
-              env=env, stderr=tmp_path / "err.log")
+    p = start(
+        procs,
+        "executor",
+        "--port",
+        "0",
+        "--slots",
+        "2",
+        "--workdir",
+        str(tmp_path / "w"),
+        env=env,
+        stderr=tmp_path / "err.log",
+    )
     status = wait_for(notify_socket, "READY")["STATUS"]
     port = int(status.split("port ")[1].split()[0])
     url = f"http://127.0.0.1:{port}"
     assert httpx.get(f"{url}/v1/health").json()["slots"] == 2
     assert httpx.get(f"{url}/v1/trials").status_code == 401
-    assert httpx.get(f"{url}/v1/trials", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    assert (
+        httpx.get(f"{url}/v1/trials", headers={"Authorization": f"Bearer {TOKEN}"}).status_code
+        == 200
+    )
     assert stop(p, signal.SIGINT) == 0
     assert TOKEN not in (tmp_path / "err.log").read_text()
 
@@ -132,14 +159,33 @@ def test_token_protected_daemon_runs_a_sweep_and_never_logs_the_token(
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
     env = clean_env(NOTIFY_SOCKET=notify_socket.getsockname())
-    p = start(procs, "serve", "--port", "0", "--db", str(tmp_path / "hbd.db"), "--local-executor", "2",
-              "--token-file", str(token_file), "--log-level", "debug", env=env, stderr=tmp_path / "err.log")
+    p = start(
+        procs,
+        "serve",
+        "--port",
+        "0",
+        "--db",
+        str(tmp_path / "hbd.db"),
+        "--local-executor",
+        "2",
+        "--token-file",
+        str(token_file),
+        "--log-level",
+        "debug",
+        env=env,
+        stderr=tmp_path / "err.log",
+    )
     url = wait_for(notify_socket, "READY")["STATUS"].removeprefix("serving on ")
     good = {"Authorization": f"Bearer {TOKEN}"}
     with httpx.Client(base_url=url, timeout=10) as http:
         spec = sweep_yaml(tmp_path / "trials.jsonl")
         assert http.post("/v1/sweeps", content=spec).status_code == 401
-        assert http.post("/v1/sweeps", content=spec, headers={"Authorization": "Bearer nope-nope-nope-nope"}).status_code == 401
+        assert (
+            http.post(
+                "/v1/sweeps", content=spec, headers={"Authorization": "Bearer nope-nope-nope-nope"}
+            ).status_code
+            == 401
+        )
         assert http.get("/v1/sweeps", headers=good).json() == []  # nothing was stored
         sweep_id = http.post("/v1/sweeps", content=spec, headers=good).json()["id"]
         deadline = time.monotonic() + 60
@@ -175,8 +221,18 @@ def test_a_second_signal_exits_at_once(
     spec = yaml.safe_load(sweep_yaml(tmp_path / "unused.jsonl"))
     spec["component"]["container"] = {"command": [sys.executable, str(program), str(pids)]}
     env = clean_env(NOTIFY_SOCKET=notify_socket.getsockname())
-    p = start(procs, "serve", "--port", "0", "--db", str(tmp_path / "hbd.db"), "--local-executor", "1",
-              env=env, stderr=tmp_path / "err.log")
+    p = start(
+        procs,
+        "serve",
+        "--port",
+        "0",
+        "--db",
+        str(tmp_path / "hbd.db"),
+        "--local-executor",
+        "1",
+        env=env,
+        stderr=tmp_path / "err.log",
+    )
     url = wait_for(notify_socket, "READY")["STATUS"].removeprefix("serving on ")
     try:
         assert httpx.post(f"{url}/v1/sweeps", content=yaml.safe_dump(spec)).status_code == 201
@@ -205,8 +261,16 @@ def test_serve_with_port_in_use_fails_with_one_line(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        p = start(procs, "serve", "--port", str(port), "--db", str(tmp_path / "hbd.db"),
-                  env=clean_env(), stderr=tmp_path / "err.log")
+        p = start(
+            procs,
+            "serve",
+            "--port",
+            str(port),
+            "--db",
+            str(tmp_path / "hbd.db"),
+            env=clean_env(),
+            stderr=tmp_path / "err.log",
+        )
         assert p.wait(timeout=STOP_SECONDS) == 1
     err = (tmp_path / "err.log").read_text()
     assert "error: hbd serve failed" in err and "Traceback" not in err
@@ -255,7 +319,10 @@ def test_doctor_on_a_broken_database(
 
 
 def test_doctor_reports_unreachable_executors_and_missing_token(
-    tmp_path: Path, doctor_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    doctor_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -266,4 +333,3 @@ def test_doctor_reports_unreachable_executors_and_missing_token(
     assert f"FAIL  executor {dead}: unreachable" in out
     assert "FAIL  token: none, but host 0.0.0.0" in out
     assert "database: " in out and "does not exist yet" in out
-

@@ -45,10 +45,14 @@ def test_state_directory_wins_for_the_database(monkeypatch: pytest.MonkeyPatch) 
 def test_precedence_cli_over_env_over_file_over_default(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = toml(tmp_path, 'port = 9001\nhost = "127.0.0.2"\nlog_level = "warning"\nlocal_executor = 2\n')
+    path = toml(
+        tmp_path, 'port = 9001\nhost = "127.0.0.2"\nlog_level = "warning"\nlocal_executor = 2\n'
+    )
     monkeypatch.setenv("HBD_PORT", "9002")
     monkeypatch.setenv("HBD_HOST", "127.0.0.3")
-    s = DaemonSettings.load(config=path, overrides={"port": 9003, "host": None}, flags={"port": "--port"})
+    s = DaemonSettings.load(
+        config=path, overrides={"port": 9003, "host": None}, flags={"port": "--port"}
+    )
     assert s.port == 9003 and s.origins["port"] == "--port"
     assert s.host == "127.0.0.3" and s.origins["host"] == "HBD_HOST"
     assert s.log_level == "warning" and s.origins["log_level"] == str(path)
@@ -79,13 +83,18 @@ def test_executors_list_from_environment_as_json(monkeypatch: pytest.MonkeyPatch
         ("port = 70000\n", "port: Input should be less than or equal to 65535 (from {path})"),
         ("prot = 1\n", "prot: not a setting (from {path})"),
         ('token = "abc"\n', "token: not a setting (the token is never a config key"),
-        ('log_level = "loud"\n', "log_level: Input should be 'debug', 'info', 'warning' or 'error'"),
+        (
+            'log_level = "loud"\n',
+            "log_level: Input should be 'debug', 'info', 'warning' or 'error'",
+        ),
         ('executors = ["ftp://x"]\n', "executors: entry 0: 'ftp://x' is not an http(s) URL"),
         ("local_executor = -1\n", "local_executor: Input should be greater than or equal to 0"),
         ("port = \n", "{path}: not valid TOML"),
     ],
 )
-def test_bad_file_values_name_the_key_and_the_file(tmp_path: Path, text: str, expected: str) -> None:
+def test_bad_file_values_name_the_key_and_the_file(
+    tmp_path: Path, text: str, expected: str
+) -> None:
     path = toml(tmp_path, text)
     with pytest.raises(ConfigError) as info:
         DaemonSettings.load(config=path)
@@ -140,7 +149,12 @@ def test_token_sources_and_precedence(tmp_path: Path, monkeypatch: pytest.Monkey
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(None, "no such file"), ("", "is empty"), ("x7q9", "shorter than 16"), ("a b" * 10, "without spaces")],
+    [
+        (None, "no such file"),
+        ("", "is empty"),
+        ("x7q9", "shorter than 16"),
+        ("a b" * 10, "without spaces"),
+    ],
 )
 def test_bad_token_files(tmp_path: Path, content: str | None, message: str) -> None:
     path = tmp_path / "token"

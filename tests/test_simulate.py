@@ -139,7 +139,10 @@ def test_the_same_inputs_give_the_same_simulation_and_another_seed_another() -> 
     a = simulate(spec, example_objective(), seed=11)
     b = simulate(spec, example_objective(), seed=11)
     c = simulate(spec, example_objective(), seed=12)
-    dump = lambda s: json.dumps(s.to_json(), allow_nan=False)
+
+    def dump(s):
+        return json.dumps(s.to_json(), allow_nan=False)
+
     assert dump(a) == dump(b)
     assert [t.config for t in a.trials[:20]] != [t.config for t in c.trials[:20]]
 

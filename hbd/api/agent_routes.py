@@ -85,7 +85,6 @@ def create_agent_app(agent: Agent) -> FastAPI:
     return app
 
 
-
 async def serve_agent(
     host: str,
     port: int,
@@ -105,7 +104,12 @@ async def serve_agent(
     """
     require_token_beyond_loopback(host, token)
     agent = Agent(
-        workdir, slots, token=token, callback_token=callback_token, transport=transport, trial_cwd=trial_cwd
+        workdir,
+        slots,
+        token=token,
+        callback_token=callback_token,
+        transport=transport,
+        trial_cwd=trial_cwd,
     )
     async with anyio.create_task_group() as tg:
         await tg.start(agent.run)

@@ -104,7 +104,9 @@ def token_matches(authorization: str | bytes | None, token: str) -> bool:
     Both sides are hashed first so that the comparison does not even reveal
     the token's length.
     """
-    given = authorization.encode("latin-1") if isinstance(authorization, str) else authorization or b""
+    given = (
+        authorization.encode("latin-1") if isinstance(authorization, str) else authorization or b""
+    )
     expected = f"Bearer {token}".encode()
     return hmac.compare_digest(hashlib.sha256(given).digest(), hashlib.sha256(expected).digest())
 
@@ -130,7 +132,9 @@ class BearerAuth:
     right or wrong, never reaches a log.
     """
 
-    def __init__(self, app: ASGIApp, token: str | None, *, exempt: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, app: ASGIApp, token: str | None, *, exempt: frozenset[str] = frozenset()
+    ) -> None:
         self.app = app
         self.token = token
         self.exempt = exempt
@@ -193,7 +197,6 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
-
 
 
 async def serve_app(

@@ -51,7 +51,9 @@ class DaemonMetrics:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.registry = r = CollectorRegistry(auto_describe=True)
-        Gauge("hbd_info", "hbd build information", ["version"], registry=r).labels(hbd.__version__).set(1)
+        Gauge("hbd_info", "hbd build information", ["version"], registry=r).labels(
+            hbd.__version__
+        ).set(1)
         self.sweeps = Gauge("hbd_sweeps", "Sweeps by state", ["state"], registry=r)
         self.trials = Gauge("hbd_trials", "Trials by state", ["state"], registry=r)
         self.dispatch_latency = Histogram(
@@ -61,10 +63,27 @@ class DaemonMetrics:
             registry=r,
         )
         self.queued = Gauge("hbd_queued_trials", "Trials waiting for an executor slot", registry=r)
-        self.up = Gauge("hbd_executor_up", "1 if the executor answered its last health check", ["executor"], registry=r)
-        self.slots = Gauge("hbd_executor_slots", "Slots the executor reported", ["executor"], registry=r)
-        self.used = Gauge("hbd_executor_slots_used", "Slots held by this daemon's trials", ["executor"], registry=r)
-        self.idle = Gauge("hbd_idle_slots", "Free executor slots by the reason they are free", ["reason"], registry=r)
+        self.up = Gauge(
+            "hbd_executor_up",
+            "1 if the executor answered its last health check",
+            ["executor"],
+            registry=r,
+        )
+        self.slots = Gauge(
+            "hbd_executor_slots", "Slots the executor reported", ["executor"], registry=r
+        )
+        self.used = Gauge(
+            "hbd_executor_slots_used",
+            "Slots held by this daemon's trials",
+            ["executor"],
+            registry=r,
+        )
+        self.idle = Gauge(
+            "hbd_idle_slots",
+            "Free executor slots by the reason they are free",
+            ["reason"],
+            registry=r,
+        )
         self.events = Gauge("hbd_event_log_events", "Events in the event log", registry=r)
         self.subscribers = Gauge("hbd_subscribers", "Live event-stream subscribers", registry=r)
         daemon.dispatcher.on_dispatched = self.dispatch_latency.observe

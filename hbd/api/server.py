@@ -15,10 +15,6 @@ import httpx
 import structlog
 from anyio.abc import TaskStatus
 
-from hbd.api.routes import create_app
-from hbd.daemon.app import Daemon
-from hbd.daemon.clock import Clock
-from hbd.daemon.executors import ExecutorClient
 from hbd.api.agent_routes import serve_agent
 from hbd.api.asgi import (
     MAX_REQUEST_BODY_BYTES,
@@ -29,6 +25,10 @@ from hbd.api.asgi import (
     serve_app,
 )
 from hbd.api.metrics import metrics_router
+from hbd.api.routes import create_app
+from hbd.daemon.app import Daemon
+from hbd.daemon.clock import Clock
+from hbd.daemon.executors import ExecutorClient
 from hbd.daemon.reconciler import LOST_AFTER
 from hbd.store.log import open_store
 
@@ -72,7 +72,9 @@ def protected_app(daemon: Daemon, token: str | None, max_request_bytes: int) -> 
     return BearerAuth(BodySizeLimit(app, max_request_bytes), token, exempt=PUBLIC_PATHS)
 
 
-async def serve_daemon(opts: DaemonOptions, *, task_status: TaskStatus[Running] = anyio.TASK_STATUS_IGNORED) -> None:
+async def serve_daemon(
+    opts: DaemonOptions, *, task_status: TaskStatus[Running] = anyio.TASK_STATUS_IGNORED
+) -> None:
     require_token_beyond_loopback(opts.host, opts.token)
     store = await open_store(opts.db)
     try:
@@ -82,20 +84,33 @@ async def serve_daemon(opts: DaemonOptions, *, task_status: TaskStatus[Running] 
                 workdir = opts.workdir or opts.db.parent / "executor"
                 port = await tg.start(
                     partial(serve_agent, callback_token=opts.token),
-                    "127.0.0.1", 0, workdir, opts.local_slots, opts.token,
+                    "127.0.0.1",
+                    0,
+                    workdir,
+                    opts.local_slots,
+                    opts.token,
                 )
                 daemon.add_executor(
                     LOCAL_EXECUTOR,
-                    ExecutorClient(f"http://127.0.0.1:{port}", token=opts.token, transport=opts.transport),
+                    ExecutorClient(
+                        f"http://127.0.0.1:{port}", token=opts.token, transport=opts.transport
+                    ),
                 )
             for url in opts.executors:
-                daemon.add_executor(url, ExecutorClient(url, token=opts.token, transport=opts.transport))
+                daemon.add_executor(
+                    url, ExecutorClient(url, token=opts.token, transport=opts.transport)
+                )
             app = protected_app(daemon, opts.token, opts.max_request_bytes)
             port = await tg.start(serve_app, app, opts.host, opts.port)
             url = f"http://{opts.host}:{port}"
             daemon.callback_url = f"{(opts.advertise_url or url).rstrip('/')}/v1/callbacks"
             await tg.start(daemon.run)
-            log.info("hbd daemon serving", url=url, db=str(opts.db), executors=list(daemon.pool.executors))
+            log.info(
+                "hbd daemon serving",
+                url=url,
+                db=str(opts.db),
+                executors=list(daemon.pool.executors),
+            )
             task_status.started(Running(url=url, daemon=daemon))
     finally:
         with anyio.CancelScope(shield=True):

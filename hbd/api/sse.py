@@ -226,7 +226,9 @@ class EventStream:
             try:
                 while True:  # replay from the log
                     page = await self.daemon.store.read_after(
-                        self.cursor, sweep_id=self.sweep_id, types=self._query_types,
+                        self.cursor,
+                        sweep_id=self.sweep_id,
+                        types=self._query_types,
                         limit=self.limits.page,
                     )
                     chunk = self._take(page)
@@ -252,8 +254,12 @@ class EventStream:
                 bus.unsubscribe(sub)
             # The subscription overflowed and the bus stopped feeding it: back to the log.
             self.catchups += 1
-            log.info("event stream behind; catching up from the log", sweep_id=self.sweep_id,
-                     cursor=self.cursor, catchups=self.catchups)
+            log.info(
+                "event stream behind; catching up from the log",
+                sweep_id=self.sweep_id,
+                cursor=self.cursor,
+                catchups=self.catchups,
+            )
             yield encode_comment(f"behind: catching up from the log after {self.cursor}")
 
     async def _next_batch(self, sub: Subscription) -> list[Batch] | None:
@@ -282,7 +288,9 @@ class EventStreamResponse(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, frames: AsyncIterator[bytes], *, send_stall: float, headers: Mapping[str, str]) -> None:
+    def __init__(
+        self, frames: AsyncIterator[bytes], *, send_stall: float, headers: Mapping[str, str]
+    ) -> None:
         self.frames = frames
         self.send_stall = send_stall
         self.status_code = 200
@@ -299,14 +307,22 @@ class EventStreamResponse(Response):
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(watch_disconnect, tg.cancel_scope)
-                await send({"type": "http.response.start", "status": self.status_code,
-                            "headers": self.raw_headers})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": self.status_code,
+                        "headers": self.raw_headers,
+                    }
+                )
                 async for chunk in self.frames:
                     with anyio.move_on_after(self.send_stall) as stall:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     if stall.cancelled_caught:
-                        log.warning("event stream consumer stopped reading; disconnected",
-                                    stalled_for=self.send_stall, path=scope.get("path"))
+                        log.warning(
+                            "event stream consumer stopped reading; disconnected",
+                            stalled_for=self.send_stall,
+                            path=scope.get("path"),
+                        )
                         break
                 else:
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -332,7 +348,10 @@ def parse_types(values: list[str] | None) -> frozenset[str] | None:
     types = frozenset(t.strip() for v in values for t in v.split(",") if t.strip())
     unknown = sorted(types - EVENT_TYPES)
     if unknown:
-        raise HTTPException(422, f"unknown event type(s) {', '.join(unknown)}; known: {', '.join(sorted(EVENT_TYPES))}")
+        raise HTTPException(
+            422,
+            f"unknown event type(s) {', '.join(unknown)}; known: {', '.join(sorted(EVENT_TYPES))}",
+        )
     return types or None
 
 
@@ -342,7 +361,9 @@ def parse_cursor(after: int | None, last_event_id: str | None) -> int:
         try:
             seq = int(last_event_id.strip())
         except ValueError:
-            raise HTTPException(422, f"Last-Event-ID must be an event seq, got {last_event_id[:40]!r}") from None
+            raise HTTPException(
+                422, f"Last-Event-ID must be an event seq, got {last_event_id[:40]!r}"
+            ) from None
         if seq < 0:
             raise HTTPException(422, "Last-Event-ID must not be negative")
         return seq
@@ -360,17 +381,34 @@ def create_event_router(daemon: Daemon, limits: StreamLimits | None = None) -> A
     cache = FrameCache()
     router = APIRouter()
 
-    def stream(sweep_id: str | None, cursor: int, types: frozenset[str] | None, follow: bool) -> Response:
+    def stream(
+        sweep_id: str | None, cursor: int, types: frozenset[str] | None, follow: bool
+    ) -> Response:
         if daemon.bus.subscribers >= limits.max_subscribers:
-            raise HTTPException(503, f"too many event streams open ({limits.max_subscribers})",
-                                headers={"Retry-After": str(max(1, limits.retry_ms // 1000))})
-        events = EventStream(daemon, after=cursor, sweep_id=sweep_id, types=types, follow=follow,
-                             limits=limits, cache=cache)
-        return EventStreamResponse(events.frames(), send_stall=limits.send_stall, headers=EVENT_STREAM_HEADERS)
+            raise HTTPException(
+                503,
+                f"too many event streams open ({limits.max_subscribers})",
+                headers={"Retry-After": str(max(1, limits.retry_ms // 1000))},
+            )
+        events = EventStream(
+            daemon,
+            after=cursor,
+            sweep_id=sweep_id,
+            types=types,
+            follow=follow,
+            limits=limits,
+            cache=cache,
+        )
+        return EventStreamResponse(
+            events.frames(), send_stall=limits.send_stall, headers=EVENT_STREAM_HEADERS
+        )
 
     @router.get("/v1/events", response_class=EventStreamResponse)
     async def all_events(
-        after: After = None, types: Types = None, follow: Follow = True, last_event_id: LastEventId = None
+        after: After = None,
+        types: Types = None,
+        follow: Follow = True,
+        last_event_id: LastEventId = None,
     ) -> Response:
         return stream(None, parse_cursor(after, last_event_id), parse_types(types), follow)
 

@@ -93,7 +93,9 @@ def format_number(x: float | None, digits: int = 6) -> str:
 
 
 def format_config(config: Mapping[str, Any]) -> str:
-    return " ".join(f"{k}={format_number(v, 4) if isinstance(v, float) else v}" for k, v in config.items())
+    return " ".join(
+        f"{k}={format_number(v, 4) if isinstance(v, float) else v}" for k, v in config.items()
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,5 +153,3 @@ def spec_dir(path: str) -> str:
 
 
 # ---------------------------------------------------------------- validate
-
-

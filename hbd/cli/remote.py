@@ -27,7 +27,9 @@ def add_connection_args(p: argparse.ArgumentParser) -> None:
 
 def read_token(token_file: str | None) -> str | None:
     """The daemon's sources, in its order: --token-file, $HBD_TOKEN, $HBD_TOKEN_FILE."""
-    token_file = token_file or (None if os.environ.get("HBD_TOKEN") else os.environ.get("HBD_TOKEN_FILE"))
+    token_file = token_file or (
+        None if os.environ.get("HBD_TOKEN") else os.environ.get("HBD_TOKEN_FILE")
+    )
     if token_file:
         try:
             return Path(token_file).read_text().strip() or None

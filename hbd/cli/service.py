@@ -73,7 +73,9 @@ _EXECUTOR_FLAGS = {
 
 def _config_arg(p: argparse.ArgumentParser, env: str) -> None:
     p.add_argument(
-        "--config", metavar="PATH", default=None,
+        "--config",
+        metavar="PATH",
+        default=None,
         help=f"TOML settings file (default: ${env}; no file when unset)",
     )
 
@@ -81,22 +83,40 @@ def _config_arg(p: argparse.ArgumentParser, env: str) -> None:
 def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="TCP port (0: any free port)")
-    p.add_argument("--token-file", type=Path, default=None, metavar="PATH",
-                   help=f"file holding the bearer token (else ${TOKEN_ENV}, else token_file)")
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help=f"file holding the bearer token (else ${TOKEN_ENV}, else token_file)",
+    )
     p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
-    p.add_argument("--log-format", default=None, choices=["auto", "json", "console"],
-                   help="auto: console on a terminal, JSON lines otherwise")
+    p.add_argument(
+        "--log-format",
+        default=None,
+        choices=["auto", "json", "console"],
+        help="auto: console on a terminal, JSON lines otherwise",
+    )
 
 
 def _overrides(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, Any]:
     return {key: getattr(args, key, None) for key in flags}
 
 
-def _load(kind: type[DaemonSettings] | type[ExecutorSettings], args: argparse.Namespace,
-          flags: dict[str, str], *, strict: bool = True) -> Any:
+def _load(
+    kind: type[DaemonSettings] | type[ExecutorSettings],
+    args: argparse.Namespace,
+    flags: dict[str, str],
+    *,
+    strict: bool = True,
+) -> Any:
     try:
-        return kind.load(config=args.config, overrides=_overrides(args, flags), flags=flags,
-                         require_token_beyond_loopback=strict)
+        return kind.load(
+            config=args.config,
+            overrides=_overrides(args, flags),
+            flags=flags,
+            require_token_beyond_loopback=strict,
+        )
     except ConfigError as exc:
         raise UserError(f"config error: {exc}") from None
 
@@ -127,7 +147,9 @@ async def _run_until_signalled(
     """Run ``serve(tg, scope)``; first SIGTERM/SIGINT cancels it, a second exits at once."""
     service = anyio.CancelScope()
 
-    async def watch_signals(*, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def watch_signals(
+        *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             task_status.started()
             stopping = False
@@ -176,12 +198,27 @@ def _args_serve(p: argparse.ArgumentParser) -> None:
     _config_arg(p, "HBD_CONFIG")
     _common_args(p)
     p.add_argument("--db", type=Path, default=None, help="SQLite database file")
-    p.add_argument("--local-executor", type=int, default=None, metavar="N",
-                   help="run an executor with N slots in this process (0: none)")
-    p.add_argument("--executor", dest="executors", action="append", default=None, metavar="URL",
-                   help="an executor agent's URL (repeatable; replaces `executors` of the config)")
-    p.add_argument("--advertise-url", default=None, metavar="URL",
-                   help="the URL executors call back to (default http://HOST:PORT)")
+    p.add_argument(
+        "--local-executor",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run an executor with N slots in this process (0: none)",
+    )
+    p.add_argument(
+        "--executor",
+        dest="executors",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="an executor agent's URL (repeatable; replaces `executors` of the config)",
+    )
+    p.add_argument(
+        "--advertise-url",
+        default=None,
+        metavar="URL",
+        help="the URL executors call back to (default http://HOST:PORT)",
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -241,7 +278,9 @@ def _args_executor(p: argparse.ArgumentParser) -> None:
     _config_arg(p, "HBD_EXECUTOR_CONFIG")
     _common_args(p)
     p.add_argument("--slots", type=int, default=None, help="trials run at once (default 1)")
-    p.add_argument("--workdir", type=Path, default=None, help="where trial directories and results live")
+    p.add_argument(
+        "--workdir", type=Path, default=None, help="where trial directories and results live"
+    )
     p.add_argument("--trial-cwd", type=Path, default=None, help="where trials run (default: here)")
 
 
@@ -260,15 +299,21 @@ def cmd_executor(args: argparse.Namespace) -> int:
 
     async def serve(tg: anyio.abc.TaskGroup, _: anyio.CancelScope) -> None:
         agent = partial(serve_agent, callback_token=token, trial_cwd=settings.trial_cwd)
-        port = await tg.start(agent, settings.host, settings.port, settings.workdir, settings.slots, token)
+        port = await tg.start(
+            agent, settings.host, settings.port, settings.workdir, settings.slots, token
+        )
         url = _self_url(settings.host, port)
 
         async def healthy() -> bool:
             async with httpx.AsyncClient(timeout=SELF_CHECK_TIMEOUT) as http:
                 return (await http.get(f"{url}/v1/health")).status_code == 200
 
-        log.info("hbd executor serving", url=f"http://{settings.host}:{port}",
-                 slots=settings.slots, workdir=str(settings.workdir))
+        log.info(
+            "hbd executor serving",
+            url=f"http://{settings.host}:{port}",
+            slots=settings.slots,
+            workdir=str(settings.workdir),
+        )
         notifier.ready(f"serving on port {port} with {settings.slots} slot(s)")
         tg.start_soon(watchdog, notifier, healthy)
 
@@ -280,12 +325,24 @@ def cmd_executor(args: argparse.Namespace) -> int:
 
 def _args_config(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    show = sub.add_parser("show", help="print the effective settings (the token masked)",
-                          description="print the effective settings (the token masked)")
-    show.add_argument("service", nargs="?", choices=["daemon", "executor"], default="daemon",
-                      help="whose settings (default: daemon)")
-    show.add_argument("--config", metavar="PATH", default=None,
-                      help="TOML settings file (default: $HBD_CONFIG / $HBD_EXECUTOR_CONFIG)")
+    show = sub.add_parser(
+        "show",
+        help="print the effective settings (the token masked)",
+        description="print the effective settings (the token masked)",
+    )
+    show.add_argument(
+        "service",
+        nargs="?",
+        choices=["daemon", "executor"],
+        default="daemon",
+        help="whose settings (default: daemon)",
+    )
+    show.add_argument(
+        "--config",
+        metavar="PATH",
+        default=None,
+        help="TOML settings file (default: $HBD_CONFIG / $HBD_EXECUTOR_CONFIG)",
+    )
     show.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -336,8 +393,14 @@ class _Findings:
 def _args_doctor(p: argparse.ArgumentParser) -> None:
     _config_arg(p, "HBD_CONFIG")
     p.add_argument("--db", type=Path, default=None, help="SQLite database file")
-    p.add_argument("--executor", dest="executors", action="append", default=None, metavar="URL",
-                   help="an executor agent's URL to check (repeatable)")
+    p.add_argument(
+        "--executor",
+        dest="executors",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="an executor agent's URL to check (repeatable)",
+    )
     p.add_argument("--token-file", type=Path, default=None, metavar="PATH")
 
 
@@ -346,7 +409,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     settings: DaemonSettings = _load(DaemonSettings, args, flags, strict=False)
     f = _Findings()
     where = args.config or os.environ.get("HBD_CONFIG")
-    f.ok(f"settings: valid ({'from ' + where if where else 'no config file; defaults and environment'})")
+    f.ok(
+        f"settings: valid ({'from ' + where if where else 'no config file; defaults and environment'})"
+    )
     _doctor_token(settings, f)
     _doctor_database(settings, f)
     anyio.run(_doctor_remote, settings, f)
@@ -364,9 +429,11 @@ def _doctor_token(settings: DaemonSettings, f: _Findings) -> None:
         if is_loopback(settings.host):
             f.ok(f"token: none; the API is open to every user of this host ({settings.host})")
         else:
-            f.fail(f"token: none, but host {settings.host} is reachable from other machines",
-                   "write a token (`openssl rand -hex 32`) to a file readable only by hbd "
-                   "and set token_file")
+            f.fail(
+                f"token: none, but host {settings.host} is reachable from other machines",
+                "write a token (`openssl rand -hex 32`) to a file readable only by hbd "
+                "and set token_file",
+            )
         return
     f.ok(f"token: set (from {origin})")
     if settings.token_file and (problem := token_file_mode_problem(settings.token_file)):
@@ -383,34 +450,49 @@ def _doctor_database(settings: DaemonSettings, f: _Findings) -> None:
         if parent is not None and os.access(parent, os.W_OK):
             f.warn(f"database: {path} does not exist yet", "`hbd serve` creates it on start")
         else:
-            f.fail(f"database: {path} does not exist and {path.parent} is not writable",
-                   "create the directory for the hbd user, or set db (StateDirectory= under systemd)")
+            f.fail(
+                f"database: {path} does not exist and {path.parent} is not writable",
+                "create the directory for the hbd user, or set db (StateDirectory= under systemd)",
+            )
         return
     if report.error is not None:
-        f.fail(f"database: {path}: {report.error}",
-               "restore the file from a backup; if it is not an hbd database, fix `db`")
+        f.fail(
+            f"database: {path}: {report.error}",
+            "restore the file from a backup; if it is not an hbd database, fix `db`",
+        )
         return
     if report.integrity != ["ok"]:
         shown = "; ".join(report.integrity[:3])
-        f.fail(f"database: integrity check failed: {shown}",
-               "stop hbd, copy the file aside, restore a backup or `sqlite3 hbd.db .recover`")
+        f.fail(
+            f"database: integrity check failed: {shown}",
+            "stop hbd, copy the file aside, restore a backup or `sqlite3 hbd.db .recover`",
+        )
     else:
         f.ok(f"database: {path}: integrity ok, {report.sweeps} sweep(s), {report.events} event(s)")
     version, current = report.schema_version or 0, report.current_version
     if version > current:
-        f.fail(f"database: schema version {version} is newer than this hbd knows ({current})",
-               "upgrade hbd to the version that wrote it (the file was not changed)")
+        f.fail(
+            f"database: schema version {version} is newer than this hbd knows ({current})",
+            "upgrade hbd to the version that wrote it (the file was not changed)",
+        )
     elif version < current:
-        f.warn(f"database: schema version {version}; this hbd migrates it to {current} on start",
-               "back the file up before the first start of the new version")
+        f.warn(
+            f"database: schema version {version}; this hbd migrates it to {current} on start",
+            "back the file up before the first start of the new version",
+        )
     else:
         f.ok(f"database: schema version {version} (current)")
     if report.journal_mode != "wal":
-        f.fail(f"database: journal mode is {report.journal_mode}, not wal",
-               "start `hbd serve` once (it enables WAL), or keep the file off network filesystems")
+        f.fail(
+            f"database: journal mode is {report.journal_mode}, not wal",
+            "start `hbd serve` once (it enables WAL), or keep the file off network filesystems",
+        )
     elif report.wal_bytes > WAL_WARN_BYTES:
-        f.warn(f"database: WAL file is {report.wal_bytes // (1024 * 1024)} MiB: something keeps "
-               "SQLite from checkpointing", "close long-running readers (sqlite3 shells, backups)")
+        f.warn(
+            f"database: WAL file is {report.wal_bytes // (1024 * 1024)} MiB: something keeps "
+            "SQLite from checkpointing",
+            "close long-running readers (sqlite3 shells, backups)",
+        )
     else:
         f.ok(f"database: WAL mode, WAL file {report.wal_bytes} bytes")
 
@@ -423,41 +505,55 @@ async def _doctor_remote(settings: DaemonSettings, f: _Findings) -> None:
     if settings.local_executor:
         f.ok(f"executor local: {settings.local_executor} slot(s) in the daemon's process")
     if not settings.executors and not settings.local_executor:
-        f.fail("executors: none configured; submitted sweeps would never run",
-               "set executors = [\"http://HOST:8766\"] or local_executor = N")
+        f.fail(
+            "executors: none configured; submitted sweeps would never run",
+            'set executors = ["http://HOST:8766"] or local_executor = N',
+        )
     for url in settings.executors:
         client = ExecutorClient(url, token=token, max_attempts=1)
         try:
             with anyio.fail_after(DOCTOR_TIMEOUT_SECONDS):
                 health = await client.health()
         except TimeoutError:
-            f.fail(f"executor {url}: no answer in {DOCTOR_TIMEOUT_SECONDS:g} s",
-                   "check that `hbd executor` runs there and the port is open")
+            f.fail(
+                f"executor {url}: no answer in {DOCTOR_TIMEOUT_SECONDS:g} s",
+                "check that `hbd executor` runs there and the port is open",
+            )
             continue
         except ExecutorRejected as exc:
             f.fail(f"executor {url}: {exc}", "check the URL points at an `hbd executor` /v1 API")
             continue
         except ExecutorError as exc:
-            f.fail(f"executor {url}: unreachable ({exc})",
-                   "start `hbd executor` there (systemctl start hbd-executor) or fix the URL")
+            f.fail(
+                f"executor {url}: unreachable ({exc})",
+                "start `hbd executor` there (systemctl start hbd-executor) or fix the URL",
+            )
             continue
         finally:
             await client.aclose()
         # Health is open; a trial listing needs the token: check it matches.
         auth = await _executor_accepts_token(url, token)
         if health.protocol != "v1":
-            f.fail(f"executor {url}: speaks protocol {health.protocol}, this hbd speaks v1",
-                   "upgrade the older of the two")
+            f.fail(
+                f"executor {url}: speaks protocol {health.protocol}, this hbd speaks v1",
+                "upgrade the older of the two",
+            )
         elif auth is False:
-            f.fail(f"executor {url}: refuses our token (401)",
-                   "give the daemon and the executor the same token file")
+            f.fail(
+                f"executor {url}: refuses our token (401)",
+                "give the daemon and the executor the same token file",
+            )
         else:
             note = "" if health.version == hbd.__version__ else f" (hbd {hbd.__version__} here)"
-            f.ok(f"executor {url}: hbd {health.version}{note}, {health.slots} slot(s), "
-                 f"{health.free_slots} free")
+            f.ok(
+                f"executor {url}: hbd {health.version}{note}, {health.slots} slot(s), "
+                f"{health.free_slots} free"
+            )
             if note:
-                f.warn(f"executor {url}: version {health.version} differs from {hbd.__version__}",
-                       "upgrade executors together with the daemon")
+                f.warn(
+                    f"executor {url}: version {health.version} differs from {hbd.__version__}",
+                    "upgrade executors together with the daemon",
+                )
     await _doctor_daemon(settings, f)
 
 
@@ -488,15 +584,27 @@ async def _doctor_daemon(settings: DaemonSettings, f: _Findings) -> None:
         else:
             f.fail(f"daemon {url}: {exc}", "use the daemon's token file")
     else:
-        f.ok(f"daemon {url}: running hbd {health.get('version')}, "
-             f"{health.get('running_sweeps')} running sweep(s)")
+        f.ok(
+            f"daemon {url}: running hbd {health.get('version')}, "
+            f"{health.get('running_sweeps')} running sweep(s)"
+        )
 
 
 COMMANDS: tuple[Command, ...] = (
-    Command("serve", "run the daemon (API, sweeps, executors) until SIGTERM", _args_serve, cmd_serve),
-    Command("executor", "run an executor agent that runs trials on this host", _args_executor,
-            cmd_executor),
+    Command(
+        "serve", "run the daemon (API, sweeps, executors) until SIGTERM", _args_serve, cmd_serve
+    ),
+    Command(
+        "executor",
+        "run an executor agent that runs trials on this host",
+        _args_executor,
+        cmd_executor,
+    ),
     Command("config", "show the effective settings", _args_config, cmd_config),
-    Command("doctor", "check the database, executors and settings; say what to fix", _args_doctor,
-            cmd_doctor),
+    Command(
+        "doctor",
+        "check the database, executors and settings; say what to fix",
+        _args_doctor,
+        cmd_doctor,
+    ),
 )

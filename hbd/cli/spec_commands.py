@@ -91,7 +91,10 @@ def _print_plan(path: str, plan: Plan) -> None:
         table.add_row(f"s={b.bracket}", *cells, str(b.trial_runs), format_number(b.total_resource))
     table.add_section()
     table.add_row(
-        "total", *[""] * (plan.s_max + 1), str(plan.total_trial_runs), format_number(plan.total_resource)
+        "total",
+        *[""] * (plan.s_max + 1),
+        str(plan.total_trial_runs),
+        format_number(plan.total_resource),
     )
     out.table(table)
 
@@ -183,7 +186,11 @@ def _print_simulation(path: str, objective: str, sim: Simulation, plan: Plan) ->
         for planned in b.rungs:
             key = (b.bracket, planned.rung)
             ran = by_rung.get(key, [])
-            row = [str(planned.rung), format_number(planned.resource), f"{len(ran)}/{planned.configs}"]
+            row = [
+                str(planned.rung),
+                format_number(planned.resource),
+                f"{len(ran)}/{planned.configs}",
+            ]
             if not ran:
                 table.add_row(*row, "not run", "", "", "")
                 continue
@@ -276,5 +283,3 @@ COMMANDS: tuple[Command, ...] = (
         cmd_simulate,
     ),
 )
-
-

@@ -42,9 +42,17 @@ ENDED = frozenset({"trial.succeeded", "trial.failed", "trial.cancelled"})
 def _args_events(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweep", nargs="?", default=None, help="a sweep id (default: every sweep)")
     p.add_argument("--json", action="store_true", help="one JSON object per event, one per line")
-    p.add_argument("--after", type=int, default=None, metavar="SEQ", help="start after this event seq")
-    p.add_argument("--type", action="append", default=None, metavar="T", dest="types",
-                   help="only events of this type (repeatable); see docs/events.md")
+    p.add_argument(
+        "--after", type=int, default=None, metavar="SEQ", help="start after this event seq"
+    )
+    p.add_argument(
+        "--type",
+        action="append",
+        default=None,
+        metavar="T",
+        dest="types",
+        help="only events of this type (repeatable); see docs/events.md",
+    )
     p.add_argument("--no-follow", action="store_true", help="stop at the current end of the log")
     add_connection_args(p)
 
@@ -64,8 +72,10 @@ def summary(event: Event) -> str:
     if t in ("trial.failed", "trial.cancelled", "sweep.stop_requested"):
         return str(p.get("reason", ""))
     if t == "rung.decided":
-        return (f"b{p['bracket']} r{p['rung']} cutoff={format_number(p.get('cutoff'))} "
-                f"promoted={len(p.get('promoted', []))} stopped={len(p.get('stopped', []))}")
+        return (
+            f"b{p['bracket']} r{p['rung']} cutoff={format_number(p.get('cutoff'))} "
+            f"promoted={len(p.get('promoted', []))} stopped={len(p.get('stopped', []))}"
+        )
     if t == "rung.started":
         return f"b{p['bracket']} r{p['rung']} trials={p['trials']} resource={p['resource']}"
     if t == "bracket.started":
@@ -77,7 +87,10 @@ def summary(event: Event) -> str:
     if t == "sweep.finished":
         best = p.get("best") or {}
         return f"{p['status']}: {p.get('reason', '')}" + (
-            f" best={best.get('trial_id')} metric={format_number(best.get('metric'))}" if best else "")
+            f" best={best.get('trial_id')} metric={format_number(best.get('metric'))}"
+            if best
+            else ""
+        )
     if t == "trial.cancel_requested":
         return f"{len(p.get('trial_ids', []))} trial(s): {p.get('reason', '')}"
     if t == "sweep.submitted":
@@ -89,20 +102,35 @@ def cmd_events(args: argparse.Namespace) -> int:
     console = Console(file=sys.stdout, markup=False, highlight=False, soft_wrap=True)
 
     async def stream(client: Client) -> None:
-        events = client.events(args.sweep, after=args.after, types=args.types, follow=not args.no_follow)
+        events = client.events(
+            args.sweep, after=args.after, types=args.types, follow=not args.no_follow
+        )
         async with aclosing(events) as it:
             async for event in it:
                 if args.json:
-                    sys.stdout.write(json.dumps({
-                        "seq": event.seq, "type": event.type, "sweep_id": event.sweep_id,
-                        "trial_id": event.trial_id, "at": event.at, "payload": event.payload,
-                    }) + "\n")
+                    sys.stdout.write(
+                        json.dumps(
+                            {
+                                "seq": event.seq,
+                                "type": event.type,
+                                "sweep_id": event.sweep_id,
+                                "trial_id": event.trial_id,
+                                "at": event.at,
+                                "payload": event.payload,
+                            }
+                        )
+                        + "\n"
+                    )
                     sys.stdout.flush()
                 else:
                     when = time.strftime("%H:%M:%S", time.localtime(event.at))
                     sweep = "" if args.sweep else f"{event.sweep_id} "
                     trial = f"{event.trial_id} " if event.trial_id else ""
-                    console.print(Text(f"{event.seq:>7} {when} {sweep}{event.type:<22} {trial}{summary(event)}"))
+                    console.print(
+                        Text(
+                            f"{event.seq:>7} {when} {sweep}{event.type:<22} {trial}{summary(event)}"
+                        )
+                    )
 
     call(args, stream)
     return EXIT_OK
@@ -140,11 +168,16 @@ class WatchState:
     def from_detail(cls, detail: Mapping[str, Any]) -> WatchState:
         rungs = {
             (b["bracket"], r["rung"]): RungView(planned=r["planned"], resource=r["resource"])
-            for b in detail["brackets"] for r in b["rungs"]
+            for b in detail["brackets"]
+            for r in b["rungs"]
         }
         metric = detail["metric"]
-        return cls(sweep_id=detail["id"], metric=metric["name"],
-                   minimize=metric.get("optimization", "minimize") == "minimize", rungs=rungs)
+        return cls(
+            sweep_id=detail["id"],
+            metric=metric["name"],
+            minimize=metric.get("optimization", "minimize") == "minimize",
+            rungs=rungs,
+        )
 
     def apply(self, event: Event) -> None:
         self.last_seq = event.seq
@@ -166,14 +199,18 @@ class WatchState:
                 rung.ended += 1
             value = p.get("metric")
             if t == "trial.succeeded" and isinstance(value, int | float):
-                if self.best is None or (value < self.best[0] if self.minimize else value > self.best[0]):
+                if self.best is None or (
+                    value < self.best[0] if self.minimize else value > self.best[0]
+                ):
                     self.best = (float(value), tid)
             if t == "trial.failed":
                 self.recent.append(f"{tid} failed: {p.get('reason', '')}")
         elif t == "rung.decided":
             rung = self.rungs.get((p["bracket"], p["rung"]))
-            line = (f"bracket {p['bracket']} rung {p['rung']}: promoted {len(p.get('promoted', []))}, "
-                    f"stopped {len(p.get('stopped', []))}, cutoff {format_number(p.get('cutoff'))}")
+            line = (
+                f"bracket {p['bracket']} rung {p['rung']}: promoted {len(p.get('promoted', []))}, "
+                f"stopped {len(p.get('stopped', []))}, cutoff {format_number(p.get('cutoff'))}"
+            )
             if rung is not None:
                 rung.decided = f"cutoff {format_number(p.get('cutoff'))}"
             self.recent.append(line)
@@ -193,9 +230,14 @@ class WatchState:
         for col in ("bracket", "rung", "resource", "progress", "done", ""):
             table.add_column(col)
         for (b, r), rung in sorted(self.rungs.items(), key=lambda kv: (-kv[0][0], kv[0][1])):
-            table.add_row(str(b), str(r), str(rung.resource),
-                          ProgressBar(total=max(rung.planned, 1), completed=rung.ended, width=30),
-                          f"{rung.ended}/{rung.planned}", rung.decided or "")
+            table.add_row(
+                str(b),
+                str(r),
+                str(rung.resource),
+                ProgressBar(total=max(rung.planned, 1), completed=rung.ended, width=30),
+                f"{rung.ended}/{rung.planned}",
+                rung.decided or "",
+            )
         parts: list[RenderableType] = [head, table]
         if self.best is not None:
             value, tid = self.best
@@ -205,8 +247,12 @@ class WatchState:
             parts.append(Text(f"running ({len(self.running)}):", style="bold"))
             for tid, state in list(self.running.items())[:RUNNING_SHOWN]:
                 info = self.trials.get(tid, {})
-                parts.append(Text(f"  {tid} {state} resource={info.get('resource')} "
-                                  f"{format_config(info.get('config', {}))}"))
+                parts.append(
+                    Text(
+                        f"  {tid} {state} resource={info.get('resource')} "
+                        f"{format_config(info.get('config', {}))}"
+                    )
+                )
         if self.idle and self.status == "running":
             parts.append(Text(f"idle slots: {self.idle}"))
         if self.recent:
@@ -216,7 +262,9 @@ class WatchState:
 
 
 def _args_watch(p: argparse.ArgumentParser) -> None:
-    p.add_argument("sweep", nargs="?", default=None, help="a sweep id (default: the newest running sweep)")
+    p.add_argument(
+        "sweep", nargs="?", default=None, help="a sweep id (default: the newest running sweep)"
+    )
     add_connection_args(p)
 
 
@@ -231,8 +279,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 raise UserError("no sweep is running; name one: hbd watch SWEEP")
             sweep_id = max(running, key=lambda s: s.get("created_at") or 0)["id"]
         state = WatchState.from_detail(await client.sweep(sweep_id))
-        with Live(state.render(), console=console, refresh_per_second=REFRESH_PER_SECOND,
-                  transient=False) as live:
+        with Live(
+            state.render(), console=console, refresh_per_second=REFRESH_PER_SECOND, transient=False
+        ) as live:
             async with aclosing(client.events(sweep_id, after=0)) as events:
                 async for event in events:
                     state.apply(event)
@@ -244,6 +293,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 COMMANDS: tuple[Command, ...] = (
-    Command("watch", "watch a sweep live: rungs, running trials, best so far", _args_watch, cmd_watch),
-    Command("events", "print the daemon's event stream (all sweeps, or one)", _args_events, cmd_events),
+    Command(
+        "watch", "watch a sweep live: rungs, running trials, best so far", _args_watch, cmd_watch
+    ),
+    Command(
+        "events", "print the daemon's event stream (all sweeps, or one)", _args_events, cmd_events
+    ),
 )

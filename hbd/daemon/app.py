@@ -123,7 +123,12 @@ class Daemon:
         seed = spec.matrix.seed if spec.matrix.seed is not None else secrets.randbelow(2**31)
         machine = SweepMachine(spec.matrix, sweep_id=sweep_id, seed=seed)
         decisions = machine.handle(Begin())
-        submitted = {"name": spec.name or "", "spec": text, "spec_json": spec.to_json(), "seed": seed}
+        submitted = {
+            "name": spec.name or "",
+            "spec": text,
+            "spec_json": spec.to_json(),
+            "seed": seed,
+        }
         records = [(SUBMITTED, submitted), *decision_records(decisions, set())]
         committed = await self.store.append(sweep_id, records, at=self.clock.wall())
         self.published(committed)
@@ -179,7 +184,11 @@ class Daemon:
             return False
         self.heard_from(update.trial_id)
         if update.kind == "metrics":
-            payload = {"trial_id": update.trial_id, "metrics": finite_metrics(update.metrics), "seq": update.seq}
+            payload = {
+                "trial_id": update.trial_id,
+                "metrics": finite_metrics(update.metrics),
+                "seq": update.seq,
+            }
             await runner.put(Note("trial.metrics", payload))
         elif update.status is not None:
             await self.on_status(runner, update.status)
@@ -201,7 +210,9 @@ class Daemon:
                 status = await executor.client.cancel(trial_id)
             except ExecutorError as exc:
                 # The reconciler's polling finds the trial's end (or declares it lost).
-                log.warning("cancel failed", trial_id=trial_id, executor=executor.name, error=str(exc))
+                log.warning(
+                    "cancel failed", trial_id=trial_id, executor=executor.name, error=str(exc)
+                )
                 return
             if status is not None:
                 await self.on_status(runner, status)

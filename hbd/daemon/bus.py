@@ -68,6 +68,13 @@ class EventBus:
     def subscribers(self) -> int:
         return len(self._subs)
 
+    @staticmethod
+    def _of_sweep(batch: Batch, sweep_id: str, cache: dict[str, Batch]) -> Batch:
+        """The batch's events of one sweep, filtered once per publish for all its subscribers."""
+        if sweep_id not in cache:
+            cache[sweep_id] = tuple(e for e in batch if e.sweep_id == sweep_id)
+        return cache[sweep_id]
+
     def publish(self, events: Iterable[StoredEvent]) -> None:
         batch = tuple(events)
         if not batch:
@@ -76,14 +83,9 @@ class EventBus:
         for sub in list(self._subs):
             if sub.behind:
                 continue
-            if sub.sweep_id is None:
-                mine = batch
-            else:
-                mine = by_sweep.get(sub.sweep_id)
-                if mine is None:
-                    mine = by_sweep[sub.sweep_id] = tuple(e for e in batch if e.sweep_id == sub.sweep_id)
-                if not mine:
-                    continue
+            mine = batch if sub.sweep_id is None else self._of_sweep(batch, sub.sweep_id, by_sweep)
+            if not mine:
+                continue
             try:
                 sub.send.send_nowait(mine)
             except anyio.WouldBlock:

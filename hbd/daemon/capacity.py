@@ -56,7 +56,9 @@ class CapacityWatch:
         daemon = self.daemon
         now = daemon.clock.monotonic()
         usable = [
-            e for e in daemon.pool.executors.values() if e.healthy and e.slots and e.down_until <= now
+            e
+            for e in daemon.pool.executors.values()
+            if e.healthy and e.slots and e.down_until <= now
         ]
         free = sum(e.free for e in usable)
         for sweep_id in list(self._reason):
@@ -90,7 +92,9 @@ class CapacityWatch:
             tg.start_soon(runner.put, Note(CAPACITY_IDLE, payload))
 
     @staticmethod
-    def reason(waiting: int, running: int, limit: int | None, *, usable: bool, free: int) -> str | None:
+    def reason(
+        waiting: int, running: int, limit: int | None, *, usable: bool, free: int
+    ) -> str | None:
         if waiting:
             if not usable:
                 return NO_EXECUTOR

@@ -155,8 +155,12 @@ class Dispatcher:
                 reason = f"no executor took the trial after {item.attempts} attempts; last: {exc}"
                 await item.runner.put(Observe(TrialFailed(trial_id=start.trial_id, reason=reason)))
             else:
-                log.warning("dispatch failed; will retry", trial_id=start.trial_id,
-                            executor=executor.name, error=str(exc))
+                log.warning(
+                    "dispatch failed; will retry",
+                    trial_id=start.trial_id,
+                    executor=executor.name,
+                    error=str(exc),
+                )
                 self.enqueue(item.runner, start, front=True)
                 self._queue[start.trial_id].attempts = item.attempts
                 self._queue[start.trial_id].since = item.since
@@ -171,12 +175,16 @@ class Dispatcher:
         self.daemon.heard_from(start.trial_id)
         if self.on_dispatched is not None:
             self.on_dispatched(self.daemon.clock.monotonic() - item.since)
-        await item.runner.put(Note("trial.dispatched", {"trial_id": start.trial_id, "executor": executor.name}))
+        await item.runner.put(
+            Note("trial.dispatched", {"trial_id": start.trial_id, "executor": executor.name})
+        )
         result = observation_from_status(status, item.runner.spec.matrix.metric.name)
         if result is not None:  # it had already finished there (a resend after a restart)
             await item.runner.put(result)
         else:
-            await item.runner.put(Note("trial.running", {"trial_id": start.trial_id, "executor": executor.name}))
+            await item.runner.put(
+                Note("trial.running", {"trial_id": start.trial_id, "executor": executor.name})
+            )
 
     def _unsent(self, item: Queued, executor: Executor) -> None:
         trial_id = item.start.trial_id

@@ -62,8 +62,11 @@ class ExecutorClient:
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.AsyncClient(
-            base_url=self.url, headers=headers, timeout=DEFAULT_TIMEOUT,
-            limits=POOL_LIMITS, transport=transport,
+            base_url=self.url,
+            headers=headers,
+            timeout=DEFAULT_TIMEOUT,
+            limits=POOL_LIMITS,
+            transport=transport,
         )
         self._clock = clock or RealClock()
         self._max_attempts = max_attempts
@@ -93,7 +96,9 @@ class ExecutorClient:
                     break  # no free slot: another executor, or later; not a retry storm
                 continue
             return response
-        raise ExecutorUnavailable(f"{self.url} unavailable after {attempt + 1} attempt(s): {last}") from last
+        raise ExecutorUnavailable(
+            f"{self.url} unavailable after {attempt + 1} attempt(s): {last}"
+        ) from last
 
     @staticmethod
     def _parse(model: type[T], response: httpx.Response, what: str) -> T:
@@ -111,7 +116,9 @@ class ExecutorClient:
 
     async def submit(self, submission: TrialSubmission) -> TrialStatus:
         response = await self._request(
-            "POST", "/v1/trials", content=submission.model_dump_json(),
+            "POST",
+            "/v1/trials",
+            content=submission.model_dump_json(),
             headers={"Content-Type": "application/json", "Idempotency-Key": submission.id},
         )
         if response.status_code not in (200, 201):
@@ -177,7 +184,9 @@ class ExecutorPool:
     def available(self, prefer: str | None = None) -> Executor | None:
         """An executor with a free slot: ``prefer`` (a promoted trial's parent's) if it can."""
         now = self._clock.monotonic()
-        usable = [e for e in self.executors.values() if e.healthy and e.free and e.down_until <= now]
+        usable = [
+            e for e in self.executors.values() if e.healthy and e.free and e.down_until <= now
+        ]
         if not usable:
             return None
         for e in usable:
@@ -213,4 +222,3 @@ class ExecutorPool:
     async def aclose(self) -> None:
         for e in self.executors.values():
             await e.client.aclose()
-

@@ -57,12 +57,17 @@ def decision_records(decisions: Sequence[Decision], started: set[tuple[int, int]
             started.add(key)
             if d.rung == 0:
                 records.append((BRACKET_STARTED, {"bracket": d.bracket, "trials": len(rung)}))
-            records.append((RUNG_STARTED, {
-                "bracket": d.bracket,
-                "rung": d.rung,
-                "resource": d.resource,
-                "trials": len(rung),
-                "trial_ids": [t.trial_id for t in rung],
-            }))
+            records.append(
+                (
+                    RUNG_STARTED,
+                    {
+                        "bracket": d.bracket,
+                        "rung": d.rung,
+                        "resource": d.resource,
+                        "trials": len(rung),
+                        "trial_ids": [t.trial_id for t in rung],
+                    },
+                )
+            )
         records.append(decision_record(d))
     return records

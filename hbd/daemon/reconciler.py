@@ -87,7 +87,9 @@ class Reconciler:
             for e in events
             if e.type == "trial.dispatched" and e.trial_id
         }
-        starts = {tid: runner.start_of(tid) for tid, t in machine.trials.items() if not t.state.ended}
+        starts = {
+            tid: runner.start_of(tid) for tid, t in machine.trials.items() if not t.state.ended
+        }
         log.info("resuming sweep", sweep_id=sweep_id, events=len(events), open_trials=len(starts))
         self.daemon.start_runner(runner)
         stopping = machine.state is SweepState.STOPPING
@@ -96,7 +98,9 @@ class Reconciler:
             executor = self.daemon.pool.executors.get(name) if name else None
             if name is None:
                 if stopping:
-                    await runner.put(Observe(TrialCancelled(trial_id=trial_id, reason="sweep stopping")))
+                    await runner.put(
+                        Observe(TrialCancelled(trial_id=trial_id, reason="sweep stopping"))
+                    )
                 else:
                     self.daemon.dispatcher.enqueue(runner, start)
             elif executor is None:
@@ -106,20 +110,28 @@ class Reconciler:
                 self.daemon.dispatcher.adopt(sweep_id, trial_id, executor)
                 self.daemon.tg.start_soon(self._converge, runner, start, executor, stopping)
 
-    async def _converge(self, runner: SweepRunner, start: StartTrial, executor: Executor, stopping: bool) -> None:
+    async def _converge(
+        self, runner: SweepRunner, start: StartTrial, executor: Executor, stopping: bool
+    ) -> None:
         try:
             status = await executor.client.status(start.trial_id)
         except NotFound:
             # The executor never got it (or lost it before starting): send it again.
             self.daemon.dispatcher.trial_ended(start.trial_id)
             if stopping:
-                await runner.put(Observe(TrialCancelled(trial_id=start.trial_id, reason="sweep stopping")))
+                await runner.put(
+                    Observe(TrialCancelled(trial_id=start.trial_id, reason="sweep stopping"))
+                )
             else:
                 self.daemon.dispatcher.enqueue(runner, start, front=True)
             return
         except ExecutorError as exc:
-            log.warning("cannot reach executor of a resumed trial; will poll", trial_id=start.trial_id,
-                        executor=executor.name, error=str(exc))
+            log.warning(
+                "cannot reach executor of a resumed trial; will poll",
+                trial_id=start.trial_id,
+                executor=executor.name,
+                error=str(exc),
+            )
             return  # adopted; poll_silent keeps asking and declares it lost after LOST_AFTER
         self.daemon.heard_from(start.trial_id)
         if status.finished:
@@ -148,15 +160,20 @@ class Reconciler:
             status = await executor.client.status(trial_id)
         except NotFound:
             # Reachable but it never got the trial: sending it again cannot run it twice.
-            log.warning("executor does not know a dispatched trial; sending it again",
-                        trial_id=trial_id, executor=executor.name)
+            log.warning(
+                "executor does not know a dispatched trial; sending it again",
+                trial_id=trial_id,
+                executor=executor.name,
+            )
             self.daemon.dispatcher.trial_ended(trial_id)
             self.daemon.dispatcher.enqueue(runner, runner.start_of(trial_id), front=True)
             return
         except ExecutorUnavailable as exc:
             since = self._unreachable_since.setdefault(trial_id, now)
             if now - since >= self.lost_after:
-                reason = f"lost: executor {executor.name} unreachable for {now - since:.0f} s ({exc})"
+                reason = (
+                    f"lost: executor {executor.name} unreachable for {now - since:.0f} s ({exc})"
+                )
                 await self._lost(runner, trial_id, reason)
             return
         except ExecutorError as exc:

@@ -91,7 +91,11 @@ def observation_from_status(status: TrialStatus, metric: str) -> Observe | None:
             TrialSucceeded(trial_id=status.id, metrics=metrics), {"metric": metrics.get(metric)}
         )
     if status.state == "failed":
-        extra = {"metrics": metrics, "exit_code": status.exit_code, "stderr_tail": status.stderr_tail}
+        extra = {
+            "metrics": metrics,
+            "exit_code": status.exit_code,
+            "stderr_tail": status.stderr_tail,
+        }
         return Observe(TrialFailed(trial_id=status.id, reason=status.reason or "failed"), extra)
     if status.state == "cancelled":
         return Observe(TrialCancelled(trial_id=status.id, reason=status.reason or "cancelled"), {})
@@ -136,8 +140,14 @@ class SweepRunner:
         """The start decision of a trial the machine knows, rebuilt from its record."""
         t = self.machine.trials[trial_id]
         return StartTrial(
-            trial_id=t.trial_id, bracket=t.bracket, rung=t.rung, index=t.index, config=t.config,
-            resource=t.resource, parent=t.parent, resume_from=t.parent if self.spec.matrix.resume else None,
+            trial_id=t.trial_id,
+            bracket=t.bracket,
+            rung=t.rung,
+            index=t.index,
+            config=t.config,
+            resource=t.resource,
+            parent=t.parent,
+            resume_from=t.parent if self.spec.matrix.resume else None,
         )
 
     # ---- inputs ----
@@ -147,7 +157,9 @@ class SweepRunner:
         try:
             await self._send.send(item)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            log.debug("sweep already finished; item dropped", sweep_id=self.sweep_id, item=repr(item))
+            log.debug(
+                "sweep already finished; item dropped", sweep_id=self.sweep_id, item=repr(item)
+            )
 
     # ---- the loop ----
 
@@ -171,16 +183,24 @@ class SweepRunner:
                 except StoreWriteError as exc:
                     failures += 1
                     delay = min(WRITE_RETRY_CAP, WRITE_RETRY_BASE * 2 ** (failures - 1))
-                    log.error("cannot write the event log; progress paused", sweep_id=self.sweep_id,
-                              error=str(exc), retry_in=delay)
+                    log.error(
+                        "cannot write the event log; progress paused",
+                        sweep_id=self.sweep_id,
+                        error=str(exc),
+                        retry_in=delay,
+                    )
                     await self.daemon.clock.sleep(delay)
                     await self._rebuild()
                     continue
                 failures = 0
                 pending = []
         self.done.set()
-        log.info("sweep finished", sweep_id=self.sweep_id, status=self.machine.finished.status,
-                 reason=self.machine.finished.reason)
+        log.info(
+            "sweep finished",
+            sweep_id=self.sweep_id,
+            status=self.machine.finished.status,
+            reason=self.machine.finished.reason,
+        )
 
     async def _rebuild(self) -> None:
         """Our machine ran ahead of a write that did not happen: start again from the log."""
@@ -199,7 +219,9 @@ class SweepRunner:
         if not records:
             return
         try:
-            committed = await self.daemon.store.append(self.sweep_id, records, at=self.daemon.clock.wall())
+            committed = await self.daemon.store.append(
+                self.sweep_id, records, at=self.daemon.clock.wall()
+            )
         except ConflictError as exc:
             if retried:
                 raise
@@ -211,7 +233,9 @@ class SweepRunner:
             return
         self.daemon.published(committed)
         for item in items:
-            if isinstance(item, Observe) and isinstance(item.observation, TrialSucceeded | TrialFailed | TrialCancelled):
+            if isinstance(item, Observe) and isinstance(
+                item.observation, TrialSucceeded | TrialFailed | TrialCancelled
+            ):
                 self.daemon.dispatcher.trial_ended(item.observation.trial_id)
         for decision in actions:
             await self.act(decision)
@@ -250,7 +274,9 @@ class SweepRunner:
             for trial_id in decision.trial_ids:
                 if self.daemon.dispatcher.dequeue(trial_id):
                     # never sent: nothing to kill, it is cancelled here and now
-                    self._followups.append(Observe(TrialCancelled(trial_id=trial_id, reason=decision.reason)))
+                    self._followups.append(
+                        Observe(TrialCancelled(trial_id=trial_id, reason=decision.reason))
+                    )
                 else:
                     self.daemon.cancel_on_executor(self, trial_id)
         elif isinstance(decision, SweepFinished):

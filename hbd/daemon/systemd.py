@@ -37,7 +37,9 @@ class Notifier:
         self._warned = False
 
     @classmethod
-    def from_env(cls, environ: MutableMapping[str, str] | None = None, *, unset: bool = True) -> Notifier:
+    def from_env(
+        cls, environ: MutableMapping[str, str] | None = None, *, unset: bool = True
+    ) -> Notifier:
         """Read the systemd variables; with ``unset`` remove them so children do not inherit them."""
         env = os.environ if environ is None else environ
         address = env.get("NOTIFY_SOCKET") or None
@@ -107,4 +109,3 @@ async def watchdog(notifier: Notifier, healthy: Callable[[], Awaitable[bool]]) -
         else:
             log.warning("unhealthy: watchdog not pinged this time")
         await anyio.sleep(interval)
-

@@ -93,7 +93,7 @@ class _Trial:
 # Where results are pushed is routing, not part of what the trial is: a daemon
 # restarted on another port re-sends its trials with a new callback URL, and
 # that must still be the same trial (200), not a conflict (409).
-_ROUTING_FIELDS = frozenset({"callback_url"})
+_ROUTING_FIELDS = {"callback_url"}
 
 
 def _same_payload(a: TrialSubmission, b: TrialSubmission) -> bool:

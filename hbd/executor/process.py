@@ -163,7 +163,8 @@ class AdoptedProcess:
         return None
 
     async def wait(self) -> None:
-        while not self.exited:
+        # Not our child, so no exit notification: polling /proc is the only way.
+        while not self.exited:  # noqa: ASYNC110
             await anyio.sleep(ADOPTED_POLL_INTERVAL)
 
     def signal_group(self, sig: signal.Signals) -> bool:

@@ -55,7 +55,9 @@ Params = Sequence[Any]
 # production.
 FAULT_EXIT_ENV = "HBD_FAULT_EXIT_AFTER_COMMITS"
 FAULT_EXIT_STATUS = 137
-_fault_exit_after: int | None = int(os.environ[FAULT_EXIT_ENV]) if os.environ.get(FAULT_EXIT_ENV) else None
+_fault_exit_after: int | None = (
+    int(os.environ[FAULT_EXIT_ENV]) if os.environ.get(FAULT_EXIT_ENV) else None
+)
 _commits = 0
 
 

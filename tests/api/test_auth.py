@@ -51,8 +51,14 @@ def bearer(token: str) -> dict[str, str]:
 
 async def test_health_is_open_everything_else_needs_the_token(guarded: Guarded) -> None:
     assert (await guarded.http.get("/healthz")).status_code == 200
-    for method, path in [("GET", "/v1/sweeps"), ("GET", "/metrics"), ("GET", "/docs"),
-                         ("GET", "/openapi.json"), ("POST", "/v1/callbacks"), ("GET", "/nowhere")]:
+    for method, path in [
+        ("GET", "/v1/sweeps"),
+        ("GET", "/metrics"),
+        ("GET", "/docs"),
+        ("GET", "/openapi.json"),
+        ("POST", "/v1/callbacks"),
+        ("GET", "/nowhere"),
+    ]:
         r = await guarded.http.request(method, path)
         assert r.status_code == 401, (method, path)
         assert r.headers["www-authenticate"] == "Bearer"
@@ -64,7 +70,12 @@ async def test_health_is_open_everything_else_needs_the_token(guarded: Guarded) 
 
 async def test_unauthenticated_submit_changes_nothing(guarded: Guarded) -> None:
     spec = sweep_yaml(guarded.tmp / "trials.jsonl")
-    for headers in ({}, bearer(WRONG), {"Authorization": TOKEN}, {"Authorization": f"Basic {TOKEN}"}):
+    for headers in (
+        {},
+        bearer(WRONG),
+        {"Authorization": TOKEN},
+        {"Authorization": f"Basic {TOKEN}"},
+    ):
         r = await guarded.http.post("/v1/sweeps", content=spec, headers=headers)
         assert r.status_code == 401
     store = guarded.running.daemon.store
@@ -85,7 +96,9 @@ async def test_a_full_sweep_with_tokens_never_logs_the_token(guarded: Guarded) -
     sweep_id = r.json()["id"]
     with anyio.fail_after(60):
         while True:
-            detail = (await guarded.http.get(f"/v1/sweeps/{sweep_id}", headers=bearer(TOKEN))).json()
+            detail = (
+                await guarded.http.get(f"/v1/sweeps/{sweep_id}", headers=bearer(TOKEN))
+            ).json()
             if detail["status"] not in ("running", "stopping"):
                 break
             await anyio.sleep(0.1)
@@ -100,7 +113,9 @@ async def test_a_full_sweep_with_tokens_never_logs_the_token(guarded: Guarded) -
     text = guarded.log.getvalue()
     lines = [json.loads(line) for line in text.splitlines()]
     assert any("refused" in line["event"] for line in lines)
-    assert any(line.get("logger") == "uvicorn.access" and "callbacks" in line["event"] for line in lines)
+    assert any(
+        line.get("logger") == "uvicorn.access" and "callbacks" in line["event"] for line in lines
+    )
     assert TOKEN not in text
     assert TOKEN[:24] not in text
     for line in lines:  # every line about a trial names its sweep

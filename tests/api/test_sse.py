@@ -107,8 +107,14 @@ def seqs(events: list[Any]) -> list[int]:
 
 
 def test_a_frame_is_id_event_and_one_line_of_json() -> None:
-    event = StoredEvent(seq=7, sweep_id="s", type="trial.failed", trial_id="s-0-0-0",
-                        payload={"reason": "boom\nline two"}, at=1.5)
+    event = StoredEvent(
+        seq=7,
+        sweep_id="s",
+        type="trial.failed",
+        trial_id="s-0-0-0",
+        payload={"reason": "boom\nline two"},
+        at=1.5,
+    )
     text = encode_event(event).decode()
     assert text.endswith("\n\n") and text.count("\n") == 4
     lines = text.splitlines()
@@ -118,7 +124,9 @@ def test_a_frame_is_id_event_and_one_line_of_json() -> None:
 
 
 def test_the_decoder_reads_what_the_encoder_writes() -> None:
-    event = StoredEvent(seq=3, sweep_id="s", type="rung.decided", trial_id=None, payload={"x": 1}, at=2.0)
+    event = StoredEvent(
+        seq=3, sweep_id="s", type="rung.decided", trial_id=None, payload={"x": 1}, at=2.0
+    )
     decoder = SSEDecoder()
     raw = "retry: 2000\n\n: heartbeat\n\n" + encode_event(event).decode()
     frames = [f for f in map(decoder.feed, raw.split("\n")) if f is not None]
@@ -129,7 +137,9 @@ def test_the_decoder_reads_what_the_encoder_writes() -> None:
 # ---- replay ----
 
 
-async def test_replay_of_a_finished_sweep_is_its_log_then_the_end(served: Served, tmp_path: Path) -> None:
+async def test_replay_of_a_finished_sweep_is_its_log_then_the_end(
+    served: Served, tmp_path: Path
+) -> None:
     sweep_id = await served.submit(tmp_path)
     await served.run_to_end(sweep_id)
     log = await served.log(sweep_id)
@@ -140,11 +150,17 @@ async def test_replay_of_a_finished_sweep_is_its_log_then_the_end(served: Served
     assert [e["payload"] for e in events] == [e.payload for e in log]
     # from the middle, by Last-Event-ID (it wins over ?after=)
     middle = log[len(log) // 2].seq
-    _, tail, _ = await read_stream(served.http, f"/v1/sweeps/{sweep_id}/events",
-                                   headers={"Last-Event-ID": str(middle)}, after=0)
+    _, tail, _ = await read_stream(
+        served.http,
+        f"/v1/sweeps/{sweep_id}/events",
+        headers={"Last-Event-ID": str(middle)},
+        after=0,
+    )
     assert seqs(tail) == [e.seq for e in log if e.seq > middle]
     # at the end: 204, which stops an EventSource from reconnecting
-    r = await served.http.get(f"/v1/sweeps/{sweep_id}/events", headers={"Last-Event-ID": str(log[-1].seq)})
+    r = await served.http.get(
+        f"/v1/sweeps/{sweep_id}/events", headers={"Last-Event-ID": str(log[-1].seq)}
+    )
     assert r.status_code == 204
 
 
@@ -158,11 +174,14 @@ async def test_lifecycle_markers_introduce_each_rung(served: Served, tmp_path: P
     for i, event in enumerate(log):
         if event.type == "rung.started":
             ids = event.payload["trial_ids"]
-            following = log[i + 1:i + 1 + len(ids)]
+            following = log[i + 1 : i + 1 + len(ids)]
             assert [e.type for e in following] == ["trial.scheduled"] * len(ids)
             assert [e.trial_id for e in following] == ids
-            assert all((e.payload["bracket"], e.payload["rung"]) == (event.payload["bracket"], event.payload["rung"])
-                       for e in following)
+            assert all(
+                (e.payload["bracket"], e.payload["rung"])
+                == (event.payload["bracket"], event.payload["rung"])
+                for e in following
+            )
     started = [(e.payload["bracket"], e.payload["rung"]) for e in log if e.type == "rung.started"]
     decided = [(e.payload["bracket"], e.payload["rung"]) for e in log if e.type == "rung.decided"]
     assert len(started) == len(set(started)) and sorted(started) == sorted(decided)
@@ -177,8 +196,9 @@ async def test_type_filter_keeps_the_end_of_a_sweep(served: Served, tmp_path: Pa
     sweep_id = await served.submit(tmp_path)
     await served.run_to_end(sweep_id)
     log = await served.log(sweep_id)
-    _, events, _ = await read_stream(served.http, f"/v1/sweeps/{sweep_id}/events",
-                                     type=["rung.decided", "trial.succeeded"])
+    _, events, _ = await read_stream(
+        served.http, f"/v1/sweeps/{sweep_id}/events", type=["rung.decided", "trial.succeeded"]
+    )
     want = [e.seq for e in log if e.type in ("rung.decided", "trial.succeeded", "sweep.finished")]
     assert seqs(events) == want
     r = await served.http.get(f"/v1/sweeps/{sweep_id}/events", params={"type": "trial.nope"})
@@ -188,7 +208,9 @@ async def test_type_filter_keeps_the_end_of_a_sweep(served: Served, tmp_path: Pa
     assert r.status_code == 422
 
 
-async def test_all_sweeps_in_finite_mode_stops_at_the_end_of_the_log(served: Served, tmp_path: Path) -> None:
+async def test_all_sweeps_in_finite_mode_stops_at_the_end_of_the_log(
+    served: Served, tmp_path: Path
+) -> None:
     a = await served.submit(tmp_path, seed=1)
     b = await served.submit(tmp_path, seed=2)
     await served.run_to_end(a)
@@ -227,7 +249,9 @@ async def test_idle_stream_gets_heartbeats(served: Served, tmp_path: Path) -> No
     assert lines.count(": heartbeat") >= 2
 
 
-async def test_a_subscriber_that_falls_behind_catches_up_from_the_log(served: Served, tmp_path: Path) -> None:
+async def test_a_subscriber_that_falls_behind_catches_up_from_the_log(
+    served: Served, tmp_path: Path
+) -> None:
     served.daemon.bus = EventBus(buffer=0)  # overflows whenever the stream is not waiting on it
     sweep_id = await served.submit(tmp_path)
     got: list[dict[str, Any]] = []
@@ -286,6 +310,9 @@ async def test_too_many_streams_is_503(served: Served, tmp_path: Path) -> None:
 
 def test_every_event_type_is_documented() -> None:
     doc = (Path(__file__).parents[2] / "docs" / "events.md").read_text()
-    documented = {line.removeprefix("### `").removesuffix("`") for line in doc.splitlines()
-                  if line.startswith("### `")}
+    documented = {
+        line.removeprefix("### `").removesuffix("`")
+        for line in doc.splitlines()
+        if line.startswith("### `")
+    }
     assert documented == EVENT_TYPES

@@ -68,7 +68,11 @@ def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> Proc
     try:
         popen = subprocess.Popen(
             [sys.executable, "-m", "tests.crash.procs", *args],
-            stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=REPO_ROOT, start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=REPO_ROOT,
+            start_new_session=True,
         )
     finally:
         out.close()
@@ -76,19 +80,38 @@ def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> Proc
 
 
 def start_agent(workdir: Path, port: int, slots: int = 4) -> Proc:
-    proc = spawn(["agent", "--port", str(port), "--workdir", str(workdir), "--slots", str(slots)],
-                 workdir.parent / f"agent-{port}.log")
+    proc = spawn(
+        ["agent", "--port", str(port), "--workdir", str(workdir), "--slots", str(slots)],
+        workdir.parent / f"agent-{port}.log",
+    )
     wait_serving(proc, f"http://127.0.0.1:{port}/v1/health")
     return proc
 
 
 def start_daemon(
-    db: Path, port: int, *, executor: str, spec: Path, sweep_id: str, fault_after: int | None = None,
+    db: Path,
+    port: int,
+    *,
+    executor: str,
+    spec: Path,
+    sweep_id: str,
+    fault_after: int | None = None,
     wait: bool = True,
 ) -> Proc:
     env = {FAULT_EXIT_ENV: str(fault_after)} if fault_after is not None else None
-    args = ["daemon", "--db", str(db), "--port", str(port), "--executor", executor,
-            "--spec", str(spec), "--sweep-id", sweep_id]
+    args = [
+        "daemon",
+        "--db",
+        str(db),
+        "--port",
+        str(port),
+        "--executor",
+        executor,
+        "--spec",
+        str(spec),
+        "--sweep-id",
+        sweep_id,
+    ]
     proc = spawn(args, db.with_suffix(".log"), env)
     if wait:
         wait_serving(proc, f"http://127.0.0.1:{port}/healthz")
@@ -131,13 +154,19 @@ class Outcome:
     status: str
     best: str | None
     best_metric: float | None
-    trials: dict[str, tuple[str, str, float | None, str | None]]  # id -> config, status, metric, parent
+    trials: dict[
+        str, tuple[str, str, float | None, str | None]
+    ]  # id -> config, status, metric, parent
     promotions: dict[tuple[int, int], list[str]]  # (bracket, rung) -> promoted ids
 
     def same_as(self, other: Outcome) -> None:
         assert self.trials == other.trials
         assert self.promotions == other.promotions
-        assert (self.status, self.best, self.best_metric) == (other.status, other.best, other.best_metric)
+        assert (self.status, self.best, self.best_metric) == (
+            other.status,
+            other.best,
+            other.best_metric,
+        )
 
 
 def outcome(db: Path, sweep_id: str) -> Outcome:
@@ -147,21 +176,31 @@ def outcome(db: Path, sweep_id: str) -> Outcome:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         seqs = [r[0] for r in con.execute("SELECT seq FROM events ORDER BY seq")]
         assert seqs == list(range(1, len(seqs) + 1)), "event seqs have a gap"
-        terminal = Counter(r[0] for r in con.execute(
-            "SELECT trial_id FROM events WHERE type IN ('trial.succeeded','trial.failed','trial.cancelled')"))
-        scheduled = Counter(r[0] for r in con.execute(
-            "SELECT trial_id FROM events WHERE type = 'trial.scheduled'"))
+        terminal = Counter(
+            r[0]
+            for r in con.execute(
+                "SELECT trial_id FROM events WHERE type IN ('trial.succeeded','trial.failed','trial.cancelled')"
+            )
+        )
+        scheduled = Counter(
+            r[0] for r in con.execute("SELECT trial_id FROM events WHERE type = 'trial.scheduled'")
+        )
         assert set(terminal) == set(scheduled), "a scheduled trial has no result"
         assert set(terminal.values()) == {1} and set(scheduled.values()) == {1}
         status, best, best_metric = con.execute(
-            "SELECT status, best_trial_id, best_metric FROM sweeps WHERE id = ?", (sweep_id,)).fetchone()
+            "SELECT status, best_trial_id, best_metric FROM sweeps WHERE id = ?", (sweep_id,)
+        ).fetchone()
         trials = {
             strip(sweep_id, tid): (config, st, metric, strip(sweep_id, parent))
             for tid, config, st, metric, parent in con.execute(
-                "SELECT id, config, status, metric, parent FROM trials WHERE sweep_id = ?", (sweep_id,))
+                "SELECT id, config, status, metric, parent FROM trials WHERE sweep_id = ?",
+                (sweep_id,),
+            )
         }
         promotions = {}
-        for (payload,) in con.execute("SELECT payload FROM events WHERE type = 'rung.decided' ORDER BY seq"):
+        for (payload,) in con.execute(
+            "SELECT payload FROM events WHERE type = 'rung.decided' ORDER BY seq"
+        ):
             p = json.loads(payload)
             promotions[(p["bracket"], p["rung"])] = [strip(sweep_id, t) for t in p["promoted"]]
     finally:
@@ -182,8 +221,11 @@ def trial_starts(log: Path) -> Counter[str]:
     """How many processes each trial id started (the trial program logs each start)."""
     if not log.exists():
         return Counter()
-    return Counter(json.loads(line)["trial"] for line in log.read_text().splitlines()
-                   if line.strip() and json.loads(line)["what"] == "start")
+    return Counter(
+        json.loads(line)["trial"]
+        for line in log.read_text().splitlines()
+        if line.strip() and json.loads(line)["what"] == "start"
+    )
 
 
 __all__ = [
@@ -234,5 +276,10 @@ def expected_outcome(spec_text: str, sweep_id: str) -> Outcome:
         elif isinstance(d, SweepFinished):
             finished = d
     assert finished is not None and finished.best is not None
-    return Outcome(finished.status, strip(sweep_id, finished.best.trial_id), finished.best.metric,
-                   trials, promotions)
+    return Outcome(
+        finished.status,
+        strip(sweep_id, finished.best.trial_id),
+        finished.best.metric,
+        trials,
+        promotions,
+    )

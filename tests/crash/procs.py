@@ -42,7 +42,10 @@ async def run_daemon(args: argparse.Namespace) -> int:
     from hbd.api.server import DaemonOptions, serve_daemon
 
     opts = DaemonOptions(
-        db=Path(args.db), port=args.port, executors=list(args.executor), local_slots=args.local_slots,
+        db=Path(args.db),
+        port=args.port,
+        executors=list(args.executor),
+        local_slots=args.local_slots,
         workdir=Path(args.workdir) if args.workdir else None,
     )
     parent = os.getppid()

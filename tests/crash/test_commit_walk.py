@@ -49,18 +49,31 @@ WORKERS = 3
 RUN_TIMEOUT = 60.0
 
 
-def _run(tmp: Path, agent_url: str, sweep_id: str, fault_after: int | None) -> tuple[Outcome, int | None]:
+def _run(
+    tmp: Path, agent_url: str, sweep_id: str, fault_after: int | None
+) -> tuple[Outcome, int | None]:
     spec = tmp / f"{sweep_id}.yaml"
     spec.write_text(sweep_yaml(tmp / f"{sweep_id}.jsonl", concurrency=4))
     db, port = tmp / f"{sweep_id}.db", free_port()
     crashed: int | None = None
     with stopping([]) as procs:
         if fault_after is not None:
-            procs.append(start_daemon(db, port, executor=agent_url, spec=spec, sweep_id=sweep_id,
-                                      fault_after=fault_after, wait=False))
+            procs.append(
+                start_daemon(
+                    db,
+                    port,
+                    executor=agent_url,
+                    spec=spec,
+                    sweep_id=sweep_id,
+                    fault_after=fault_after,
+                    wait=False,
+                )
+            )
             crashed = procs[-1].wait(RUN_TIMEOUT)
             assert crashed in (FAULT_EXIT_STATUS, 0), procs[-1].output()
-        procs.append(start_daemon(db, port, executor=agent_url, spec=spec, sweep_id=sweep_id, wait=False))
+        procs.append(
+            start_daemon(db, port, executor=agent_url, spec=spec, sweep_id=sweep_id, wait=False)
+        )
         assert procs[-1].wait(RUN_TIMEOUT) == 0, procs[-1].output()
     starts = trial_starts(tmp / f"{sweep_id}.jsonl")
     result = outcome(db, sweep_id)

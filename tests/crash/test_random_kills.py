@@ -45,7 +45,9 @@ SWEEP_TIMEOUT = 90.0
 
 
 @pytest.mark.parametrize(("seed", "targets"), SCHEDULES)
-def test_random_kills_of_daemon_and_agent(tmp_path: Path, seed: int, targets: tuple[str, ...]) -> None:
+def test_random_kills_of_daemon_and_agent(
+    tmp_path: Path, seed: int, targets: tuple[str, ...]
+) -> None:
     rng = random.Random(seed)
     sweep_id = f"rk{seed}"
     trials_log = tmp_path / "trials.jsonl"
@@ -81,7 +83,9 @@ def test_random_kills_of_daemon_and_agent(tmp_path: Path, seed: int, targets: tu
     result = outcome(db, sweep_id)  # one result per trial, gap-free seqs, integrity ok
     starts = trial_starts(trials_log)
     assert set(starts.values()) == {1}, f"a trial ran twice: {starts.most_common(3)}"
-    failed = {t: _reason(db, f"{sweep_id}-{t}") for t, v in result.trials.items() if v[1] != "succeeded"}
+    failed = {
+        t: _reason(db, f"{sweep_id}-{t}") for t, v in result.trials.items() if v[1] != "succeeded"
+    }
     if failed:
         # Known gap: an agent killed between writing a submission and recording the
         # pid of its process cannot tell "never started" from "started", so it fails
@@ -93,7 +97,6 @@ def test_random_kills_of_daemon_and_agent(tmp_path: Path, seed: int, targets: tu
         result.same_as(expected_outcome(text, sweep_id))
     if targets == ("daemon",):
         assert not failed, f"daemon crashes alone must lose nothing: {failed}"
-
 
 
 def _reason(db: Path, trial_id: str) -> str:

@@ -56,7 +56,9 @@ def test_sigterm_leaves_trials_running_and_the_next_start_adopts_them(tmp_path: 
         running = [e["pid"] for e in read_log(trials_log) if e["what"] == "start"]
         ended = {e["pid"] for e in read_log(trials_log) if e["what"] == "end"}
         left = [pid for pid in running if pid not in ended]
-        assert left and all(_alive(pid) for pid in left), "SIGTERM must not stop trials on executors"
+        assert left and all(_alive(pid) for pid in left), (
+            "SIGTERM must not stop trials on executors"
+        )
         daemon = start_daemon(db, port, executor=agent_url, spec=spec, sweep_id=sweep_id)
         procs.append(daemon)
         assert daemon.wait(60) == 0, daemon.output()

@@ -40,7 +40,9 @@ class FakeExecutor:
     trials: dict[str, TrialStatus] = field(default_factory=dict)
     submissions: dict[str, TrialSubmission] = field(default_factory=dict)
     starts: Counter[str] = field(default_factory=Counter)  # "processes" started per trial
-    posts: Counter[str] = field(default_factory=Counter)  # submits received per trial, repeats included
+    posts: Counter[str] = field(
+        default_factory=Counter
+    )  # submits received per trial, repeats included
     uncommitted_sends: list[str] = field(default_factory=list)
 
     def running(self) -> list[str]:
@@ -49,7 +51,8 @@ class FakeExecutor:
     def finish(self, trial_id: str) -> TrialStatus:
         sub = self.submissions[trial_id]
         status = self.trials[trial_id].model_copy(
-            update={"state": "succeeded", "metrics": {"loss": loss(sub)}, "ended_at": 1.0})
+            update={"state": "succeeded", "metrics": {"loss": loss(sub)}, "ended_at": 1.0}
+        )
         self.trials[trial_id] = status
         return status
 
@@ -70,8 +73,12 @@ class FakeExecutor:
         path = request.url.path
         if path == "/v1/health":
             running = self.running()
-            health = Health(version="fake", slots=self.slots,
-                            free_slots=max(0, self.slots - len(running)), running=running)
+            health = Health(
+                version="fake",
+                slots=self.slots,
+                free_slots=max(0, self.slots - len(running)),
+                running=running,
+            )
             return httpx.Response(200, content=health.model_dump_json())
         if path == "/v1/trials" and request.method == "POST":
             sub = TrialSubmission.model_validate_json(request.content)
@@ -82,7 +89,9 @@ class FakeExecutor:
                 self.uncommitted_sends.append(sub.id)
             self.submissions[sub.id] = sub
             self.starts[sub.id] += 1
-            self.trials[sub.id] = TrialStatus(id=sub.id, sweep_id=sub.sweep_id, state="running", started_at=0.0)
+            self.trials[sub.id] = TrialStatus(
+                id=sub.id, sweep_id=sub.sweep_id, state="running", started_at=0.0
+            )
             if self.finish_on_submit:
                 self.finish(sub.id)
             return httpx.Response(201, content=self.trials[sub.id].model_dump_json())
@@ -111,8 +120,12 @@ async def running_daemon(
         async with anyio.create_task_group() as tg:
             kwargs: dict[str, Any] = {} if lost_after is None else {"lost_after": lost_after}
             daemon = Daemon(store, clock=clock, **kwargs)
-            daemon.add_executor(EXECUTOR, ExecutorClient(
-                "http://fake", transport=httpx.MockTransport(executor.handler), clock=clock))
+            daemon.add_executor(
+                EXECUTOR,
+                ExecutorClient(
+                    "http://fake", transport=httpx.MockTransport(executor.handler), clock=clock
+                ),
+            )
             await tg.start(daemon.run)
             try:
                 yield daemon
@@ -135,7 +148,12 @@ async def wait_finished(daemon: Daemon, sweep_id: str, timeout: float = WAIT_TIM
 def event_types(db: Path, trial_id: str) -> list[str]:
     con = sqlite3.connect(db)
     try:
-        return [r[0] for r in con.execute("SELECT type FROM events WHERE trial_id = ? ORDER BY seq", (trial_id,))]
+        return [
+            r[0]
+            for r in con.execute(
+                "SELECT type FROM events WHERE trial_id = ? ORDER BY seq", (trial_id,)
+            )
+        ]
     finally:
         con.close()
 
@@ -146,5 +164,3 @@ def event_count(db: Path) -> int:
         return int(con.execute("SELECT count(*) FROM events").fetchone()[0])
     finally:
         con.close()
-
-

@@ -27,7 +27,9 @@ async def test_repeated_shuffled_late_results_are_stored_once(tmp_path: Path, se
     delivered: list[TrialUpdate] = []  # everything sent so far, for late repeats
     async with running_daemon(db, executor) as daemon:
         sweep_id, _ = await daemon.submit(text, sweep_id="dup")
-        api = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(daemon)), base_url="http://hbd")
+        api = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(daemon)), base_url="http://hbd"
+        )
         async with api:
             with anyio.fail_after(20):
                 while (await daemon.store.get_sweep(sweep_id)).status == "running":  # type: ignore[union-attr]
@@ -36,18 +38,34 @@ async def test_repeated_shuffled_late_results_are_stored_once(tmp_path: Path, se
                     batch: list[TrialUpdate] = []
                     for trial_id in fresh:
                         status = executor.finish(trial_id)
-                        update = TrialUpdate(kind="status", trial_id=trial_id, sweep_id=sweep_id, seq=1,
-                                             metrics=status.metrics, status=status)
+                        update = TrialUpdate(
+                            kind="status",
+                            trial_id=trial_id,
+                            sweep_id=sweep_id,
+                            seq=1,
+                            metrics=status.metrics,
+                            status=status,
+                        )
                         batch += [update] * rng.randint(1, 3)
                         # a metrics line that arrives after the trial's result
-                        batch.append(TrialUpdate(kind="metrics", trial_id=trial_id, sweep_id=sweep_id,
-                                                 seq=2, metrics={"loss": 99.0}))
+                        batch.append(
+                            TrialUpdate(
+                                kind="metrics",
+                                trial_id=trial_id,
+                                sweep_id=sweep_id,
+                                seq=2,
+                                metrics={"loss": 99.0},
+                            )
+                        )
                     batch += rng.sample(delivered, min(len(delivered), 3))  # late repeats
                     rng.shuffle(batch)
                     for update in batch:
                         if rng.random() < 0.5:  # the real callback route, end to end
-                            r = await api.post("/v1/callbacks", content=update.model_dump_json(),
-                                               headers={"Content-Type": "application/json"})
+                            r = await api.post(
+                                "/v1/callbacks",
+                                content=update.model_dump_json(),
+                                headers={"Content-Type": "application/json"},
+                            )
                             assert r.status_code == 204
                         else:
                             await daemon.on_update(update)
@@ -60,7 +78,9 @@ async def test_repeated_shuffled_late_results_are_stored_once(tmp_path: Path, se
     result = outcome(db, sweep_id)  # one result and one scheduling per trial, gap-free seqs
     result.same_as(expected_outcome(text, sweep_id))
     trials = await _metrics(db)
-    assert all(m.get("loss") != 99.0 for m in trials), "a metric after the result moved a finished trial"
+    assert all(m.get("loss") != 99.0 for m in trials), (
+        "a metric after the result moved a finished trial"
+    )
 
 
 async def _metrics(db: Path) -> list[dict[str, float]]:

@@ -23,7 +23,9 @@ GRACE = 30.0
 def _failures(db: Path) -> dict[str, tuple[str, float]]:
     con = sqlite3.connect(db)
     try:
-        rows = con.execute("SELECT trial_id, payload, at FROM events WHERE type = 'trial.failed'").fetchall()
+        rows = con.execute(
+            "SELECT trial_id, payload, at FROM events WHERE type = 'trial.failed'"
+        ).fetchall()
     finally:
         con.close()
     return {tid: (json.loads(p)["reason"], at) for tid, p, at in rows}
@@ -52,8 +54,14 @@ async def test_unreachable_trials_are_lost_once_after_the_grace_and_late_results
             # The trials' late results arrive, twice each: refused, logged, never stored.
             for trial_id in running:
                 status = executor.finish(trial_id)
-                update = TrialUpdate(kind="status", trial_id=trial_id, sweep_id=sweep_id, seq=1,
-                                     metrics=status.metrics, status=status)
+                update = TrialUpdate(
+                    kind="status",
+                    trial_id=trial_id,
+                    sweep_id=sweep_id,
+                    seq=1,
+                    metrics=status.metrics,
+                    status=status,
+                )
                 for _ in range(2):
                     await daemon.on_update(update)
             executor.finish_on_submit = True
@@ -67,6 +75,8 @@ async def test_unreachable_trials_are_lost_once_after_the_grace_and_late_results
         assert at - went_down >= GRACE
         assert event_types(db, trial_id).count("trial.lost") == 1
         assert "trial.succeeded" not in event_types(db, trial_id)
-        rejected = [e for e in logs if e["event"] == "result rejected" and trial_id in e.get("error", "")]
+        rejected = [
+            e for e in logs if e["event"] == "result rejected" and trial_id in e.get("error", "")
+        ]
         assert rejected, f"the late result of {trial_id} was not logged"
     assert set(executor.starts.values()) == {1}, "a lost trial must not be run again"

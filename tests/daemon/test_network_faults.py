@@ -42,7 +42,11 @@ class FaultyTransport(httpx.AsyncBaseTransport):
         fault = self.rng.choice(FAULTS) if self.rng.random() < self.rate else None
         if fault is not None:
             self.faults[fault] += 1
-            if fault.startswith("lost") and request.method == "POST" and request.url.path == "/v1/trials":
+            if (
+                fault.startswith("lost")
+                and request.method == "POST"
+                and request.url.path == "/v1/trials"
+            ):
                 self.lost_submits += 1
         if fault == "connect":
             raise httpx.ConnectError("injected: connection refused", request=request)
@@ -65,12 +69,19 @@ class FaultyTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-async def test_sweep_completes_through_network_faults_and_nothing_runs_twice(tmp_path: Path) -> None:
+async def test_sweep_completes_through_network_faults_and_nothing_runs_twice(
+    tmp_path: Path,
+) -> None:
     trials_log = tmp_path / "trials.jsonl"
     text = sweep_yaml(trials_log, max_iterations=27, concurrency=4)
     transport = FaultyTransport(httpx.AsyncHTTPTransport(), rate=0.5, seed=5)
-    opts = DaemonOptions(db=tmp_path / "hbd.db", port=0, local_slots=4, workdir=tmp_path / "executor",
-                         transport=transport)
+    opts = DaemonOptions(
+        db=tmp_path / "hbd.db",
+        port=0,
+        local_slots=4,
+        workdir=tmp_path / "executor",
+        transport=transport,
+    )
     async with anyio.create_task_group() as tg:
         running = await tg.start(serve_daemon, opts)
         daemon = running.daemon

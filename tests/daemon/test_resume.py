@@ -21,8 +21,16 @@ async def _finish_everything(executor: FakeExecutor, daemon: Daemon, sweep_id: s
         while True:
             for trial_id in executor.running():
                 status = executor.finish(trial_id)
-                await daemon.on_update(TrialUpdate(kind="status", trial_id=trial_id, sweep_id=sweep_id,
-                                                   seq=1, metrics=status.metrics, status=status))
+                await daemon.on_update(
+                    TrialUpdate(
+                        kind="status",
+                        trial_id=trial_id,
+                        sweep_id=sweep_id,
+                        seq=1,
+                        metrics=status.metrics,
+                        status=status,
+                    )
+                )
             sweep = await daemon.store.get_sweep(sweep_id)
             if sweep is not None and sweep.finished:
                 return
@@ -55,7 +63,9 @@ async def test_restart_converges_every_open_trial(tmp_path: Path) -> None:
     outcome(db, sweep_id).same_as(expected_outcome(text, sweep_id))
 
 
-async def test_a_changed_spec_under_an_existing_id_is_refused_across_restarts(tmp_path: Path) -> None:
+async def test_a_changed_spec_under_an_existing_id_is_refused_across_restarts(
+    tmp_path: Path,
+) -> None:
     db = tmp_path / "hbd.db"
     executor = FakeExecutor(slots=4, finish_on_submit=True)
     text = sweep_yaml(tmp_path / "unused.jsonl", seed=1)
@@ -75,6 +85,8 @@ async def _scheduled(db: Path) -> list[str]:
 
     con = sqlite3.connect(db)
     try:
-        return [r[0] for r in con.execute("SELECT trial_id FROM events WHERE type = 'trial.scheduled'")]
+        return [
+            r[0] for r in con.execute("SELECT trial_id FROM events WHERE type = 'trial.scheduled'")
+        ]
     finally:
         con.close()

@@ -58,7 +58,9 @@ async def faulty_store(path: Path) -> Store:
 
 @pytest.mark.parametrize("kind", sorted(ERRORS))
 @pytest.mark.parametrize("nth", [2, 5, 9])
-async def test_write_errors_pause_the_sweep_and_it_resumes(tmp_path: Path, kind: str, nth: int) -> None:
+async def test_write_errors_pause_the_sweep_and_it_resumes(
+    tmp_path: Path, kind: str, nth: int
+) -> None:
     db = tmp_path / "hbd.db"
     executor = FakeExecutor(slots=4, finish_on_submit=True, db=db)
     text = sweep_yaml(tmp_path / "unused.jsonl", concurrency=3)

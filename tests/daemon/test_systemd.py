@@ -77,7 +77,12 @@ def test_without_notify_socket_everything_is_a_no_op() -> None:
 
 
 def test_from_env_reads_and_unsets_the_variables(systemd: FakeSystemd) -> None:
-    env = {"NOTIFY_SOCKET": systemd.address, "WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid()), "PATH": "/bin"}
+    env = {
+        "NOTIFY_SOCKET": systemd.address,
+        "WATCHDOG_USEC": "30000000",
+        "WATCHDOG_PID": str(os.getpid()),
+        "PATH": "/bin",
+    }
     notifier = Notifier.from_env(env)
     assert notifier.address == systemd.address
     assert notifier.watchdog_interval == 15.0  # half of WatchdogSec

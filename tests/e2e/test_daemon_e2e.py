@@ -64,7 +64,7 @@ async def test_cancel_stops_every_trial_process(live: Live, tmp_path: Path) -> N
     )
     sweep_id = r.json()["id"]
     with anyio.fail_after(20):
-        while len(read_log(log)) < 4:  # noqa: ASYNC110 (all four slots busy, from the trials' own log)
+        while len(read_log(log)) < 4:
             await anyio.sleep(0.05)
     r = await live.client.post(f"/v1/sweeps/{sweep_id}/cancel")
     assert r.status_code == 202 and r.json()["cancelling"] is True

@@ -43,7 +43,9 @@ async def test_fifty_random_disconnects_lose_and_repeat_nothing(live: Live, tmp_
             cut_after = rng.randint(1, 8) if reconnects < DISCONNECTS else None
             decoder = SSEDecoder()
             with anyio.move_on_after(rng.uniform(0.01, 0.3) if cut_after else 60):
-                async with live.client.stream("GET", f"/v1/sweeps/{sweep_id}/events", headers=headers) as resp:
+                async with live.client.stream(
+                    "GET", f"/v1/sweeps/{sweep_id}/events", headers=headers
+                ) as resp:
                     if resp.status_code == 204:
                         break
                     taken = 0
@@ -98,7 +100,9 @@ class CuttingTransport(httpx.AsyncBaseTransport):
             async def aclose(self) -> None:
                 await response.aclose()
 
-        return httpx.Response(response.status_code, headers=response.headers, stream=Cut(), request=request)
+        return httpx.Response(
+            response.status_code, headers=response.headers, stream=Cut(), request=request
+        )
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -141,7 +145,9 @@ async def test_metrics_reported_while_running_reach_the_stream(live: Live, tmp_p
 async def test_all_sweeps_stream_carries_every_sweep(live: Live, tmp_path: Path) -> None:
     ids = []
     for seed in (1, 2):
-        r = await live.client.post("/v1/sweeps", content=sweep_yaml(tmp_path / "t.jsonl", seed=seed))
+        r = await live.client.post(
+            "/v1/sweeps", content=sweep_yaml(tmp_path / "t.jsonl", seed=seed)
+        )
         ids.append(r.json()["id"])
     for sweep_id in ids:
         await live.wait_finished(sweep_id)
@@ -152,7 +158,9 @@ async def test_all_sweeps_stream_carries_every_sweep(live: Live, tmp_path: Path)
     assert {e.sweep_id for e in got} == set(ids)
 
 
-async def test_cli_events_and_watch(live: Live, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_cli_events_and_watch(
+    live: Live, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from hbd.cli import main
 
     r = await live.client.post("/v1/sweeps", content=sweep_yaml(tmp_path / "t.jsonl"))
@@ -160,14 +168,18 @@ async def test_cli_events_and_watch(live: Live, tmp_path: Path, capsys: pytest.C
     code = await anyio.to_thread.run_sync(main, ["watch", sweep_id, "--url", live.url])
     out = capsys.readouterr().out
     assert code == 0
-    assert f"sweep {sweep_id}  succeeded" in out and "best loss" in out and "rung 0: promoted" in out
+    assert (
+        f"sweep {sweep_id}  succeeded" in out and "best loss" in out and "rung 0: promoted" in out
+    )
     code = await anyio.to_thread.run_sync(
         main, ["events", sweep_id, "--json", "--type", "rung.decided", "--url", live.url]
     )
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert code == 0
     assert {e["type"] for e in lines} == {"rung.decided", "sweep.finished"}
-    code = await anyio.to_thread.run_sync(main, ["events", "--no-follow", "--after", "0", "--url", live.url])
+    code = await anyio.to_thread.run_sync(
+        main, ["events", "--no-follow", "--after", "0", "--url", live.url]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "sweep.submitted" in out and "sweep.finished" in out
     code = await anyio.to_thread.run_sync(main, ["events", "nope", "--url", live.url])

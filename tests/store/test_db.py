@@ -83,7 +83,7 @@ async def test_write_fault_writes_nothing_and_heals(
     big = [scheduled(f"t{i}", index=i) for i in range(1, 200)]
     big = [(t, p | {"config": {"blob": "x" * 2000}}) for t, p in big]
     with pytest.raises(StoreWriteError) as info:
-        await store.append(SWEEP, big + [("trial.running", {"trial_id": "t0"})], at=2.0)
+        await store.append(SWEEP, [*big, ("trial.running", {"trial_id": "t0"})], at=2.0)
     assert info.value.__cause__ is not None  # translated `from` the sqlite3 error
     assert not store.db.conn.in_transaction
     assert await _snapshot(store) == before
