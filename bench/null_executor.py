@@ -21,7 +21,7 @@ import uvicorn
 from fastapi import FastAPI, HTTPException, Response
 
 import hbd
-from hbd.api.protocol import Health, TrialStatus, TrialSubmission, TrialUpdate
+from hbd.protocol import Health, TrialStatus, TrialSubmission, TrialUpdate
 
 
 def create_app(slots: int, trial_seconds: float = 0.0) -> FastAPI:

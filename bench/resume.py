@@ -26,7 +26,6 @@ from typing import Any
 import anyio
 import httpx
 
-from hbd.api.protocol import Health, TrialStatus, TrialSubmission
 from hbd.core.codec import SUBMITTED, decision_record, observation_record
 from hbd.core.events import Begin, StartTrial, TrialSucceeded
 from hbd.core.spec import load_spec
@@ -34,6 +33,7 @@ from hbd.core.sweep import SweepMachine
 from hbd.daemon.app import Daemon
 from hbd.daemon.executors import ExecutorClient
 from hbd.logs import configure as configure_logging
+from hbd.protocol import Health, TrialStatus, TrialSubmission
 from hbd.store.log import open_store
 
 SWEEP_ID = "bench"

@@ -17,16 +17,16 @@ from hbd.api.asgi import (
     require_token_beyond_loopback,
     serve_app,
 )
-from hbd.api.protocol import Health, TrialStatus, TrialSubmission
 from hbd.executor.agent import Agent, AgentNotRunning, NoFreeSlot, TrialConflict
 from hbd.executor.process import TemplateError
+from hbd.protocol import Health, TrialStatus, TrialSubmission
 
 # Suggested wait after 429: about how often slots free up on a busy executor.
 RETRY_AFTER_SECONDS = 5
 
 
 def create_agent_app(agent: Agent) -> FastAPI:
-    """The executor's ``/v1`` routes over ``agent`` (see ``hbd.api.protocol``)."""
+    """The executor's ``/v1`` routes over ``agent`` (see ``hbd.protocol``)."""
     app = FastAPI(
         title="hbd executor",
         version=hbd.__version__,

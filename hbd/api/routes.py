@@ -8,12 +8,12 @@ from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 import hbd
-from hbd.api.protocol import TrialUpdate
 from hbd.api.sse import create_event_router
 from hbd.api.views import resource_type, sweep_detail, sweep_summary, trial_view
 from hbd.core.errors import SpecError
 from hbd.daemon.app import Daemon, SweepChanged
 from hbd.errors import NotFound, StoreError
+from hbd.protocol import TrialUpdate
 
 # Largest sweep spec accepted: real specs are a few KiB; this leaves room for
 # long choice lists while keeping a bad client from making us buffer megabytes.

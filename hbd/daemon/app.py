@@ -15,7 +15,6 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from hbd.api.protocol import ResourceValue, TrialStatus, TrialSubmission, TrialUpdate
 from hbd.core.codec import SUBMITTED
 from hbd.core.events import Begin, StopRequested
 from hbd.core.spec import SweepSpec, load_spec
@@ -28,6 +27,7 @@ from hbd.daemon.lifecycle import decision_records
 from hbd.daemon.reconciler import LOST_AFTER, Reconciler
 from hbd.daemon.runner import Note, Observe, SweepRunner, finite_metrics, observation_from_status
 from hbd.errors import ConflictError, ExecutorError, NotFound
+from hbd.protocol import ResourceValue, TrialStatus, TrialSubmission, TrialUpdate
 from hbd.store.log import Store, StoredEvent
 
 log = structlog.get_logger(__name__)

@@ -24,12 +24,12 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup
 
-from hbd.api.protocol import TrialSubmission
 from hbd.core.events import StartTrial, TrialFailed
 from hbd.daemon.capacity import CapacityWatch
 from hbd.daemon.executors import Executor
 from hbd.daemon.runner import Note, Observe, SweepRunner, observation_from_status
 from hbd.errors import ExecutorRejected, ExecutorUnavailable
+from hbd.protocol import TrialSubmission
 
 if TYPE_CHECKING:
     from hbd.daemon.app import Daemon

@@ -18,9 +18,9 @@ import httpx
 import structlog
 from pydantic import ValidationError
 
-from hbd.api.protocol import Health, TrialStatus, TrialSubmission
 from hbd.daemon.clock import Clock, RealClock
 from hbd.errors import ExecutorRejected, ExecutorUnavailable, NotFound
+from hbd.protocol import Health, TrialStatus, TrialSubmission
 
 log = structlog.get_logger(__name__)
 

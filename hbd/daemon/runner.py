@@ -19,7 +19,6 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from hbd.api.protocol import TrialStatus
 from hbd.core.codec import OBSERVATION_TYPES, Record, observation_from_record, observation_record
 from hbd.core.errors import DuplicateEvent, InvalidTransition
 from hbd.core.events import (
@@ -36,6 +35,7 @@ from hbd.core.spec import SweepSpec, parse_spec
 from hbd.core.sweep import SweepMachine
 from hbd.daemon.lifecycle import decision_records, started_rungs
 from hbd.errors import ConflictError, StoreError, StoreWriteError
+from hbd.protocol import TrialStatus
 from hbd.store.log import StoredEvent
 
 if TYPE_CHECKING:

@@ -23,7 +23,6 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 import hbd
-from hbd.api.protocol import Health, TrialState, TrialStatus, TrialSubmission, TrialUpdate
 from hbd.executor import results
 from hbd.executor.callbacks import CallbackChannel
 from hbd.executor.metrics import MetricsTail
@@ -41,6 +40,7 @@ from hbd.executor.process import (
     spawn,
     terminate_group,
 )
+from hbd.protocol import Health, TrialState, TrialStatus, TrialSubmission, TrialUpdate
 
 log = structlog.get_logger(__name__)
 

@@ -14,7 +14,7 @@ import anyio
 import httpx
 import structlog
 
-from hbd.api.protocol import TrialUpdate
+from hbd.protocol import TrialUpdate
 
 log = structlog.get_logger(__name__)
 

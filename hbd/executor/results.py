@@ -17,7 +17,7 @@ from pathlib import Path
 import structlog
 from pydantic import ValidationError
 
-from hbd.api.protocol import TrialStatus, TrialSubmission
+from hbd.protocol import TrialStatus, TrialSubmission
 
 log = structlog.get_logger(__name__)
 

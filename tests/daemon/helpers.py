@@ -13,10 +13,10 @@ from typing import Any
 import anyio
 import httpx
 
-from hbd.api.protocol import Health, TrialStatus, TrialSubmission
 from hbd.daemon.app import Daemon
 from hbd.daemon.clock import Clock
 from hbd.daemon.executors import ExecutorClient
+from hbd.protocol import Health, TrialStatus, TrialSubmission
 from hbd.store.log import Store, open_store
 
 EXECUTOR = "fake"

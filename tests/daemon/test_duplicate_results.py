@@ -9,8 +9,8 @@ import anyio
 import httpx
 import pytest
 
-from hbd.api.protocol import TrialUpdate
 from hbd.api.routes import create_app
+from hbd.protocol import TrialUpdate
 from tests.crash.harness import expected_outcome, outcome
 from tests.daemon.helpers import FakeExecutor, running_daemon, wait_finished
 from tests.e2e.conftest import sweep_yaml

@@ -10,8 +10,8 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from hbd.api.protocol import TrialUpdate
 from hbd.daemon.clock import FakeClock
+from hbd.protocol import TrialUpdate
 from tests.daemon.helpers import FakeExecutor, event_types, running_daemon, wait_finished
 from tests.e2e.conftest import sweep_yaml
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from hbd.api.protocol import TrialUpdate
 from hbd.daemon.app import Daemon, SweepChanged
+from hbd.protocol import TrialUpdate
 from tests.crash.harness import expected_outcome, outcome
 from tests.daemon.helpers import FakeExecutor, event_count, running_daemon, wait_finished
 from tests.e2e.conftest import sweep_yaml

@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from hbd.api.asgi import MAX_REQUEST_BODY_BYTES
-from hbd.api.protocol import TrialSubmission, TrialUpdate
 from hbd.executor import agent as agent_module
 from hbd.executor import results
 from hbd.executor.process import pid_alive, process_start_time
+from hbd.protocol import TrialSubmission, TrialUpdate
 
 from .helpers import REPO_ROOT, running_agent, starts, submission, wait_for, wait_until
 

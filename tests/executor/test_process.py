@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from hbd.api.protocol import TrialStatus, TrialSubmission
 from hbd.executor import results
 from hbd.executor.metrics import MetricsTail
 from hbd.executor.process import TemplateError, describe_exit, format_value, render_argv
+from hbd.protocol import TrialStatus, TrialSubmission
 
 from .helpers import REPO_ROOT
 
