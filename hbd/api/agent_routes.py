@@ -95,6 +95,7 @@ async def serve_agent(
     callback_token: str | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     trial_cwd: Path | None = None,
+    keep_trials_on_exit: bool = False,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run an Agent and its HTTP server until cancelled; readiness carries the bound port.
@@ -110,6 +111,7 @@ async def serve_agent(
         callback_token=callback_token,
         transport=transport,
         trial_cwd=trial_cwd,
+        keep_trials_on_exit=keep_trials_on_exit,
     )
     async with anyio.create_task_group() as tg:
         await tg.start(agent.run)

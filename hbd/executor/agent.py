@@ -113,6 +113,7 @@ class Agent:
         callback_token: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         trial_cwd: Path | None = None,
+        keep_trials_on_exit: bool = False,
     ) -> None:
         if slots < 1:
             raise ValueError("slots must be at least 1")
@@ -121,6 +122,10 @@ class Agent:
         # workdir), so a spec's relative `python3 train.py` finds its script; the
         # trial's own directory is in HBD_TRIAL_DIR.
         self.trial_cwd = (trial_cwd or Path.cwd()).resolve()
+        # A service restarted by systemd (an upgrade, a crash) should not kill hours
+        # of training: its trials go on and the next agent on this workdir adopts
+        # them. One-shot use (hbd run, tests) stops them.
+        self.keep_trials_on_exit = keep_trials_on_exit
         self.slots = slots
         self.token = token
         self.callback_token = callback_token
@@ -133,7 +138,7 @@ class Agent:
     # -- lifecycle -----------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Load trials from disk, serve until cancelled, then stop every trial."""
+        """Load trials from disk, serve until cancelled, then stop every trial (or leave them running)."""
         if self._tg is not None:
             raise RuntimeError("agent is already running")
         await anyio.to_thread.run_sync(lambda: self.workdir.mkdir(parents=True, exist_ok=True))
@@ -338,7 +343,14 @@ class Agent:
                 trial, state, reason=reason, exit_code=process.returncode, stderr_tail=tail_text
             )
         except anyio.get_cancelled_exc_class():
-            if not trial.status.finished:
+            if not trial.status.finished and self.keep_trials_on_exit:
+                log.info(
+                    "executor stopping; trial left running for the next start to adopt",
+                    trial_id=trial.submission.id,
+                    pid=process.pid,
+                )
+                process.leave_running()
+            elif not trial.status.finished:
                 with anyio.CancelScope(shield=True):
                     log.info("stopping trial: executor shutting down", trial_id=trial.submission.id)
                     await self._abandon(trial, tail, SHUTDOWN_REASON)

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
-from anyio.abc import Process
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
 
@@ -112,11 +111,26 @@ class TrialProcess(Protocol):
     def signal_group(self, sig: signal.Signals) -> bool:
         """Signal the trial's process group; False if nothing was signalled."""
 
+    def leave_running(self) -> None:
+        """The agent stops without stopping the trial (the next agent adopts it)."""
+
+
+# How often a trial's exit is checked: it bounds how late its end is seen.
+CHILD_POLL_INTERVAL = 0.05
+# Trials an agent left running when it stopped, kept referenced so that
+# Popen does not warn about them when collected.
+_LEFT_RUNNING: list[subprocess.Popen[bytes]] = []
+
 
 class ChildProcess:
-    """A trial process this agent started (exit status known)."""
+    """A trial process this agent started (exit status known).
 
-    def __init__(self, process: Process) -> None:
+    A plain ``subprocess.Popen``, not an asyncio subprocess: asyncio kills its
+    children when the loop closes, and an agent that stops must be able to
+    leave its trials running for the next agent to adopt.
+    """
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
         self._process = process
 
     @property
@@ -125,14 +139,19 @@ class ChildProcess:
 
     @property
     def exited(self) -> bool:
-        return self._process.returncode is not None
+        return self._process.poll() is not None  # reaps without blocking
 
     @property
     def returncode(self) -> int | None:
-        return self._process.returncode
+        return self._process.poll()
 
     async def wait(self) -> None:
-        await self._process.wait()
+        while not self.exited:  # noqa: ASYNC110 (no exit notification without a loop-owned child)
+            await anyio.sleep(CHILD_POLL_INTERVAL)
+
+    def leave_running(self) -> None:
+        """This agent stops; the process goes on, to be adopted by the next one."""
+        _LEFT_RUNNING.append(self._process)  # no "still running" warning at collection
 
     def signal_group(self, sig: signal.Signals) -> bool:
         # Until we reap the leader its pid cannot be reused, and afterwards a
@@ -167,18 +186,19 @@ class AdoptedProcess:
         while not self.exited:  # noqa: ASYNC110
             await anyio.sleep(ADOPTED_POLL_INTERVAL)
 
+    def leave_running(self) -> None:
+        pass  # not our child: nothing to keep
+
     def signal_group(self, sig: signal.Signals) -> bool:
         # Not our child: once it is gone its pid may belong to someone else.
         return not self.exited and _killpg(self.pid, sig)
 
 
-async def spawn(
-    argv: list[str], *, cwd: Path, env: Mapping[str, str], stdout: Path, stderr: Path
-) -> ChildProcess:
-    """Start ``argv`` (no shell) as the leader of a new session."""
-    # Opening two local files for append does not block in practice.
-    with open(stdout, "ab") as out, open(stderr, "ab") as err:  # noqa: ASYNC230
-        process = await anyio.open_process(
+def _popen(
+    argv: list[str], cwd: Path, env: Mapping[str, str], stdout: Path, stderr: Path
+) -> subprocess.Popen[bytes]:
+    with open(stdout, "ab") as out, open(stderr, "ab") as err:
+        return subprocess.Popen(
             argv,
             cwd=cwd,
             env=env,
@@ -187,8 +207,15 @@ async def spawn(
             stderr=err,
             start_new_session=True,
         )
-    # No pipes: the child writes to files, so nothing here needs closing later.
-    return ChildProcess(process)
+
+
+async def spawn(
+    argv: list[str], *, cwd: Path, env: Mapping[str, str], stdout: Path, stderr: Path
+) -> ChildProcess:
+    """Start ``argv`` (no shell) as the leader of a new session."""
+    # fork+exec blocks for a moment: off the event loop. No pipes: the child
+    # writes to files, so nothing here needs closing later.
+    return ChildProcess(await anyio.to_thread.run_sync(_popen, argv, cwd, env, stdout, stderr))
 
 
 def _killpg(pid: int, sig: signal.Signals) -> bool:

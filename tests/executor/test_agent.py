@@ -418,3 +418,44 @@ async def test_stopping_serve_agent_is_prompt(tmp_path: Path) -> None:
     async with running_agent(tmp_path / "work") as client:
         assert (await client.get("/v1/health")).status_code == 200
     assert time.monotonic() - started < 5
+
+
+async def test_an_agent_that_keeps_trials_leaves_them_running_and_the_next_one_adopts(
+    tmp_path: Path,
+) -> None:
+    work = (tmp_path / "work").resolve()
+    body = submission(tmp_path, "kept", "--mode=sleep", "--seconds=60")
+    pid = 0
+    try:
+        async with running_agent(work, keep_trials_on_exit=True) as client:
+            assert (await client.post("/v1/trials", json=body)).status_code == 201
+            await wait_for(client, "kept", finished=False)  # it reported: it is really running
+            pid = results.load_trials(work)[0].pid.pid  # type: ignore[union-attr]
+        assert pid_alive(pid, None), "the trial must outlive the agent that keeps trials"
+        assert not (work / "trials/kept/result.json").exists()
+        async with running_agent(work) as client:
+            status = (await client.get("/v1/trials/kept")).json()
+            assert status["state"] == "running"
+            assert (
+                await client.post("/v1/trials", json=body)
+            ).status_code == 200  # not started again
+            await client.post("/v1/trials/kept/cancel")
+            status = await wait_for(client, "kept")
+        assert status["state"] == "cancelled"
+        assert starts(tmp_path, "kept") == 1
+        await wait_until(lambda: not pid_alive(pid, None))
+    finally:
+        if pid and pid_alive(pid, None):
+            os.killpg(pid, 9)
+
+
+async def test_an_agent_that_stops_its_trials_records_why(tmp_path: Path) -> None:
+    work = (tmp_path / "work").resolve()
+    body = submission(tmp_path, "stopped", "--mode=sleep", "--seconds=60")
+    async with running_agent(work) as client:
+        assert (await client.post("/v1/trials", json=body)).status_code == 201
+        await wait_for(client, "stopped", finished=False)
+        pid = results.load_trials(work)[0].pid.pid  # type: ignore[union-attr]
+    assert not pid_alive(pid, None)
+    result = json.loads((work / "trials/stopped/result.json").read_text())
+    assert result["state"] == "failed" and result["reason"] == agent_module.SHUTDOWN_REASON
