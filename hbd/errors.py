@@ -10,9 +10,12 @@
     │                            scheduled event, a second submit of a sweep id, a change
     │                            to a finished trial); nothing of the batch was written
     ├── ExecutorError            abstract: talking to an executor failed
-    │   ├── ExecutorUnavailable  unreachable, timed out or 5xx: retry with backoff
+    │   ├── ExecutorUnavailable  unreachable, timed out or 5xx: retry with backoff;
+    │   │   │                    ``maybe_sent`` says whether the request may have arrived
+    │   │   └── ExecutorBusy     429: no free slot now; wait for one, not a failure
     │   └── ExecutorRejected     the executor answered but refused or answered nonsense
     ├── NotFound                 a sweep, trial or executor id that does not exist
+    ├── NotReady                 the daemon is starting or stopping: try again later (503)
     └── ConfigError              bad settings (a key, its reason, where it came from);
                                  nothing was started
 
@@ -94,7 +97,21 @@ class ExecutorError(HbdError):
 
 
 class ExecutorUnavailable(ExecutorError):
-    """The executor could not be reached, timed out or answered 5xx; retry later."""
+    """The executor could not be reached, timed out or answered 5xx; retry later.
+
+    ``maybe_sent`` is False only when no attempt got past connecting (a connect
+    error or connect timeout): the executor cannot have acted on the request.
+    Otherwise (a read timeout, a dropped connection, a 5xx) it may have, and a
+    submit must be retried on the same executor only.
+    """
+
+    def __init__(self, message: str = "", *, maybe_sent: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_sent = maybe_sent
+
+
+class ExecutorBusy(ExecutorUnavailable):
+    """The executor answered 429: no free slot now. Not a fault: wait for a slot."""
 
 
 class ExecutorRejected(ExecutorError):
@@ -103,6 +120,10 @@ class ExecutorRejected(ExecutorError):
 
 class NotFound(HbdError):
     """A sweep, trial or executor id that does not exist."""
+
+
+class NotReady(HbdError):
+    """The daemon is starting (resuming sweeps) or shutting down; nothing was stored."""
 
 
 class ConfigError(HbdError):

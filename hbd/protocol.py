@@ -26,7 +26,7 @@ import os
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PROTOCOL_VERSION = "1"
 
@@ -129,6 +129,18 @@ class TrialUpdate(BaseModel):
     seq: int  # per-trial count of metric lines; a status carries the last one
     metrics: dict[str, float] = Field(default_factory=dict)
     status: TrialStatus | None = None
+
+    @model_validator(mode="after")
+    def _status_is_of_this_trial(self) -> TrialUpdate:
+        # A status carried under another trial's (or sweep's) id would end that trial.
+        if self.status is not None:
+            if self.status.id != self.trial_id:
+                raise ValueError(f"status.id {self.status.id!r} is not trial_id {self.trial_id!r}")
+            if self.status.sweep_id != self.sweep_id:
+                raise ValueError(
+                    f"status.sweep_id {self.status.sweep_id!r} is not sweep_id {self.sweep_id!r}"
+                )
+        return self
 
 
 class Health(BaseModel):

@@ -200,14 +200,24 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 async def serve_app(
-    app: ASGIApp, host: str, port: int, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+    app: ASGIApp,
+    host: str,
+    port: int,
+    *,
+    sock: socket.socket | None = None,
+    task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` until cancelled; readiness carries the port actually bound.
+
+    ``sock``: an already bound socket to serve on (``host`` and ``port`` are
+    then ignored); it is closed when serving ends. Binding first lets a caller
+    know the port (for a callback URL) before it is ready to answer requests.
 
     Cancelling tells uvicorn to exit and lets it shut down in order (bounded by
     GRACEFUL_SHUTDOWN_SECONDS) instead of interrupting requests mid-flight.
     """
-    sock = bind_socket(host, port)
+    if sock is None:
+        sock = bind_socket(host, port)
     config = uvicorn.Config(
         app,
         lifespan="off",

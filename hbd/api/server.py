@@ -21,6 +21,7 @@ from hbd.api.asgi import (
     ASGIApp,
     BearerAuth,
     BodySizeLimit,
+    bind_socket,
     require_token_beyond_loopback,
     serve_app,
 )
@@ -35,6 +36,8 @@ from hbd.store.log import open_store
 log = structlog.get_logger(__name__)
 
 LOCAL_EXECUTOR = "local"
+# Hosts that mean "every interface": not an address anyone can call back.
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
 
 @dataclass
@@ -53,6 +56,9 @@ class DaemonOptions:
     # (a daemon bound to 0.0.0.0, or behind a proxy).
     advertise_url: str | None = None
     max_request_bytes: int = MAX_REQUEST_BODY_BYTES
+    # The in-process agent leaves its trials running when the daemon stops
+    # (hbd serve); one-shot uses and tests stop them.
+    keep_local_trials: bool = False
 
 
 @dataclass
@@ -63,6 +69,27 @@ class Running:
 
 # Routes answered without the token: liveness probes carry no credentials.
 PUBLIC_PATHS = frozenset({"/healthz"})
+
+
+def http_url(host: str, port: int) -> str:
+    """``http://host:port``, with an IPv6 address in brackets."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def callback_base(host: str, port: int, advertise_url: str | None) -> str:
+    """Where executors reach this daemon: ``advertise_url``, else this host and port."""
+    if advertise_url:
+        return advertise_url.rstrip("/")
+    if host in WILDCARD_HOSTS:
+        log.warning(
+            "listening on a wildcard address; executors are told to call back on 127.0.0.1, "
+            "which only local executors can reach: set advertise_url for remote ones",
+            host=host,
+        )
+        host = "127.0.0.1"
+    return http_url(host, port)
 
 
 def protected_app(daemon: Daemon, token: str | None, max_request_bytes: int) -> ASGIApp:
@@ -83,7 +110,11 @@ async def serve_daemon(
             if opts.local_slots:
                 workdir = opts.workdir or opts.db.parent / "executor"
                 port = await tg.start(
-                    partial(serve_agent, callback_token=opts.token),
+                    partial(
+                        serve_agent,
+                        callback_token=opts.token,
+                        keep_trials_on_exit=opts.keep_local_trials,
+                    ),
                     "127.0.0.1",
                     0,
                     workdir,
@@ -101,10 +132,21 @@ async def serve_daemon(
                     url, ExecutorClient(url, token=opts.token, transport=opts.transport)
                 )
             app = protected_app(daemon, opts.token, opts.max_request_bytes)
-            port = await tg.start(serve_app, app, opts.host, opts.port)
-            url = f"http://{opts.host}:{port}"
-            daemon.callback_url = f"{(opts.advertise_url or url).rstrip('/')}/v1/callbacks"
-            await tg.start(daemon.run)
+            # Bind first (the port goes into the callback URL), resume every sweep,
+            # and only then answer requests: a request during resume would find
+            # sweeps without their runners.
+            sock = bind_socket(opts.host, opts.port)
+            try:
+                port = sock.getsockname()[1]
+                url = http_url(opts.host, port)
+                daemon.callback_url = (
+                    f"{callback_base(opts.host, port, opts.advertise_url)}/v1/callbacks"
+                )
+                await tg.start(daemon.run)
+                await tg.start(partial(serve_app, sock=sock), app, opts.host, port)
+            except BaseException:
+                sock.close()
+                raise
             log.info(
                 "hbd daemon serving",
                 url=url,

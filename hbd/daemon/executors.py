@@ -19,7 +19,7 @@ import structlog
 from pydantic import ValidationError
 
 from hbd.daemon.clock import Clock, RealClock
-from hbd.errors import ExecutorRejected, ExecutorUnavailable, NotFound
+from hbd.errors import ExecutorBusy, ExecutorRejected, ExecutorUnavailable, NotFound
 from hbd.protocol import Health, TrialStatus, TrialSubmission
 
 log = structlog.get_logger(__name__)
@@ -37,6 +37,10 @@ BACKOFF_CAP = 2.0
 # gives: an executor answers a submit in a millisecond or two, and 4 requests
 # in flight carried 640 trial runs/s in bench/overhead.py (32 carried 376).
 POOL_LIMITS = httpx.Limits(max_connections=4, max_keepalive_connections=4)
+# A health check is one attempt within this: checks repeat every few seconds,
+# so retrying one only delays the verdict, and a dead executor must not hold
+# up start-up or the other executors' checks.
+HEALTH_TIMEOUT = httpx.Timeout(2.0, connect=1.0)
 
 T = TypeVar("T")
 
@@ -78,26 +82,38 @@ class ExecutorClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+    async def _request(
+        self, method: str, path: str, *, max_attempts: int | None = None, **kwargs: object
+    ) -> httpx.Response:
         last: Exception | None = None
+        maybe_sent = False  # whether any attempt may have reached the executor
         self.calls += 1
-        for attempt in range(self._max_attempts):
+        attempts = max_attempts or self._max_attempts
+        for attempt in range(attempts):
             if attempt:
                 await self._clock.sleep(backoff(attempt - 1, self._rng))
             self.attempts += 1
             try:
                 response = await self._http.request(method, path, **kwargs)  # type: ignore[arg-type]
-            except httpx.TransportError as exc:
-                last = exc
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                last = exc  # never got past connecting: the executor saw nothing
                 continue
-            if response.status_code >= 500 or response.status_code == 429:
+            except httpx.TransportError as exc:
+                last = exc  # sent, then timed out or dropped: it may have arrived
+                maybe_sent = True
+                continue
+            if response.status_code == 429:
+                # No free slot: a refusal, so nothing ran (a repeat of a trial it
+                # has would have been answered 200). Wait for a slot; no retry storm.
+                raise ExecutorBusy(f"{self.url}: HTTP 429 (no free slot)", maybe_sent=False)
+            if response.status_code >= 500:
                 last = ExecutorUnavailable(f"{self.url}: HTTP {response.status_code}")
-                if response.status_code == 429:
-                    break  # no free slot: another executor, or later; not a retry storm
+                maybe_sent = True
                 continue
             return response
         raise ExecutorUnavailable(
-            f"{self.url} unavailable after {attempt + 1} attempt(s): {last}"
+            f"{self.url} unavailable after {attempt + 1} attempt(s): {last}",
+            maybe_sent=maybe_sent,
         ) from last
 
     @staticmethod
@@ -141,8 +157,14 @@ class ExecutorClient:
             raise self._refused(response, f"cancel of {trial_id}")
         return self._parse(TrialStatus, response, "trial status")
 
-    async def health(self) -> Health:
-        response = await self._request("GET", "/v1/health")
+    async def health(self, *, single: bool = False) -> Health:
+        """The executor's health; ``single``: one attempt within HEALTH_TIMEOUT (periodic checks)."""
+        if single:
+            response = await self._request(
+                "GET", "/v1/health", max_attempts=1, timeout=HEALTH_TIMEOUT
+            )
+        else:
+            response = await self._request("GET", "/v1/health")
         if response.status_code != 200:
             raise self._refused(response, "health")
         return self._parse(Health, response, "health")
@@ -159,6 +181,9 @@ class Executor:
     healthy: bool = False
     down_until: float = 0.0  # monotonic time before which nothing is sent to it
     failures: int = 0
+    busy: bool = False  # answered 429: skipped until a slot frees or a health check
+    unreachable_since: float | None = None  # monotonic time of the first failure in a row
+    lost: set[str] = field(default_factory=set)  # trials given up on: cancel when it answers
 
     @property
     def free(self) -> int:
@@ -181,43 +206,51 @@ class ExecutorPool:
     def add(self, executor: Executor) -> None:
         self.executors[executor.name] = executor
 
-    def available(self, prefer: str | None = None) -> Executor | None:
-        """An executor with a free slot: ``prefer`` (a promoted trial's parent's) if it can."""
+    def available(self, only: str | None = None) -> Executor | None:
+        """An executor with a free slot, the one with most free slots first; ``only``: that one."""
         now = self._clock.monotonic()
         usable = [
-            e for e in self.executors.values() if e.healthy and e.free and e.down_until <= now
+            e
+            for e in self.executors.values()
+            if e.healthy
+            and e.free
+            and not e.busy
+            and e.down_until <= now
+            and (only is None or e.name == only)
         ]
         if not usable:
             return None
-        for e in usable:
-            if e.name == prefer:
-                return e
         return max(usable, key=lambda e: (e.free, e.name))
-
-    def total_free(self) -> int:
-        return sum(e.free for e in self.executors.values() if e.healthy)
-
-    def owner(self, trial_id: str) -> Executor | None:
-        for e in self.executors.values():
-            if trial_id in e.running:
-                return e
-        return None
 
     def release(self, trial_id: str) -> None:
         for e in self.executors.values():
-            e.running.discard(trial_id)
+            if trial_id in e.running:
+                e.running.discard(trial_id)
+                e.busy = False  # a slot freed there
 
     def mark_failed(self, executor: Executor) -> None:
         executor.failures += 1
         delay = min(COOLDOWN_CAP, COOLDOWN_BASE * 2 ** (executor.failures - 1))
         executor.down_until = self._clock.monotonic() + delay
 
-    def mark_ok(self, executor: Executor, health: Health | None = None) -> None:
+    def mark_ok(self, executor: Executor) -> None:
+        """A request succeeded: the cooldown of failed submits ends."""
         executor.failures = 0
         executor.down_until = 0.0
+        self.mark_reachable(executor)
+
+    def mark_reachable(self, executor: Executor, health: Health | None = None) -> None:
+        """The executor answered (a health check, a poll); its submit cooldown stays."""
         executor.healthy = True
+        executor.unreachable_since = None
         if health is not None:
             executor.slots = health.slots
+            executor.busy = False
+
+    def mark_unreachable(self, executor: Executor) -> None:
+        executor.healthy = False
+        if executor.unreachable_since is None:
+            executor.unreachable_since = self._clock.monotonic()
 
     async def aclose(self) -> None:
         for e in self.executors.values():

@@ -23,12 +23,13 @@ from hbd.core.events import Decision, StartTrial
 TRIAL_DISPATCHED = "trial.dispatched"
 TRIAL_RUNNING = "trial.running"
 TRIAL_METRICS = "trial.metrics"
+TRIAL_LOST = "trial.lost"  # the reconciler gave up on a trial's executor; its trial.failed follows
 CAPACITY_IDLE = "capacity.idle"
 # Markers derived from the decisions of one step.
 BRACKET_STARTED = "bracket.started"
 RUNG_STARTED = "rung.started"
 
-NOTE_TYPES = frozenset({TRIAL_DISPATCHED, TRIAL_RUNNING, TRIAL_METRICS, CAPACITY_IDLE})
+NOTE_TYPES = frozenset({TRIAL_DISPATCHED, TRIAL_RUNNING, TRIAL_METRICS, TRIAL_LOST, CAPACITY_IDLE})
 MARKER_TYPES = frozenset({BRACKET_STARTED, RUNG_STARTED})
 EVENT_TYPES: frozenset[str] = OBSERVATION_TYPES | DECISION_TYPES | NOTE_TYPES | MARKER_TYPES
 

@@ -236,7 +236,7 @@ class SweepRunner:
             if isinstance(item, Observe) and isinstance(
                 item.observation, TrialSucceeded | TrialFailed | TrialCancelled
             ):
-                self.daemon.dispatcher.trial_ended(item.observation.trial_id)
+                self.daemon.trial_finished(item.observation.trial_id)
         for decision in actions:
             await self.act(decision)
 
@@ -278,6 +278,7 @@ class SweepRunner:
                         Observe(TrialCancelled(trial_id=trial_id, reason=decision.reason))
                     )
                 else:
+                    # on an executor, or its POST in flight (cancelled once it returns)
                     self.daemon.cancel_on_executor(self, trial_id)
         elif isinstance(decision, SweepFinished):
-            self.daemon.dispatcher.forget_sweep(self.sweep_id)
+            self.daemon.dispatcher.forget_sweep(self.sweep_id, self.machine.trials)

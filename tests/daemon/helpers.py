@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +16,11 @@ import httpx
 from hbd.daemon.app import Daemon
 from hbd.daemon.clock import Clock
 from hbd.daemon.executors import ExecutorClient
-from hbd.protocol import Health, TrialStatus, TrialSubmission
+from hbd.protocol import Health, TrialStatus, TrialSubmission, TrialUpdate
 from hbd.store.log import Store, open_store
 
 EXECUTOR = "fake"
+Handler = Callable[[httpx.Request], Coroutine[Any, Any, httpx.Response]]
 # A sweep in these tests ends in well under a second; this only catches a hang.
 WAIT_TIMEOUT = 20.0
 
@@ -108,24 +109,32 @@ class FakeExecutor:
 @asynccontextmanager
 async def running_daemon(
     db: Path,
-    executor: FakeExecutor,
+    executor: FakeExecutor | Handler | None,
     *,
     clock: Clock | None = None,
     lost_after: float | None = None,
     store_factory: Callable[[Path], Awaitable[Store]] = open_store,
+    more: Mapping[str, FakeExecutor | Handler] | None = None,
 ) -> AsyncIterator[Daemon]:
-    """A Daemon (no HTTP server) on ``db`` whose one executor is ``executor``; cancelled on exit."""
+    """A Daemon (no HTTP server) on ``db`` whose executor is ``executor`` (named ``fake``)
+    plus ``more`` by name; cancelled on exit. A handler stands for an executor too."""
+    executors: dict[str, FakeExecutor | Handler] = {}
+    if executor is not None:
+        executors[EXECUTOR] = executor
+    executors.update(more or {})
     store = await store_factory(db)
     try:
         async with anyio.create_task_group() as tg:
             kwargs: dict[str, Any] = {} if lost_after is None else {"lost_after": lost_after}
             daemon = Daemon(store, clock=clock, **kwargs)
-            daemon.add_executor(
-                EXECUTOR,
-                ExecutorClient(
-                    "http://fake", transport=httpx.MockTransport(executor.handler), clock=clock
-                ),
-            )
+            for name, ex in executors.items():
+                handler = ex.handler if isinstance(ex, FakeExecutor) else ex
+                daemon.add_executor(
+                    name,
+                    ExecutorClient(
+                        f"http://{name}", transport=httpx.MockTransport(handler), clock=clock
+                    ),
+                )
             await tg.start(daemon.run)
             try:
                 yield daemon
@@ -164,3 +173,44 @@ def event_count(db: Path) -> int:
         return int(con.execute("SELECT count(*) FROM events").fetchone()[0])
     finally:
         con.close()
+
+
+async def finish_running(
+    executors: list[FakeExecutor], daemon: Daemon, sweep_id: str, timeout: float = WAIT_TIMEOUT
+) -> None:
+    """Finish every running trial (reporting it by callback) until the sweep ends."""
+    with anyio.fail_after(timeout):
+        while True:
+            for executor in executors:
+                for trial_id in executor.running():
+                    if executor.trials[trial_id].sweep_id != sweep_id:
+                        continue
+                    status = executor.finish(trial_id)
+                    await daemon.on_update(
+                        TrialUpdate(
+                            kind="status",
+                            trial_id=trial_id,
+                            sweep_id=sweep_id,
+                            seq=1,
+                            metrics=status.metrics,
+                            status=status,
+                        )
+                    )
+            sweep = await daemon.store.get_sweep(sweep_id)
+            if sweep is not None and sweep.finished:
+                return
+            await anyio.sleep(0.01)
+
+
+def dispatched_to(db: Path) -> dict[str, str]:
+    """Trial id -> the executor its (last) trial.dispatched event names."""
+    import json
+
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute(
+            "SELECT trial_id, payload FROM events WHERE type = 'trial.dispatched' ORDER BY seq"
+        ).fetchall()
+    finally:
+        con.close()
+    return {tid: json.loads(p)["executor"] for tid, p in rows}
