@@ -4,8 +4,11 @@
         sweep_id = await hbd.submit(open("sweep.yaml").read())
         detail = await hbd.wait(sweep_id)
 
-Errors are ``ClientError`` with a one-line message fit for a terminal;
-a refused spec is ``SpecRejected`` carrying every problem the daemon found.
+Errors are ``ClientError`` with a one-line message fit for a terminal and the
+HTTP ``status`` (None when no answer came: unreachable, timed out, stream
+lost); a refused spec is ``SpecRejected`` carrying every problem the daemon
+found. This module is the client library's own boundary with httpx, so it
+catches httpx's exceptions here and re-raises them as ``ClientError``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import json
 from collections.abc import AsyncGenerator, Callable, Collection
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 import httpx
@@ -39,7 +42,16 @@ SWEEP_FINISHED = "sweep.finished"
 
 
 class ClientError(Exception):
-    """A request failed; the message says why in one line."""
+    """A request failed; the message says why in one line.
+
+    ``status`` is the daemon's HTTP status, or None when no answer came (the
+    daemon is unreachable or too slow, or an event stream was lost): 4xx is
+    the caller's mistake, None and 5xx are failures of the daemon or the way to it.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
 
 
 class SpecRejected(ClientError):
@@ -48,10 +60,14 @@ class SpecRejected(ClientError):
         lines = "\n".join(
             f"  - {e['loc']}: {e['msg']}" if e.get("loc") else f"  - {e['msg']}" for e in errors
         )
-        super().__init__(f"the daemon refused the spec ({len(errors)} error(s)):\n{lines}")
+        super().__init__(
+            f"the daemon refused the spec ({len(errors)} error(s)):\n{lines}", status=422
+        )
 
 
-FINISHED = frozenset({"succeeded", "stopped", "failed", "cancelled"})
+# Final sweep statuses (hbd.store's FINISHED_SWEEP_STATUSES also keeps the
+# never-written "cancelled" of old schemas; a cancelled sweep ends "stopped").
+FINISHED = frozenset({"succeeded", "stopped", "failed"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,11 +166,8 @@ class Client:
             raise ClientError(f"request to {self.url} failed: {exc}") from None
         if response.status_code == 422 and "errors" in _json(response):
             raise SpecRejected(_json(response)["errors"])
-        if response.status_code == 401:
-            raise ClientError("the daemon wants a token: set HBD_TOKEN or pass --token-file")
         if response.status_code >= 400:
-            detail = _json(response).get("detail", response.text[:200])
-            raise ClientError(f"{detail} (HTTP {response.status_code})")
+            self._raise_for(response)
         return response.json() if response.content else None
 
     async def submit(self, spec_text: str, *, sweep_id: str | None = None) -> str:
@@ -245,11 +258,14 @@ class Client:
                 )
             await anyio.sleep(delay * min(2 ** (failures - 1), 8))
 
-    def _raise_for(self, response: httpx.Response) -> None:
-        if response.status_code == 401:
-            raise ClientError("the daemon wants a token: set HBD_TOKEN or pass --token-file")
+    def _raise_for(self, response: httpx.Response) -> NoReturn:
+        status = response.status_code
+        if status == 401:
+            raise ClientError(
+                "the daemon wants a token: set HBD_TOKEN or pass --token-file", status=status
+            )
         detail = _json(response).get("detail", response.text[:200])
-        raise ClientError(f"{detail} (HTTP {response.status_code})")
+        raise ClientError(f"{detail} (HTTP {status})", status=status)
 
     async def wait(
         self, sweep_id: str, *, on_progress: Callable[[dict[str, Any]], None] | None = None

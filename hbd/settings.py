@@ -58,7 +58,9 @@ DEFAULT_EXECUTOR_PORT = 8766
 # The seconds after which a trial whose executor stays unreachable is failed
 # as lost (hbd.daemon.reconciler.LOST_AFTER, repeated to keep this module light).
 DEFAULT_LOST_AFTER = 60.0
-# Request bodies the daemon accepts (hbd.api.asgi.MAX_REQUEST_BODY_BYTES).
+# Request bodies the daemon accepts: hbd.api.asgi.MAX_REQUEST_BODY_BYTES,
+# repeated because hbd.api.asgi imports this module (importing it here would
+# be circular); tests/test_settings.py checks that the two agree.
 DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
 
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -102,6 +104,9 @@ class _Common(BaseSettings):
     token_file: Path | None = None
     log_level: LogLevel = "info"
     log_format: LogFormat = "auto"
+    # On SIGTERM, leave running trials running (an executor's own, or the
+    # in-process agent's); the next start on the same workdir adopts them.
+    keep_trials_on_exit: bool = True
 
     _token: str | None = PrivateAttr(default=None)
     _origins: dict[str, str] = PrivateAttr(default_factory=dict)

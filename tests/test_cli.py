@@ -459,6 +459,58 @@ def test_a_sweep_where_everything_fails_exits_1(
     assert "Traceback" not in out + err
 
 
+# ---------------------------------------------------------------- daemon commands' exit codes
+
+
+def test_run_on_a_database_of_a_newer_hbd_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import sqlite3
+
+    db = tmp_path / "newer.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA user_version = 999")
+    code, out, err = run(capsys, "run", REFERENCE_ARG, "--db", str(db))
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert "schema version 999" in err
+    assert "Traceback" not in out + err and "ExceptionGroup" not in err
+
+
+@pytest.mark.parametrize("bad", ["ünïcode", "a.b", "x" * 65, ""])
+def test_submit_refuses_a_bad_sweep_id_before_any_request(
+    capsys: pytest.CaptureFixture[str], bad: str
+) -> None:
+    # Port 9 (discard): were a request sent, this would fail differently (exit 1).
+    code, out, err = run(
+        capsys, "submit", REFERENCE_ARG, "--id", bad, "--url", "http://127.0.0.1:9"
+    )
+    assert code == 2
+    assert err.startswith("error: --id: invalid sweep id") and err.count("\n") == 1, err
+    assert out == ""
+
+
+def test_an_unreachable_daemon_is_exit_1_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _out, err = run(capsys, "status", "--url", "http://127.0.0.1:9")
+    assert code == 1
+    assert err.startswith("error: cannot reach the hbd daemon") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(
+    ("status", "exit_code"), [(400, 2), (401, 2), (404, 2), (422, 2), (500, 1), (503, 1), (None, 1)]
+)
+def test_client_errors_map_to_the_exit_code_of_whose_fault_it_was(
+    status: int | None, exit_code: int
+) -> None:
+    from hbd.cli.base import RemoteFailure, UserError
+    from hbd.cli.remote import cli_error
+    from hbd.client import ClientError
+
+    mapped = cli_error(ClientError("what happened", status=status))
+    assert isinstance(mapped, UserError if exit_code == 2 else RemoteFailure)
+    assert str(mapped) == "what happened"
+
+
 # ---------------------------------------------------------------- the real entry point
 
 

@@ -220,7 +220,8 @@ def test_a_second_signal_exits_at_once(
     pids = tmp_path / "pids"
     spec = yaml.safe_load(sweep_yaml(tmp_path / "unused.jsonl"))
     spec["component"]["container"] = {"command": [sys.executable, str(program), str(pids)]}
-    env = clean_env(NOTIFY_SOCKET=notify_socket.getsockname())
+    # Only an agent that stops its trials waits out their grace period.
+    env = clean_env(NOTIFY_SOCKET=notify_socket.getsockname(), HBD_KEEP_TRIALS_ON_EXIT="false")
     p = start(
         procs,
         "serve",
@@ -333,3 +334,35 @@ def test_doctor_reports_unreachable_executors_and_missing_token(
     assert f"FAIL  executor {dead}: unreachable" in out
     assert "FAIL  token: none, but host 0.0.0.0" in out
     assert "database: " in out and "does not exist yet" in out
+
+
+def test_doctor_passes_against_a_live_executor(
+    tmp_path: Path,
+    doctor_env: None,
+    notify_socket: socket.socket,
+    procs: list[subprocess.Popen[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    env = clean_env(NOTIFY_SOCKET=notify_socket.getsockname(), HBD_TOKEN=TOKEN)
+    p = start(
+        procs,
+        "executor",
+        "--port",
+        "0",
+        "--workdir",
+        str(tmp_path / "w"),
+        env=env,
+        stderr=tmp_path / "err.log",
+    )
+    status = wait_for(notify_socket, "READY")["STATUS"]
+    url = f"http://127.0.0.1:{int(status.split('port ')[1].split()[0])}"
+    db = tmp_path / "hbd.db"
+    anyio.run(_create_db, db)
+    monkeypatch.setenv("HBD_TOKEN", TOKEN)
+    code = main(["doctor", "--db", str(db), "--executor", url])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"ok    executor {url}: hbd " in out and "1 slot(s)" in out
+    assert "FAIL" not in out
+    assert stop(p) == 0

@@ -215,3 +215,11 @@ def test_config_show_warns_when_serving_would_be_refused(
     assert main(["config", "show", "executor"]) == 1
     captured = capsys.readouterr()
     assert "0.0.0.0" in captured.out and "token is required" in captured.err
+
+
+def test_the_default_body_limit_is_the_servers() -> None:
+    from hbd.api.asgi import MAX_REQUEST_BODY_BYTES
+    from hbd.cli.base import MAX_SPEC_BYTES
+    from hbd.settings import DEFAULT_MAX_REQUEST_BYTES
+
+    assert DEFAULT_MAX_REQUEST_BYTES == MAX_REQUEST_BODY_BYTES == MAX_SPEC_BYTES

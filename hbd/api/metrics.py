@@ -42,7 +42,8 @@ from hbd.daemon.app import Daemon
 # Dispatch is a local queue plus one HTTP round trip: milliseconds when a
 # slot is free, up to minutes when every slot is busy.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
-SWEEP_STATES = ("running", "succeeded", "stopped", "failed", "cancelled")
+# The sweep statuses the daemon writes (a cancelled sweep ends "stopped").
+SWEEP_STATES = ("running", "succeeded", "stopped", "failed")
 TRIAL_STATES = ("scheduled", "dispatched", "running", "succeeded", "failed", "cancelled")
 IDLE_REASONS = ("executor_unavailable", "concurrency_cap", "rung_barrier", "no_work")
 

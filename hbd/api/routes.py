@@ -1,4 +1,13 @@
-"""The daemon's HTTP API (FastAPI): sweeps, trials, executor callbacks, health."""
+"""The daemon's HTTP API (FastAPI): sweeps, trials, executor callbacks, health.
+
+Request bodies are bounded before they reach a route: ``server.protected_app``
+wraps this app in ``asgi.BodySizeLimit`` (``max_request_bytes``, default
+``asgi.MAX_REQUEST_BODY_BYTES``), so no route repeats that check.
+
+Errors of the daemon map to statuses here: a bad spec or sweep id is 422, a
+sweep id that exists with another spec or a racing submit of the same id 409,
+a daemon starting or stopping (``NotReady``) and a database that failed 503.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +20,14 @@ import hbd
 from hbd.api.sse import create_event_router
 from hbd.api.views import resource_type, sweep_detail, sweep_summary, trial_view
 from hbd.core.errors import SpecError
+from hbd.core.spec import sweep_id_problem
 from hbd.daemon.app import Daemon, SweepChanged
-from hbd.errors import NotFound, StoreError
+from hbd.errors import ConflictError, NotFound, NotReady, StoreError
 from hbd.protocol import TrialUpdate
 
-# Largest sweep spec accepted: real specs are a few KiB; this leaves room for
-# long choice lists while keeping a bad client from making us buffer megabytes.
-MAX_SPEC_BYTES = 1024 * 1024
+# Retry-After of a 503 while the daemon starts (resuming sweeps from the log
+# takes a moment) or stops: the same 2 s an event stream is told to wait.
+NOT_READY_RETRY_AFTER_SECONDS = 2
 TRIAL_STATUSES = ("scheduled", "dispatched", "running", "succeeded", "failed", "cancelled")
 
 
@@ -26,8 +36,18 @@ def spec_problem_response(exc: SpecError) -> JSONResponse:
     return JSONResponse({"detail": "invalid sweep spec", "errors": errors}, status_code=422)
 
 
+async def not_ready_response(request: Request, exc: Exception) -> JSONResponse:
+    """Any route, while the daemon starts or stops: 503, try again shortly."""
+    return JSONResponse(
+        {"detail": f"the daemon is not ready: {exc}"},
+        status_code=503,
+        headers={"Retry-After": str(NOT_READY_RETRY_AFTER_SECONDS)},
+    )
+
+
 def create_app(daemon: Daemon) -> FastAPI:
     app = FastAPI(title="hbd", version=hbd.__version__, summary="Hyperband sweep daemon")
+    app.add_exception_handler(NotReady, not_ready_response)
     router = APIRouter()
 
     async def sweep_or_404(sweep_id: str) -> Any:
@@ -42,21 +62,24 @@ def create_app(daemon: Daemon) -> FastAPI:
 
     @router.post("/v1/sweeps", status_code=201)
     async def submit(request: Request, response: Response, id: str | None = None) -> Any:
-        body = await request.body()
-        if len(body) > MAX_SPEC_BYTES:
-            raise HTTPException(413, f"spec larger than {MAX_SPEC_BYTES} bytes")
+        if id is not None and (problem := sweep_id_problem(id)):
+            raise HTTPException(422, problem)
+        body = await request.body()  # bounded by BodySizeLimit (see the module docstring)
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             raise HTTPException(422, "the spec is not UTF-8 text") from None
-        if id is not None and not id.replace("-", "").replace("_", "").isalnum():
-            raise HTTPException(422, "sweep id may hold only letters, digits, '-' and '_'")
         try:
             sweep_id, created = await daemon.submit(text, sweep_id=id)
         except SpecError as exc:
             return spec_problem_response(exc)
+        # ConflictError (a racing submit of the same id) is a StoreError: catch it
+        # first, it is the client's race, not an outage. NotReady (any route) is
+        # answered by not_ready_response.
         except SweepChanged as exc:
             raise HTTPException(409, str(exc)) from None
+        except ConflictError as exc:  # a racing submit of the same id
+            raise HTTPException(409, f"conflicting submit: {exc}") from None
         except StoreError as exc:
             raise HTTPException(503, f"cannot store the sweep: {exc}") from None
         if not created:
@@ -111,10 +134,14 @@ def create_app(daemon: Daemon) -> FastAPI:
 
     @router.get("/healthz")
     async def healthz() -> dict[str, Any]:
+        # Sweeps that could not be resumed at start (their log did not replay):
+        # the daemon serves the rest, so this stays 200 but says "degraded".
+        broken = sorted(daemon.broken_sweeps)
         return {
-            "status": "ok",
+            "status": "degraded" if broken else "ok",
             "version": hbd.__version__,
             "running_sweeps": len(daemon.runners),
+            "broken_sweeps": broken,
             "queued_trials": daemon.dispatcher.queued(),
             "executors": [
                 {

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -63,6 +63,9 @@ REPLAY_PAGE = 500
 SEND_STALL_SECONDS = 30.0
 # Open streams at once. Each holds one bus buffer (hbd/daemon/bus.py) of
 # references to shared events, so this bounds the memory streams can take.
+# Counted from when a stream is accepted to when it ends (not by the bus's
+# subscriptions, which start only once the response does), so requests
+# arriving together cannot all pass the check.
 MAX_SUBSCRIBERS = 512
 # Events sent in one write when a burst is waiting: one syscall for many
 # frames keeps 100 subscribers cheap for the event loop the sweeps share.
@@ -289,10 +292,16 @@ class EventStreamResponse(Response):
     media_type = "text/event-stream"
 
     def __init__(
-        self, frames: AsyncIterator[bytes], *, send_stall: float, headers: Mapping[str, str]
+        self,
+        frames: AsyncIterator[bytes],
+        *,
+        send_stall: float,
+        headers: Mapping[str, str],
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.frames = frames
         self.send_stall = send_stall
+        self.on_close = on_close
         self.status_code = 200
         self.background = None
         self.init_headers(headers)
@@ -331,15 +340,40 @@ class EventStreamResponse(Response):
         except OSError:
             pass  # the consumer went away mid-write
         finally:
-            aclose = getattr(self.frames, "aclose", None)
-            if aclose is not None:
-                with anyio.CancelScope(shield=True):
-                    await aclose()
+            try:
+                aclose = getattr(self.frames, "aclose", None)
+                if aclose is not None:
+                    with anyio.CancelScope(shield=True):
+                        await aclose()
+            finally:
+                if self.on_close is not None:
+                    self.on_close()
         if not complete:
             log.debug("event stream closed before its end", path=scope.get("path"))
 
 
 # ---- routes ----
+
+
+class StreamSlots:
+    """Streams accepted and not yet ended, at most ``limit``.
+
+    ``take`` and ``give_back`` run on the event loop without awaiting in
+    between, so the check and the count are one step.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+
+    def take(self) -> bool:
+        if self.open >= self.limit:
+            return False
+        self.open += 1
+        return True
+
+    def give_back(self) -> None:
+        self.open -= 1
 
 
 def parse_types(values: list[str] | None) -> frozenset[str] | None:
@@ -381,10 +415,12 @@ def create_event_router(daemon: Daemon, limits: StreamLimits | None = None) -> A
     cache = FrameCache()
     router = APIRouter()
 
+    slots = StreamSlots(limits.max_subscribers)
+
     def stream(
         sweep_id: str | None, cursor: int, types: frozenset[str] | None, follow: bool
     ) -> Response:
-        if daemon.bus.subscribers >= limits.max_subscribers:
+        if not slots.take():
             raise HTTPException(
                 503,
                 f"too many event streams open ({limits.max_subscribers})",
@@ -400,7 +436,10 @@ def create_event_router(daemon: Daemon, limits: StreamLimits | None = None) -> A
             cache=cache,
         )
         return EventStreamResponse(
-            events.frames(), send_stall=limits.send_stall, headers=EVENT_STREAM_HEADERS
+            events.frames(),
+            send_stall=limits.send_stall,
+            headers=EVENT_STREAM_HEADERS,
+            on_close=slots.give_back,
         )
 
     @router.get("/v1/events", response_class=EventStreamResponse)

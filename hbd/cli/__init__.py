@@ -10,7 +10,8 @@ ran failed), ``EXIT_USAGE`` (2, the user's mistake: bad arguments, a missing or
 unreadable file, an invalid spec, an unusable ``--objective``). A user's
 mistake is reported in readable lines on stderr, never as a traceback:
 commands raise ``UserError``/``SpecError``/``ObjectiveError`` and ``main``
-turns them into messages.
+turns them into messages. A daemon that cannot be reached, times out or
+answers 5xx is ``RemoteFailure``: one line, exit 1.
 
 Human output goes through ``rich`` (tables); ``--json`` prints exactly one
 JSON object on stdout and nothing else there.
@@ -32,6 +33,7 @@ from hbd.cli.base import (
     EXIT_OK,
     EXIT_USAGE,
     Command,
+    RemoteFailure,
     UserError,
     error,
 )
@@ -81,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ObjectiveError as exc:
         error(str(exc))
         return EXIT_USAGE
+    except RemoteFailure as exc:
+        error(str(exc))
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         error("interrupted")
         return EXIT_INTERRUPTED

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from hbd.api.asgi import MAX_REQUEST_BODY_BYTES
 from hbd.core.errors import SpecError
 from hbd.core.spec import SweepSpec, load_spec
 
@@ -29,8 +30,9 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 # A sweep spec is a few kilobytes; refusing anything far larger keeps a
-# mistaken path (a dataset, /dev/zero) from being read into memory.
-MAX_SPEC_BYTES = 1024 * 1024
+# mistaken path (a dataset, /dev/zero) from being read into memory. The
+# daemon's request-body limit: a larger spec could not be submitted anyway.
+MAX_SPEC_BYTES = MAX_REQUEST_BODY_BYTES
 # Human output of a rung lists at most this many promoted configurations.
 MAX_CONFIGS_SHOWN = 3
 # ... and at most this many failed trials' reasons after the brackets.
@@ -44,6 +46,18 @@ class UserError(Exception):
     def __init__(self, *lines: str) -> None:
         self.lines = lines
         super().__init__("\n".join(lines))
+
+
+class RemoteFailure(Exception):
+    """What the command asked of the daemon failed, not the user: it is unreachable,
+    timed out or answered 5xx. ``main`` prints the one line as an error and exits 1."""
+
+
+def leaf_error(exc: BaseException) -> BaseException:
+    """The first real error inside (nested) exception groups from task groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 # ---------------------------------------------------------------- output helpers

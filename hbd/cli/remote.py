@@ -1,4 +1,9 @@
-"""How CLI commands reach a daemon: its URL and token, and ClientError as a user error."""
+"""How CLI commands reach a daemon: its URL and token, and what a ClientError means.
+
+A 4xx answer is the user's mistake (a wrong id, a refused spec, a missing
+token): ``UserError``, exit 2. No answer (unreachable, timed out, a lost
+stream) or a 5xx is a failure of what they ran: ``RemoteFailure``, exit 1.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from typing import TypeVar
 
 import anyio
 
-from hbd.cli.base import UserError
+from hbd.cli.base import RemoteFailure, UserError
 from hbd.client import DEFAULT_URL, Client, ClientError
 
 T = TypeVar("T")
@@ -39,7 +44,8 @@ def read_token(token_file: str | None) -> str | None:
 
 
 def call(args: argparse.Namespace, fn: Callable[[Client], Awaitable[T]]) -> T:
-    """Run ``fn`` with a client of the daemon named by ``args``; errors become UserError."""
+    """Run ``fn`` with a client of the daemon named by ``args``; ClientError becomes
+    UserError (4xx) or RemoteFailure (no answer, 5xx)."""
     url = args.url or os.environ.get("HBD_URL") or DEFAULT_URL
     token = read_token(args.token_file)
 
@@ -50,4 +56,11 @@ def call(args: argparse.Namespace, fn: Callable[[Client], Awaitable[T]]) -> T:
     try:
         return anyio.run(run)
     except ClientError as exc:
-        raise UserError(*str(exc).splitlines()) from None
+        raise cli_error(exc) from None
+
+
+def cli_error(exc: ClientError) -> UserError | RemoteFailure:
+    """The CLI's error for a failed request: whose fault it was decides the exit code."""
+    if exc.status is not None and 400 <= exc.status < 500:
+        return UserError(*str(exc).splitlines())
+    return RemoteFailure(str(exc))

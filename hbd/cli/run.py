@@ -4,7 +4,8 @@ It starts a real daemon in this process (SQLite file, an executor agent with
 local slots reached over loopback HTTP), submits the spec through the HTTP
 API like `hbd submit` would, shows progress, prints the best configuration
 and stops. The database stays behind, so `hbd serve --db` on it shows the
-history, and a run interrupted with Ctrl-C resumes when served again.
+history. Ctrl-C stops the trials; `hbd serve` on the same database resumes
+the sweep, with the interrupted trials recorded as failed.
 """
 
 from __future__ import annotations
@@ -17,10 +18,19 @@ import anyio
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hbd.api.server import DaemonOptions, serve_daemon
-from hbd.cli.base import EXIT_FAILURE, EXIT_OK, Command, UserError, read_spec_text
+from hbd.cli.base import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    Command,
+    RemoteFailure,
+    UserError,
+    leaf_error,
+    read_spec_text,
+)
+from hbd.cli.remote import cli_error
 from hbd.cli.sweeps import print_outcome
 from hbd.client import Client, ClientError
-from hbd.errors import StoreError
+from hbd.errors import HbdError, SchemaTooNew
 from hbd.logs import configure as configure_logging
 
 DEFAULT_DB = Path(".hbd") / "hbd.db"
@@ -53,10 +63,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging("warning")
     try:
         detail = anyio.run(_run, args, text)
-    except (ClientError, StoreError) as exc:
-        raise UserError(str(exc)) from None
+    except BaseException as exc:
+        # Errors of the embedded daemon and client arrive wrapped in the task
+        # group's ExceptionGroup: unwrap, so the user reads one line, not a traceback.
+        raise _run_error(leaf_error(exc)) from None
     print_outcome(detail)
     return EXIT_OK if detail["status"] == "succeeded" else EXIT_FAILURE
+
+
+def _run_error(leaf: BaseException) -> BaseException:
+    """What ``main`` should see for an error out of the run: a CLI error, or ``leaf`` itself."""
+    if isinstance(leaf, SchemaTooNew):
+        return UserError(str(leaf))  # the --db file belongs to a newer hbd: the user's to fix
+    if isinstance(leaf, ClientError):
+        return cli_error(leaf)
+    if isinstance(leaf, OSError) and leaf.strerror:
+        return RemoteFailure(f"hbd run failed: {leaf.strerror}")  # port in use, unwritable db
+    if isinstance(leaf, HbdError):
+        return RemoteFailure(f"hbd run failed: {leaf}")
+    return leaf  # KeyboardInterrupt (main says "interrupted"), or a bug: its traceback
 
 
 async def _run(args: argparse.Namespace, text: str) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 ``hbd serve`` and ``hbd executor`` load their settings (hbd.settings), set up
 logging (hbd.logs), then run until SIGTERM or SIGINT. The first signal stops
-them in order: the API stops taking requests, an in-process executor stops
-its trials, the database is closed, exit 0. A second signal during that exits
+them in order: the API stops taking requests, the database is closed, exit
+0; running trials (an in-process executor's too) are left running for the
+next start to adopt (docs/operations.md). A second signal during that exits
 at once (128 + signal number). Under systemd (``Type=notify``) they report
 ``READY=1`` once the database is open and the API listens, ping the watchdog
 while healthy and say ``STOPPING=1`` on the way out (hbd.daemon.systemd).
@@ -26,8 +27,18 @@ import httpx
 import structlog
 
 import hbd
-from hbd.cli.base import EXIT_FAILURE, EXIT_OK, Command, UserError, error, print_json, say
+from hbd.cli.base import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    Command,
+    UserError,
+    error,
+    leaf_error,
+    print_json,
+    say,
+)
 from hbd.errors import ConfigError, ExecutorError, HbdError
+from hbd.protocol import PROTOCOL_VERSION
 from hbd.settings import (
     TOKEN_ENV,
     DaemonSettings,
@@ -126,13 +137,6 @@ def _forget_secrets_in_environment() -> None:
     os.environ.pop(TOKEN_ENV, None)
 
 
-def _leaf(exc: BaseException) -> BaseException:
-    """The first real error inside (nested) exception groups from task groups."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return exc
-
-
 def _self_url(host: str, port: int) -> str:
     if host in ("0.0.0.0", ""):
         host = "127.0.0.1"
@@ -177,7 +181,7 @@ def _run_service(main: Callable[[], Awaitable[None]], what: str) -> int:
     except KeyboardInterrupt:  # a SIGINT before the handlers were installed
         return EXIT_OK
     except BaseException as exc:
-        leaf = _leaf(exc)
+        leaf = leaf_error(exc)
         if isinstance(leaf, (KeyboardInterrupt, SystemExit)):
             raise leaf from None
         if not isinstance(leaf, (HbdError, OSError, ValueError)):
@@ -250,6 +254,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         lost_after=settings.lost_after,
         max_request_bytes=settings.max_request_bytes,
         advertise_url=settings.advertise_url,
+        keep_local_trials=settings.keep_trials_on_exit,
     )
 
     async def serve(tg: anyio.abc.TaskGroup, _: anyio.CancelScope) -> None:
@@ -298,7 +303,12 @@ def cmd_executor(args: argparse.Namespace) -> int:
         log.warning(problem)
 
     async def serve(tg: anyio.abc.TaskGroup, _: anyio.CancelScope) -> None:
-        agent = partial(serve_agent, callback_token=token, trial_cwd=settings.trial_cwd)
+        agent = partial(
+            serve_agent,
+            callback_token=token,
+            trial_cwd=settings.trial_cwd,
+            keep_trials_on_exit=settings.keep_trials_on_exit,
+        )
         port = await tg.start(
             agent, settings.host, settings.port, settings.workdir, settings.slots, token
         )
@@ -533,9 +543,10 @@ async def _doctor_remote(settings: DaemonSettings, f: _Findings) -> None:
             await client.aclose()
         # Health is open; a trial listing needs the token: check it matches.
         auth = await _executor_accepts_token(url, token)
-        if health.protocol != "v1":
+        if health.protocol != PROTOCOL_VERSION:
             f.fail(
-                f"executor {url}: speaks protocol {health.protocol}, this hbd speaks v1",
+                f"executor {url}: speaks protocol {health.protocol}, "
+                f"this hbd speaks {PROTOCOL_VERSION}",
                 "upgrade the older of the two",
             )
         elif auth is False:

@@ -16,6 +16,7 @@ from hbd.cli.base import (
     EXIT_FAILURE,
     EXIT_OK,
     Command,
+    UserError,
     format_config,
     format_number,
     output,
@@ -25,6 +26,7 @@ from hbd.cli.base import (
 )
 from hbd.cli.remote import add_connection_args, call
 from hbd.client import Client
+from hbd.core.spec import sweep_id_problem
 
 # Fields of `hbd results` that scripts rely on, in this order for csv.
 RESULT_FIELDS = ("id", "bracket", "rung", "config", "resource", "status", "metric", "parent")
@@ -40,6 +42,8 @@ def _args_submit(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    if args.id is not None and (problem := sweep_id_problem(args.id)):
+        raise UserError(f"--id: {problem}")
     # Validated here first: the same errors as the daemon's, without a round trip.
     text, _ = read_spec_text(args.file)
 

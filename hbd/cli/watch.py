@@ -25,14 +25,14 @@ from rich.text import Text
 
 from hbd.cli.base import EXIT_FAILURE, EXIT_OK, Command, UserError, format_config, format_number
 from hbd.cli.remote import add_connection_args, call
-from hbd.client import Client, Event
+from hbd.client import FINISHED, Client, Event
 
 # Lines of recent decisions under the brackets; running trials listed at most.
 RECENT_DECISIONS = 8
 RUNNING_SHOWN = 10
 # Redraws of the live view per second: smooth enough, cheap for a terminal.
 REFRESH_PER_SECOND = 4
-FINISHED_SWEEP = frozenset({"succeeded", "stopped", "failed", "cancelled"})
+FINISHED_SWEEP = FINISHED  # a sweep's final statuses (hbd.client)
 ENDED = frozenset({"trial.succeeded", "trial.failed", "trial.cancelled"})
 
 

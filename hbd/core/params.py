@@ -54,6 +54,12 @@ __all__ = [
 # only ever produce inf, which is not JSON.
 MAX_EXP_ARG = 709.0
 
+# How far into a normal distribution's tails draws are assumed to reach when
+# checking that every draw is a finite float: |z| > 10 has probability about
+# 1.5e-23 per draw, so a spec whose values stay finite out to 10 scales never
+# samples inf in practice (numpy's normal has no hard bound to check instead).
+NORMAL_TAIL_SCALES = 10
+
 # pchoice probabilities must sum to 1 within this (DESIGN.md).
 PCHOICE_TOLERANCE = 1e-9
 
@@ -75,6 +81,7 @@ def _to_number(v: object) -> int | float:
     if isinstance(v, bool):
         raise ValueError(f"expected a number, got {v!r}")
     if isinstance(v, int):
+        _fits_a_float(v)
         return v
     if isinstance(v, float):
         if not math.isfinite(v):
@@ -83,9 +90,12 @@ def _to_number(v: object) -> int | float:
     if isinstance(v, str):
         s = v.strip()
         try:
-            return int(s)
+            n = int(s)
         except ValueError:
             pass
+        else:
+            _fits_a_float(n)
+            return n
         try:
             f = float(s)
         except ValueError:
@@ -94,6 +104,23 @@ def _to_number(v: object) -> int | float:
             raise ValueError(f"expected a finite number, got {v!r}")
         return f
     raise ValueError(f"expected a number, got {type(v).__name__} {v!r}")
+
+
+def _fits_a_float(n: int) -> None:
+    # Sampling computes in floats: an int beyond float range would overflow there.
+    try:
+        float(n)
+    except OverflowError:
+        raise ValueError(
+            f"a {len(str(abs(n)))}-digit integer is too large: numbers must fit a float "
+            "(at most about 1.8e308)"
+        ) from None
+
+
+def _finite(what: str, x: float) -> None:
+    """Refuse a spec whose draws could be inf (the store and JSON accept finite numbers only)."""
+    if not math.isfinite(x):
+        raise ValueError(f"{what} overflows a float: this parameter could sample inf")
 
 
 Number = Annotated[int | float, BeforeValidator(_to_number)]
@@ -286,6 +313,8 @@ class UniformValue(_Value):
     def _check(self) -> UniformValue:
         if self.low >= self.high:
             raise ValueError(f"low must be < high, got low={self.low} high={self.high}")
+        # numpy draws low + (high - low) * u: the spread itself must be a float.
+        _finite(f"high - low ({self.high} - {self.low})", float(self.high) - float(self.low))
         return self
 
 
@@ -329,6 +358,11 @@ class QUniformValue(_Value):
         _positive("q", self.q)
         if self.low >= self.high:
             raise ValueError(f"low must be < high, got low={self.low} high={self.high}")
+        _finite(f"high - low ({self.high} - {self.low})", float(self.high) - float(self.low))
+        lo, hi = self.support()
+        reach = max(abs(float(lo)), abs(float(hi)))
+        # Sampling rounds draw / q to an integer: that quotient must be a float too.
+        _finite(f"the largest draw / q ({reach:.3g} / {self.q})", reach / self.q)
         kmin, kmax = self.grid()
         if kmin > kmax:
             lo, hi = self.support()
@@ -363,6 +397,15 @@ class NormalValue(_Value):
         _positive("scale", s)
         return s
 
+    def reach(self) -> float:
+        """The largest |draw| to expect: |loc| + NORMAL_TAIL_SCALES * scale (maybe inf)."""
+        return abs(float(self.loc)) + NORMAL_TAIL_SCALES * float(self.scale)
+
+    @model_validator(mode="after")
+    def _check_finite(self) -> NormalValue:
+        _finite(f"|loc| + {NORMAL_TAIL_SCALES} * scale", self.reach())
+        return self
+
 
 class QNormalValue(NormalValue):
     FIELDS: ClassVar[tuple[str, ...]] = ("loc", "scale", "q")
@@ -381,6 +424,43 @@ class QNormalValue(NormalValue):
 
     def at(self, k: int) -> int | float:
         return _out(k * exact(self.q), self.is_int)
+
+    @model_validator(mode="after")
+    def _check_q(self) -> QNormalValue:
+        if math.isfinite(self.reach()):  # else _check_finite names the problem
+            _finite(f"(|loc| + {NORMAL_TAIL_SCALES} * scale) / q", self.reach() / self.q)
+        return self
+
+
+def _check_lognormal(v: NormalValue) -> float:
+    """The largest draw of exp(normal(loc, scale)) to expect; refuses one that overflows."""
+    exponent = float(v.loc) + NORMAL_TAIL_SCALES * float(v.scale)
+    if exponent > MAX_EXP_ARG:
+        raise ValueError(
+            f"{v.KIND} draws exp(normal(loc, scale)), and exp(loc + {NORMAL_TAIL_SCALES} * scale)"
+            f" = exp({exponent:.6g}) overflows a float: this parameter could sample inf; "
+            f"keep loc + {NORMAL_TAIL_SCALES} * scale <= {MAX_EXP_ARG:g}"
+        )
+    return math.exp(exponent)
+
+
+class LogNormalValue(NormalValue):
+    KIND = "lognormal"
+
+    @model_validator(mode="after")
+    def _check_exp(self) -> LogNormalValue:
+        _check_lognormal(self)
+        return self
+
+
+class QLogNormalValue(QNormalValue):
+    KIND = "qlognormal"
+
+    @model_validator(mode="after")
+    def _check_q(self) -> QLogNormalValue:
+        # Replaces QNormalValue._check_q: the draws are exp() of the normal's.
+        _finite(f"exp(loc + {NORMAL_TAIL_SCALES} * scale) / q", _check_lognormal(self) / self.q)
+        return self
 
 
 class DateRangeValue(_Value):
@@ -543,12 +623,12 @@ class QNormalParam(Frozen):
 
 class LogNormalParam(Frozen):
     kind: Literal["lognormal"]
-    value: NormalValue
+    value: LogNormalValue
 
 
 class QLogNormalParam(Frozen):
     kind: Literal["qlognormal"]
-    value: QNormalValue
+    value: QLogNormalValue
 
 
 class DateRangeParam(Frozen):

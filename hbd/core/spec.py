@@ -39,7 +39,9 @@ from hbd.core.params import (
 )
 
 __all__ = [
+    "MAX_SWEEP_ID_LENGTH",
     "PLACEHOLDER",
+    "SWEEP_ID_PATTERN",
     "Component",
     "Container",
     "FailureEarlyStopping",
@@ -55,6 +57,7 @@ __all__ = [
     "parse_spec",
     "placeholders",
     "spec_warnings",
+    "sweep_id_problem",
 ]
 
 # `{{ name }}` with any whitespace inside the braces. The executor substitutes
@@ -63,6 +66,16 @@ PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 # Anything else in double braces (Polyaxon's `{{ params.lr.as_arg }}`,
 # `{{ globals.run_uuid }}`) would be passed through literally; reject it.
 _ANY_TEMPLATE = re.compile(r"\{\{(.*?)\}\}")
+
+# A sweep id chosen by the user (`hbd submit --id`, `POST /v1/sweeps?id=`).
+# Trial ids are built from it (`{sweep}-s{bracket}-r{rung}-c{index}`, see
+# hbd.core.sweep.trial_id) and must match the executor protocol's
+# `^[A-Za-z0-9._-]+$` of at most 200 characters; they also name directories
+# on executors. 64 leaves the suffix over 100 characters of room and keeps
+# ids readable in tables and log lines. ASCII only: `str.isalnum` would let
+# any Unicode letter through.
+MAX_SWEEP_ID_LENGTH = 64
+SWEEP_ID_PATTERN = re.compile(rf"^[A-Za-z0-9_-]{{1,{MAX_SWEEP_ID_LENGTH}}}$")
 
 # Polyaxon IO types; hbd only acts on the scalar ones but accepts the rest.
 IO_TYPES = frozenset(
@@ -97,6 +110,17 @@ IO_TYPES = frozenset(
 
 NO_TUNER = "tuners are not pluggable yet; hbd uses its built-in random sampling; remove `tuner`"
 NO_POLICY = "early-stopping policies are not supported; only threshold conditions"
+
+
+def sweep_id_problem(sweep_id: str) -> str | None:
+    """Why ``sweep_id`` cannot be a sweep id, or None if it can."""
+    if SWEEP_ID_PATTERN.fullmatch(sweep_id):
+        return None
+    shown = sweep_id if len(sweep_id) <= 80 else sweep_id[:77] + "..."
+    return (
+        f"invalid sweep id {shown!r}: use 1 to {MAX_SWEEP_ID_LENGTH} ASCII letters, "
+        "digits, '-' or '_'"
+    )
 
 
 def placeholders(template: str) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -297,15 +297,43 @@ async def test_streams_end_when_the_daemon_stops(served: Served, tmp_path: Path)
     assert r.status_code == 200
 
 
-async def test_too_many_streams_is_503(served: Served, tmp_path: Path) -> None:
-    bus = served.daemon.bus
-    subs = [bus.subscribe() for _ in range(LIMITS.max_subscribers)]
-    try:
-        r = await served.http.get("/v1/events")
-        assert r.status_code == 503 and "Retry-After" in r.headers
-    finally:
-        for s in subs:
-            bus.unsubscribe(s)
+async def test_streams_beyond_the_cap_are_503_even_when_they_arrive_together(
+    served: Served,
+) -> None:
+    # The cap counts streams accepted, not bus subscriptions (those begin only
+    # once a response starts), so requests arriving at once cannot all get in.
+    cap = 3
+    app = FastAPI()
+    app.include_router(create_event_router(served.daemon, replace(LIMITS, max_subscribers=cap)))
+    statuses: list[int] = []
+    got_all = anyio.Event()
+    release = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(serve_app, app, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{port}"
+
+        async def open_stream(http: httpx.AsyncClient) -> None:
+            async with http.stream("GET", "/v1/events") as r:
+                statuses.append(r.status_code)
+                if r.status_code == 503:
+                    assert "Retry-After" in r.headers
+                if len(statuses) == cap + 4:
+                    got_all.set()
+                if r.status_code == 200:
+                    await release.wait()
+
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            with anyio.fail_after(20):
+                async with anyio.create_task_group() as clients:
+                    for _ in range(cap + 4):
+                        clients.start_soon(open_stream, http)
+                    await got_all.wait()
+                    assert sorted(statuses) == [200] * cap + [503] * 4
+                    release.set()
+                # Ended streams give their place back.
+                status, _, _ = await read_stream(http, "/v1/events", follow="false")
+                assert status == 200
+        tg.cancel_scope.cancel()
 
 
 def test_every_event_type_is_documented() -> None:

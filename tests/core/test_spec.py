@@ -353,6 +353,17 @@ REJECTIONS: list[tuple[str, Any, str, str]] = [
     ("lognormal", [0, 0], "matrix.params.p.value.scale", "scale must be > 0"),
     ("qnormal", [0, 1, 0], "matrix.params.p.value.q", "q must be > 0"),
     ("qlognormal", [0, 1, -0.5], "matrix.params.p.value.q", "q must be > 0"),
+    # Specs whose draws could be inf (the store refuses non-finite numbers).
+    ("lognormal", [1000, 1], "matrix.params.p.value", "exp(1010) overflows"),
+    ("lognormal", [0, 100], "matrix.params.p.value", "overflows a float"),
+    ("qlognormal", [800, 1, 1], "matrix.params.p.value", "overflows a float"),
+    ("qlognormal", [600, 5, 1e-300], "matrix.params.p.value", "could sample inf"),
+    ("normal", [0, 1e308], "matrix.params.p.value", "could sample inf"),
+    ("qnormal", [0, 1, 1e-320], "matrix.params.p.value", "could sample inf"),
+    ("uniform", [-1e308, 1e308], "matrix.params.p.value", "could sample inf"),
+    ("quniform", [0, 1e300, 1e-10], "matrix.params.p.value", "could sample inf"),
+    ("uniform", [0, 10**400], "matrix.params.p.value.high", "must fit a float"),
+    ("range", [0, str(10**400), 1], "matrix.params.p.value.stop", "must fit a float"),
     ("choice", [], "matrix.params.p.value", "at least one value"),
     ("choice", "a:b", "matrix.params.p.value", "must be a list"),
     ("range", [1, 10, 0], "matrix.params.p.value", "step must not be 0"),
@@ -395,6 +406,27 @@ def test_param_rejections(kind: str, value: Any, loc: str, words: str) -> None:
     assert len(found) == 1, found
     assert found[0].startswith(loc + ":"), found
     assert words in found[0], found
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [
+        ("lognormal", [699, 1]),  # loc + 10 * scale = 709: the largest accepted
+        ("qlognormal", [699, 1, 1]),
+        ("normal", [0, 1e306]),
+        ("uniform", [-8e307, 8e307]),
+    ],
+)
+def test_the_largest_accepted_parameters_sample_finite_values(kind: str, value: Any) -> None:
+    import math
+
+    from hbd.core.space import param_rng, sample_value
+
+    spec = parse_spec(with_param(kind, value, "float"))
+    param = spec.matrix.params["p"]
+    for index in range(2000):
+        x = sample_value(param, param_rng(seed=1, bracket=0, index=index, name="p"))
+        assert isinstance(x, int | float) and math.isfinite(x), (index, x)
 
 
 def test_param_missing_kind() -> None:

@@ -75,13 +75,21 @@ async def test_user_mistakes_are_one_line_and_exit_2(live: Live, tmp_path: Path)
         ("submit", str(bad), "--url", live.url),
         ("submit", str(tmp_path / "missing.yaml"), "--url", live.url),
         ("status", "nope", "--url", live.url),
-        ("status", "--url", "http://127.0.0.1:9"),
+        ("submit", str(bad), "--id", "sweep.with.dots", "--url", live.url),
     ):
         result = await hbd(*args, check=False)
         err = result.stderr.decode()
         assert result.returncode == 2, (args, err)
         assert "Traceback" not in err and err.startswith("error:"), err
     assert (await live.client.get("/v1/sweeps")).json() == []
+
+
+async def test_an_unreachable_daemon_is_a_failure_not_a_mistake() -> None:
+    # README: exit 2 is the user's mistake, 1 when what they ran failed.
+    result = await hbd("status", "--url", "http://127.0.0.1:9", check=False)
+    err = result.stderr.decode()
+    assert result.returncode == 1, err
+    assert err.startswith("error: cannot reach") and err.count("\n") == 1, err
 
 
 async def test_hbd_run_runs_a_whole_sweep_and_prints_the_best(tmp_path: Path) -> None:
