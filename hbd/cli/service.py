@@ -20,7 +20,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
@@ -39,6 +39,9 @@ from hbd.cli.base import (
 )
 from hbd.errors import ConfigError, ExecutorError, HbdError
 from hbd.protocol import PROTOCOL_VERSION
+
+if TYPE_CHECKING:
+    from hbd.daemon.systemd import Notifier
 from hbd.settings import (
     TOKEN_ENV,
     DaemonSettings,
@@ -225,18 +228,25 @@ def _args_serve(p: argparse.ArgumentParser) -> None:
     )
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def _start_service(settings: DaemonSettings | ExecutorSettings) -> tuple[str | None, Notifier]:
+    """What both services do first: take the token, set up logs, find systemd."""
     from hbd import logs
-    from hbd.api.server import DaemonOptions, serve_daemon
-    from hbd.daemon.systemd import Notifier, watchdog
+    from hbd.daemon.systemd import Notifier
 
-    settings: DaemonSettings = _load(DaemonSettings, args, _DAEMON_FLAGS)
     token = settings.token
     _forget_secrets_in_environment()
     logs.configure(settings.log_level, settings.log_format, secrets=[token] if token else [])
-    notifier = Notifier.from_env()
     if settings.token_file and (problem := token_file_mode_problem(settings.token_file)):
         log.warning(problem)
+    return token, Notifier.from_env()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from hbd.api.server import DaemonOptions, serve_daemon
+    from hbd.daemon.systemd import watchdog
+
+    settings: DaemonSettings = _load(DaemonSettings, args, _DAEMON_FLAGS)
+    token, notifier = _start_service(settings)
     if not settings.executors and not settings.local_executor:
         log.warning("no executors configured: sweeps will wait; set executors or local_executor")
     try:
@@ -290,17 +300,11 @@ def _args_executor(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_executor(args: argparse.Namespace) -> int:
-    from hbd import logs
     from hbd.api.agent_routes import serve_agent
-    from hbd.daemon.systemd import Notifier, watchdog
+    from hbd.daemon.systemd import watchdog
 
     settings: ExecutorSettings = _load(ExecutorSettings, args, _EXECUTOR_FLAGS)
-    token = settings.token
-    _forget_secrets_in_environment()
-    logs.configure(settings.log_level, settings.log_format, secrets=[token] if token else [])
-    notifier = Notifier.from_env()
-    if settings.token_file and (problem := token_file_mode_problem(settings.token_file)):
-        log.warning(problem)
+    token, notifier = _start_service(settings)
 
     async def serve(tg: anyio.abc.TaskGroup, _: anyio.CancelScope) -> None:
         agent = partial(

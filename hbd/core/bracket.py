@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from hbd.core import geometry
-from hbd.core.events import JSON, RankedTrial, RungDecided
+from hbd.core.events import JSON, RankedTrial, RungDecided, StartTrial
 from hbd.core.ranking import Direction, metric_value, rank
 
 
@@ -73,6 +73,19 @@ class Trial:
     state: TrialState = TrialState.SCHEDULED
     metrics: Mapping[str, float] = field(default_factory=dict)
     reason: str | None = None
+
+    def start(self, *, resume: bool) -> StartTrial:
+        """The decision that starts this trial (``resume``: continue from its parent)."""
+        return StartTrial(
+            trial_id=self.trial_id,
+            bracket=self.bracket,
+            rung=self.rung,
+            index=self.index,
+            config=self.config,
+            resource=self.resource,
+            parent=self.parent,
+            resume_from=self.parent if resume else None,
+        )
 
     def order_key(self, bracket_position: int) -> tuple[int, ...]:
         """Canonical trial order: brackets s_max..0, then rung, then config index."""

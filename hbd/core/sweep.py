@@ -266,19 +266,7 @@ class SweepMachine:
         for t in trials:
             self._trials[t.trial_id] = t
             self._running[t.trial_id] = None
-        return [
-            StartTrial(
-                trial_id=t.trial_id,
-                bracket=t.bracket,
-                rung=t.rung,
-                index=t.index,
-                config=t.config,
-                resource=t.resource,
-                parent=t.parent,
-                resume_from=t.parent if self.matrix.resume else None,
-            )
-            for t in trials
-        ]
+        return [t.start(resume=self.matrix.resume) for t in trials]
 
     def _early_stop_condition(self, trial: Trial) -> tuple[str, SweepStatus, str] | None:
         for cond in self.matrix.early_stopping:

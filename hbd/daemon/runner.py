@@ -138,17 +138,7 @@ class SweepRunner:
 
     def start_of(self, trial_id: str) -> StartTrial:
         """The start decision of a trial the machine knows, rebuilt from its record."""
-        t = self.machine.trials[trial_id]
-        return StartTrial(
-            trial_id=t.trial_id,
-            bracket=t.bracket,
-            rung=t.rung,
-            index=t.index,
-            config=t.config,
-            resource=t.resource,
-            parent=t.parent,
-            resume_from=t.parent if self.spec.matrix.resume else None,
-        )
+        return self.machine.trials[trial_id].start(resume=self.spec.matrix.resume)
 
     # ---- inputs ----
 
