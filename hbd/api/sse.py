@@ -70,12 +70,15 @@ MAX_SUBSCRIBERS = 512
 # Events sent in one write when a burst is waiting: one syscall for many
 # frames keeps 100 subscribers cheap for the event loop the sweeps share.
 MAX_EVENTS_PER_WRITE = 256
-# Once a commit arrives, wait this long for more before writing: a sweep
-# commits in bursts, and one write per burst keeps a hundred subscribers
-# cheap. It is the floor of the delivery latency (the target is under 50 ms);
-# 20 ms measured no cheaper than 5 ms once a commit reached each stream as one
-# shared batch (bench/stream.py).
+# Once a small commit arrives, wait this long for more before writing: a
+# sweep's results trickle in, and one write per few commits keeps a hundred
+# subscribers cheap. 20 ms measured no cheaper than 5 ms once a commit reached
+# each stream as one shared batch (bench/stream.py).
 COALESCE_SECONDS = 0.005
+# A burst at least this large is written at once: it is already one write, and
+# waiting would put it behind the work the same commit just started (a rung's
+# dispatch), which is what made a submission's events the slowest to arrive.
+COALESCE_BELOW_EVENTS = 32
 # Encoded frames kept for reuse: every subscriber sends the same bytes for
 # one event, so each is encoded once while the burst it came in is fanned out.
 FRAME_CACHE_SIZE = 4096
@@ -273,9 +276,9 @@ class EventStream:
                 batches.append(await sub.receive.receive())
             except anyio.EndOfStream:
                 return None
-        if batches and self.limits.coalesce > 0:
-            await anyio.sleep(self.limits.coalesce)
         events = sum(len(b) for b in batches)
+        if batches and self.limits.coalesce > 0 and events < COALESCE_BELOW_EVENTS:
+            await anyio.sleep(self.limits.coalesce)
         while batches and events < self.limits.max_events_per_write:
             try:
                 batches.append(sub.receive.receive_nowait())
