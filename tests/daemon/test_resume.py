@@ -7,34 +7,18 @@ from pathlib import Path
 import anyio
 import pytest
 
-from hbd.daemon.app import Daemon, SweepChanged
-from hbd.protocol import TrialUpdate
+from hbd.daemon.app import SweepChanged
 from tests.crash.harness import expected_outcome, outcome
-from tests.daemon.helpers import FakeExecutor, event_count, running_daemon, wait_finished
+from tests.daemon.helpers import (
+    FakeExecutor,
+    event_count,
+    finish_running,
+    running_daemon,
+    wait_finished,
+)
 from tests.e2e.conftest import sweep_yaml
 
 pytestmark = pytest.mark.anyio
-
-
-async def _finish_everything(executor: FakeExecutor, daemon: Daemon, sweep_id: str) -> None:
-    with anyio.fail_after(20):
-        while True:
-            for trial_id in executor.running():
-                status = executor.finish(trial_id)
-                await daemon.on_update(
-                    TrialUpdate(
-                        kind="status",
-                        trial_id=trial_id,
-                        sweep_id=sweep_id,
-                        seq=1,
-                        metrics=status.metrics,
-                        status=status,
-                    )
-                )
-            sweep = await daemon.store.get_sweep(sweep_id)
-            if sweep is not None and sweep.finished:
-                return
-            await anyio.sleep(0.01)
 
 
 async def test_restart_converges_every_open_trial(tmp_path: Path) -> None:
@@ -54,7 +38,7 @@ async def test_restart_converges_every_open_trial(tmp_path: Path) -> None:
     executor.finish(finished_while_down)
     del executor.trials[forgotten]  # e.g. its executor lost its disk: reachable, but unknown there
     async with running_daemon(db, executor) as daemon:
-        await _finish_everything(executor, daemon, sweep_id)
+        await finish_running([executor], daemon, sweep_id)
         assert await wait_finished(daemon, sweep_id) == "succeeded"
     assert all(executor.posts[t] == 1 for t in adopted), "a running trial was adopted, not re-sent"
     assert executor.posts[finished_while_down] == 1 and executor.starts[finished_while_down] == 1
