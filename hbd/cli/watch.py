@@ -207,9 +207,11 @@ class WatchState:
                 self.recent.append(f"{tid} failed: {p.get('reason', '')}")
         elif t == "rung.decided":
             rung = self.rungs.get((p["bracket"], p["rung"]))
-            line = (
-                f"bracket {p['bracket']} rung {p['rung']}: promoted {len(p.get('promoted', []))}, "
-                f"stopped {len(p.get('stopped', []))}, cutoff {format_number(p.get('cutoff'))}"
+            line = f"bracket {p['bracket']} rung {p['rung']}: " + (
+                f"promoted {len(p.get('promoted', []))}, stopped {len(p.get('stopped', []))}, "
+                f"cutoff {format_number(p.get('cutoff'))}"
+                if p.get("promoted") or p.get("stopped")
+                else str(p.get("reason", "decided"))
             )
             if rung is not None:
                 rung.decided = f"cutoff {format_number(p.get('cutoff'))}"

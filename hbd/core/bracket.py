@@ -162,7 +162,8 @@ class BracketRun:
                 for t in ranked
             ),
             promoted=tuple(t.trial_id for t in promoted),
-            stopped=tuple(t.trial_id for t in ranked if t.trial_id not in promoted_ids),
+            # At the last rung nothing is stopped: its trials are the bracket's result.
+            stopped=() if last else tuple(t.trial_id for t in ranked if t.trial_id not in promoted_ids),
             cutoff=cutoff,
             reason=reason,
         )

@@ -248,3 +248,13 @@ def test_brackets_draw_independent_configs() -> None:
     second = [s.config["x"] for s in starts if s.rung == 0 and s.bracket == 2]
     # Polyaxon reuses one seed per bracket, so its brackets are prefixes of each other.
     assert first[: len(second)] != second
+
+
+def test_the_last_rung_stops_nobody_and_earlier_rungs_stop_the_rest() -> None:
+    run = drive(make_machine(max_iterations=27))
+    for d in by_type(run.decisions, RungDecided):
+        if d.reason == "last rung of the bracket":
+            assert d.promoted == () and d.stopped == ()
+        else:
+            assert set(d.promoted) | set(d.stopped) == {r.trial_id for r in d.ranking}
+            assert not set(d.promoted) & set(d.stopped)
