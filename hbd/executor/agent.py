@@ -255,10 +255,15 @@ class Agent:
             await self._finish(trial, "failed", reason=f"could not start {argv[0]!r}: {exc}")
             return trial
         trial.process = process
-        record = results.PidRecord(pid=process.pid, start_time=process_start_time(process.pid))
-        await anyio.to_thread.run_sync(results.write_pid, self.workdir, sub.id, record)
-        log.info("trial started", trial_id=sub.id, sweep_id=sub.sweep_id, pid=process.pid)
+        # Supervised first: if the pid file cannot be written the trial still ends
+        # (and frees its slot); a restarted agent finds it by HBD_TRIAL_DIR.
         tg.start_soon(self._supervise, trial, MetricsTail(directory / results.METRICS_FILE))
+        record = results.PidRecord(pid=process.pid, start_time=process_start_time(process.pid))
+        try:
+            await anyio.to_thread.run_sync(results.write_pid, self.workdir, sub.id, record)
+        except OSError as exc:
+            log.warning("cannot record the trial's pid", trial_id=sub.id, error=str(exc))
+        log.info("trial started", trial_id=sub.id, sweep_id=sub.sweep_id, pid=process.pid)
         if trial.cancel_requested:  # cancelled while it was being spawned
             tg.start_soon(terminate_group, process, CANCEL_GRACE_SECONDS)
         return trial
