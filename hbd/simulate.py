@@ -329,7 +329,7 @@ def simulate(
     spec: SweepSpec, objective: Objective, *, seed: int, seed_source: SeedSource = "--seed"
 ) -> Simulation:
     """Run the sweep to its end with ``objective`` as the only executor."""
-    machine = SweepMachine(spec.matrix, sweep_id=SIMULATION_SWEEP_ID, seed=seed)
+    machine = SweepMachine.for_spec(spec, sweep_id=SIMULATION_SWEEP_ID, seed=seed)
     metric = spec.matrix.metric.name
     queue: deque[StartTrial] = deque()
     started: list[StartTrial] = []

@@ -70,6 +70,7 @@ class Trial:
     config: Mapping[str, JSON]
     resource: int | float
     parent: str | None
+    attempt: int = 0  # 0 for the first run; retries of a failed run count up
     state: TrialState = TrialState.SCHEDULED
     metrics: Mapping[str, float] = field(default_factory=dict)
     reason: str | None = None
@@ -111,6 +112,11 @@ class BracketRun:
         self.trials.append(trials)
         self.rung = len(self.trials) - 1
         self.ended = 0
+
+    def replace(self, old: Trial, new: Trial) -> None:
+        """A retry takes its failed attempt's place in the open rung."""
+        rung = self.trials[self.rung]
+        rung[rung.index(old)] = new
 
     def trial_ended(self) -> bool:
         """Count one ended trial of the open rung; True when the rung is complete."""

@@ -244,14 +244,31 @@ class Component(Frozen):
     container: Container
 
 
+# Retries of one trial: each costs a whole trial run, and a configuration that
+# fails this often is broken, not unlucky.
+MAX_RETRIES = 10
+
+
+class Termination(Frozen):
+    """Polyaxon's ``termination``; hbd honours ``maxRetries`` (per trial run)."""
+
+    max_retries: int = Field(default=0, ge=0, le=MAX_RETRIES)
+
+
 class SweepSpec(Frozen):
     version: float | None = None
     kind: Literal["operation"] | None = None
     name: str | None = None
     description: str | None = None
     tags: list[str] | None = None
+    termination: Termination | None = None
     matrix: HyperbandMatrix
     component: Component
+
+    @property
+    def max_retries(self) -> int:
+        """How often a failed trial run is started again (same config, rung, resource)."""
+        return self.termination.max_retries if self.termination else 0
 
     def to_json(self) -> dict[str, Any]:
         """Canonical JSON data (camelCase keys) that ``parse_spec`` reads back equal."""

@@ -45,12 +45,13 @@ from hbd.core.events import (
 )
 from hbd.core.ranking import Direction, metric_value, rank, reached
 from hbd.core.space import sample_config
-from hbd.core.spec import FailureEarlyStopping, HyperbandMatrix, MetricEarlyStopping
+from hbd.core.spec import FailureEarlyStopping, HyperbandMatrix, MetricEarlyStopping, SweepSpec
 
 
-def trial_id(sweep_id: str, bracket: int, rung: int, index: int) -> str:
+def trial_id(sweep_id: str, bracket: int, rung: int, index: int, attempt: int = 0) -> str:
     """Trial ids are derived, not drawn, so a replay names every trial the same."""
-    return f"{sweep_id}-s{bracket}-r{rung}-c{index}"
+    base = f"{sweep_id}-s{bracket}-r{rung}-c{index}"
+    return f"{base}-a{attempt}" if attempt else base
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +61,13 @@ class _Stopping:
 
 
 class SweepMachine:
-    def __init__(self, matrix: HyperbandMatrix, *, sweep_id: str, seed: int) -> None:
+    def __init__(
+        self, matrix: HyperbandMatrix, *, sweep_id: str, seed: int, max_retries: int = 0
+    ) -> None:
         self.matrix = matrix
         self.sweep_id = sweep_id
         self.seed = seed
+        self.max_retries = max_retries  # a failed trial run is started again this often
         self.metric: str = matrix.metric.name
         self.direction: Direction = matrix.metric.optimization
         self.plan = geometry.brackets(matrix.max_iterations, matrix.eta, matrix.resource.type)
@@ -75,6 +79,10 @@ class SweepMachine:
         self._ended: Counter[TrialState] = Counter()
         self._stopping: _Stopping | None = None
         self._finished: SweepFinished | None = None
+
+    @classmethod
+    def for_spec(cls, spec: SweepSpec, *, sweep_id: str, seed: int) -> SweepMachine:
+        return cls(spec.matrix, sweep_id=sweep_id, seed=seed, max_retries=spec.max_retries)
 
     # ---- read-only views ----
 
@@ -212,24 +220,27 @@ class SweepMachine:
         trial.state = TRIAL_TRANSITIONS[(trial.state, event.TYPE)]
         del self._running[trial.trial_id]
         self._ended[trial.state] += 1
-        # The previous rungs of this bracket are closed, so the trial is in the open one.
-        run = self._brackets[self._position(trial.bracket)]
-        rung_complete = run.trial_ended()
         if isinstance(event, TrialSucceeded):
             trial.metrics = dict(event.metrics)
         else:
             trial.reason = event.reason
+        # The previous rungs of this bracket are closed, so the trial is in the open one.
+        run = self._brackets[self._position(trial.bracket)]
         if self.state is SweepState.STOPPING:
+            run.trial_ended()
             return self._finish_if_idle()
         stop = self._early_stop_condition(trial)
         if stop is not None:
             condition, status, reason = stop
             self.state = SweepState.STOPPING
+            run.trial_ended()
             return [
                 EarlyStopped(condition=condition, reason=reason),
                 *self._begin_stop(status, reason),
             ]
-        if not rung_complete:
+        if isinstance(event, TrialFailed) and trial.attempt < self.max_retries:
+            return [self._retry(run, trial)]  # the rung waits for the new attempt
+        if not run.trial_ended():
             return []
         decision, promoted = run.decide(self.metric, self.direction)
         decisions: list[Decision] = [decision]
@@ -238,6 +249,24 @@ class SweepMachine:
         if all(b.done for b in self._brackets):
             decisions.append(self._finish_all())
         return decisions
+
+    def _retry(self, run: BracketRun, failed: Trial) -> StartTrial:
+        """Start the failed trial's run again: same config, rung and resource, a new id."""
+        attempt = failed.attempt + 1
+        retry = Trial(
+            trial_id=trial_id(self.sweep_id, failed.bracket, failed.rung, failed.index, attempt),
+            bracket=failed.bracket,
+            rung=failed.rung,
+            index=failed.index,
+            config=failed.config,
+            resource=failed.resource,
+            parent=failed.parent,
+            attempt=attempt,
+        )
+        run.replace(failed, retry)
+        self._trials[retry.trial_id] = retry
+        self._running[retry.trial_id] = None
+        return retry.start(resume=self.matrix.resume)
 
     def _open_rung(
         self, run: BracketRun, slots: list[tuple[int, Trial | None]]

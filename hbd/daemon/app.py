@@ -146,7 +146,7 @@ class Daemon:
                     )
             sweep_id = sweep_id or new_sweep_id()
             seed = spec.matrix.seed if spec.matrix.seed is not None else secrets.randbelow(2**31)
-            machine = SweepMachine(spec.matrix, sweep_id=sweep_id, seed=seed)
+            machine = SweepMachine.for_spec(spec, sweep_id=sweep_id, seed=seed)
             decisions = machine.handle(Begin())
             submitted = {
                 "name": spec.name or "",

@@ -32,8 +32,10 @@ def spec_dict(
     resume: bool = False,
     early_stopping: list[dict[str, Any]] | None = None,
     resource_type: str = "int",
+    max_retries: int = 0,
 ) -> dict[str, Any]:
-    return {
+    termination = {"termination": {"maxRetries": max_retries}} if max_retries else {}
+    return termination | {
         "version": 1.1,
         "kind": "operation",
         "matrix": {
@@ -65,7 +67,7 @@ def make_spec(**kwargs: Any) -> SweepSpec:
 
 
 def make_machine(seed: int = 7, sweep_id: str = "sw", **kwargs: Any) -> SweepMachine:
-    return SweepMachine(make_spec(**kwargs).matrix, sweep_id=sweep_id, seed=seed)
+    return SweepMachine.for_spec(make_spec(**kwargs), sweep_id=sweep_id, seed=seed)
 
 
 Outcome = Callable[[StartTrial], Observation]

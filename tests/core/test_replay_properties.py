@@ -34,13 +34,15 @@ def random_outcome(salt: int, fail_share: float):  # type: ignore[no-untyped-def
     order_b=st.integers(0, 10**6),
     r=st.sampled_from([9, 27, 10]),
     eta=st.sampled_from([2, 3]),
+    retries=st.sampled_from([0, 0, 2]),  # failures are drawn per attempt id, so retries may pass
 )
 def test_decisions_do_not_depend_on_completion_order(
-    salt, fail_share, order_a, order_b, r, eta
+    salt, fail_share, order_a, order_b, r, eta, retries
 ) -> None:  # type: ignore[no-untyped-def]
     outcome = random_outcome(salt, fail_share)
-    a = drive(make_machine(max_iterations=r, eta=eta), outcome, rng=random.Random(order_a))
-    b = drive(make_machine(max_iterations=r, eta=eta), outcome, rng=random.Random(order_b))
+    kwargs = {"max_iterations": r, "eta": eta, "max_retries": retries}
+    a = drive(make_machine(**kwargs), outcome, rng=random.Random(order_a))
+    b = drive(make_machine(**kwargs), outcome, rng=random.Random(order_b))
     assert canonical(a.decisions) == canonical(b.decisions)
     assert a.finished == b.finished
 
@@ -57,7 +59,7 @@ def test_replaying_any_prefix_rebuilds_state_and_next_decisions(
     salt, order, cut, stop, early
 ) -> None:  # type: ignore[no-untyped-def]
     conditions = [{"kind": "failure_early_stopping", "percent": 40}] if early else []
-    kwargs = {"max_iterations": 27, "early_stopping": conditions}
+    kwargs = {"max_iterations": 27, "early_stopping": conditions, "max_retries": 1}
     outcome = random_outcome(salt, 0.25)
     full = drive(
         make_machine(**kwargs),

@@ -743,3 +743,33 @@ def test_loguniform_warning() -> None:
     assert "[1.0001, 1.1052]" in w and "[-9.21, -2.30]" in w
     assert spec_warnings(parse_spec(with_param("loguniform", [-9.21, -2.3]))) == []
     assert spec_warnings(parse_spec(with_param("qloguniform", [0.1, 1, 0.01]))) != []
+
+
+# ---- termination (Polyaxon's maxRetries) ----
+
+
+def test_termination_max_retries_is_read_in_both_spellings() -> None:
+    for key in ("maxRetries", "max_retries"):
+        data = base()
+        data["termination"] = {key: 3}
+        assert parse_spec(data).max_retries == 3
+    assert parse_spec(base()).max_retries == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "where"), [(-1, "maxRetries"), (11, "maxRetries"), ("x", "maxRetries")]
+)
+def test_termination_max_retries_out_of_range_is_refused(value: object, where: str) -> None:
+    data = base()
+    data["termination"] = {"maxRetries": value}
+    with pytest.raises(SpecError) as info:
+        parse_spec(data)
+    assert any(p.loc == f"termination.{where}" for p in info.value.problems)
+
+
+def test_termination_keys_hbd_does_not_honour_are_refused() -> None:
+    data = base()
+    data["termination"] = {"timeout": 600}
+    with pytest.raises(SpecError) as info:
+        parse_spec(data)
+    assert any(p.loc == "termination.timeout" for p in info.value.problems)

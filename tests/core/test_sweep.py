@@ -258,3 +258,67 @@ def test_the_last_rung_stops_nobody_and_earlier_rungs_stop_the_rest() -> None:
         else:
             assert set(d.promoted) | set(d.stopped) == {r.trial_id for r in d.ranking}
             assert not set(d.promoted) & set(d.stopped)
+
+
+# ---- retries (Polyaxon's termination.maxRetries) ----
+
+
+def flaky(failures: int):  # type: ignore[no-untyped-def]
+    """Every third config fails its first ``failures`` attempts, then behaves."""
+
+    def outcome(s: StartTrial) -> TrialSucceeded | TrialFailed:
+        attempt = int(s.trial_id.rsplit("-a", 1)[1]) if "-a" in s.trial_id else 0
+        if s.index % 3 == 0 and attempt < failures:
+            return TrialFailed(trial_id=s.trial_id, reason="preempted")
+        return quadratic(s)  # type: ignore[return-value]
+
+    return outcome
+
+
+def test_a_retried_failure_changes_no_decision() -> None:
+    clean = drive(make_machine(max_iterations=27))
+    retried = drive(make_machine(max_iterations=27, max_retries=2), flaky(2))
+    assert clean.finished == retried.finished
+    decided = [
+        (d.bracket, d.rung, [r.metric for r in d.ranking])
+        for d in by_type(clean.decisions, RungDecided)
+    ]
+    assert decided == [
+        (d.bracket, d.rung, [r.metric for r in d.ranking])
+        for d in by_type(retried.decisions, RungDecided)
+    ]
+    retries = [s for s in retried.starts if "-a" in s.trial_id]
+    assert retries and {s.trial_id.rsplit("-", 1)[1] for s in retries} == {"a1", "a2"}
+    for r in retries:  # the same run again: config, rung, resource and parent
+        first = next(s for s in retried.starts if s.trial_id == r.trial_id.rsplit("-a", 1)[0])
+        assert (r.config, r.rung, r.resource, r.parent) == (
+            first.config,
+            first.rung,
+            first.resource,
+            first.parent,
+        )
+
+
+def test_retries_are_bounded_and_then_the_trial_fails() -> None:
+    run = drive(make_machine(max_iterations=9, max_retries=1), flaky(5))
+    retried = [s for s in run.starts if s.trial_id.endswith("-a1")]
+    assert retried and not [s for s in run.starts if s.trial_id.endswith("-a2")]
+    for d in by_type(run.decisions, RungDecided):
+        failed = [r for r in d.ranking if r.status == "failed"]
+        assert all(r.trial_id.endswith("-a1") for r in failed)
+
+
+def test_without_retries_a_failure_is_final() -> None:
+    run = drive(make_machine(max_iterations=9), flaky(1))
+    assert not [s for s in run.starts if "-a" in s.trial_id]
+    assert [o for o in run.observations if isinstance(o, TrialFailed)]
+
+
+def test_a_stopping_sweep_does_not_retry() -> None:
+    m = make_machine(max_retries=3)
+    m.handle(Begin())
+    first, *_ = m.running_trial_ids()
+    m.handle(StopRequested(reason="bye"))
+    out = m.handle(TrialFailed(trial_id=first, reason="killed"))
+    assert not [d for d in out if isinstance(d, StartTrial)]
+    assert not [t for t in m.trials if t.endswith("-a1")]

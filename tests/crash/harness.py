@@ -258,7 +258,7 @@ def expected_outcome(spec_text: str, sweep_id: str) -> Outcome:
     from hbd.store.projections import dumps
 
     spec = load_spec(spec_text)
-    machine = SweepMachine(spec.matrix, sweep_id=sweep_id, seed=int(spec.matrix.seed or 0))
+    machine = SweepMachine.for_spec(spec, sweep_id=sweep_id, seed=int(spec.matrix.seed or 0))
     todo = deque(machine.handle(Begin()))
     trials: dict[str, tuple[str, str, float | None, str | None]] = {}
     promotions: dict[tuple[int, int], list[str]] = {}

@@ -29,6 +29,8 @@ def sweep_yaml(
     sleep: float = 0.0,
     fail_above: float = 2.0,
     seed: int = 11,
+    fail_once: bool = False,
+    max_retries: int = 0,
 ) -> str:
     spec: dict[str, Any] = {
         "version": 1.1,
@@ -51,6 +53,12 @@ def sweep_yaml(
                 {"name": "mode", "type": "str", "isOptional": True, "value": mode},
                 {"name": "sleep", "type": "float", "isOptional": True, "value": sleep},
                 {"name": "fail_above", "type": "float", "isOptional": True, "value": fail_above},
+                {
+                    "name": "fail_once",
+                    "type": "str",
+                    "isOptional": True,
+                    "value": "1" if fail_once else "0",
+                },
             ],
             "container": {
                 "command": [sys.executable, TRIAL_PROGRAM],
@@ -61,12 +69,15 @@ def sweep_yaml(
                     "--mode={{ mode }}",
                     "--sleep={{ sleep }}",
                     "--fail_above={{ fail_above }}",
+                    "--fail_once={{ fail_once }}",
                 ],
             },
         },
     }
     if concurrency is not None:
         spec["matrix"]["concurrency"] = concurrency
+    if max_retries:
+        spec["termination"] = {"maxRetries": max_retries}
     return yaml.safe_dump(spec)
 
 

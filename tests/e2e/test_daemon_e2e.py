@@ -120,3 +120,26 @@ async def test_same_id_same_spec_is_idempotent_and_other_spec_conflicts(
     assert (first.status_code, again.status_code, other.status_code) == (201, 200, 409)
     await live.wait_finished("mine")
     assert len((await live.client.get("/v1/sweeps")).json()) == 1
+
+
+async def test_max_retries_reruns_a_failed_trial_run_and_the_sweep_is_unchanged(
+    live: Live, tmp_path: Path
+) -> None:
+    clean = await live.client.post(
+        "/v1/sweeps", params={"id": "clean"}, content=sweep_yaml(tmp_path / "a.jsonl")
+    )
+    flaky_spec = sweep_yaml(tmp_path / "b" / "b.jsonl", fail_once=True, max_retries=1)
+    (tmp_path / "b").mkdir()
+    flaky = await live.client.post("/v1/sweeps", params={"id": "flaky"}, content=flaky_spec)
+    assert clean.status_code == flaky.status_code == 201
+    a, b = await live.wait_finished("clean"), await live.wait_finished("flaky")
+    assert a["status"] == b["status"] == "succeeded"
+    trials = (await live.client.get("/v1/sweeps/flaky/trials")).json()
+    first_runs = [t for t in trials if "-a" not in t["id"]]
+    retries = [t for t in trials if t["id"].endswith("-a1")]
+    assert len(retries) == len(first_runs) == 22  # every run failed once and ran again
+    assert {t["status"] for t in first_runs} == {"failed"} and {t["status"] for t in retries} == {
+        "succeeded"
+    }
+    assert all(t["reason"] == "exit code 75" for t in first_runs)
+    assert a["best"]["config"] == b["best"]["config"] and a["best"]["metric"] == b["best"]["metric"]

@@ -40,6 +40,7 @@ CASES = {
         None,
     ),
     "r9-user-stop": ({"max_iterations": 9}, 9, 5, None, 6),
+    "r27-retries": ({"max_iterations": 27, "max_retries": 2}, 10, 6, 4, None),
 }
 
 

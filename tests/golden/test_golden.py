@@ -20,15 +20,15 @@ GOLDEN = sorted(Path(__file__).parent.glob("*.jsonl"))
 
 
 def test_there_are_golden_logs() -> None:
-    assert len(GOLDEN) >= 5
+    assert len(GOLDEN) >= 6
 
 
 @pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.stem)
 def test_golden_log_replays_to_the_recorded_decisions(path: Path) -> None:
     records = [json.loads(line) for line in path.read_text().splitlines()]
     first = records[0]["payload"]
-    machine = SweepMachine(
-        parse_spec(first["spec_json"]).matrix, sweep_id="golden", seed=first["seed"]
+    machine = SweepMachine.for_spec(
+        parse_spec(first["spec_json"]), sweep_id="golden", seed=first["seed"]
     )
     replayed: list[dict[str, object]] = []
     for record in records:
