@@ -34,3 +34,11 @@ def test_the_example_of_the_first_command_exists() -> None:
 
 def test_state_diagram_is_generated_from_the_transition_tables() -> None:
     assert state_diagram() in README
+
+
+def test_the_spec_example_in_the_readme_is_valid() -> None:
+    from hbd.core.spec import load_spec
+
+    block = README.split("## The spec", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    spec = load_spec(block)
+    assert spec.matrix.max_iterations == 81 and spec.max_retries == 1
