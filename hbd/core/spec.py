@@ -253,6 +253,16 @@ class Termination(Frozen):
     """Polyaxon's ``termination``; hbd honours ``maxRetries`` (per trial run)."""
 
     max_retries: int = Field(default=0, ge=0, le=MAX_RETRIES)
+    # Parsed so that a Polyaxon spec gets a reason, not "unknown key".
+    timeout: Any = None
+    ttl: Any = None
+
+    @field_validator("timeout", "ttl")
+    @classmethod
+    def _not_enforced(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError("hbd does not enforce trial timeouts or ttl yet; remove it")
+        return value
 
 
 class SweepSpec(Frozen):
