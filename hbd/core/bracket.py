@@ -169,7 +169,9 @@ class BracketRun:
             ),
             promoted=tuple(t.trial_id for t in promoted),
             # At the last rung nothing is stopped: its trials are the bracket's result.
-            stopped=() if last else tuple(t.trial_id for t in ranked if t.trial_id not in promoted_ids),
+            stopped=()
+            if last
+            else tuple(t.trial_id for t in ranked if t.trial_id not in promoted_ids),
             cutoff=cutoff,
             reason=reason,
         )

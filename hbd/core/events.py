@@ -54,7 +54,6 @@ class StopRequested:
 
 
 Observation = Begin | TrialSucceeded | TrialFailed | TrialCancelled | StopRequested
-TrialResult = TrialSucceeded | TrialFailed | TrialCancelled
 
 
 # ---- decisions: what the caller must do (after persisting them) ----

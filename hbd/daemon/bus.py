@@ -12,7 +12,7 @@ consumer costs the sweep one failed ``send_nowait`` per commit, nothing more.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -33,7 +33,6 @@ class Subscription:
     send: MemoryObjectSendStream[Batch]
     receive: MemoryObjectReceiveStream[Batch]
     behind: bool = False
-    dropped: int = field(default=0)
 
 
 class EventBus:
@@ -90,6 +89,5 @@ class EventBus:
                 sub.send.send_nowait(mine)
             except anyio.WouldBlock:
                 sub.behind = True
-                sub.dropped += len(mine)
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 self._subs.discard(sub)

@@ -57,6 +57,18 @@ class FakeExecutor:
         self.trials[trial_id] = status
         return status
 
+    def finish_update(self, trial_id: str) -> TrialUpdate:
+        """Finish the trial and return the callback that reports it."""
+        status = self.finish(trial_id)
+        return TrialUpdate(
+            kind="status",
+            trial_id=trial_id,
+            sweep_id=status.sweep_id,
+            seq=1,
+            metrics=status.metrics,
+            status=status,
+        )
+
     def _committed(self, trial_id: str) -> bool:
         assert self.db is not None
         con = sqlite3.connect(self.db)  # another connection: it sees only committed data
@@ -185,17 +197,7 @@ async def finish_running(
                 for trial_id in executor.running():
                     if executor.trials[trial_id].sweep_id != sweep_id:
                         continue
-                    status = executor.finish(trial_id)
-                    await daemon.on_update(
-                        TrialUpdate(
-                            kind="status",
-                            trial_id=trial_id,
-                            sweep_id=sweep_id,
-                            seq=1,
-                            metrics=status.metrics,
-                            status=status,
-                        )
-                    )
+                    await daemon.on_update(executor.finish_update(trial_id))
             sweep = await daemon.store.get_sweep(sweep_id)
             if sweep is not None and sweep.finished:
                 return

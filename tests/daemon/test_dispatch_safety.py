@@ -15,7 +15,6 @@ from hbd.daemon.clock import FakeClock
 from hbd.daemon.dispatcher import MAX_DISPATCH_ATTEMPTS
 from hbd.daemon.executors import MAX_ATTEMPTS
 from hbd.errors import ExecutorBusy, ExecutorUnavailable
-from hbd.protocol import TrialUpdate
 from tests.daemon.helpers import (
     FakeExecutor,
     dispatched_to,
@@ -249,12 +248,7 @@ async def test_a_resumed_promotion_goes_to_its_parents_executor_after_a_restart(
                 await anyio.sleep(0.005)
         await anyio.sleep(0.05)
         for trial_id in first.running():  # the first rungs end; promotions are scheduled
-            status = first.finish(trial_id)
-            await daemon.on_update(
-                TrialUpdate(
-                    kind="status", trial_id=trial_id, sweep_id=sweep_id, seq=1, status=status
-                )
-            )
+            await daemon.on_update(first.finish_update(trial_id))
         with anyio.fail_after(10):
             while not refused:  # a promotion was tried and not sent: the daemon stops here
                 await anyio.sleep(0.005)

@@ -37,16 +37,7 @@ async def test_repeated_shuffled_late_results_are_stored_once(tmp_path: Path, se
                     fresh = [t for t in executor.running()]
                     batch: list[TrialUpdate] = []
                     for trial_id in fresh:
-                        status = executor.finish(trial_id)
-                        update = TrialUpdate(
-                            kind="status",
-                            trial_id=trial_id,
-                            sweep_id=sweep_id,
-                            seq=1,
-                            metrics=status.metrics,
-                            status=status,
-                        )
-                        batch += [update] * rng.randint(1, 3)
+                        batch += [executor.finish_update(trial_id)] * rng.randint(1, 3)
                         # a metrics line that arrives after the trial's result
                         batch.append(
                             TrialUpdate(

@@ -11,7 +11,6 @@ import pytest
 from structlog.testing import capture_logs
 
 from hbd.daemon.clock import FakeClock
-from hbd.protocol import TrialUpdate
 from tests.daemon.helpers import FakeExecutor, event_types, running_daemon, wait_finished
 from tests.e2e.conftest import sweep_yaml
 
@@ -53,15 +52,7 @@ async def test_unreachable_trials_are_lost_once_after_the_grace_and_late_results
             executor.down = False
             # The trials' late results arrive, twice each: refused, logged, never stored.
             for trial_id in running:
-                status = executor.finish(trial_id)
-                update = TrialUpdate(
-                    kind="status",
-                    trial_id=trial_id,
-                    sweep_id=sweep_id,
-                    seq=1,
-                    metrics=status.metrics,
-                    status=status,
-                )
+                update = executor.finish_update(trial_id)
                 for _ in range(2):
                     await daemon.on_update(update)
             executor.finish_on_submit = True
