@@ -38,6 +38,13 @@ TRIAL_ID_PATTERN = r"^[A-Za-z0-9._-]+$"
 # upper-cased), so it must be a valid POSIX variable name.
 RESOURCE_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
+# A year: longer is not a timeout but a typo, and it keeps the deadline
+# arithmetic far from float overflow.
+MAX_TIMEOUT_SECONDS = 366 * 24 * 3600.0
+# The reason a trial run stopped by its timeout is failed with (exactly this
+# string, so that the daemon and the CLI can count timeouts).
+TIMEOUT_REASON = "timeout"
+
 TrialState = Literal["running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATES: frozenset[TrialState] = frozenset({"succeeded", "failed", "cancelled"})
 
@@ -69,6 +76,9 @@ class TrialSubmission(BaseModel):
         default=None, max_length=MAX_TRIAL_ID_LENGTH, pattern=TRIAL_ID_PATTERN
     )
     callback_url: str | None = None
+    # Polyaxon's termination.timeout: the executor stops a trial run that takes
+    # longer (SIGTERM, grace, SIGKILL) and reports it failed with TIMEOUT_REASON.
+    timeout_seconds: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_SECONDS)
 
     @field_validator("id", "resume_from")
     @classmethod
@@ -153,9 +163,11 @@ class Health(BaseModel):
 
 
 __all__ = [
+    "MAX_TIMEOUT_SECONDS",
     "MAX_TRIAL_ID_LENGTH",
     "PROTOCOL_VERSION",
     "TERMINAL_STATES",
+    "TIMEOUT_REASON",
     "Health",
     "ResourceValue",
     "TrialState",
