@@ -1,7 +1,25 @@
-"""hbd: a Hyperband sweep daemon."""
+"""hbd: a Hyperband sweep daemon.
+
+``hbd.report`` is for trial processes (standard library only); ``hbd.Client``,
+the synchronous client for notebooks and scripts, is imported on first use so
+that ``import hbd`` in a trial stays light (no httpx).
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from hbd.report import report
 
+if TYPE_CHECKING:
+    from hbd.sync_client import Client
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "report"]
+__all__ = ["Client", "__version__", "report"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Client":
+        from hbd.sync_client import Client
+
+        return Client
+    raise AttributeError(f"module 'hbd' has no attribute {name!r}")

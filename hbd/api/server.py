@@ -32,6 +32,7 @@ from hbd.daemon.clock import Clock
 from hbd.daemon.executors import ExecutorClient
 from hbd.daemon.reconciler import LOST_AFTER
 from hbd.store.log import open_store
+from hbd.web.app import WebPage
 
 log = structlog.get_logger(__name__)
 
@@ -93,10 +94,13 @@ def callback_base(host: str, port: int, advertise_url: str | None) -> str:
 
 
 def protected_app(daemon: Daemon, token: str | None, max_request_bytes: int) -> ASGIApp:
-    """The daemon's routes with /metrics, behind the body-size limit and the bearer check."""
+    """The daemon's routes with /metrics, behind the body-size limit and the bearer check,
+    and the web page at / in front (its session cookie stands in for the token on reads)."""
     app = create_app(daemon)
     app.include_router(metrics_router(daemon))
-    return BearerAuth(BodySizeLimit(app, max_request_bytes), token, exempt=PUBLIC_PATHS)
+    return WebPage(
+        BearerAuth(BodySizeLimit(app, max_request_bytes), token, exempt=PUBLIC_PATHS), token
+    )
 
 
 async def serve_daemon(
