@@ -346,11 +346,12 @@ function sizeBars() {
   for (const bar of document.querySelectorAll(".progress i[data-pct]")) bar.style.width = bar.dataset.pct + "%";
 }
 
-const TILE_W = 64;
-const GAP_X = 70;
-const LEFT = 40;
+const TILE_W = 74;
+const GAP_X = 64;
+const LEFT = 4;
 const MAX_COLUMN_H = 170; // a rung of many trials gets thinner bars, not a taller picture
-const HEADER_H = 30;
+const HEADER_H = 32;
+const TEXT_MIN_TILE_H = 12; // bars at least this tall show their metric
 
 function rungOrder(m, b, r, trials) {
   const decided = m.decided.get(`${b}/${r}`);
@@ -364,75 +365,79 @@ function rungOrder(m, b, r, trials) {
     || (group(x) === 0 ? k * (x.metric - y.metric) : 0) || x.index - y.index);
 }
 
+// One picture per bracket, side by side as space allows: each rung a column of
+// bars (one per trial, best first once the rung is decided), lines from each
+// promoted trial to its run at the next rung, and the rung's cutoff.
 function renderBrackets(m, best) {
-  const plan = m.detail.brackets;
   const byRung = new Map();
   for (const t of latestTrials(m)) {
     const key = `${t.bracket}/${t.rung}`;
     if (!byRung.has(key)) byRung.set(key, []);
     byRung.get(key).push(t);
   }
-  const maxRungs = Math.max(1, ...plan.map((b) => b.rungs.length));
-  const width = LEFT + maxRungs * (TILE_W + GAP_X);
-  const rows = [];
-  const links = [];
-  const pos = new Map(); // trial id -> [x, y, tileH]
-  let y = 4;
-  for (const b of plan) {
-    const n0 = b.rungs.length ? b.rungs[0].planned : 1;
-    const tileH = clamp(Math.floor(MAX_COLUMN_H / n0), 2, 14);
-    const g = s("g", { class: "bracket", "data-bracket": b.bracket });
-    g.append(s("text", { x: 0, y: y + HEADER_H + 10, class: "label" }, `s=${b.bracket}`));
-    let rowH = 0;
-    b.rungs.forEach((r, ri) => {
-      const x = LEFT + ri * (TILE_W + GAP_X);
-      const top = y + HEADER_H;
-      const trials = rungOrder(m, b.bracket, r.rung, byRung.get(`${b.bracket}/${r.rung}`) || []);
-      const decided = m.decided.get(`${b.bracket}/${r.rung}`);
-      const done = trials.filter((t) => ENDED.has(t.status)).length;
-      g.append(s("text", { x, y: y + 12, class: "label" }, `rung ${r.rung}`));
-      g.append(s("text", { x, y: y + 25 }, `${m.detail.resource.name}=${fmt(r.resource)} · ${done}/${r.planned}`));
-      const n = Math.max(r.planned, trials.length);
-      for (let i = 0; i < n; i++) {
-        const ty = top + i * tileH;
-        const t = trials[i];
-        if (!t) {
-          g.append(s("rect", { x, y: ty, width: TILE_W, height: Math.max(1, tileH - 1), fill: "none", stroke: "#cbd5e1", "stroke-dasharray": "2 2", class: "slot" }));
-          continue;
-        }
-        const promoted = decided && decided.promoted.has(t.id);
-        const stopped = decided && !promoted && decided.promoted.size > 0 && t.status === "succeeded";
-        let cls = "tile " + t.status + (promoted ? " promoted" : "") + (m.selected === t.id ? " selected" : "");
-        const fill = stopped ? "#a7dcc3" : STATUS_FILL[t.status] || "#e2e8f0";
-        const metricText = t.metric === null ? "" : ` · ${m.detail.metric.name}=${fmt(t.metric)}`;
-        const rect = s("rect", {
-          x, y: ty, width: TILE_W, height: Math.max(1, tileH - 1), fill, class: cls,
-          "data-trial": t.id, "data-status": t.status,
-          onclick: () => { m.selected = m.selected === t.id ? null : t.id; scheduleRender(); },
-        }, s("title", {}, `${t.id} · ${t.status}${metricText}${promoted ? " · promoted" : ""}\n${fmtConfig(t.config)}${t.reason ? "\n" + t.reason : ""}`));
-        g.append(rect);
-        if (best && best.id === t.id) g.append(s("text", { x: x + TILE_W + 3, y: ty + tileH / 2 + 4, class: "label" }, "★"));
-        pos.set(t.id, [x, ty, tileH]);
+  return h("div", { id: "brackets", class: "brackets" },
+    ...m.detail.brackets.map((b) => renderBracket(m, best, b, byRung)));
+}
+
+function renderBracket(m, best, b, byRung) {
+  const n0 = b.rungs.length ? b.rungs[0].planned : 1;
+  const tileH = clamp(Math.floor(MAX_COLUMN_H / n0), 2, 16);
+  const width = LEFT + b.rungs.length * (TILE_W + GAP_X) - GAP_X + 60;
+  const height = HEADER_H + n0 * tileH + 4;
+  const body = s("g", {});
+  const links = s("g", {});
+  const pos = new Map(); // trial id -> [x, y]
+  b.rungs.forEach((r, ri) => {
+    const x = LEFT + ri * (TILE_W + GAP_X);
+    const top = HEADER_H;
+    const trials = rungOrder(m, b.bracket, r.rung, byRung.get(`${b.bracket}/${r.rung}`) || []);
+    const decided = m.decided.get(`${b.bracket}/${r.rung}`);
+    const done = trials.filter((t) => ENDED.has(t.status)).length;
+    body.append(s("text", { x, y: 12, class: "label" }, `rung ${r.rung}` + (decided && decided.promoted.size ? ` · ${decided.promoted.size} promoted` : "")));
+    body.append(s("text", { x, y: 26 }, `${m.detail.resource.name}=${fmt(r.resource)} · ${done}/${r.planned}`));
+    const n = Math.max(r.planned, trials.length);
+    for (let i = 0; i < n; i++) {
+      const ty = top + i * tileH;
+      const hgt = Math.max(1, tileH - 1);
+      const t = trials[i];
+      if (!t) {
+        body.append(s("rect", { x, y: ty, width: TILE_W, height: hgt, fill: "none", stroke: "#cbd5e1", "stroke-dasharray": "2 2", class: "slot" }));
+        continue;
       }
-      if (decided && decided.promoted.size && decided.promoted.size < trials.length) {
-        const cy = top + decided.promoted.size * tileH - 0.5;
-        g.append(s("line", { x1: x - 4, x2: x + TILE_W + 4, y1: cy, y2: cy, class: "cutoff" }));
-        if (decided.cutoff !== null && decided.cutoff !== undefined) {
-          g.append(s("text", { x: x + TILE_W + 6, y: cy + 4, class: "cut" }, `cutoff ${fmt(decided.cutoff)}`));
-        }
+      const promoted = decided && decided.promoted.has(t.id);
+      const stopped = decided && !promoted && decided.promoted.size > 0 && t.status === "succeeded";
+      const cls = "tile " + t.status + (promoted ? " promoted" : "") + (m.selected === t.id ? " selected" : "");
+      const fill = stopped ? "#a7dcc3" : STATUS_FILL[t.status] || "#e2e8f0";
+      const metricText = t.metric === null ? "" : ` · ${m.detail.metric.name}=${fmt(t.metric)}`;
+      body.append(s("rect", {
+        x, y: ty, width: TILE_W, height: hgt, fill, class: cls,
+        "data-trial": t.id, "data-status": t.status,
+        onclick: () => { m.selected = m.selected === t.id ? null : t.id; scheduleRender(); },
+      }, s("title", {}, `${t.id} · ${t.status}${metricText}${promoted ? " · promoted" : ""}\n${fmtConfig(t.config)}${t.reason ? "\n" + t.reason : ""}`)));
+      if (tileH >= TEXT_MIN_TILE_H && t.metric !== null) {
+        body.append(s("text", { x: x + 4, y: ty + hgt / 2 + 4, class: stopped ? "in dark" : "in" }, fmt(t.metric)));
       }
-      rowH = Math.max(rowH, HEADER_H + n * tileH);
-    });
-    rows.push(g);
-    y += rowH + 18;
-  }
+      if (best && best.id === t.id) body.append(s("text", { x: x + TILE_W + 3, y: ty + hgt / 2 + 4, class: "star" }, "★ best"));
+      pos.set(t.id, [x, ty + hgt / 2]);
+    }
+    if (decided && decided.promoted.size && decided.promoted.size < trials.length) {
+      const cy = top + decided.promoted.size * tileH - 0.5;
+      body.append(s("line", { x1: x - 3, x2: x + TILE_W + 3, y1: cy, y2: cy, class: "cutoff" }));
+      if (decided.cutoff !== null && decided.cutoff !== undefined) {
+        body.append(s("text", { x: x + TILE_W + 5, y: cy + 11, class: "cut" }, `cutoff ${fmt(decided.cutoff)}`));
+      }
+    }
+  });
   for (const t of m.trials.values()) {
-    if (!t.parent || !pos.has(t.id) || !pos.has(t.parent)) continue;
-    const [px, py, ph] = pos.get(t.parent);
-    const [cx, cy, ch] = pos.get(t.id);
-    links.push(s("line", { x1: px + TILE_W, y1: py + ph / 2, x2: cx, y2: cy + ch / 2, class: "link" }));
+    if (t.bracket !== b.bracket || !t.parent || !pos.has(t.id) || !pos.has(t.parent)) continue;
+    const [px, py] = pos.get(t.parent);
+    const [cx, cy] = pos.get(t.id);
+    const mid = (px + TILE_W + cx) / 2;
+    links.append(s("path", { d: `M${px + TILE_W},${py} C${mid},${py} ${mid},${cy} ${cx},${cy}`, class: "link" }));
   }
-  return s("svg", { id: "brackets", viewBox: `0 0 ${width} ${y}`, width, height: y, role: "img", "aria-label": "brackets and rungs" }, ...links, ...rows);
+  return h("figure", { class: "bracket", "data-bracket": b.bracket },
+    h("figcaption", {}, h("b", {}, `bracket s=${b.bracket}`), ` · ${b.rungs.reduce((a, r) => a + r.planned, 0)} runs`),
+    s("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "img", "aria-label": `bracket ${b.bracket}` }, links, body));
 }
 
 function legend() {
