@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 
 from hbd import __version__
-from hbd.cli import run, service, spec_commands, sweeps, watch
+from hbd.cli import export, run, service, spec_commands, sweeps, watch
 from hbd.cli.base import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -47,6 +47,7 @@ COMMANDS: tuple[Command, ...] = (
     *run.COMMANDS,
     *service.COMMANDS,
     *watch.COMMANDS,
+    *export.COMMANDS,
 )
 
 

@@ -1,0 +1,1 @@
+"""Sweeps written out in other tools' formats (``hbd export``)."""

@@ -1,0 +1,116 @@
+"""`hbd export SWEEP --optuna-journal FILE`: a real finished sweep, read back with Optuna."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+import hbd
+from hbd.cli import main
+from hbd.export.optuna_journal import intermediate_values
+from tests.live_daemon import curve_yaml, daemon_in_thread
+
+TOKEN = "export-test-token-0123456789"
+
+
+def hbd_cli(*args: str, url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HBD_TOKEN": TOKEN, "HBD_URL": url}
+    return subprocess.run(
+        [sys.executable, "-m", "hbd", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def load(path: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(path))))
+
+
+@pytest.mark.slow
+def test_a_finished_sweep_reads_back_in_optuna_with_its_curves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HBD_TOKEN", TOKEN)
+    journal = tmp_path / "sweep.journal"
+    with daemon_in_thread(tmp_path, token=TOKEN) as url, hbd.Client(url, token=TOKEN) as client:
+        # x above 0.8 fails: the journal holds failed runs too.
+        sweep = client.submit(curve_yaml(fail_above=0.8, seed=3))
+        client.wait(sweep, timeout=90)
+        runs = {t["id"]: t for t in client.trials(sweep)}
+        done = hbd_cli("export", sweep, "--optuna-journal", str(journal), url=url)
+        assert done.returncode == 0, done.stderr
+        assert f"wrote {len(runs)} trial runs of sweep {sweep}" in done.stdout
+        assert "optuna-dashboard" in done.stdout
+
+        # The same command in this process (importing Optuna again costs seconds).
+        assert main(["export", sweep, "--optuna-journal", str(journal), "--url", url]) == 2
+        assert "exists" in capsys.readouterr().err
+        assert (
+            main(["export", sweep, "--optuna-journal", str(journal), "--force", "--url", url]) == 0
+        )
+        assert main(["export", "nope", "--optuna-journal", str(tmp_path / "x"), "--url", url]) == 2
+        assert "no sweep nope" in capsys.readouterr().err
+        assert not (tmp_path / "x").exists()
+
+    study = load(journal, sweep)
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    assert study.user_attrs["hbd_sweep_id"] == sweep
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == len(runs)
+    failed = [r for r in runs.values() if r["status"] == "failed"]
+    assert failed, "the spec should make some trials fail"
+    assert sum(t.state == TrialState.FAIL for t in trials) == len(failed)
+    for t in trials:
+        run = runs[t.user_attrs["hbd_trial_id"]]
+        assert t.params == run["config"]
+        assert (t.user_attrs["bracket"], t.user_attrs["rung"]) == (run["bracket"], run["rung"])
+        assert t.user_attrs["steps"] == run["resource"]
+        assert t.datetime_start is not None and t.datetime_complete is not None
+        if run["status"] == "succeeded":
+            assert t.state == TrialState.COMPLETE
+            assert math.isclose(t.value, run["metric"])
+            # The trial reports its loss at every step up to its resource.
+            assert sorted(t.intermediate_values) == list(range(1, run["resource"] + 1))
+            assert math.isclose(t.intermediate_values[run["resource"]], run["metric"])
+            if run["resource"] > 1:
+                assert t.intermediate_values[1] > t.value  # a learning curve: it came down
+        else:
+            assert t.value is None and not t.intermediate_values
+    dists = trials[0].distributions
+    assert dists["opt"] == CategoricalDistribution(("sgd", "adam"))
+    assert isinstance(dists["width"], IntDistribution)
+    assert isinstance(dists["x"], FloatDistribution) and not dists["x"].log
+    best = min((r for r in runs.values() if r["metric"] is not None), key=lambda r: r["metric"])
+    assert study.best_trial.user_attrs["hbd_trial_id"] == best["id"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".sweep.journal")] == []
+
+
+def test_without_optuna_the_command_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` now fails
+    code = main(["export", "sw1", "--optuna-journal", str(tmp_path / "j"), "--url", "http://h:1"])
+    assert code == 2
+    assert "hbd[optuna]" in capsys.readouterr().err
+    assert not (tmp_path / "j").exists()
+
+
+def test_intermediate_steps_come_from_step_else_the_report_number() -> None:
+    reports = [
+        {"seq": 1, "metrics": {"loss": 3.0}},
+        {"seq": 2, "metrics": {"loss": 2.0, "step": 10}},
+        {"seq": 3, "metrics": {"loss": 1.5, "step": 10}},  # the same step again: the later wins
+        {"seq": 4, "metrics": {"loss": 1.0, "step": 2.5}},  # not a whole step: its number
+        {"seq": 5, "metrics": {"acc": 0.9}},  # not the metric
+        {"seq": 6, "metrics": {"loss": 0.5, "step": 2**70}},  # no int64 step: its number
+        {"seq": 7, "metrics": {"loss": float("nan")}},
+    ]
+    assert intermediate_values("loss", reports) == {1: 3.0, 10: 1.5, 4: 1.0, 6: 0.5}
