@@ -121,7 +121,8 @@ function renderNav() {
   },
   h("span", { class: "id" }, sw.id), " ", h("span", { class: "pill " + sw.status }, sw.status),
   h("span", { class: "meta" },
-    (sw.name ? sw.name + " · " : "") + `${sw.metric.name} ${fmt(sw.best_metric)}`))));
+    (sw.name ? sw.name + " · " : "") + (sw.best_metric === null || sw.best_metric === undefined
+      ? `${sw.metric.optimization} ${sw.metric.name}` : `best ${sw.metric.name} ${fmt(sw.best_metric)}`)))));
 }
 
 window.addEventListener("hashchange", () => {
