@@ -11,7 +11,7 @@ uses) and raises the same errors (``ClientError``, ``SpecRejected``), but
 with a plain ``httpx.Client``: no event loop, so it works in a Jupyter cell,
 whose own loop is already running and would refuse ``anyio.run``.
 
-pandas is an optional extra (``pip install 'hbd[pandas]'``), imported only by
+pandas is an optional extra (``[pandas]``), imported only by
 ``results_frame``.
 """
 
@@ -293,7 +293,7 @@ class Client:
             import pandas as pd
         except ImportError:
             raise ImportError(
-                "results_frame needs pandas: pip install 'hbd[pandas]' (or pandas)"
+                "results_frame needs pandas: pip install pandas (or install hbd with its [pandas] extra)"
             ) from None
         trials = self.trials(sweep)
         params = sorted({k for t in trials for k in t["config"]})

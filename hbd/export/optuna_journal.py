@@ -13,7 +13,7 @@ identities ride along as user attributes (``hbd_trial_id``, ``bracket``,
 
 The file is written through Optuna's own API (``JournalStorage`` over a
 ``JournalFileBackend``, ``Study.add_trials``), never by hand, so it is what
-Optuna itself would write. Optuna is an optional extra (``hbd[optuna]``),
+Optuna itself would write. Optuna is an optional extra (``[optuna]``),
 imported only here and only when exporting.
 
 States: succeeded → COMPLETE; failed, or succeeded without the metric → FAIL;
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
     from optuna.trial import FrozenTrial
 
-INSTALL_HINT = "pip install 'hbd[optuna]' (or optuna)"
+INSTALL_HINT = "pip install optuna (or install hbd with its [optuna] extra)"
 CATEGORICAL_KINDS = frozenset({"choice", "pchoice"})
 # Kinds whose values spread over orders of magnitude: a log axis shows them.
 LOG_KINDS = frozenset(
