@@ -67,6 +67,9 @@ def test_page_logs_in_renders_a_running_sweep_and_follows_its_stream(
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         page = context.new_page()
         page.set_default_timeout(UI_TIMEOUT_MS)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         try:
             page.goto(url + "/")
             # No session yet: the login form, and nothing of the sweep.
@@ -75,6 +78,10 @@ def test_page_logs_in_renders_a_running_sweep_and_follows_its_stream(
             page.fill("input[name=token]", "not-the-token-0123456789")
             page.click("button[type=submit]")
             page.wait_for_selector("text=That token was not accepted.")
+            assert errors == [
+                "Failed to load resource: the server responded with a status of 401 (Unauthorized)"
+            ]
+            errors.clear()
             page.fill("input[name=token]", TOKEN)
             page.click("button[type=submit]")
 
@@ -121,6 +128,7 @@ def test_page_logs_in_renders_a_running_sweep_and_follows_its_stream(
             shot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "page.png")
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000
+            assert errors == []  # no script error, nothing refused by the CSP
         finally:
             context.close()
 

@@ -15,6 +15,7 @@ const RECENT_ROWS = 12; // rows of the "latest results" table
 const SWEEPS_POLL_MS = 5000; // how often the sweep list is refreshed
 const DETAIL_MIN_INTERVAL_MS = 1000; // at most one status request a second
 const RENDER_MIN_INTERVAL_MS = 200; // a replay of thousands of events renders a few times
+const STREAM_RETRY_MS = 5000; // after the daemon refused the event stream
 
 const EVENT_TYPES = [
   "sweep.submitted", "sweep.stop_requested", "sweep.early_stopped", "sweep.finished",
@@ -188,8 +189,12 @@ function openStream(model) {
   es.onopen = () => setConn("live", "live");
   es.onerror = () => {
     if (current !== model) return;
-    if (es.readyState === EventSource.CLOSED) setConn(model.status ? "sweep " + model.status : "stream closed", "");
-    else setConn("reconnecting…", "down");
+    if (es.readyState !== EventSource.CLOSED) { setConn("reconnecting…", "down"); return; }
+    if (model.status) { setConn("sweep " + model.status, ""); return; }
+    // Refused (the daemon restarting, or too many streams): EventSource gives up
+    // on a refusal, so start this sweep over after a pause (a fresh replay).
+    setConn("stream refused; retrying", "down");
+    setTimeout(() => { if (current === model) selectSweep(model.id); }, STREAM_RETRY_MS);
   };
   for (const type of EVENT_TYPES) {
     es.addEventListener(type, (msg) => {
@@ -326,6 +331,7 @@ function renderHead(m, best) {
   const count = (st) => all.filter((t) => st.includes(t.status)).length;
   const ended = all.filter((t) => ENDED.has(t.status)).length;
   const status = m.status || d.status;
+  document.title = `hbd · ${d.id} ${status}`;
   const pct = d.planned_trial_runs ? clamp(100 * trials.filter((t) => ENDED.has(t.status)).length / d.planned_trial_runs, 0, 100) : 0;
   const stat = (value, label, extra) => h("div", { class: "stat" }, h("b", {}, value), h("span", {}, label), extra || null);
   return h("div", { class: "head" },
