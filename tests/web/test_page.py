@@ -63,7 +63,7 @@ def test_page_logs_in_renders_a_running_sweep_and_follows_its_stream(
     browser: Any, tmp_path: Path
 ) -> None:
     with daemon_in_thread(tmp_path, token=TOKEN, slots=2) as url, hbd.Client(url, token=TOKEN) as c:
-        sweep = c.submit(curve_yaml(sleep=0.6, concurrency=2))
+        sweep = c.submit(curve_yaml(sleep=0.4, concurrency=2))
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         page = context.new_page()
         page.set_default_timeout(UI_TIMEOUT_MS)
@@ -128,6 +128,16 @@ def test_page_logs_in_renders_a_running_sweep_and_follows_its_stream(
             shot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "page.png")
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000
+
+            # A new sweep joins the list; clicking it shows it.
+            second = c.submit(curve_yaml(max_iterations=3, seed=8))
+            page.click(f"nav#sweeps a[data-sweep-id='{second}']")
+            page.wait_for_function(
+                "id => document.querySelector('#sweep-id')?.textContent === id", arg=second
+            )
+            page.wait_for_selector("#sweep-status.succeeded")
+            assert page.locator("#brackets figure.bracket").count() == 2  # R=3, eta=3: s=1, 0
+            assert page.url.endswith("#" + second)
             assert errors == []  # no script error, nothing refused by the CSP
         finally:
             context.close()
