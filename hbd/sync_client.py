@@ -17,6 +17,7 @@ pandas is an optional extra (``[pandas]``), imported only by
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -89,8 +90,14 @@ def spec_text(spec: str | os.PathLike[str] | Mapping[str, Any]) -> str:
         return json.dumps(spec)
     if isinstance(spec, os.PathLike):
         return Path(spec).read_text()
-    if "\n" not in spec and len(spec) <= MAX_SPEC_PATH_CHARS and Path(spec).is_file():
-        return Path(spec).read_text()
+    if "\n" not in spec and len(spec) <= MAX_SPEC_PATH_CHARS:
+        try:
+            return Path(spec).read_text()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            pass  # not a file: the text itself
+        except OSError as exc:
+            if exc.errno != errno.ENAMETOOLONG:  # one line of JSON is no file name
+                raise
     return spec
 
 

@@ -68,6 +68,7 @@ def test_a_finished_sweep_reads_back_in_optuna_with_its_curves(
     failed = [r for r in runs.values() if r["status"] == "failed"]
     assert failed, "the spec should make some trials fail"
     assert sum(t.state == TrialState.FAIL for t in trials) == len(failed)
+    curve_points = 0
     for t in trials:
         run = runs[t.user_attrs["hbd_trial_id"]]
         assert t.params == run["config"]
@@ -77,13 +78,17 @@ def test_a_finished_sweep_reads_back_in_optuna_with_its_curves(
         if run["status"] == "succeeded":
             assert t.state == TrialState.COMPLETE
             assert math.isclose(t.value, run["metric"])
-            # The trial reports its loss at every step up to its resource.
-            assert sorted(t.intermediate_values) == list(range(1, run["resource"] + 1))
-            assert math.isclose(t.intermediate_values[run["resource"]], run["metric"])
-            if run["resource"] > 1:
-                assert t.intermediate_values[1] > t.value  # a learning curve: it came down
+            # The trial reports loss = floor + 1/step at every step up to its
+            # resource (the daemon hears of most: callbacks are best effort).
+            r = run["resource"]
+            assert t.intermediate_values and set(t.intermediate_values) <= set(range(1, r + 1))
+            for step, loss in t.intermediate_values.items():
+                assert math.isclose(loss, run["metric"] - 1 / r + 1 / step), (step, loss)
+            curve_points += len(t.intermediate_values)
         else:
             assert t.value is None and not t.intermediate_values
+    succeeded = [r for r in runs.values() if r["status"] == "succeeded"]
+    assert curve_points > sum(r["resource"] for r in succeeded) // 2  # curves, not just ends
     dists = trials[0].distributions
     assert dists["opt"] == CategoricalDistribution(("sgd", "adam"))
     assert isinstance(dists["width"], IntDistribution)

