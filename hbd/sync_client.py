@@ -288,6 +288,26 @@ class Client:
                 )
             time.sleep(delay * min(2 ** (failures - 1), 8))
 
+    def optuna_study(
+        self, sweep: str, *, storage: Any = None, study_name: str | None = None
+    ) -> Any:
+        """The sweep as a new Optuna study (``optuna.Study``), one trial per ended trial run,
+        with intermediate values: for ``optuna.visualization`` in a notebook.
+
+        ``storage``: any Optuna storage or URL (default: in memory). What
+        ``hbd export --optuna-journal`` writes (see ``hbd.export.optuna_journal``).
+        Needs the optional Optuna extra.
+        """
+        from hbd.export.optuna_journal import EXPORT_EVENT_TYPES, fill_study, sweep_data
+
+        detail = self.status(sweep)
+        trials = self.trials(sweep)
+        events = [
+            (e.type, e.trial_id, e.payload)
+            for e in self.events(sweep, types=EXPORT_EVENT_TYPES, follow=False)
+        ]
+        return fill_study(storage, sweep_data(detail, trials, events), study_name)
+
     def results_frame(self, sweep: str) -> pandas.DataFrame:
         """The sweep's trial runs as a pandas DataFrame, one row per run.
 

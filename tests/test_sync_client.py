@@ -85,6 +85,11 @@ def test_a_sweep_from_submit_to_results_frame(tmp_path: Path) -> None:
         assert (frame["duration"] > 0).all()
         assert str(frame["started_at"].dt.tz) == "UTC"
 
+        study = client.optuna_study(sweep)  # in memory, for optuna.visualization
+        assert study.study_name == sweep and len(study.trials) == 22
+        assert study.best_trial.user_attrs["hbd_trial_id"] == final["best"]["id"]
+        assert study.best_trial.params == final["best"]["config"]
+
 
 def test_errors_are_one_line_client_errors(tmp_path: Path) -> None:
     with daemon_in_thread(tmp_path, token=TOKEN, slots=1) as url:

@@ -8,16 +8,12 @@ with ``hbd.export.optuna_journal``. Optuna is imported only when exporting.
 from __future__ import annotations
 
 import argparse
-from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 from hbd.cli.base import EXIT_OK, Command, UserError, say, warn
 from hbd.cli.remote import add_connection_args, call
 from hbd.client import Client
-
-# Events the export reads: the spec (for the parameters' kinds) and the curves.
-EXPORT_EVENT_TYPES = ("sweep.submitted", "trial.metrics")
+from hbd.export.optuna_journal import EXPORT_EVENT_TYPES, SweepData, sweep_data
 
 
 def _args_export(p: argparse.ArgumentParser) -> None:
@@ -33,20 +29,14 @@ def _args_export(p: argparse.ArgumentParser) -> None:
     add_connection_args(p)
 
 
-async def fetch_sweep(
-    client: Client, sweep: str
-) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
-    """(detail, the spec's params, trial runs, each trial's trial.metrics payloads)."""
+async def fetch_sweep(client: Client, sweep: str) -> SweepData:
     detail = await client.sweep(sweep)
     trials = await client.trials(sweep)
-    params: dict[str, Any] = {}
-    reports: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    async for event in client.events(sweep, types=EXPORT_EVENT_TYPES, follow=False):
-        if event.type == "sweep.submitted":
-            params = dict(event.payload.get("spec_json", {}).get("matrix", {}).get("params") or {})
-        elif event.type == "trial.metrics" and event.trial_id:
-            reports[event.trial_id].append(event.payload)
-    return detail, params, trials, dict(reports)
+    events = [
+        (e.type, e.trial_id, e.payload)
+        async for e in client.events(sweep, types=EXPORT_EVENT_TYPES, follow=False)
+    ]
+    return sweep_data(detail, trials, events)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -61,15 +51,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UserError(f"{path} exists: remove it, choose another file, or pass --force")
     if not path.parent.is_dir():
         raise UserError(f"{path.parent} is not a directory")
-    detail, params, trials, reports = call(args, lambda c: fetch_sweep(c, args.sweep))
+    data = call(args, lambda c: fetch_sweep(c, args.sweep))
     try:
-        summary = write_journal(
-            path, detail, params, trials, reports, study_name=args.study_name, overwrite=args.force
-        )
+        summary = write_journal(path, data, study_name=args.study_name, overwrite=args.force)
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
     say(
-        f"wrote {summary.trials} trial runs of sweep {detail['id']} "
+        f"wrote {summary.trials} trial runs of sweep {data.detail['id']} "
         f"({summary.intermediate_values} intermediate values) to {path} "
         f"as Optuna study {summary.study_name!r}"
     )

@@ -218,15 +218,64 @@ def frozen_trials(
     return out
 
 
-def write_journal(
-    path: Path,
+@dataclass(frozen=True)
+class SweepData:
+    """What an export reads from the daemon: ``detail`` (GET /v1/sweeps/{id}), the
+    spec's ``params`` (from ``sweep.submitted``), the trial runs (the API's trial
+    views) and each trial's ``trial.metrics`` payloads in log order."""
+
+    detail: Mapping[str, Any]
+    params: Mapping[str, Any]
+    trials: Sequence[Mapping[str, Any]]
+    reports: Mapping[str, Sequence[Mapping[str, Any]]]
+
+
+# Events an export reads: the spec (for the parameters' kinds) and the curves.
+EXPORT_EVENT_TYPES = ("sweep.submitted", "trial.metrics")
+
+
+def sweep_data(
     detail: Mapping[str, Any],
-    spec_params: Mapping[str, Any],
     trials: Sequence[Mapping[str, Any]],
-    reports: Mapping[str, Sequence[Mapping[str, Any]]],
-    *,
-    study_name: str | None = None,
-    overwrite: bool = False,
+    events: Iterable[tuple[str, str | None, Mapping[str, Any]]],
+) -> SweepData:
+    """Gather ``(type, trial_id, payload)`` of the sweep's EXPORT_EVENT_TYPES events."""
+    params: Mapping[str, Any] = {}
+    reports: dict[str, list[Mapping[str, Any]]] = {}
+    for etype, trial_id, payload in events:
+        if etype == "sweep.submitted":
+            params = dict((payload.get("spec_json") or {}).get("matrix", {}).get("params") or {})
+        elif etype == "trial.metrics" and trial_id:
+            reports.setdefault(trial_id, []).append(payload)
+    return SweepData(detail, params, trials, reports)
+
+
+def fill_study(storage: Any, data: SweepData, study_name: str | None = None) -> Any:
+    """A new study in ``storage`` (any Optuna storage) holding the sweep; returns it."""
+    optuna = require_optuna()
+    detail = data.detail
+    frozen = frozen_trials(detail, data.params, data.trials, data.reports)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line
+    try:
+        direction = "maximize" if detail["metric"]["optimization"] == "maximize" else "minimize"
+        study = optuna.create_study(
+            storage=storage, study_name=study_name or detail["id"], direction=direction
+        )
+        with warnings.catch_warnings():  # experimental since Optuna 3.2; the dashboard shows it
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([detail["metric"]["name"]])
+        for key in ("id", "name", "seed", "status", "reason", "max_iterations", "eta"):
+            study.set_user_attr(f"hbd_{key}" if key != "id" else "hbd_sweep_id", detail.get(key))
+        study.set_user_attr("hbd_resource", detail["resource"])
+        study.add_trials(frozen)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    return study
+
+
+def write_journal(
+    path: Path, data: SweepData, *, study_name: str | None = None, overwrite: bool = False
 ) -> ExportSummary:
     """Write the sweep to a new Optuna journal file at ``path``.
 
@@ -239,32 +288,18 @@ def write_journal(
 
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists (remove it, or pass --force to replace it)")
-    name = study_name or detail["id"]
-    frozen = frozen_trials(detail, spec_params, trials, reports)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line
     try:
         storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp)))
-        direction = "maximize" if detail["metric"]["optimization"] == "maximize" else "minimize"
-        study = optuna.create_study(storage=storage, study_name=name, direction=direction)
-        with (
-            warnings.catch_warnings()
-        ):  # experimental since Optuna 3.2, and what the dashboard shows
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([detail["metric"]["name"]])
-        for key in ("id", "name", "seed", "status", "reason", "max_iterations", "eta"):
-            study.set_user_attr(f"hbd_{key}" if key != "id" else "hbd_sweep_id", detail.get(key))
-        study.set_user_attr("hbd_resource", detail["resource"])
-        study.add_trials(frozen)
+        study = fill_study(storage, data, study_name)
+        written = study.get_trials(deepcopy=False)  # (read back from the file: before the rename)
         os.replace(tmp, path)
     finally:
-        optuna.logging.set_verbosity(verbosity)
         tmp.unlink(missing_ok=True)
     return ExportSummary(
         path=path,
-        study_name=name,
-        trials=len(frozen),
-        skipped_unfinished=sum(1 for t in trials if t["status"] not in ENDED),
-        intermediate_values=sum(len(f.intermediate_values) for f in frozen),
+        study_name=study.study_name,
+        trials=len(written),
+        skipped_unfinished=sum(1 for t in data.trials if t["status"] not in ENDED),
+        intermediate_values=sum(len(t.intermediate_values) for t in written),
     )
