@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -119,3 +120,123 @@ def test_intermediate_steps_come_from_step_else_the_report_number() -> None:
         {"seq": 7, "metrics": {"loss": float("nan")}},
     ]
     assert intermediate_values("loss", reports) == {1: 3.0, 10: 1.5, 4: 1.0, 6: 0.5}
+
+
+def trial_view(
+    i: int, config: dict[str, object], status: str, metric: float | None
+) -> dict[str, Any]:
+    return {
+        "id": f"sw-s0-r0-c{i}",
+        "sweep_id": "sw",
+        "bracket": 0,
+        "rung": 0,
+        "index": i,
+        "config": config,
+        "resource": 3,
+        "status": status,
+        "metric": metric,
+        "metrics": {} if metric is None else {"acc": metric},
+        "parent": None,
+        "reason": None if status == "succeeded" else status,
+        "scheduled_at": 1_800_000_000.0 + i,
+        "started_at": 1_800_000_001.0 + i,
+        "ended_at": None if status == "running" else 1_800_000_002.5 + i,
+    }
+
+
+def test_every_kind_of_value_gets_a_distribution_that_holds_it() -> None:
+    from hbd.export.optuna_journal import SweepData, fill_study
+
+    params = {
+        "lr": {"kind": "loguniform", "value": {"low": -9.2, "high": -2.3}},
+        "layers": {"kind": "choice", "value": [16, 32, [1, 2]]},
+        "act": {"kind": "pchoice", "value": [["relu", 0.5], ["tanh", 0.5]]},
+        "day": {"kind": "daterange", "value": {"start": "2024-01-01", "stop": "2024-02-01"}},
+        "n": {"kind": "range", "value": {"start": 1, "stop": 9, "step": 2}},
+        "noise": {"kind": "qnormal", "value": {"loc": 0, "scale": 1, "q": 0.5}},
+        "flag": {"kind": "choice", "value": [True, False]},
+    }
+    configs = [
+        {
+            "lr": 0.001,
+            "layers": [1, 2],
+            "act": "tanh",
+            "day": "2024-01-03",
+            "n": 3,
+            "noise": -0.5,
+            "flag": True,
+        },
+        {
+            "lr": 0.05,
+            "layers": 16,
+            "act": "relu",
+            "day": "2024-01-09",
+            "n": 7,
+            "noise": 1.0,
+            "flag": False,
+        },
+        {
+            "lr": 0.01,
+            "layers": 32,
+            "act": "relu",
+            "day": "2024-01-05",
+            "n": 1,
+            "noise": 0.0,
+            "flag": True,
+        },
+        {
+            "lr": 0.02,
+            "layers": 16,
+            "act": "tanh",
+            "day": "2024-01-07",
+            "n": 5,
+            "noise": 0.5,
+            "flag": False,
+        },
+        {
+            "lr": 0.03,
+            "layers": 16,
+            "act": "tanh",
+            "day": "2024-01-02",
+            "n": 5,
+            "noise": 0.5,
+            "flag": True,
+        },
+    ]
+    statuses = [
+        ("succeeded", 0.9),
+        ("failed", None),
+        ("cancelled", None),
+        ("succeeded", None),
+        ("running", None),
+    ]
+    trials = [
+        trial_view(i, c, *st) for i, (c, st) in enumerate(zip(configs, statuses, strict=True))
+    ]
+    detail = {
+        "id": "sw",
+        "metric": {"name": "acc", "optimization": "maximize"},
+        "resource": {"name": "epochs", "type": "int"},
+    }
+    reports = {
+        "sw-s0-r0-c0": [{"seq": 1, "metrics": {"acc": 0.5}}, {"seq": 2, "metrics": {"acc": 0.9}}]
+    }
+    study = fill_study(None, SweepData(detail, params, trials, reports))
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    got = study.get_trials(deepcopy=False)
+    assert [t.state for t in got] == [
+        TrialState.COMPLETE,
+        TrialState.FAIL,
+        TrialState.PRUNED,
+        TrialState.FAIL,  # succeeded without the metric: no value to rank
+    ]  # the running one is left out
+    d = got[0].distributions
+    assert d["lr"] == FloatDistribution(0.001, 0.05, log=True)  # what the ended runs drew, log
+    assert d["layers"] == CategoricalDistribution((16, 32, "[1, 2]"))  # the spec's, lists as JSON
+    assert d["act"] == CategoricalDistribution(("relu", "tanh"))
+    assert isinstance(d["day"], CategoricalDistribution) and "2024-01-03" in d["day"].choices
+    assert d["n"] == IntDistribution(1, 7)
+    assert d["noise"] == FloatDistribution(-0.5, 1.0)
+    assert d["flag"] == CategoricalDistribution((True, False))
+    assert got[0].params["layers"] == "[1, 2]" and got[0].intermediate_values == {1: 0.5, 2: 0.9}
+    assert got[0].duration is not None and got[0].duration.total_seconds() == 1.5
