@@ -32,7 +32,7 @@ def main(out: Path) -> None:
             curve_yaml(max_iterations=27, sleep=1.2, concurrency=4, fail_above=0.93, seed=5)
         )
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1200, "height": 1000})
+        page = browser.new_page(viewport={"width": 1200, "height": 1160})
         page.goto(url + "/")
         page.fill("input[name=token]", TOKEN)
         page.click("button[type=submit]")
@@ -42,6 +42,12 @@ def main(out: Path) -> None:
         while sum(client.status(sweep)["trials"].get(s, 0) for s in ended) < 0.55 * planned:
             time.sleep(0.5)
         time.sleep(1.0)  # let the page render the last events
+        # Show a failed trial's reason in the side panel, as a user clicking it would.
+        page.evaluate(
+            "() => document.querySelector('rect.tile[data-status=failed]')"
+            "?.dispatchEvent(new MouseEvent('click', {bubbles: true}))"
+        )
+        time.sleep(0.5)
         page.screenshot(path=str(out))  # the first screen: brackets, curves, best trial
         browser.close()
         client.cancel(sweep)

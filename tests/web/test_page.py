@@ -108,6 +108,13 @@ def test_page_logs_in_renders_a_running_sweep_and_follows_its_stream(
             assert page.evaluate("() => window.__notReloaded") == marker  # the same document
             page.wait_for_selector("svg#curves path.curve", state="attached")
             page.wait_for_selector("#best dd")
+            # Clicking a result shows its trial (read and clicked at once: rows move).
+            clicked_id = page.evaluate(
+                "() => { const r = document.querySelector('#recent tr[data-trial-id]');"
+                " r.click(); return r.dataset.trialId; }"
+            )
+            page.wait_for_selector("#selected dd")
+            assert clicked_id in page.inner_text("#selected")
 
             # The session cookie: HttpOnly, SameSite=Strict, invisible to scripts.
             cookie = next(k for k in context.cookies() if k["name"] == "hbd_session")

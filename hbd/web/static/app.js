@@ -533,16 +533,36 @@ function renderCurves(m, best) {
   return svg;
 }
 
+function trialRows(m, t) {
+  const d = m.detail;
+  return [
+    ["trial", t.id], ["status", t.status], [d.metric.name, fmt(t.metric)], [d.resource.name, fmt(t.resource)],
+    ["bracket, rung", `s=${t.bracket}, rung ${t.rung}`],
+    ...(t.parent ? [["promoted from", t.parent]] : []),
+    ...(t.reason ? [["reason", t.reason]] : []),
+    ...Object.entries(t.config || {}).map(([k, v]) => [k, fmt(v)]),
+  ];
+}
+
+function details(id, rows) {
+  return h("dl", { id }, ...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+}
+
+// The best trial, and below it the trial last clicked (a bar, a curve's row).
 function renderBest(m, best) {
   const d = m.detail;
-  if (!best) return [h("h3", {}, "Best trial"), h("p", { class: "muted" }, "no trial has reported the metric yet")];
-  const rows = [
-    ["trial", best.id], [d.metric.name, fmt(best.metric)], [d.resource.name, fmt(best.resource)],
-    ["bracket, rung", `s=${best.bracket}, rung ${best.rung}`],
-    ...Object.entries(best.config || {}).map(([k, v]) => [k, fmt(v)]),
-  ];
-  return [h("h3", {}, "Best trial ", h("small", {}, `${d.metric.optimization} ${d.metric.name}`)),
-    h("dl", { id: "best" }, ...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))];
+  const out = [h("h3", {}, "Best trial ", h("small", {}, `${d.metric.optimization} ${d.metric.name}`))];
+  out.push(best ? details("best", trialRows(m, best).filter(([k]) => k !== "status"))
+    : h("p", { class: "muted" }, "no trial has reported the metric yet"));
+  const picked = m.selected && m.trials.get(m.selected);
+  if (picked) {
+    out.push(h("h3", { class: "picked" }, "Selected trial ",
+      h("button", { type: "button", class: "clear", onclick: () => { m.selected = null; scheduleRender(); } }, "clear")));
+    out.push(details("selected", trialRows(m, picked)));
+  } else {
+    out.push(h("p", { class: "muted hint" }, "Click a bar or a result to see its trial here."));
+  }
+  return out;
 }
 
 function renderRecent(m) {
