@@ -92,8 +92,8 @@ def test_a_finished_sweep_reads_back_in_optuna_with_its_curves(
     assert curve_points > sum(r["resource"] for r in succeeded) // 2  # curves, not just ends
     dists = trials[0].distributions
     assert dists["opt"] == CategoricalDistribution(("sgd", "adam"))
-    assert isinstance(dists["width"], IntDistribution)
-    assert isinstance(dists["x"], FloatDistribution) and not dists["x"].log
+    assert dists["x"] == FloatDistribution(0.0, 1.0)  # the spec's uniform [0, 1]
+    assert dists["width"] == IntDistribution(8, 56)  # range(8, 64, 8)
     best = min((r for r in runs.values() if r["metric"] is not None), key=lambda r: r["metric"])
     assert study.best_trial.user_attrs["hbd_trial_id"] == best["id"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".sweep.journal")] == []
@@ -231,12 +231,33 @@ def test_every_kind_of_value_gets_a_distribution_that_holds_it() -> None:
         TrialState.FAIL,  # succeeded without the metric: no value to rank
     ]  # the running one is left out
     d = got[0].distributions
-    assert d["lr"] == FloatDistribution(0.001, 0.05, log=True)  # what the ended runs drew, log
+    # The spec's range (exp of its exponents), widened to what was drawn, on a log axis.
+    assert d["lr"] == FloatDistribution(math.exp(-9.2), math.exp(-2.3), log=True)
     assert d["layers"] == CategoricalDistribution((16, 32, "[1, 2]"))  # the spec's, lists as JSON
     assert d["act"] == CategoricalDistribution(("relu", "tanh"))
     assert isinstance(d["day"], CategoricalDistribution) and "2024-01-03" in d["day"].choices
-    assert d["n"] == IntDistribution(1, 7)
+    assert d["n"] == IntDistribution(1, 7)  # range(1, 9, 2): 1..7
     assert d["noise"] == FloatDistribution(-0.5, 1.0)
     assert d["flag"] == CategoricalDistribution((True, False))
     assert got[0].params["layers"] == "[1, 2]" and got[0].intermediate_values == {1: 0.5, 2: 0.9}
     assert got[0].duration is not None and got[0].duration.total_seconds() == 1.5
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "expected"),
+    [
+        ("uniform", {"low": -1, "high": 2}, (-1.0, 2.0)),
+        ("range", {"start": 10, "stop": 0, "step": -3}, (1.0, 10.0)),
+        ("range", {"start": 0, "stop": 10, "step": 5}, (0.0, 5.0)),
+        ("logspace", {"start": 0, "stop": 2, "num": 3}, (1.0, 100.0)),
+        ("geomspace", {"start": 100, "stop": 1, "num": 3}, (1.0, 100.0)),
+        ("normal", {"loc": 0, "scale": 1}, None),
+        ("uniform", [0, 1], None),  # a form not normalised: use what was drawn
+        ("range", {"start": 0, "stop": 1, "step": 0}, None),
+        ("logspace", {"start": 0, "stop": 10**6, "num": 2}, None),  # overflows
+    ],
+)
+def test_declared_ranges(kind: str, value: object, expected: tuple[float, float] | None) -> None:
+    from hbd.export.optuna_journal import declared_range
+
+    assert declared_range(kind, value) == expected

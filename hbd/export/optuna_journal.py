@@ -24,8 +24,10 @@ is known, taken again later for more.
 
 Distributions come from the spec's parameter kinds and the values drawn:
 ``choice``/``pchoice`` are categorical over the spec's values, numbers are
-Int/FloatDistributions over the range drawn (log-scaled for the log kinds),
-anything else (dates, mixed types) is categorical over the values drawn.
+Int/FloatDistributions over the spec's declared range widened to every value
+drawn (log-scaled for the log kinds; the range drawn for unbounded kinds such
+as ``normal``), anything else (dates, mixed types) is categorical over the
+values drawn.
 """
 
 from __future__ import annotations
@@ -107,6 +109,9 @@ def distributions(
             out[name] = dist.CategoricalDistribution(_unique([*choices, *extra]))
         elif drawn and all(_is_number(v) for v in drawn):
             low, high = min(drawn), max(drawn)
+            declared = declared_range(kind, (spec_params.get(name) or {}).get("value"))
+            if declared is not None:  # the spec's range, widened to hold every value drawn
+                low, high = min(low, declared[0]), max(high, declared[1])
             log = kind in LOG_KINDS and low > 0
             if all(isinstance(v, int) for v in drawn):
                 out[name] = dist.IntDistribution(int(low), int(high), log=log)
@@ -117,6 +122,33 @@ def distributions(
                 _unique([_categorical_value(v) for v in drawn])
             )
     return out
+
+
+def declared_range(kind: str, value: Any) -> tuple[float, float] | None:
+    """The value range a numeric kind's spec declares, or None (unbounded kinds such
+    as normal, or a form this does not know: the values drawn are used alone)."""
+    if not isinstance(value, Mapping):
+        return None
+    try:
+        if kind in ("uniform", "quniform"):
+            bounds = (float(value["low"]), float(value["high"]))
+        elif kind in ("loguniform", "qloguniform"):  # bounds are natural-log exponents
+            bounds = (math.exp(value["low"]), math.exp(value["high"]))
+        elif kind == "range":
+            start, stop, step = value["start"], value["stop"], value["step"]
+            last = start + step * math.ceil((stop - start) / step - 1)  # stop is excluded
+            bounds = (float(min(start, last)), float(max(start, last)))
+        elif kind in ("linspace", "geomspace"):
+            bounds = (float(value["start"]), float(value["stop"]))
+        elif kind == "logspace":
+            base = value.get("base", 10)
+            bounds = (float(base ** value["start"]), float(base ** value["stop"]))
+        else:
+            return None
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, OverflowError):
+        return None
+    low, high = min(bounds), max(bounds)
+    return (low, high) if math.isfinite(low) and math.isfinite(high) else None
 
 
 def _unique(values: Iterable[Any]) -> tuple[Any, ...]:
