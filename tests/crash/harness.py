@@ -79,6 +79,26 @@ def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> Proc
     return Proc(popen, log)
 
 
+def spawn_cli(args: list[str], log: Path, *, cwd: Path, env: dict[str, str] | None = None) -> Proc:
+    """``python -m hbd ARGS`` as a user would run it, in ``cwd``, in its own session."""
+    # No HBD_* setting of the environment running the tests leaks into the command.
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("HBD_")}
+    full_env.update({"PYTHONPATH": REPO_ROOT, **(env or {})})
+    out = log.open("ab")
+    try:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "hbd", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    finally:
+        out.close()
+    return Proc(popen, log)
+
+
 def start_agent(workdir: Path, port: int, slots: int = 4) -> Proc:
     proc = spawn(
         ["agent", "--port", str(port), "--workdir", str(workdir), "--slots", str(slots)],
@@ -236,6 +256,7 @@ __all__ = [
     "expected_outcome",
     "free_port",
     "outcome",
+    "spawn_cli",
     "start_agent",
     "start_daemon",
     "stopping",
