@@ -44,7 +44,15 @@ from hbd.daemon.app import Daemon
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 # The sweep statuses the daemon writes (a cancelled sweep ends "stopped").
 SWEEP_STATES = ("running", "succeeded", "stopped", "failed")
-TRIAL_STATES = ("scheduled", "dispatched", "running", "succeeded", "failed", "cancelled")
+TRIAL_STATES = (
+    "scheduled",
+    "dispatched",
+    "running",
+    "interrupted",
+    "succeeded",
+    "failed",
+    "cancelled",
+)
 IDLE_REASONS = ("executor_unavailable", "concurrency_cap", "rung_barrier", "no_work")
 
 

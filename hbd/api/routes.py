@@ -28,7 +28,15 @@ from hbd.protocol import TrialUpdate
 # Retry-After of a 503 while the daemon starts (resuming sweeps from the log
 # takes a moment) or stops: the same 2 s an event stream is told to wait.
 NOT_READY_RETRY_AFTER_SECONDS = 2
-TRIAL_STATUSES = ("scheduled", "dispatched", "running", "succeeded", "failed", "cancelled")
+TRIAL_STATUSES = (
+    "scheduled",
+    "dispatched",
+    "running",
+    "interrupted",
+    "succeeded",
+    "failed",
+    "cancelled",
+)
 
 
 def spec_problem_response(exc: SpecError) -> JSONResponse:

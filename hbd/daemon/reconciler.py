@@ -29,7 +29,7 @@ import structlog
 
 from hbd.core.bracket import SweepState
 from hbd.core.errors import CoreError
-from hbd.core.events import StartTrial, TrialFailed
+from hbd.core.events import StartTrial, TrialFailed, TrialInterrupted
 from hbd.daemon.executors import Executor
 from hbd.daemon.runner import REPLAY_TYPES, Note, Observe, SweepRunner, replay, sweep_spec
 from hbd.errors import ExecutorError, ExecutorUnavailable, NotFound
@@ -135,6 +135,14 @@ class Reconciler:
             for e in events
             if e.type == "trial.dispatched" and e.trial_id
         }
+        # Trials whose last run was interrupted after (or before) it was dispatched:
+        # the next run is to be sent, whatever the executor says of the last one.
+        rerun_ids: set[str] = set()
+        for e in events:
+            if e.trial_id and e.type == TrialInterrupted.TYPE:
+                rerun_ids.add(e.trial_id)
+            elif e.trial_id and e.type == "trial.dispatched":
+                rerun_ids.discard(e.trial_id)
         starts = {
             tid: runner.start_of(tid) for tid, t in machine.trials.items() if not t.state.ended
         }
@@ -144,10 +152,13 @@ class Reconciler:
             dispatcher.remember(trial_id, sent_to)  # a resumed promotion goes where its parent ran
         self.daemon.start_runner(runner)
         unsent: list[StartTrial] = []
+        rerun: list[StartTrial] = []
         for trial_id, start in starts.items():
             name = executor_of.get(trial_id)
             executor = self.daemon.pool.executors.get(name) if name else None
-            if name is None:
+            if trial_id in rerun_ids:
+                rerun.append(start)
+            elif name is None:
                 unsent.append(start)
             elif executor is None:
                 reason = f"executor {name} is no longer configured"
@@ -159,6 +170,24 @@ class Reconciler:
                 # else: known down; poll_silent asks once it answers, or declares it lost
         if unsent:
             self.daemon.tg.start_soon(self._find_unsent, runner, unsent)
+        if rerun:
+            log.info("running interrupted trials again", sweep_id=sweep_id, trials=len(rerun))
+            self.daemon.tg.start_soon(self._rerun, runner, rerun)
+
+    async def _rerun(self, runner: SweepRunner, starts: list[StartTrial]) -> None:
+        """Interrupted trials: a run that succeeded before the interruption stands; else run again.
+
+        The executor is sent the trial's next run number (``TrialSubmission.run``),
+        so it starts the trial afresh instead of answering with the stopped run.
+        """
+        for start in starts:
+            found = await self._probe(start.trial_id)
+            if found is not None and found[1].state == "succeeded":
+                executor, status = found
+                self.daemon.dispatcher.adopt(runner.sweep_id, start.trial_id, executor)
+                await self._settle(runner, start.trial_id, status)
+                continue
+            self.daemon.dispatcher.enqueue(runner, start)
 
     async def _find_unsent(self, runner: SweepRunner, starts: list[StartTrial]) -> None:
         """Scheduled, never recorded as dispatched: adopt it where it is, else send it."""
