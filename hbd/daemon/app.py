@@ -34,7 +34,14 @@ from hbd.daemon.runner import (
     observation_from_status,
     replay,
 )
-from hbd.errors import ExecutorError, HbdError, NotFound, NotReady
+from hbd.errors import (
+    ExecutorError,
+    HbdError,
+    NotFound,
+    NotReady,
+    StoreError,
+    StoreWriteError,
+)
 from hbd.protocol import ResourceValue, TrialStatus, TrialSubmission, TrialUpdate
 from hbd.store.log import Store, StoredEvent
 
@@ -51,6 +58,19 @@ CANCELS_PER_EXECUTOR = 2
 # submit between its commit and its runner's start) before writing the stop
 # into the log for the next start to act on.
 RUNNER_WAIT = 5.0
+
+
+# While the event log cannot be written, a write is tried this often, so that
+# the daemon notices (and /healthz says) it has healed without waiting for a
+# sweep to need a write; the runners retry on their own backoff meanwhile.
+STORE_PROBE_INTERVAL = 2.0
+# How often the WAL is checkpointed by hand (SQLite also does so itself every
+# 1000 pages): the result tells whether checkpoints make progress.
+CHECKPOINT_INTERVAL = 60.0
+# WAL frames a checkpoint could not copy back that are worth a warning: SQLite's
+# own autocheckpoint threshold. More means a reader holds an old snapshot (an
+# open sqlite3 shell, a backup) and the WAL grows until it lets go.
+WAL_STUCK_FRAMES = 1000
 
 
 def new_sweep_id() -> str:
@@ -98,6 +118,8 @@ class Daemon:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                await self.probe_store()  # a read-only log shows in /healthz from the start
+                tg.start_soon(self._watch_store)
                 await self.reconciler.check_health()
                 tg.start_soon(self.dispatcher.run, tg)
                 await self.reconciler.resume_all()
@@ -111,6 +133,46 @@ class Daemon:
             self.bus.close()  # event streams end now, so the HTTP server can stop without waiting
             with anyio.CancelScope(shield=True):
                 await self.pool.aclose()
+
+    async def probe_store(self) -> None:
+        """Try a write that changes nothing; log the failure, or the recovery."""
+        health = self.store.write_health
+        was_ok = health.ok
+        try:
+            await self.store.probe_write()
+        except StoreWriteError as exc:
+            if was_ok:
+                log.error("cannot write the event log; retrying", error=str(exc))
+            return
+        if not was_ok:
+            log.info("the event log can be written again", failures=health.failures_total)
+
+    async def _watch_store(self) -> None:
+        clock = self.clock
+        next_checkpoint = clock.monotonic() + CHECKPOINT_INTERVAL
+        while True:
+            await clock.sleep(STORE_PROBE_INTERVAL)
+            if not self.store.write_health.ok:
+                await self.probe_store()
+            if clock.monotonic() >= next_checkpoint:
+                next_checkpoint = clock.monotonic() + CHECKPOINT_INTERVAL
+                await self.checkpoint_wal()
+
+    async def checkpoint_wal(self) -> None:
+        """A passive checkpoint; logs a WAL that cannot be copied back into the database."""
+        try:
+            busy, frames, done = await self.store.checkpoint()
+        except StoreError as exc:
+            log.warning("WAL checkpoint failed", error=str(exc))
+            return
+        if frames - done >= WAL_STUCK_FRAMES:
+            log.warning(
+                "the WAL cannot be checkpointed; it grows until the reader holding it lets go",
+                wal_frames=frames,
+                checkpointed=done,
+                busy=bool(busy),
+                hint="an open sqlite3 shell or a backup reading the database",
+            )
 
     async def interrupt(self, reason: str) -> dict[str, list[str]]:
         """Stop as an interrupted ``hbd run`` does; returns {sweep id: trials interrupted}.

@@ -61,13 +61,16 @@ class Proc:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
 
 
-def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> Proc:
+def spawn(
+    args: list[str], log: Path, env: dict[str, str] | None = None, prefix: list[str] | None = None
+) -> Proc:
+    """``python -m tests.crash.procs ARGS``, after ``prefix`` (a wrapper such as setpriv)."""
     full_env = {k: v for k, v in os.environ.items() if k != FAULT_EXIT_ENV}
     full_env.update({"PYTHONPATH": REPO_ROOT, **(env or {})})
     out = log.open("ab")
     try:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "tests.crash.procs", *args],
+            [*(prefix or []), sys.executable, "-m", "tests.crash.procs", *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=full_env,
@@ -117,6 +120,7 @@ def start_daemon(
     sweep_id: str,
     fault_after: int | None = None,
     wait: bool = True,
+    prefix: list[str] | None = None,
 ) -> Proc:
     env = {FAULT_EXIT_ENV: str(fault_after)} if fault_after is not None else None
     args = [
@@ -132,7 +136,7 @@ def start_daemon(
         "--sweep-id",
         sweep_id,
     ]
-    proc = spawn(args, db.with_suffix(".log"), env)
+    proc = spawn(args, db.with_suffix(".log"), env, prefix)
     if wait:
         wait_serving(proc, f"http://127.0.0.1:{port}/healthz")
     return proc
