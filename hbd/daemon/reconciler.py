@@ -18,6 +18,10 @@ when the executor stopped answering.
 A trial the log says was scheduled but never dispatched may still have reached
 an executor (a crash between the POST and the ``trial.dispatched`` commit), so
 on resume the healthy executors are asked about it before it is sent anywhere.
+The same for a trial dispatched to an executor that is no longer configured
+(an agent restarted at a new URL on the same workdir): it is adopted where it
+is found, and failed only if no configured executor has it. A trial whose last
+run was interrupted (``trial.interrupted``) is sent again as its next run.
 """
 
 from __future__ import annotations
@@ -153,6 +157,7 @@ class Reconciler:
         self.daemon.start_runner(runner)
         unsent: list[StartTrial] = []
         rerun: list[StartTrial] = []
+        moved: list[tuple[StartTrial, str]] = []  # sent to an executor no longer configured
         for trial_id, start in starts.items():
             name = executor_of.get(trial_id)
             executor = self.daemon.pool.executors.get(name) if name else None
@@ -161,8 +166,7 @@ class Reconciler:
             elif name is None:
                 unsent.append(start)
             elif executor is None:
-                reason = f"executor {name} is no longer configured"
-                await runner.put(Observe(TrialFailed(trial_id=trial_id, reason=reason)))
+                moved.append((start, name))
             else:
                 dispatcher.adopt(sweep_id, trial_id, executor)
                 if executor.healthy:
@@ -170,6 +174,8 @@ class Reconciler:
                 # else: known down; poll_silent asks once it answers, or declares it lost
         if unsent:
             self.daemon.tg.start_soon(self._find_unsent, runner, unsent)
+        if moved:
+            self.daemon.tg.start_soon(self._find_moved, runner, moved)
         if rerun:
             log.info("running interrupted trials again", sweep_id=sweep_id, trials=len(rerun))
             self.daemon.tg.start_soon(self._rerun, runner, rerun)
@@ -183,9 +189,7 @@ class Reconciler:
         for start in starts:
             found = await self._probe(start.trial_id)
             if found is not None and found[1].state == "succeeded":
-                executor, status = found
-                self.daemon.dispatcher.adopt(runner.sweep_id, start.trial_id, executor)
-                await self._settle(runner, start.trial_id, status)
+                await self._adopt_found(runner, start.trial_id, *found)
                 continue
             self.daemon.dispatcher.enqueue(runner, start)
 
@@ -197,18 +201,39 @@ class Reconciler:
                 # Stopping sweep: enqueue records the cancel instead.
                 self.daemon.dispatcher.enqueue(runner, start)
                 continue
-            executor, status = found
             log.info(
                 "a trial sent before the crash was found on an executor; adopted",
                 trial_id=start.trial_id,
-                executor=executor.name,
+                executor=found[0].name,
             )
-            self.daemon.dispatcher.adopt(runner.sweep_id, start.trial_id, executor)
-            self.daemon.heard_from(start.trial_id)
-            await runner.put(
-                Note("trial.dispatched", {"trial_id": start.trial_id, "executor": executor.name})
+            await self._adopt_found(runner, start.trial_id, *found)
+
+    async def _find_moved(self, runner: SweepRunner, moved: list[tuple[StartTrial, str]]) -> None:
+        """Trials on an executor no longer configured: the agent may have moved (a new URL,
+        the same workdir), so the configured executors are asked before the trial is failed."""
+        for start, name in moved:
+            found = await self._probe(start.trial_id)
+            if found is None:
+                reason = f"executor {name} is no longer configured"
+                await runner.put(Observe(TrialFailed(trial_id=start.trial_id, reason=reason)))
+                continue
+            log.info(
+                "a trial of an executor no longer configured was found on another; adopted",
+                trial_id=start.trial_id,
+                was=name,
+                executor=found[0].name,
             )
-            await self._settle(runner, start.trial_id, status)
+            await self._adopt_found(runner, start.trial_id, *found)
+
+    async def _adopt_found(
+        self, runner: SweepRunner, trial_id: str, executor: Executor, status: TrialStatus
+    ) -> None:
+        self.daemon.dispatcher.adopt(runner.sweep_id, trial_id, executor)
+        self.daemon.heard_from(trial_id)
+        await runner.put(
+            Note("trial.dispatched", {"trial_id": trial_id, "executor": executor.name})
+        )
+        await self._settle(runner, trial_id, status)
 
     async def _probe(self, trial_id: str) -> tuple[Executor, TrialStatus] | None:
         """The healthy executor that has the trial, asked all at once; None if none has it."""
