@@ -171,6 +171,8 @@ async def _run(args: argparse.Namespace, text: str) -> dict[str, Any] | Interrup
         if got:
             trials = await running.daemon.interrupt(f"hbd run interrupted ({got[0]})")
             tg.cancel_scope.cancel()
+            if sweep_id is None and trials:  # stopped while resuming an earlier sweep
+                sweep_id = min(trials)
             return Interrupted(got[0], sweep_id, trials)
         tg.cancel_scope.cancel()
     return detail
