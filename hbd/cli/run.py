@@ -152,13 +152,27 @@ async def _watch_signals(
 
 
 async def _run(args: argparse.Namespace, text: str) -> dict[str, Any] | Interrupted:
-    opts = DaemonOptions(db=args.db, port=args.port, local_slots=args.local_executor)
     work = anyio.CancelScope()
     got: list[str] = []
+    # The signal watcher outlives the daemon and its agent: a second Ctrl-C while
+    # the trials are being stopped must not cut that short and orphan them.
+    result: dict[str, Any] | Interrupted = {}
+    async with anyio.create_task_group() as outer:
+        await outer.start(_watch_signals, work, got)
+        try:
+            result = await _serve_and_follow(args, text, work, got)
+        finally:
+            outer.cancel_scope.cancel()
+    return result
+
+
+async def _serve_and_follow(
+    args: argparse.Namespace, text: str, work: anyio.CancelScope, got: list[str]
+) -> dict[str, Any] | Interrupted:
+    opts = DaemonOptions(db=args.db, port=args.port, local_slots=args.local_executor)
     sweep_id: str | None = None
     detail: dict[str, Any] = {}
     async with anyio.create_task_group() as tg:
-        await tg.start(_watch_signals, work, got)
         running = await tg.start(serve_daemon, opts)
         with work:
             async with Client(running.url) as client:
@@ -170,7 +184,7 @@ async def _run(args: argparse.Namespace, text: str) -> dict[str, Any] | Interrup
                 detail = await _follow(client, sweep_id)
         if got:
             trials = await running.daemon.interrupt(f"hbd run interrupted ({got[0]})")
-            tg.cancel_scope.cancel()
+            tg.cancel_scope.cancel()  # the embedded agent stops the trials on its way out
             if sweep_id is None and trials:  # stopped while resuming an earlier sweep
                 sweep_id = min(trials)
             return Interrupted(got[0], sweep_id, trials)

@@ -45,9 +45,13 @@ def _events(db: Path, event_type: str) -> list[dict[str, object]]:
         con.close()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize(
+    ("signum", "twice"),
+    [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)],
+    ids=["ctrl-c", "sigterm", "ctrl-c-twice"],
+)
 def test_an_interrupted_hbd_run_resumes_to_the_uninterrupted_result(
-    tmp_path: Path, signum: signal.Signals
+    tmp_path: Path, signum: signal.Signals, twice: bool
 ) -> None:
     trials_log = tmp_path / "trials.jsonl"
     text = sweep_yaml(trials_log, max_iterations=9, concurrency=3, sleep=1.0)
@@ -68,6 +72,9 @@ def test_an_interrupted_hbd_run_resumes_to_the_uninterrupted_result(
             time.sleep(0.02)
         # Ctrl-C in a terminal signals the whole foreground group; trials have their own.
         os.killpg(first.popen.pid, signum)
+        if twice:  # an impatient user: the second one must not orphan the trials
+            time.sleep(0.1)
+            os.killpg(first.popen.pid, signum)
         assert first.wait(INTERRUPT_EXIT_TIMEOUT) == 130, first.output()
         said = first.output()
         starts = [e for e in read_log(trials_log) if e["what"] == "start"]
