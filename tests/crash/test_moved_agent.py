@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 def test_trials_of_a_moved_agent_are_adopted_not_failed(tmp_path: Path) -> None:
     sweep_id = "moved"
     trials_log = tmp_path / "trials.jsonl"
-    text = sweep_yaml(trials_log, max_iterations=9, concurrency=3, sleep=1.5)
+    text = sweep_yaml(trials_log, max_iterations=9, concurrency=3, sleep=0.8)
     spec = tmp_path / "spec.yaml"
     spec.write_text(text)
     db, port, old_port, new_port = tmp_path / "hbd.db", free_port(), free_port(), free_port()

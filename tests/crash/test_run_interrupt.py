@@ -54,7 +54,7 @@ def test_an_interrupted_hbd_run_resumes_to_the_uninterrupted_result(
     tmp_path: Path, signum: signal.Signals, twice: bool
 ) -> None:
     trials_log = tmp_path / "trials.jsonl"
-    text = sweep_yaml(trials_log, max_iterations=9, concurrency=3, sleep=1.0)
+    text = sweep_yaml(trials_log, max_iterations=9, concurrency=3, sleep=0.6)
     spec = tmp_path / "sweep.yaml"
     spec.write_text(text)
     db = tmp_path / ".hbd" / "hbd.db"
