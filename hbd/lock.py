@@ -24,6 +24,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -51,6 +52,10 @@ class AlreadyLocked(HbdError):
         self.holder = holder
 
 
+class LockFileError(HbdError):
+    """The lock file cannot be created or opened (a directory, a symlink, no permission)."""
+
+
 class ProcessLock:
     """An exclusive lock on ``path``, taken by :meth:`acquire`, dropped by :meth:`release`."""
 
@@ -66,19 +71,30 @@ class ProcessLock:
     def acquire(self) -> None:
         """Take the lock at once or raise :class:`AlreadyLocked`; never waits.
 
-        Raises ``OSError`` when the lock file cannot be created or opened.
+        Raises :class:`LockFileError` when the lock file cannot be created or
+        opened, or is not a regular file.
         """
         if self._fd is not None:
             raise RuntimeError(f"{self.path} is already locked by this object")
-        # O_CLOEXEC: trial processes spawned by the holder must not inherit the lock.
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        # O_CLOEXEC: trial processes spawned by the holder must not inherit the lock;
+        # O_NOFOLLOW and O_NONBLOCK: a symlink or a FIFO planted there is refused, not followed.
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except OSError as exc:
+            raise LockFileError(
+                f"cannot open the lock file of {self.what}: {self.path}: {exc.strerror}"
+            ) from exc
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise LockFileError(f"the lock file of {self.what} is not a regular file: {self.path}")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             holder = _read_pid(fd)
             os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
+                raise LockFileError(f"cannot lock {self.path}: {exc.strerror}") from exc
             who = f"pid {holder}" if holder is not None else "another process"
             raise AlreadyLocked(
                 f"{self.what} is in use by {who} (lock file {self.path}); "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hbd.lock import AlreadyLocked, database_lock, workdir_lock
+from hbd.lock import AlreadyLocked, LockFileError, database_lock, workdir_lock
 
 
 def test_a_second_lock_in_the_same_process_is_refused_naming_the_holder(tmp_path: Path) -> None:
@@ -28,14 +28,22 @@ def test_the_lock_is_not_inherited_by_child_processes(tmp_path: Path) -> None:
     lock = workdir_lock(workdir)
     lock.acquire()
     # A child that outlives the holder must not keep the lock alive.
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], close_fds=False)
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(30)"],
+        close_fds=False,
+        stdout=subprocess.PIPE,
+    )
     try:
+        # Between fork and exec the child shares the lock; after exec it must not.
+        assert child.stdout is not None and child.stdout.readline() == b"up\n"
         lock.release()
         with workdir_lock(workdir):
             pass
     finally:
         child.kill()
         child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
 
 
 def test_a_lock_file_holding_junk_still_locks(tmp_path: Path) -> None:
@@ -47,8 +55,17 @@ def test_a_lock_file_holding_junk_still_locks(tmp_path: Path) -> None:
     assert caught.value.holder == os.getpid()
 
 
-def test_a_symlinked_lock_file_is_refused(tmp_path: Path) -> None:
+def test_a_symlinked_lock_file_is_refused_naming_it(tmp_path: Path) -> None:
     (tmp_path / "elsewhere").write_text("")
     (tmp_path / "agent.lock").symlink_to(tmp_path / "elsewhere")
-    with pytest.raises(OSError):
+    with pytest.raises(LockFileError, match=r"agent\.lock"):
         workdir_lock(tmp_path).acquire()
+
+
+def test_a_fifo_or_a_directory_at_the_lock_path_is_refused(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "agent.lock")
+    with pytest.raises(LockFileError, match="not a regular file"):
+        workdir_lock(tmp_path).acquire()  # and does not block on the FIFO
+    (tmp_path / "hbd.db.lock").mkdir()
+    with pytest.raises(LockFileError, match=r"hbd\.db\.lock"):
+        database_lock(tmp_path / "hbd.db").acquire()
