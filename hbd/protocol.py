@@ -44,6 +44,10 @@ MAX_TIMEOUT_SECONDS = 366 * 24 * 3600.0
 # The reason a trial run stopped by its timeout is failed with (exactly this
 # string, so that the daemon and the CLI can count timeouts).
 TIMEOUT_REASON = "timeout"
+# Highest run number of one trial (TrialSubmission.run): a trial runs again
+# only after hbd itself was interrupted under it; a bound keeps the field a
+# plain integer everywhere (JSON, SQLite) and refuses 2**63 nonsense.
+MAX_TRIAL_RUNS = 1_000_000
 
 TrialState = Literal["running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATES: frozenset[TrialState] = frozenset({"succeeded", "failed", "cancelled"})
@@ -79,6 +83,11 @@ class TrialSubmission(BaseModel):
     # Polyaxon's termination.timeout: the executor stops a trial run that takes
     # longer (SIGTERM, grace, SIGKILL) and reports it failed with TIMEOUT_REASON.
     timeout_seconds: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_SECONDS)
+    # Which run of the trial this is: 1, then one more each time hbd was
+    # interrupted under it (`trial.interrupted`). An executor that holds a
+    # finished earlier run of the same id starts this one afresh; a repeat of
+    # the same run is the same trial, as ever.
+    run: int = Field(default=1, ge=1, le=MAX_TRIAL_RUNS)
 
     @field_validator("id", "resume_from")
     @classmethod

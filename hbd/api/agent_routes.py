@@ -19,6 +19,7 @@ from hbd.api.asgi import (
 )
 from hbd.executor.agent import Agent, AgentNotRunning, NoFreeSlot, TrialConflict
 from hbd.executor.process import TemplateError
+from hbd.lock import workdir_lock
 from hbd.protocol import Health, TrialStatus, TrialSubmission
 
 # Suggested wait after 429: about how often slots free up on a busy executor.
@@ -113,7 +114,10 @@ async def serve_agent(
         trial_cwd=trial_cwd,
         keep_trials_on_exit=keep_trials_on_exit,
     )
-    async with anyio.create_task_group() as tg:
-        await tg.start(agent.run)
-        port = await tg.start(serve_app, create_agent_app(agent), host, port)
-        task_status.started(port)
+    # One agent per workdir, for the agent's whole life (see hbd/lock.py).
+    await anyio.to_thread.run_sync(lambda: agent.workdir.mkdir(parents=True, exist_ok=True))
+    with workdir_lock(agent.workdir):
+        async with anyio.create_task_group() as tg:
+            await tg.start(agent.run)
+            port = await tg.start(serve_app, create_agent_app(agent), host, port)
+            task_status.started(port)

@@ -31,6 +31,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
+    Counter,
     Gauge,
     Histogram,
     generate_latest,
@@ -44,7 +45,15 @@ from hbd.daemon.app import Daemon
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 # The sweep statuses the daemon writes (a cancelled sweep ends "stopped").
 SWEEP_STATES = ("running", "succeeded", "stopped", "failed")
-TRIAL_STATES = ("scheduled", "dispatched", "running", "succeeded", "failed", "cancelled")
+TRIAL_STATES = (
+    "scheduled",
+    "dispatched",
+    "running",
+    "interrupted",
+    "succeeded",
+    "failed",
+    "cancelled",
+)
 IDLE_REASONS = ("executor_unavailable", "concurrency_cap", "rung_barrier", "no_work")
 
 
@@ -87,6 +96,15 @@ class DaemonMetrics:
         )
         self.events = Gauge("hbd_event_log_events", "Events in the event log", registry=r)
         self.subscribers = Gauge("hbd_subscribers", "Live event-stream subscribers", registry=r)
+        self.write_failures = Counter(
+            "hbd_store_write_failures",
+            "Writes of the event log that failed (disk full, I/O error, permission)",
+            registry=r,
+        )
+        self._write_failures_seen = 0
+        self.writable = Gauge(
+            "hbd_store_writable", "1 if the last write of the event log succeeded", registry=r
+        )
         daemon.dispatcher.on_dispatched = self.dispatch_latency.observe
 
     async def refresh(self) -> None:
@@ -98,6 +116,10 @@ class DaemonMetrics:
             self.trials.labels(state).set(trials.get(state, 0))
         self.events.set(await daemon.store.event_count())
         self.subscribers.set(daemon.bus.subscribers)
+        store = daemon.store.write_health
+        self.write_failures.inc(store.failures_total - self._write_failures_seen)
+        self._write_failures_seen = store.failures_total
+        self.writable.set(1 if store.ok else 0)
         queued = daemon.dispatcher.queued()
         self.queued.set(queued)
 

@@ -28,7 +28,15 @@ from hbd.protocol import TrialUpdate
 # Retry-After of a 503 while the daemon starts (resuming sweeps from the log
 # takes a moment) or stops: the same 2 s an event stream is told to wait.
 NOT_READY_RETRY_AFTER_SECONDS = 2
-TRIAL_STATUSES = ("scheduled", "dispatched", "running", "succeeded", "failed", "cancelled")
+TRIAL_STATUSES = (
+    "scheduled",
+    "dispatched",
+    "running",
+    "interrupted",
+    "succeeded",
+    "failed",
+    "cancelled",
+)
 
 
 def spec_problem_response(exc: SpecError) -> JSONResponse:
@@ -132,11 +140,23 @@ def create_app(daemon: Daemon) -> FastAPI:
         await daemon.on_update(update)
         return Response(status_code=204)
 
-    @router.get("/healthz")
-    async def healthz() -> dict[str, Any]:
+    @router.get("/healthz", response_model=None)
+    async def healthz() -> dict[str, Any] | JSONResponse:
         # Sweeps that could not be resumed at start (their log did not replay):
         # the daemon serves the rest, so this stays 200 but says "degraded".
         broken = sorted(daemon.broken_sweeps)
+        store = daemon.store.write_health
+        if not store.ok:
+            # Nothing can be decided while the log cannot be written: 503, with why.
+            return JSONResponse(
+                {
+                    "status": "failing",
+                    "reason": f"the event log cannot be written: {store.last_error}",
+                    "failing_since": store.failing_since,
+                    "write_failures_total": store.failures_total,
+                },
+                status_code=503,
+            )
         return {
             "status": "degraded" if broken else "ok",
             "version": hbd.__version__,

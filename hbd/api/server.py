@@ -31,6 +31,7 @@ from hbd.daemon.app import Daemon
 from hbd.daemon.clock import Clock
 from hbd.daemon.executors import ExecutorClient
 from hbd.daemon.reconciler import LOST_AFTER
+from hbd.lock import database_lock
 from hbd.store.log import open_store
 from hbd.web.app import WebPage
 
@@ -107,6 +108,13 @@ async def serve_daemon(
     opts: DaemonOptions, *, task_status: TaskStatus[Running] = anyio.TASK_STATUS_IGNORED
 ) -> None:
     require_token_beyond_loopback(opts.host, opts.token)
+    # One daemon per database, for the daemon's whole life (see hbd/lock.py):
+    # taken before the file is opened, so a refused second daemon changes nothing.
+    with database_lock(opts.db.resolve()):
+        await _serve_locked(opts, task_status=task_status)
+
+
+async def _serve_locked(opts: DaemonOptions, *, task_status: TaskStatus[Running]) -> None:
     store = await open_store(opts.db)
     try:
         async with anyio.create_task_group() as tg:

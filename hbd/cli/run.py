@@ -4,13 +4,22 @@ It starts a real daemon in this process (SQLite file, an executor agent with
 local slots reached over loopback HTTP), submits the spec through the HTTP
 API like `hbd submit` would, shows progress, prints the best configuration
 and stops. The database stays behind, so `hbd serve --db` on it shows the
-history. Ctrl-C stops the trials; `hbd serve` on the same database resumes
-the sweep, with the interrupted trials recorded as failed.
+history.
+
+Ctrl-C (SIGINT) or SIGTERM stops the trials, records them as interrupted (not
+failed: an interruption is hbd's, not the trial's) and prints how to resume.
+Running the same `hbd run FILE` again on the same database resumes that sweep:
+the interrupted trials run again as the same trials, so it ends as an
+uninterrupted run would have.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import signal
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +29,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from hbd.api.server import DaemonOptions, serve_daemon
 from hbd.cli.base import (
     EXIT_FAILURE,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     Command,
     RemoteFailure,
     UserError,
     leaf_error,
     read_spec_text,
+    say,
 )
 from hbd.cli.remote import cli_error
 from hbd.cli.sweeps import print_outcome
@@ -54,6 +65,15 @@ def _args_run(p: argparse.ArgumentParser) -> None:
     )
 
 
+@dataclass
+class Interrupted:
+    """How a run that a signal stopped ended: what to tell the user."""
+
+    signal: str
+    sweep_id: str | None = None
+    trials: dict[str, list[str]] = field(default_factory=dict)  # sweep id -> interrupted trials
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     text, _ = read_spec_text(args.file)
     if args.local_executor < 1:
@@ -62,13 +82,41 @@ def cmd_run(args: argparse.Namespace) -> int:
     # The daemon's own log lines would drown the progress bar; warnings still show.
     configure_logging("warning")
     try:
-        detail = anyio.run(_run, args, text)
+        result = anyio.run(_run, args, text)
     except BaseException as exc:
         # Errors of the embedded daemon and client arrive wrapped in the task
         # group's ExceptionGroup: unwrap, so the user reads one line, not a traceback.
         raise _run_error(leaf_error(exc)) from None
-    print_outcome(detail)
-    return EXIT_OK if detail["status"] == "succeeded" else EXIT_FAILURE
+    if isinstance(result, Interrupted):
+        _print_interrupted(args, result)
+        return EXIT_INTERRUPTED
+    print_outcome(result)
+    return EXIT_OK if result["status"] == "succeeded" else EXIT_FAILURE
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The command that resumes this run: the same one, as the user typed it."""
+    parts = ["hbd", "run", str(args.file)]
+    if args.db != DEFAULT_DB:
+        parts += ["--db", str(args.db)]
+    if args.local_executor != DEFAULT_SLOTS:
+        parts += ["--local-executor", str(args.local_executor)]
+    return shlex.join(parts)
+
+
+def _print_interrupted(args: argparse.Namespace, result: Interrupted) -> None:
+    err = sys.stderr
+    if result.sweep_id is None:
+        say(f"interrupted ({result.signal}) before a sweep was started; nothing to resume", err)
+        return
+    stopped = len(result.trials.get(result.sweep_id, []))
+    say(
+        f"interrupted ({result.signal}): sweep {result.sweep_id} stopped with {stopped} "
+        "trial run(s) recorded as interrupted, to run again on resume",
+        err,
+    )
+    say(f"database: {args.db}", err)
+    say(f"resume with: {resume_command(args)}", err)
 
 
 def _run_error(leaf: BaseException) -> BaseException:
@@ -84,39 +132,90 @@ def _run_error(leaf: BaseException) -> BaseException:
     return leaf  # KeyboardInterrupt (main says "interrupted"), or a bug: its traceback
 
 
-async def _run(args: argparse.Namespace, text: str) -> dict[str, Any]:
+async def _watch_signals(
+    work: anyio.CancelScope,
+    got: list[str],
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """The first SIGINT/SIGTERM stops the work; later ones are absorbed while the trials stop.
+
+    SIGTERM must not kill the process outright (its default): the embedded
+    agent would leave the trial processes running, orphaned.
+    """
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        async for signum in signals:
+            if not got:
+                got.append(signal.Signals(signum).name)
+                work.cancel()
+
+
+async def _run(args: argparse.Namespace, text: str) -> dict[str, Any] | Interrupted:
+    work = anyio.CancelScope()
+    got: list[str] = []
+    # The signal watcher outlives the daemon and its agent: a second Ctrl-C while
+    # the trials are being stopped must not cut that short and orphan them.
+    result: dict[str, Any] | Interrupted = {}
+    async with anyio.create_task_group() as outer:
+        await outer.start(_watch_signals, work, got)
+        try:
+            result = await _serve_and_follow(args, text, work, got)
+        finally:
+            outer.cancel_scope.cancel()
+    return result
+
+
+async def _serve_and_follow(
+    args: argparse.Namespace, text: str, work: anyio.CancelScope, got: list[str]
+) -> dict[str, Any] | Interrupted:
     opts = DaemonOptions(db=args.db, port=args.port, local_slots=args.local_executor)
+    sweep_id: str | None = None
+    detail: dict[str, Any] = {}
     async with anyio.create_task_group() as tg:
         running = await tg.start(serve_daemon, opts)
-        async with Client(running.url) as client:
-            sweep_id = await client.submit(text)
-            with Progress(
-                TextColumn(f"sweep {sweep_id}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("trial runs  best {task.fields[best]}"),
-                TimeElapsedColumn(),
-                transient=True,
-            ) as progress:
-                task = progress.add_task("trials", total=None, best="-")
-
-                def show(detail: dict[str, Any]) -> None:
-                    ended = sum(
-                        n
-                        for s, n in detail["trials"].items()
-                        if s in ("succeeded", "failed", "cancelled")
-                    )
-                    best = detail["best"]["metric"] if detail.get("best") else None
-                    progress.update(
-                        task,
-                        total=detail["planned_trial_runs"],
-                        completed=ended,
-                        best="-" if best is None else f"{best:.6g}",
-                    )
-
-                detail = await client.wait(sweep_id, on_progress=show)
+        with work:
+            async with Client(running.url) as client:
+                sweep_id = await running.daemon.unfinished_with_spec(text)
+                if sweep_id is not None:
+                    say(f"resuming sweep {sweep_id} (interrupted earlier) from {args.db}")
+                else:
+                    sweep_id = await client.submit(text)
+                detail = await _follow(client, sweep_id)
+        if got:
+            trials = await running.daemon.interrupt(f"hbd run interrupted ({got[0]})")
+            tg.cancel_scope.cancel()  # the embedded agent stops the trials on its way out
+            if sweep_id is None and trials:  # stopped while resuming an earlier sweep
+                sweep_id = min(trials)
+            return Interrupted(got[0], sweep_id, trials)
         tg.cancel_scope.cancel()
     return detail
+
+
+async def _follow(client: Client, sweep_id: str) -> dict[str, Any]:
+    with Progress(
+        TextColumn(f"sweep {sweep_id}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("trial runs  best {task.fields[best]}"),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as progress:
+        task = progress.add_task("trials", total=None, best="-")
+
+        def show(detail: dict[str, Any]) -> None:
+            ended = sum(
+                n for s, n in detail["trials"].items() if s in ("succeeded", "failed", "cancelled")
+            )
+            best = detail["best"]["metric"] if detail.get("best") else None
+            progress.update(
+                task,
+                total=detail["planned_trial_runs"],
+                completed=ended,
+                best="-" if best is None else f"{best:.6g}",
+            )
+
+        return await client.wait(sweep_id, on_progress=show)
 
 
 COMMANDS: tuple[Command, ...] = (

@@ -274,9 +274,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
 
         async def healthy() -> bool:
-            # The API answers and the database answers: the loops are alive.
+            # The API answers and the database answers: the loops are alive. A 503
+            # while the log cannot be written is alive too: the daemon heals by
+            # itself once the disk does, and a watchdog restart would not help.
             async with httpx.AsyncClient(timeout=SELF_CHECK_TIMEOUT, headers=headers) as http:
-                ok = (await http.get(f"{self_url}/healthz")).status_code == 200
+                ok = (await http.get(f"{self_url}/healthz")).status_code in (200, 503)
             await running.daemon.store.ping()
             return ok
 

@@ -19,6 +19,7 @@ from hbd.core.events import (
     SweepFinished,
     TrialCancelled,
     TrialFailed,
+    TrialInterrupted,
     TrialSucceeded,
 )
 from hbd.core.geometry import Bracket, Rung, brackets
@@ -48,6 +49,7 @@ __all__ = [
     "SweepSpec",
     "TrialCancelled",
     "TrialFailed",
+    "TrialInterrupted",
     "TrialSucceeded",
     "brackets",
     "load_spec",

@@ -40,6 +40,8 @@ TRIAL_TRANSITIONS: Mapping[tuple[TrialState, str], TrialState] = {
     (TrialState.SCHEDULED, "trial.succeeded"): TrialState.SUCCEEDED,
     (TrialState.SCHEDULED, "trial.failed"): TrialState.FAILED,
     (TrialState.SCHEDULED, "trial.cancelled"): TrialState.CANCELLED,
+    # Not an outcome: the trial stays open and its run starts again (Trial.runs + 1).
+    (TrialState.SCHEDULED, "trial.interrupted"): TrialState.SCHEDULED,
 }
 
 # Trial results keep a running or stopping sweep where it is; the moves the
@@ -49,10 +51,12 @@ SWEEP_TRANSITIONS: Mapping[tuple[SweepState, str], SweepState] = {
     (SweepState.RUNNING, "trial.succeeded"): SweepState.RUNNING,
     (SweepState.RUNNING, "trial.failed"): SweepState.RUNNING,
     (SweepState.RUNNING, "trial.cancelled"): SweepState.RUNNING,
+    (SweepState.RUNNING, "trial.interrupted"): SweepState.RUNNING,
     (SweepState.RUNNING, "sweep.stop_requested"): SweepState.STOPPING,
     (SweepState.STOPPING, "trial.succeeded"): SweepState.STOPPING,
     (SweepState.STOPPING, "trial.failed"): SweepState.STOPPING,
     (SweepState.STOPPING, "trial.cancelled"): SweepState.STOPPING,
+    (SweepState.STOPPING, "trial.interrupted"): SweepState.STOPPING,
 }
 MACHINE_TRANSITIONS: Mapping[tuple[SweepState, str], SweepState] = {
     (SweepState.RUNNING, "early stopping condition met"): SweepState.STOPPING,
@@ -71,6 +75,7 @@ class Trial:
     resource: int | float
     parent: str | None
     attempt: int = 0  # 0 for the first run; retries of a failed run count up
+    runs: int = 1  # runs started of this attempt: one more after each interruption
     state: TrialState = TrialState.SCHEDULED
     metrics: Mapping[str, float] = field(default_factory=dict)
     reason: str | None = None

@@ -22,6 +22,7 @@ from hbd.core.events import (
     SweepFinished,
     TrialCancelled,
     TrialFailed,
+    TrialInterrupted,
     TrialSucceeded,
 )
 
@@ -30,7 +31,14 @@ Record = tuple[str, dict[str, Any]]
 # The log stores the submission as "sweep.submitted"; to the machine it is Begin.
 SUBMITTED = "sweep.submitted"
 OBSERVATION_TYPES = frozenset(
-    {SUBMITTED, TrialSucceeded.TYPE, TrialFailed.TYPE, TrialCancelled.TYPE, StopRequested.TYPE}
+    {
+        SUBMITTED,
+        TrialSucceeded.TYPE,
+        TrialFailed.TYPE,
+        TrialCancelled.TYPE,
+        TrialInterrupted.TYPE,
+        StopRequested.TYPE,
+    }
 )
 DECISION_TYPES = frozenset(
     {StartTrial.TYPE, RungDecided.TYPE, CancelTrials.TYPE, EarlyStopped.TYPE, SweepFinished.TYPE}
@@ -71,6 +79,10 @@ def observation_from_record(type_: str, payload: Mapping[str, Any]) -> Observati
         return TrialFailed(trial_id=payload["trial_id"], reason=str(payload.get("reason", "")))
     if type_ == TrialCancelled.TYPE:
         return TrialCancelled(trial_id=payload["trial_id"], reason=str(payload.get("reason", "")))
+    if type_ == TrialInterrupted.TYPE:
+        return TrialInterrupted(
+            trial_id=payload["trial_id"], reason=str(payload.get("reason", "interrupted"))
+        )
     if type_ == StopRequested.TYPE:
         return StopRequested(reason=str(payload.get("reason", "")))
     return None

@@ -46,6 +46,21 @@ class TrialCancelled:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TrialInterrupted:
+    """The trial run was stopped by an interruption of hbd itself, not by its own doing.
+
+    Not an outcome: the trial stays open and its run is started again, from
+    scratch, as the same trial (same id, same attempt: no retry is counted).
+    ``Trial.runs`` counts the runs, so an executor can tell the new run from
+    the interrupted one.
+    """
+
+    TYPE: ClassVar[str] = "trial.interrupted"
+    trial_id: str
+    reason: str = "interrupted"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StopRequested:
     """Someone asked the sweep to stop: nothing new starts, running trials are cancelled."""
 
@@ -53,7 +68,9 @@ class StopRequested:
     reason: str = "cancelled by user"
 
 
-Observation = Begin | TrialSucceeded | TrialFailed | TrialCancelled | StopRequested
+Observation = (
+    Begin | TrialSucceeded | TrialFailed | TrialCancelled | TrialInterrupted | StopRequested
+)
 
 
 # ---- decisions: what the caller must do (after persisting them) ----

@@ -41,6 +41,7 @@ from hbd.core.events import (
     SweepStatus,
     TrialCancelled,
     TrialFailed,
+    TrialInterrupted,
     TrialSucceeded,
 )
 from hbd.core.ranking import Direction, metric_value, rank, reached
@@ -142,6 +143,7 @@ class SweepMachine:
                     dict(t.config),
                     t.resource,
                     t.parent,
+                    t.runs,
                 )
                 for tid, t in sorted(self._trials.items())
             },
@@ -156,6 +158,8 @@ class SweepMachine:
             return self._begin_stop("stopped", event.reason)
         if isinstance(event, TrialSucceeded | TrialFailed | TrialCancelled):
             return self._on_result(event)
+        if isinstance(event, TrialInterrupted):
+            return self._on_interrupted(event)
         self.state = SweepState.RUNNING
         decisions: list[Decision] = []
         for run in self._brackets:
@@ -249,6 +253,18 @@ class SweepMachine:
         if all(b.done for b in self._brackets):
             decisions.append(self._finish_all())
         return decisions
+
+    def _on_interrupted(self, event: TrialInterrupted) -> list[Decision]:
+        """The same trial runs again: it stays open, nothing is decided, no retry is used.
+
+        No decision is returned because none is new: the trial's StartTrial
+        stands (the log already holds it) and the caller starts it again as
+        run ``runs``; a rung barrier still waits for it.
+        """
+        trial = self._trials[event.trial_id]
+        trial.state = TRIAL_TRANSITIONS[(trial.state, event.TYPE)]
+        trial.runs += 1
+        return []
 
     def _retry(self, run: BracketRun, failed: Trial) -> StartTrial:
         """Start the failed trial's run again: same config, rung and resource, a new id."""

@@ -16,7 +16,7 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from hbd.core.codec import SUBMITTED, observation_record
-from hbd.core.events import Begin, StopRequested
+from hbd.core.events import Begin, StopRequested, TrialInterrupted
 from hbd.core.spec import SweepSpec, load_spec
 from hbd.core.sweep import SweepMachine
 from hbd.daemon.bus import EventBus
@@ -25,8 +25,23 @@ from hbd.daemon.dispatcher import Dispatcher
 from hbd.daemon.executors import Executor, ExecutorClient, ExecutorPool
 from hbd.daemon.lifecycle import decision_records
 from hbd.daemon.reconciler import LOST_AFTER, Reconciler
-from hbd.daemon.runner import Note, Observe, SweepRunner, finite_metrics, observation_from_status
-from hbd.errors import ExecutorError, HbdError, NotFound, NotReady
+from hbd.daemon.runner import (
+    REPLAY_TYPES,
+    Note,
+    Observe,
+    SweepRunner,
+    finite_metrics,
+    observation_from_status,
+    replay,
+)
+from hbd.errors import (
+    ExecutorError,
+    HbdError,
+    NotFound,
+    NotReady,
+    StoreError,
+    StoreWriteError,
+)
 from hbd.protocol import ResourceValue, TrialStatus, TrialSubmission, TrialUpdate
 from hbd.store.log import Store, StoredEvent
 
@@ -43,6 +58,19 @@ CANCELS_PER_EXECUTOR = 2
 # submit between its commit and its runner's start) before writing the stop
 # into the log for the next start to act on.
 RUNNER_WAIT = 5.0
+
+
+# While the event log cannot be written, a write is tried this often, so that
+# the daemon notices (and /healthz says) it has healed without waiting for a
+# sweep to need a write; the runners retry on their own backoff meanwhile.
+STORE_PROBE_INTERVAL = 2.0
+# How often the WAL is checkpointed by hand (SQLite also does so itself every
+# 1000 pages): the result tells whether checkpoints make progress.
+CHECKPOINT_INTERVAL = 60.0
+# WAL frames a checkpoint could not copy back that are worth a warning: SQLite's
+# own autocheckpoint threshold. More means a reader holds an old snapshot (an
+# open sqlite3 shell, a backup) and the WAL grows until it lets go.
+WAL_STUCK_FRAMES = 1000
 
 
 def new_sweep_id() -> str:
@@ -72,6 +100,8 @@ class Daemon:
         self.callback_url = callback_url
         self._tg: TaskGroup | None = None
         self._ready = False  # sweeps resumed and not shutting down: submissions are taken
+        self._interrupted = False  # see interrupt(): results from executors are no longer taken
+        self._stopped = anyio.Event()  # run() has left its task group
         self._last_heard: dict[str, float] = {}
         self._submit_lock = anyio.Lock()  # check-and-append of a sweep id is atomic
         self._cancel_limiters: dict[str, anyio.CapacityLimiter] = {}
@@ -88,6 +118,8 @@ class Daemon:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                await self.probe_store()  # a read-only log shows in /healthz from the start
+                tg.start_soon(self._watch_store)
                 await self.reconciler.check_health()
                 tg.start_soon(self.dispatcher.run, tg)
                 await self.reconciler.resume_all()
@@ -97,9 +129,83 @@ class Daemon:
         finally:
             self._ready = False
             self._tg = None
+            self._stopped.set()
             self.bus.close()  # event streams end now, so the HTTP server can stop without waiting
             with anyio.CancelScope(shield=True):
                 await self.pool.aclose()
+
+    async def probe_store(self) -> None:
+        """Try a write that changes nothing; log the failure, or the recovery."""
+        health = self.store.write_health
+        was_ok = health.ok
+        try:
+            await self.store.probe_write()
+        except StoreWriteError as exc:
+            if was_ok:
+                log.error("cannot write the event log; retrying", error=str(exc))
+            return
+        if not was_ok:
+            log.info("the event log can be written again", failures=health.failures_total)
+
+    async def _watch_store(self) -> None:
+        clock = self.clock
+        next_checkpoint = clock.monotonic() + CHECKPOINT_INTERVAL
+        while True:
+            await clock.sleep(STORE_PROBE_INTERVAL)
+            if not self.store.write_health.ok:
+                await self.probe_store()
+            if clock.monotonic() >= next_checkpoint:
+                next_checkpoint = clock.monotonic() + CHECKPOINT_INTERVAL
+                await self.checkpoint_wal()
+
+    async def checkpoint_wal(self) -> None:
+        """A passive checkpoint; logs a WAL that cannot be copied back into the database."""
+        try:
+            busy, frames, done = await self.store.checkpoint()
+        except StoreError as exc:
+            log.warning("WAL checkpoint failed", error=str(exc))
+            return
+        if frames - done >= WAL_STUCK_FRAMES:
+            log.warning(
+                "the WAL cannot be checkpointed; it grows until the reader holding it lets go",
+                wal_frames=frames,
+                checkpointed=done,
+                busy=bool(busy),
+                hint="an open sqlite3 shell or a backup reading the database",
+            )
+
+    async def interrupt(self, reason: str) -> dict[str, list[str]]:
+        """Stop as an interrupted ``hbd run`` does; returns {sweep id: trials interrupted}.
+
+        The trials are about to be stopped under their sweeps (the embedded
+        agent stops them when the command exits): that is not their failure.
+        So, in this order: take no more results (from now on a failure is the
+        kill's doing), stop the runners, dispatcher and reconciler, then write
+        ``trial.interrupted`` for every open trial of every unfinished sweep,
+        from the log (what the runners committed is all there is). On the next
+        start those trials run again as the same trials, and the sweep ends as
+        an uninterrupted one would.
+        """
+        self._interrupted = True
+        self._ready = False
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+            await self._stopped.wait()
+        interrupted: dict[str, list[str]] = {}
+        for sweep_id in await self.store.unfinished_sweep_ids():
+            if sweep_id in self.broken_sweeps:
+                continue
+            machine = replay(sweep_id, await self.store.sweep_events(sweep_id, types=REPLAY_TYPES))
+            records = []
+            for trial_id in machine.running_trial_ids():
+                observation = TrialInterrupted(trial_id=trial_id, reason=reason)
+                machine.handle(observation)
+                records.append(observation_record(observation))
+            if records:
+                self.published(await self.store.append(sweep_id, records, at=self.clock.wall()))
+                interrupted[sweep_id] = machine.running_trial_ids()
+                log.info("trials interrupted", sweep_id=sweep_id, trials=len(records))
+        return interrupted
 
     @property
     def running(self) -> bool:
@@ -169,6 +275,20 @@ class Daemon:
             await runner.act(decision)
         return sweep_id, True
 
+    async def unfinished_with_spec(self, text: str) -> str | None:
+        """The latest unfinished sweep running here with ``text``'s spec, to resume; else None.
+
+        ``hbd run FILE`` run again after an interruption continues that sweep
+        instead of starting a different one. Raises SpecError for a bad spec.
+        """
+        wanted = load_spec(text).to_json()
+        found = [
+            s
+            for s in await self.store.list_sweeps()
+            if not s.finished and s.id in self.runners and s.spec_json == wanted
+        ]
+        return max(found, key=lambda s: (s.created_at or 0.0, s.id)).id if found else None
+
     async def cancel(self, sweep_id: str, reason: str = "cancelled by user") -> bool:
         """Ask a sweep to stop; False if it had already finished."""
         runner = self.runners.get(sweep_id)
@@ -209,6 +329,7 @@ class Daemon:
             metric=matrix.metric.name,
             resume_from=start.resume_from,
             callback_url=self.callback_url,
+            run=runner.machine.trials[start.trial_id].runs,
         )
 
     def heard_from(self, trial_id: str) -> None:
@@ -226,7 +347,7 @@ class Daemon:
     async def on_update(self, update: TrialUpdate) -> bool:
         """A callback from an executor; False if no running sweep wants it."""
         runner = self.runners.get(update.sweep_id)
-        if runner is None or update.trial_id not in runner.machine.trials:
+        if self._interrupted or runner is None or update.trial_id not in runner.machine.trials:
             return False
         self.heard_from(update.trial_id)
         if update.kind == "metrics":
@@ -241,6 +362,8 @@ class Daemon:
         return True
 
     async def on_status(self, runner: SweepRunner, status: TrialStatus) -> None:
+        if self._interrupted:
+            return  # the trial is being stopped under its sweep: see interrupt()
         result = observation_from_status(status, runner.spec.matrix.metric.name)
         if result is not None:
             await runner.put(result)

@@ -18,6 +18,10 @@ when the executor stopped answering.
 A trial the log says was scheduled but never dispatched may still have reached
 an executor (a crash between the POST and the ``trial.dispatched`` commit), so
 on resume the healthy executors are asked about it before it is sent anywhere.
+The same for a trial dispatched to an executor that is no longer configured
+(an agent restarted at a new URL on the same workdir): it is adopted where it
+is found, and failed only if no configured executor has it. A trial whose last
+run was interrupted (``trial.interrupted``) is sent again as its next run.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import structlog
 
 from hbd.core.bracket import SweepState
 from hbd.core.errors import CoreError
-from hbd.core.events import StartTrial, TrialFailed
+from hbd.core.events import StartTrial, TrialFailed, TrialInterrupted
 from hbd.daemon.executors import Executor
 from hbd.daemon.runner import REPLAY_TYPES, Note, Observe, SweepRunner, replay, sweep_spec
 from hbd.errors import ExecutorError, ExecutorUnavailable, NotFound
@@ -135,6 +139,14 @@ class Reconciler:
             for e in events
             if e.type == "trial.dispatched" and e.trial_id
         }
+        # Trials whose last run was interrupted after (or before) it was dispatched:
+        # the next run is to be sent, whatever the executor says of the last one.
+        rerun_ids: set[str] = set()
+        for e in events:
+            if e.trial_id and e.type == TrialInterrupted.TYPE:
+                rerun_ids.add(e.trial_id)
+            elif e.trial_id and e.type == "trial.dispatched":
+                rerun_ids.discard(e.trial_id)
         starts = {
             tid: runner.start_of(tid) for tid, t in machine.trials.items() if not t.state.ended
         }
@@ -144,14 +156,17 @@ class Reconciler:
             dispatcher.remember(trial_id, sent_to)  # a resumed promotion goes where its parent ran
         self.daemon.start_runner(runner)
         unsent: list[StartTrial] = []
+        rerun: list[StartTrial] = []
+        moved: list[tuple[StartTrial, str]] = []  # sent to an executor no longer configured
         for trial_id, start in starts.items():
             name = executor_of.get(trial_id)
             executor = self.daemon.pool.executors.get(name) if name else None
-            if name is None:
+            if trial_id in rerun_ids:
+                rerun.append(start)
+            elif name is None:
                 unsent.append(start)
             elif executor is None:
-                reason = f"executor {name} is no longer configured"
-                await runner.put(Observe(TrialFailed(trial_id=trial_id, reason=reason)))
+                moved.append((start, name))
             else:
                 dispatcher.adopt(sweep_id, trial_id, executor)
                 if executor.healthy:
@@ -159,6 +174,24 @@ class Reconciler:
                 # else: known down; poll_silent asks once it answers, or declares it lost
         if unsent:
             self.daemon.tg.start_soon(self._find_unsent, runner, unsent)
+        if moved:
+            self.daemon.tg.start_soon(self._find_moved, runner, moved)
+        if rerun:
+            log.info("running interrupted trials again", sweep_id=sweep_id, trials=len(rerun))
+            self.daemon.tg.start_soon(self._rerun, runner, rerun)
+
+    async def _rerun(self, runner: SweepRunner, starts: list[StartTrial]) -> None:
+        """Interrupted trials: a run that succeeded before the interruption stands; else run again.
+
+        The executor is sent the trial's next run number (``TrialSubmission.run``),
+        so it starts the trial afresh instead of answering with the stopped run.
+        """
+        for start in starts:
+            found = await self._probe(start.trial_id)
+            if found is not None and found[1].state == "succeeded":
+                await self._adopt_found(runner, start.trial_id, *found)
+                continue
+            self.daemon.dispatcher.enqueue(runner, start)
 
     async def _find_unsent(self, runner: SweepRunner, starts: list[StartTrial]) -> None:
         """Scheduled, never recorded as dispatched: adopt it where it is, else send it."""
@@ -168,18 +201,39 @@ class Reconciler:
                 # Stopping sweep: enqueue records the cancel instead.
                 self.daemon.dispatcher.enqueue(runner, start)
                 continue
-            executor, status = found
             log.info(
                 "a trial sent before the crash was found on an executor; adopted",
                 trial_id=start.trial_id,
-                executor=executor.name,
+                executor=found[0].name,
             )
-            self.daemon.dispatcher.adopt(runner.sweep_id, start.trial_id, executor)
-            self.daemon.heard_from(start.trial_id)
-            await runner.put(
-                Note("trial.dispatched", {"trial_id": start.trial_id, "executor": executor.name})
+            await self._adopt_found(runner, start.trial_id, *found)
+
+    async def _find_moved(self, runner: SweepRunner, moved: list[tuple[StartTrial, str]]) -> None:
+        """Trials on an executor no longer configured: the agent may have moved (a new URL,
+        the same workdir), so the configured executors are asked before the trial is failed."""
+        for start, name in moved:
+            found = await self._probe(start.trial_id)
+            if found is None:
+                reason = f"executor {name} is no longer configured"
+                await runner.put(Observe(TrialFailed(trial_id=start.trial_id, reason=reason)))
+                continue
+            log.info(
+                "a trial of an executor no longer configured was found on another; adopted",
+                trial_id=start.trial_id,
+                was=name,
+                executor=found[0].name,
             )
-            await self._settle(runner, start.trial_id, status)
+            await self._adopt_found(runner, start.trial_id, *found)
+
+    async def _adopt_found(
+        self, runner: SweepRunner, trial_id: str, executor: Executor, status: TrialStatus
+    ) -> None:
+        self.daemon.dispatcher.adopt(runner.sweep_id, trial_id, executor)
+        self.daemon.heard_from(trial_id)
+        await runner.put(
+            Note("trial.dispatched", {"trial_id": trial_id, "executor": executor.name})
+        )
+        await self._settle(runner, trial_id, status)
 
     async def _probe(self, trial_id: str) -> tuple[Executor, TrialStatus] | None:
         """The healthy executor that has the trial, asked all at once; None if none has it."""

@@ -198,6 +198,14 @@ class Agent:
         """
         async with self._submit_lock:
             known = self._trials.get(submission.id)
+            if known is not None and submission.run > known.submission.run:
+                # hbd was interrupted under the earlier run: start this one afresh,
+                # unless the earlier one still runs (then it is this run).
+                if not known.status.finished:
+                    return known.status, False
+                await anyio.to_thread.run_sync(results.clear_run, self.workdir, submission.id)
+                del self._trials[submission.id]
+                known = None
             if known is not None:
                 if _same_payload(known.submission, submission):
                     if known.channel is not None and submission.callback_url is not None:

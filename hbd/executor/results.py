@@ -106,6 +106,21 @@ def _read_pid(path: Path) -> PidRecord | None:
         return None
 
 
+def clear_run(workdir: Path, trial_id: str) -> None:
+    """Forget a finished run of a trial that is to run again (hbd was interrupted under it).
+
+    The result goes first: a crash midway leaves a trial with no result, which
+    a restarted agent records as failed, and the daemon's next run number starts
+    it again. Its reported metrics go too, so the new run's are not mixed with them.
+    """
+    directory = trial_dir(workdir, trial_id)
+    if not directory.is_dir():
+        return
+    for name in (RESULT_FILE, PID_FILE, METRICS_FILE):
+        (directory / name).unlink(missing_ok=True)
+    fsync_dir(directory)
+
+
 def load_trial(directory: Path) -> StoredTrial | None:
     """Read one trial directory; None (logged) if it holds no usable submission."""
     submission_path = directory / SUBMISSION_FILE

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,14 +71,80 @@ def _committed() -> None:
         os._exit(FAULT_EXIT_STATUS)
 
 
-def _translate(exc: sqlite3.Error, *, writing: bool) -> Exception:
+# The files SQLite writes for a database in WAL mode, beside the database itself.
+WAL_SUFFIXES = ("-wal", "-shm")
+
+
+def _unwritable(path: str) -> str | None:
+    """The first of the database, its directory and its WAL files we may not write, if any.
+
+    SQLite reports a permission problem as "attempt to write a readonly
+    database", "unable to open database file" or even "disk I/O error"
+    (a -shm it cannot open for writing); naming the file tells the operator
+    what to fix.
+    """
+    if path in ("", ":memory:"):
+        return None
+    candidates = [path, os.path.dirname(os.path.abspath(path))]
+    candidates += [path + suffix for suffix in WAL_SUFFIXES]
+    for candidate in candidates:
+        if os.path.exists(candidate) and not os.access(candidate, os.W_OK):
+            return candidate
+    return None
+
+
+def _translate(exc: sqlite3.Error, *, writing: bool, path: str = "") -> Exception:
     """Map a sqlite3 exception to the hbd error a caller can act on."""
     if isinstance(exc, sqlite3.IntegrityError):
         # UNIQUE, FOREIGN KEY and our RAISE(ABORT) triggers all land here.
         return ConflictError(f"the database refused the write: {exc}")
     if writing:
+        denied = _unwritable(path)
+        if denied is not None:
+            return StoreWriteError(
+                f"write failed, nothing was written: permission denied: {denied} is not"
+                f" writable by this process (sqlite: {exc})"
+            )
         return StoreWriteError(f"write failed, nothing was written: {exc}")
     return StoreReadError(f"read failed: {exc}")
+
+
+# The errors after which a connection may never write again: opened read-only
+# (a read-only file or -shm), or unable to open its WAL files. A full disk or
+# a busy lock passes with the condition, on the same connection.
+_REOPEN_AFTER = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_IOERR")
+
+
+def _poisons_connection(exc: sqlite3.Error) -> bool:
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    return name.startswith(_REOPEN_AFTER)
+
+
+@dataclass
+class WriteHealth:
+    """Whether the log can be written now, for /healthz and /metrics.
+
+    ``failing_since`` is set by the first failed write and cleared by the next
+    one that commits; ``failures_total`` only grows.
+    """
+
+    failures_total: int = 0
+    failing_since: float | None = None  # wall-clock time of the first failure in a row
+    last_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failing_since is None
+
+    def failed(self, error: str) -> None:
+        self.failures_total += 1
+        self.last_error = error
+        if self.failing_since is None:
+            self.failing_since = time.time()
+
+    def succeeded(self) -> None:
+        self.failing_since = None
+        self.last_error = None
 
 
 class Database:
@@ -85,6 +154,11 @@ class Database:
         self.conn = conn
         self.path = path
         self._lock = anyio.Lock()
+        self.health = WriteHealth()
+        # A failed write may leave the connection unable to write for good (one
+        # opened while the file was read-only stays read-only): the next write
+        # opens a fresh one first. See _reopen.
+        self._reopen = False
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Database]:
@@ -97,6 +171,8 @@ class Database:
         """
         async with self._lock:
             with anyio.CancelScope(shield=True):
+                if self._reopen:
+                    await self._reopen_connection()
                 try:
                     await self.conn.execute("BEGIN IMMEDIATE")
                     yield self
@@ -105,10 +181,61 @@ class Database:
                         _committed()
                 except sqlite3.Error as exc:
                     await self._rollback()
-                    raise _translate(exc, writing=True) from exc
+                    error = _translate(exc, writing=True, path=self.path)
+                    if isinstance(error, StoreWriteError):
+                        self.health.failed(str(error))
+                        self._reopen = _poisons_connection(exc)
+                    raise error from exc
                 except BaseException:
                     await self._rollback()
                     raise
+                self.health.succeeded()
+
+    async def _reopen_connection(self) -> None:
+        """Replace the connection with a fresh one (the caller holds the lock).
+
+        SQLite shares one file descriptor per file among the connections of a
+        process, so a database opened read-only stays read-only for every
+        connection until all are closed: close first, then open. Its -shm was
+        created with the database's mode of the time (read-only too): once the
+        database is writable again, the WAL files we own get its mode back.
+        Raises StoreWriteError (recorded in ``health``) while that fails.
+        """
+        with anyio.move_on_after(ROLLBACK_TIMEOUT_S, shield=True):
+            try:
+                await self.conn.close()
+            except sqlite3.Error:
+                pass  # the old connection is being dropped either way
+        try:
+            await anyio.to_thread.run_sync(_match_wal_modes, self.path)
+            self.conn = await _open(self.path)
+            await _set_pragmas(self.conn)
+        except (sqlite3.Error, OSError) as exc:
+            message = f"write failed, cannot reopen {self.path}: {exc}"
+            denied = await anyio.to_thread.run_sync(_unwritable, self.path)
+            if denied is not None:
+                message += f" (permission denied: {denied} is not writable by this process)"
+            self.health.failed(message)
+            raise StoreWriteError(message) from exc
+        self._reopen = False
+
+    async def probe_write(self) -> None:
+        """A write that changes nothing (the schema version, set to itself).
+
+        Tells at start whether the log can be written, and afterwards whether a
+        failing one heals without waiting for a sweep to need it. Raises
+        StoreWriteError while it cannot.
+        """
+        version = int(await self.scalar("PRAGMA user_version"))
+        async with self.transaction() as tx:
+            await tx.execute(f"PRAGMA user_version = {version}")
+
+    async def checkpoint(self) -> tuple[int, int, int]:
+        """``PRAGMA wal_checkpoint(PASSIVE)``: (busy, WAL frames, frames checkpointed)."""
+        row = await self.fetchone("PRAGMA wal_checkpoint(PASSIVE)")
+        if row is None:
+            return (0, 0, 0)
+        return (int(row[0]), int(row[1]), int(row[2]))
 
     async def _rollback(self) -> None:
         # SQLite itself rolls back on some errors (SQLITE_FULL, SQLITE_IOERR),
@@ -169,20 +296,49 @@ async def connect(path: Path | str) -> Database:
     the schema version has been checked, so refusing a too-new file changes
     nothing in it (journal_mode=WAL would rewrite its header).
     """
-    conn = aiosqlite.connect(str(path), isolation_level=None)
+    try:
+        conn = await _open(str(path))
+    except sqlite3.Error as exc:
+        raise StoreReadError(f"cannot open database {path}: {exc}") from exc
+    return Database(conn, str(path))
+
+
+async def _open(path: str) -> aiosqlite.Connection:
+    """A new connection to ``path`` with ``busy_timeout`` set; raises sqlite3.Error."""
+    conn = aiosqlite.connect(path, isolation_level=None)
     try:
         await conn
-    except sqlite3.Error as exc:
+    except sqlite3.Error:
         await _join_worker(conn)
-        raise StoreReadError(f"cannot open database {path}: {exc}") from exc
+        raise
     conn.row_factory = sqlite3.Row
-    db = Database(conn, str(path))
     try:
         await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    except sqlite3.Error as exc:
+    except sqlite3.Error:
         await conn.close()
-        raise StoreReadError(f"cannot open database {path}: {exc}") from exc
-    return db
+        raise
+    return conn
+
+
+def _match_wal_modes(path: str) -> None:
+    """Give our WAL files the database's permission bits when the database is writable.
+
+    SQLite creates -wal and -shm with the database's mode: a daemon started on
+    a read-only database leaves a read-only -shm behind, and every later
+    connection is read-only through it even after the operator has made the
+    database writable. Only files this process owns are touched.
+    """
+    if path in ("", ":memory:") or not os.access(path, os.W_OK):
+        return
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    for suffix in WAL_SUFFIXES:
+        wal = path + suffix
+        try:
+            st = os.stat(wal)
+        except FileNotFoundError:
+            continue
+        if st.st_uid == os.geteuid() and not os.access(wal, os.W_OK):
+            os.chmod(wal, mode)
 
 
 async def _join_worker(conn: aiosqlite.Connection) -> None:
@@ -195,13 +351,17 @@ async def _join_worker(conn: aiosqlite.Connection) -> None:
         await anyio.to_thread.run_sync(thread.join, WORKER_JOIN_TIMEOUT_S)
 
 
+async def _set_pragmas(conn: aiosqlite.Connection) -> None:
+    for name, value in PRAGMAS:
+        await conn.execute(f"PRAGMA {name} = {value}")
+
+
 async def apply_pragmas(db: Database) -> None:
     """Set every PRAGMA in :data:`PRAGMAS` and check that each one took."""
     try:
-        for name, value in PRAGMAS:
-            await db.conn.execute(f"PRAGMA {name} = {value}")
+        await _set_pragmas(db.conn)
     except sqlite3.Error as exc:
-        raise _translate(exc, writing=True) from exc
+        raise _translate(exc, writing=True, path=db.path) from exc
     mode = await db.scalar("PRAGMA journal_mode")
     if str(mode).lower() != "wal":
         # journal_mode silently stays put on some filesystems (no shared memory).

@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from hbd.store import projections
-from hbd.store.db import Database, apply_pragmas, connect
+from hbd.store.db import Database, WriteHealth, apply_pragmas, connect
 from hbd.store.projections import SweepRow, TrialRow, dumps
 from hbd.store.schema import check_not_too_new, migrate, user_version
 
@@ -230,6 +230,19 @@ class Store:
         sweeps = await self.db.fetchall("SELECT status, count(*) FROM sweeps GROUP BY status")
         trials = await self.db.fetchall("SELECT status, count(*) FROM trials GROUP BY status")
         return {r[0]: r[1] for r in sweeps}, {r[0]: r[1] for r in trials}
+
+    @property
+    def write_health(self) -> WriteHealth:
+        """Whether the log can be written now (see :class:`~hbd.store.db.WriteHealth`)."""
+        return self.db.health
+
+    async def probe_write(self) -> None:
+        """A write that changes nothing; raises StoreWriteError while the log cannot be written."""
+        await self.db.probe_write()
+
+    async def checkpoint(self) -> tuple[int, int, int]:
+        """A passive WAL checkpoint: (busy, WAL frames, frames checkpointed)."""
+        return await self.db.checkpoint()
 
     async def ping(self) -> None:
         """A trivial read: raises StoreReadError if the database does not answer."""

@@ -15,6 +15,8 @@ Projection rules, per event type:
 - ``trial.succeeded`` / ``failed`` / ``cancelled``: terminal status,
   ended_at, metrics merged, metric and reason from the event (a ``lost``
   reason does not outlive a later verdict).
+- ``trial.interrupted``: status ``interrupted``, reason, metrics cleared (the
+  next run's ``trial.dispatched`` moves it on).
 - ``trial.lost``: reason.
 - ``sweep.finished``: status, finished_at, best trial and metric, reason.
 - anything else: logged only.
@@ -89,6 +91,11 @@ _TERMINAL = (
     " metrics = json_patch(COALESCE(metrics, '{}'), ?), metric = ?,"
     f" reason = ? WHERE id = ? AND {_NOT_FINISHED}"
 )
+# An interrupted run's metrics go: the next run reports its own from the start.
+_INTERRUPTED = (
+    "UPDATE trials SET status = 'interrupted', reason = ?, metrics = '{}'"
+    f" WHERE id = ? AND {_NOT_FINISHED}"
+)
 _LOST = f"UPDATE trials SET reason = ? WHERE id = ? AND {_NOT_FINISHED}"
 _FINISHED = (
     "UPDATE sweeps SET status = ?, finished_at = ?, best_trial_id = ?, best_metric = ?,"
@@ -157,6 +164,8 @@ def statement(
             p.get("reason"),
             _need(t, p, "trial_id"),
         )
+    if t == "trial.interrupted":
+        return _INTERRUPTED, (p.get("reason"), _need(t, p, "trial_id"))
     if t == "trial.lost":
         return _LOST, (p.get("reason"), _need(t, p, "trial_id"))
     return None

@@ -7,6 +7,7 @@ what the daemon does (tests/e2e covers that against a real one).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any, cast
 
 import httpx
@@ -19,6 +20,7 @@ from hbd.core.sweep import trial_id
 from hbd.daemon.app import Daemon, SweepChanged
 from hbd.errors import ConflictError, NotReady, StoreWriteError
 from hbd.protocol import MAX_TRIAL_ID_LENGTH, TRIAL_ID_PATTERN
+from hbd.store.db import WriteHealth
 
 pytestmark = pytest.mark.anyio
 
@@ -30,6 +32,7 @@ class StubDaemon:
         self.outcome: BaseException | tuple[str, bool] = ("sw1", True)
         self.submitted: list[str | None] = []
         self.broken_sweeps: list[str] = []
+        self.store = SimpleNamespace(write_health=WriteHealth())
 
     async def submit(self, text: str, *, sweep_id: str | None = None) -> tuple[str, bool]:
         self.submitted.append(sweep_id)

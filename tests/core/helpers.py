@@ -18,6 +18,7 @@ from hbd.core.events import (
     SweepFinished,
     TrialCancelled,
     TrialFailed,
+    TrialInterrupted,
     TrialSucceeded,
 )
 from hbd.core.spec import SweepSpec, parse_spec
@@ -139,6 +140,8 @@ def drive(
         else:
             obs = outcome(start)
         absorb(feed(obs))
+        if isinstance(obs, TrialInterrupted):
+            pending[tid] = start  # the same trial runs again
         if (
             stop_after is not None
             and len(run.observations) == stop_after
@@ -146,6 +149,19 @@ def drive(
         ):
             absorb(feed(StopRequested(reason="test stop")))
     return run
+
+
+def interrupted_once_every(k: int, base: Outcome = quadratic) -> Outcome:
+    """Every k-th index's first run is interrupted (hbd stopped under it), then runs to ``base``."""
+    seen: set[str] = set()
+
+    def outcome(start: StartTrial) -> Observation:
+        if start.index % k == 0 and start.trial_id not in seen:
+            seen.add(start.trial_id)
+            return TrialInterrupted(trial_id=start.trial_id, reason="interrupted")
+        return base(start)
+
+    return outcome
 
 
 def failing_every(k: int, base: Outcome = quadratic) -> Outcome:

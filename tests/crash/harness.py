@@ -61,17 +61,40 @@ class Proc:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
 
 
-def spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> Proc:
+def spawn(
+    args: list[str], log: Path, env: dict[str, str] | None = None, prefix: list[str] | None = None
+) -> Proc:
+    """``python -m tests.crash.procs ARGS``, after ``prefix`` (a wrapper such as setpriv)."""
     full_env = {k: v for k, v in os.environ.items() if k != FAULT_EXIT_ENV}
     full_env.update({"PYTHONPATH": REPO_ROOT, **(env or {})})
     out = log.open("ab")
     try:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "tests.crash.procs", *args],
+            [*(prefix or []), sys.executable, "-m", "tests.crash.procs", *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=full_env,
             cwd=REPO_ROOT,
+            start_new_session=True,
+        )
+    finally:
+        out.close()
+    return Proc(popen, log)
+
+
+def spawn_cli(args: list[str], log: Path, *, cwd: Path, env: dict[str, str] | None = None) -> Proc:
+    """``python -m hbd ARGS`` as a user would run it, in ``cwd``, in its own session."""
+    # No HBD_* setting of the environment running the tests leaks into the command.
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("HBD_")}
+    full_env.update({"PYTHONPATH": REPO_ROOT, **(env or {})})
+    out = log.open("ab")
+    try:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "hbd", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=cwd,
             start_new_session=True,
         )
     finally:
@@ -97,6 +120,7 @@ def start_daemon(
     sweep_id: str,
     fault_after: int | None = None,
     wait: bool = True,
+    prefix: list[str] | None = None,
 ) -> Proc:
     env = {FAULT_EXIT_ENV: str(fault_after)} if fault_after is not None else None
     args = [
@@ -112,7 +136,7 @@ def start_daemon(
         "--sweep-id",
         sweep_id,
     ]
-    proc = spawn(args, db.with_suffix(".log"), env)
+    proc = spawn(args, db.with_suffix(".log"), env, prefix)
     if wait:
         wait_serving(proc, f"http://127.0.0.1:{port}/healthz")
     return proc
@@ -236,6 +260,7 @@ __all__ = [
     "expected_outcome",
     "free_port",
     "outcome",
+    "spawn_cli",
     "start_agent",
     "start_daemon",
     "stopping",

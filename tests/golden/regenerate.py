@@ -14,7 +14,13 @@ from pathlib import Path
 
 from hbd.core.codec import SUBMITTED, decision_record, observation_record
 from hbd.core.events import Begin
-from tests.core.helpers import drive, failing_every, make_machine, spec_dict
+from tests.core.helpers import (
+    drive,
+    failing_every,
+    interrupted_once_every,
+    make_machine,
+    spec_dict,
+)
 
 HERE = Path(__file__).parent
 
@@ -41,13 +47,18 @@ CASES = {
     ),
     "r9-user-stop": ({"max_iterations": 9}, 9, 5, None, 6),
     "r27-retries": ({"max_iterations": 27, "max_retries": 2}, 10, 6, 4, None),
+    # Interrupted runs start again as the same trial and use none of the retries.
+    "r27-interrupted": ({"max_iterations": 27, "max_retries": 1}, 11, 7, 4, None),
 }
+# Cases whose every k-th index has its first run interrupted.
+INTERRUPT_EVERY = {"r27-interrupted": 3}
 
 
 def main() -> None:
     for name, (opts, seed, order, fail_every, stop_after) in CASES.items():
         machine = make_machine(seed=seed, sweep_id="golden", **opts)
-        outcome = failing_every(fail_every) if fail_every else None
+        base = interrupted_once_every(INTERRUPT_EVERY[name]) if name in INTERRUPT_EVERY else None
+        outcome = failing_every(fail_every, *([base] if base else [])) if fail_every else base
         kwargs = {"rng": random.Random(order), "stop_after": stop_after}
         run = drive(machine, outcome, **kwargs) if outcome else drive(machine, **kwargs)
         lines = [{"type": SUBMITTED, "payload": {"spec_json": spec_dict(**opts), "seed": seed}}]
