@@ -58,6 +58,36 @@ class ResourceValue(BaseModel):
     value: int | float
 
 
+# Resource names a submission may carry (Polyaxon's container resources that
+# mean something to a host or a scheduler).
+TRIAL_RESOURCE_NAMES = ("cpu", "memory", "nvidia.com/gpu")
+
+
+class TrialResources(BaseModel):
+    """Polyaxon's container ``resources``: Kubernetes quantities (``2``, ``500m``, ``4Gi``).
+
+    Executors may honour them (GPU placement, limits); the reference agent
+    keeps them with the trial.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    limits: dict[str, str] = Field(default_factory=dict)
+    requests: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("limits", "requests")
+    @classmethod
+    def _known(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, quantity in value.items():
+            if name not in TRIAL_RESOURCE_NAMES:
+                raise ValueError(
+                    f"unknown resource {name!r}; use {', '.join(TRIAL_RESOURCE_NAMES)}"
+                )
+            if not quantity or len(quantity) > 64:
+                raise ValueError(f"{name}: invalid quantity {quantity!r}")
+        return value
+
+
 class TrialSubmission(BaseModel):
     """One trial to run: a configuration at one rung's resource."""
 
@@ -79,6 +109,10 @@ class TrialSubmission(BaseModel):
     # Polyaxon's termination.timeout: the executor stops a trial run that takes
     # longer (SIGTERM, grace, SIGKILL) and reports it failed with TIMEOUT_REASON.
     timeout_seconds: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_SECONDS)
+    # Polyaxon's container workingDir, absolute (clients resolve it against the
+    # spec's folder): the trial's cwd; None: the executor's own.
+    working_dir: str | None = None
+    resources: TrialResources | None = None
 
     @field_validator("id", "resume_from")
     @classmethod
@@ -87,7 +121,7 @@ class TrialSubmission(BaseModel):
             raise ValueError("must not be '.' or '..' (it becomes a directory name)")
         return value
 
-    @field_validator("checkpoint_dir", "resume_dir")
+    @field_validator("checkpoint_dir", "resume_dir", "working_dir")
     @classmethod
     def _absolute(cls, value: str | None) -> str | None:
         if value is not None and not os.path.isabs(value):
@@ -168,8 +202,10 @@ __all__ = [
     "PROTOCOL_VERSION",
     "TERMINAL_STATES",
     "TIMEOUT_REASON",
+    "TRIAL_RESOURCE_NAMES",
     "Health",
     "ResourceValue",
+    "TrialResources",
     "TrialState",
     "TrialStatus",
     "TrialSubmission",

@@ -68,6 +68,7 @@ __all__ = [
     "SweepSpec",
     "Termination",
     "Tuner",
+    "load_data",
     "load_spec",
     "parse_spec",
     "placeholders",
@@ -309,13 +310,17 @@ class SweepSpec(Frozen):
 
 def load_spec(text: str) -> SweepSpec:
     """Parse YAML (or JSON, a YAML subset) text into a spec; raise ``SpecError``."""
+    return parse_spec(load_data(text))
+
+
+def load_data(text: str) -> object:
+    """The data of YAML (or JSON) text; raise ``SpecError`` for a syntax error."""
     if not isinstance(text, str):
         raise SpecError([SpecProblem("", f"spec text must be a string, got {type(text).__name__}")])
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SpecError([_yaml_problem(exc, text)]) from None
-    return parse_spec(data)
 
 
 def parse_spec(data: object) -> SweepSpec:
@@ -331,9 +336,12 @@ def parse_spec(data: object) -> SweepSpec:
             ]
         )
     problems: list[SpecProblem] = []
-    refs = [(k, _REF_ALIASES.get(k, k)) for k in data if _REF_ALIASES.get(k, k) in REFS]
-    for key, ref in refs:
-        problems.append(SpecProblem(key, REFS[ref]))
+    refs: list[tuple[str, str]] = []
+    for key in data:
+        ref = _REF_ALIASES.get(key, key) if isinstance(key, str) else None
+        if ref in REFS:
+            refs.append((key, ref))
+            problems.append(SpecProblem(key, REFS[ref]))
     # The refused reference stands for the component: its absence is not news.
     body = {k: v for k, v in data.items() if k not in dict(refs)}
     if refs and "component" not in body:
