@@ -222,8 +222,11 @@ class RangeValue(_Value):
 
     @model_validator(mode="after")
     def _check(self) -> RangeValue:
-        if self.step == 0:
-            raise ValueError("step must not be 0")
+        # As Polyaxon: start < stop, and a grid that walks towards stop.
+        if self.start >= self.stop:
+            raise ValueError(f"start must be < stop, got start={self.start} stop={self.stop}")
+        if self.step <= 0:
+            raise ValueError(f"step must be > 0 (from start up to stop), got {self.step}")
         if self.size == 0:
             raise ValueError(
                 f"empty grid: no value from start {self.start} towards stop {self.stop} "
@@ -236,6 +239,13 @@ class _SpaceValue(_Value):
     start: Number
     stop: Number
     num: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ascending(self) -> _SpaceValue:
+        # Polyaxon refuses descending grids; a reversed grid samples the same values anyway.
+        if self.start >= self.stop:
+            raise ValueError(f"start must be < stop, got start={self.start} stop={self.stop}")
+        return self
 
 
 class LinspaceValue(_SpaceValue):
