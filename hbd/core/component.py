@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from hbd.core.params import Frozen, json_native
-from hbd.core.templating import format_value
+from hbd.core.templating import TEMPLATE, format_value
 
 __all__ = [
     "IO_TYPES",
@@ -234,13 +234,27 @@ class OperationParam(_Warned):
 # ---------------------------------------------------------------- container
 
 
-def _split_command(v: object) -> object:
-    if isinstance(v, str):
-        try:
-            return shlex.split(v)
-        except ValueError as exc:
-            raise ValueError(f"cannot split like a shell: {exc}") from None
-    return v
+def split_command(v: object) -> object:
+    """A string command split like a shell would (no shell runs); lists pass through.
+
+    ``{{ ... }}`` templates stay whole even with spaces inside the braces.
+    """
+    if not isinstance(v, str):
+        return v
+    found: list[str] = []
+
+    def hide(m: re.Match[str]) -> str:
+        found.append(m[0])
+        return f"\0{len(found) - 1}\0"
+
+    if "\0" in v:
+        raise ValueError("contains a NUL character")
+    hidden = TEMPLATE.sub(hide, v)
+    try:
+        parts = shlex.split(hidden)
+    except ValueError as exc:
+        raise ValueError(f"cannot split like a shell: {exc}") from None
+    return [re.sub(r"\0(\d+)\0", lambda m: found[int(m[1])], p) for p in parts]
 
 
 class Resources(_Warned):
@@ -326,7 +340,7 @@ class Container(_Warned):
     @field_validator("command", "args", mode="before")
     @classmethod
     def _split(cls, v: object) -> object:
-        return _split_command(v)
+        return split_command(v)
 
     @field_validator("env", mode="before")
     @classmethod

@@ -20,7 +20,6 @@ from __future__ import annotations
 import difflib
 import math
 import re
-import shlex
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -35,6 +34,7 @@ from hbd.core.component import (
     OperationParam,
     Termination,
     cluster_warnings,
+    split_command,
 )
 from hbd.core.errors import SpecError, SpecProblem
 from hbd.core.iotypes import cast_value
@@ -596,11 +596,10 @@ def _templates(container: Mapping[str, Any], where: str) -> Iterator[tuple[str, 
     """(location, template, in argv) of every templated string of the container."""
     for field in ("command", "args"):
         raw = container.get(field)
-        if isinstance(raw, str):
-            try:
-                raw = shlex.split(raw)
-            except ValueError:
-                continue  # reported by the schema pass
+        try:
+            raw = split_command(raw)
+        except ValueError:
+            continue  # reported by the schema pass
         for j, item in enumerate(_try(_STRS, raw) or []):
             yield f"{where}.{field}[{j}]", item, True
     env = container.get("env")
