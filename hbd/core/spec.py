@@ -360,7 +360,8 @@ def parse_spec(data: object) -> SweepSpec:
         ArithmeticError,
     ) as exc:  # pragma: no cover - a bug in a validator
         problems.append(SpecProblem("", f"invalid spec: {exc}"))
-    problems.extend(_cross_check(body))
+    if not refs:  # without the component there is nothing to check params against
+        problems.extend(_cross_check(body))
     if problems or spec is None:
         raise SpecError(problems or [SpecProblem("", "invalid spec")])
     return spec

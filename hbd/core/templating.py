@@ -89,7 +89,8 @@ def parse_expr(inner: str) -> Expr:
     text = inner.strip()
     m = _EXPR.match(text)
     if m is None:
-        raise TemplateError(f"unsupported template `{{{{ {text} }}}}`; supported: {SUPPORTED}")
+        shown = text if len(text) <= 30 else text[:27] + "..."
+        raise TemplateError(f"unsupported template `{{{{ {shown} }}}}`; supported: {SUPPORTED}")
     if m["name"]:
         return Expr("name", m["name"])
     if m["pname"]:
@@ -98,9 +99,8 @@ def parse_expr(inner: str) -> Expr:
         return Expr("as_args")
     name = m["global"]
     if name not in GLOBALS:
-        raise TemplateError(
-            f"unsupported `{{{{ globals.{name} }}}}`; supported globals: {', '.join(GLOBALS)}"
-        )
+        shown = name if len(name) <= 20 else name[:17] + "..."
+        raise TemplateError(f"unsupported globals.{shown}; supported: {', '.join(GLOBALS)}")
     return Expr("global", name)
 
 
