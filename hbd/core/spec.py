@@ -507,8 +507,8 @@ def _reason(err: Any, parts: list[str | int], parent: object) -> str:
             and to_camel(key) in parent
         ):
             return f"given as both `{to_camel(key)}` and `{key}`; use one"
-        close = difflib.get_close_matches(str(key), _known_keys(), n=1, cutoff=0.75)
-        return f"unknown key `{key}`" + (f"; did you mean `{close[0]}`?" if close else "")
+        close = _did_you_mean(str(key), _known_keys())
+        return f"unknown key `{key}`" + (f"; did you mean `{close}`?" if close else "")
     if kind == "union_tag_not_found":
         return f"missing `kind`; expected one of: {', '.join(_expected_kinds(parts))}"
     if kind == "union_tag_invalid":
@@ -552,6 +552,13 @@ def _types_in(annotation: object) -> Iterator[type[BaseModel]]:
         yield from _types_in(arg)
     for meta in getattr(annotation, "__metadata__", ()) or ():
         yield from _types_in(meta)
+
+
+def _did_you_mean(key: str, known: list[str]) -> str | None:
+    # Case-blind: `workdir` is closest to `workingDir`, `max_iteration` to `maxIterations`.
+    folded = {k.lower().replace("_", ""): k for k in known}
+    close = difflib.get_close_matches(key.lower().replace("_", ""), list(folded), n=1, cutoff=0.75)
+    return folded[close[0]] if close else None
 
 
 _KNOWN_KEYS: list[str] = []
