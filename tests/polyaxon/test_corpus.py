@@ -141,3 +141,22 @@ def test_pathref_and_working_dir_resolve_against_the_specs_folder(tmp_path: Path
     missing = hbd("validate", str(folder / "03-pathref.yaml"), cwd=elsewhere)
     assert missing.returncode == 2
     assert "pathRef: ./components/train.yaml: no such file" in missing.stderr
+
+
+def test_the_readmes_operation_runs_unchanged(tmp_path: Path) -> None:
+    readme = (HERE.parent.parent / "README.md").read_text()
+    block = readme.split("## The spec", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    data = yaml.safe_load(block)
+    assert data["component"]["run"]["kind"] == "job"
+    assert data["params"] and data["termination"]["timeout"] > 0
+    spec = tmp_path / "readme.yaml"
+    spec.write_text(block)
+    checked = hbd("validate", str(spec))
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stderr == (
+        "warning: component.run.container.image: not used on a host "
+        "(hbd runs the command on the host, not in an image); ignored\n"
+    )
+    simulated = hbd("simulate", str(spec), "--objective", "objective:loss", "--json", cwd=HERE)
+    assert simulated.returncode == 0, simulated.stderr
+    assert json.loads(simulated.stdout)["status"] == "succeeded"
