@@ -70,10 +70,15 @@ def _read_component(ref: object, folder: Path, key: str) -> object:
         raise SpecError([SpecProblem(key, f"{ref}: no such file (relative to {folder})")]) from None
     except OSError as exc:
         raise SpecError([SpecProblem(key, f"{ref}: cannot read: {exc.strerror}")]) from None
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise SpecError([SpecProblem(key, f"{ref}: not a regular file")])
-        raw = fh.read(MAX_COMPONENT_BYTES + 1)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            raw = fh.read(MAX_COMPONENT_BYTES + 1)
+    except OSError as exc:
+        raise SpecError([SpecProblem(key, f"{ref}: cannot read: {exc.strerror}")]) from None
+    finally:
+        os.close(fd)
     if len(raw) > MAX_COMPONENT_BYTES:
         raise SpecError([SpecProblem(key, f"{ref}: larger than {MAX_COMPONENT_BYTES // 1024} KiB")])
     try:

@@ -368,3 +368,19 @@ def test_termination_merges_component_and_operation() -> None:
     d["termination"] = {"timeout": 10}
     s = parse_spec(d)
     assert (s.timeout_seconds, s.max_retries) == (10.0, 2)
+
+
+def test_a_timed_out_trial_run_is_retried_under_max_retries() -> None:
+    # The agent fails a trial run past termination.timeout with reason "timeout";
+    # maxRetries then starts it again, as for any other failure.
+    from hbd.core.events import Begin, StartTrial, TrialFailed
+    from tests.core.helpers import make_machine
+
+    machine = make_machine(max_retries=1)
+    first = next(d for d in machine.handle(Begin()) if isinstance(d, StartTrial))
+    again = [d for d in machine.handle(TrialFailed(trial_id=first.trial_id, reason="timeout"))]
+    retry = next(d for d in again if isinstance(d, StartTrial))
+    assert retry.trial_id == first.trial_id + "-a1"
+    assert (retry.config, retry.resource) == (first.config, first.resource)
+    gave_up = machine.handle(TrialFailed(trial_id=retry.trial_id, reason="timeout"))
+    assert not any(isinstance(d, StartTrial) and d.index == first.index for d in gave_up)
