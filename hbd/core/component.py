@@ -10,6 +10,7 @@ README's per-key table is the user-facing copy of these decisions.
 
 from __future__ import annotations
 
+import difflib
 import re
 import shlex
 from collections.abc import Iterator, Mapping
@@ -179,9 +180,11 @@ class IOSpec(_Warned):
     @classmethod
     def _known_type(cls, v: str) -> str:
         if v not in IO_TYPES:
-            raise ValueError(
-                f"unknown input type {v!r}; expected one of {', '.join(sorted(IO_TYPES))}"
+            close = difflib.get_close_matches(v, sorted(IO_TYPES), n=1, cutoff=0.6)
+            hint = (
+                f"did you mean {close[0]!r}?" if close else "e.g. int, float, str, bool, dict, list"
             )
+            raise ValueError(f"unknown input type {v[:40]!r}; {hint}")
         return v
 
     @field_validator("value", "options")

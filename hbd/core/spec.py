@@ -363,8 +363,26 @@ def parse_spec(data: object) -> SweepSpec:
     if not refs:  # without the component there is nothing to check params against
         problems.extend(_cross_check(body))
     if problems or spec is None:
-        raise SpecError(problems or [SpecProblem("", "invalid spec")])
+        raise SpecError([_one_line(p) for p in problems] or [SpecProblem("", "invalid spec")])
     return spec
+
+
+# One problem is one line a person reads at once: a path part or a message
+# longer than these (a 300-character param name, a huge value quoted) is cut.
+MAX_PROBLEM_CHARS = 160
+MAX_LOC_PART_CHARS = 40
+
+
+def _one_line(p: SpecProblem) -> SpecProblem:
+    parts = re.split(r"(\.|\[\d+\])", p.loc)
+    loc = "".join(
+        x if len(x) <= MAX_LOC_PART_CHARS else x[: MAX_LOC_PART_CHARS - 3] + "..." for x in parts
+    )
+    msg = " ".join(p.msg.split())  # no newlines or runs of spaces from quoted input
+    room = max(60, MAX_PROBLEM_CHARS - len(loc) - 2)
+    if len(msg) > room:
+        msg = msg[: room - 3] + "..."
+    return SpecProblem(loc, msg)
 
 
 def spec_warnings(spec: SweepSpec) -> list[str]:
@@ -493,6 +511,14 @@ def _expected_kinds(parts: list[str | int]) -> list[str]:
     return []
 
 
+def _kinds_hint(kinds: list[str]) -> str:
+    if len(kinds) <= 4:
+        return "one of: " + ", ".join(kinds)
+    common = ("choice", "uniform", "loguniform", "range", "linspace", "pchoice")
+    shown = sorted(kinds, key=lambda k: (common.index(k) if k in common else len(common), k))
+    return f"one of the {len(kinds)} kinds ({', '.join(shown[:5])}, ...; see the README)"
+
+
 def _reason(err: Any, parts: list[str | int], parent: object) -> str:
     kind = err["type"]
     ctx = err.get("ctx") or {}
@@ -510,9 +536,14 @@ def _reason(err: Any, parts: list[str | int], parent: object) -> str:
         close = _did_you_mean(str(key), _known_keys())
         return f"unknown key `{key}`" + (f"; did you mean `{close}`?" if close else "")
     if kind == "union_tag_not_found":
-        return f"missing `kind`; expected one of: {', '.join(_expected_kinds(parts))}"
+        return f"missing `kind`; expected {_kinds_hint(_expected_kinds(parts))}"
     if kind == "union_tag_invalid":
-        return f"unknown kind {ctx.get('tag')!r}; expected one of: {ctx.get('expected_tags', '')}"
+        tag = str(ctx.get("tag"))
+        tags = re.findall(r"'([^']+)'", str(ctx.get("expected_tags", "")))
+        close = _did_you_mean(tag, tags)
+        if close:
+            return f"unknown kind {_short(tag)}; did you mean `{close}`?"
+        return f"unknown kind {_short(tag)}; expected {_kinds_hint(tags)}"
     msg = str(err["msg"])
     if kind == "value_error":
         return msg.removeprefix("Value error, ")
@@ -528,6 +559,10 @@ def _reason(err: Any, parts: list[str | int], parent: object) -> str:
 
 # A value quoted in an error is cut to this, so that a problem stays one readable line.
 MAX_QUOTED_CHARS = 40
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_QUOTED_CHARS else text[: MAX_QUOTED_CHARS - 3] + "..."
 
 
 def _short(v: object) -> str:
