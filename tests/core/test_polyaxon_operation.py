@@ -384,3 +384,35 @@ def test_a_timed_out_trial_run_is_retried_under_max_retries() -> None:
     assert (retry.config, retry.resource) == (first.config, first.resource)
     gave_up = machine.handle(TrialFailed(trial_id=retry.trial_id, reason="timeout"))
     assert not any(isinstance(d, StartTrial) and d.index == first.index for d in gave_up)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d["component"]["inputs"].__setitem__(0, {"name": "lr", "type": "integer"}),
+        lambda d: d["matrix"]["params"].__setitem__("lr", {"kind": "zzz", "value": [0, 1]}),
+        lambda d: d["matrix"]["params"].__setitem__("lr", {"value": [0, 1]}),
+        lambda d: d["matrix"]["params"].__setitem__("lr", {"kind": "uniform", "value": "x" * 500}),
+        lambda d: d["matrix"]["params"].__setitem__(
+            "z" * 300, {"kind": "uniform", "value": [0, 1]}
+        ),
+        lambda d: d["component"]["run"]["container"]["args"].append("{{ " + "y" * 300 + " }}"),
+        lambda d: d["component"]["run"]["container"].__setitem__("env", {"A": 1, "B\nC": 2}),
+        lambda d: d.__setitem__("tags", "t\n" * 300),
+    ],
+)
+def test_every_problem_is_one_short_line(change: Any) -> None:
+    d = spec()
+    change(d)
+    for p in problems(d):
+        assert len(p) <= 160 and "\n" not in p, p
+
+
+def test_did_you_mean_for_kinds_and_types() -> None:
+    d = spec()
+    d["matrix"]["params"]["lr"] = {"kind": "unifrom", "value": [0, 1]}
+    d["component"]["inputs"][1]["type"] = "integer"
+    assert problems(d) == [
+        "matrix.params.lr: unknown kind 'unifrom'; did you mean `uniform`?",
+        "component.inputs[1].type: unknown input type 'integer'; did you mean 'int'?",
+    ]
