@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from hbd.core.iotypes import cast_value
 from hbd.core.params import Frozen, json_native
 from hbd.core.templating import TEMPLATE, format_value
 
@@ -195,6 +196,14 @@ class IOSpec(_Warned):
     @property
     def has_default(self) -> bool:
         return self.value is not None
+
+    def cast(self, value: Any) -> Any:
+        """``value`` as this input receives it (each item for ``isList``); ValueError if not."""
+        if self.is_list and value is not None:
+            if not isinstance(value, list):
+                raise ValueError("not a list (the input has isList)")
+            return [cast_value(x, self.type) for x in value]
+        return cast_value(value, self.type)
 
 
 class OperationParam(_Warned):

@@ -37,7 +37,6 @@ from hbd.core.component import (
     split_command,
 )
 from hbd.core.errors import SpecError, SpecProblem
-from hbd.core.iotypes import cast_value
 from hbd.core.params import (
     NUMERIC_KINDS,
     PARAM_KINDS,
@@ -49,7 +48,7 @@ from hbd.core.params import (
     PChoiceParam,
     QLogUniformParam,
 )
-from hbd.core.templating import EXECUTOR_GLOBALS, TemplateError, expressions
+from hbd.core.templating import EXECUTOR_GLOBALS, TemplateError, expressions, format_value
 
 __all__ = [
     "MAX_SWEEP_ID_LENGTH",
@@ -292,13 +291,13 @@ class SweepSpec(Frozen):
         inputs = self.inputs
         out: dict[str, Any] = {i.name: i.value for i in inputs.values() if i.has_default}
         for name, p in self.params.items():
-            out[name] = cast_value(p.value, inputs[name].type) if name in inputs else p.value
+            out[name] = inputs[name].cast(p.value) if name in inputs else p.value
         return out
 
     def cast_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """A sampled configuration as the inputs receive it (``3.0`` on an int input is 3)."""
-        types = self.input_types
-        return {k: cast_value(v, types[k]) if k in types else v for k, v in config.items()}
+        inputs = self.inputs
+        return {k: inputs[k].cast(v) if k in inputs else v for k, v in config.items()}
 
     def to_json(self) -> dict[str, Any]:
         """Canonical JSON data (camelCase keys) that ``parse_spec`` reads back equal."""
@@ -688,12 +687,12 @@ MAX_VALUES_CHECKED = 10_000
 def _cast_problem(name: str, values: list[Any], io: IOSpec) -> str | None:
     for x in values:
         try:
-            cast_value(x, io.type)
+            io.cast(x)
         except ValueError as exc:
             return f"value {_short(x)} cannot be cast to input `{name}` of type {io.type}: {exc}"
         if io.options is not None and x not in io.options:
             return f"value {_short(x)} is not one of input `{name}`'s options"
-        if isinstance(x, str) and "{{" in x:
+        if "{{" in format_value(x):
             return f"value {_short(x)} contains `{{{{`: values are never templates"
     return None
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from hbd.core import geometry
-from hbd.core.iotypes import cast_value
 from hbd.core.spec import SweepSpec
 from hbd.core.templating import (
     EXECUTOR_GLOBALS,
@@ -47,7 +46,7 @@ def trial_command(
     values = spec.fixed_params()
     values.update(spec.cast_config(config))
     name = spec.matrix.resource.name
-    values[name] = cast_value(resource, inputs[name].type) if name in inputs else resource
+    values[name] = inputs[name].cast(resource) if name in inputs else resource
 
     shown: dict[str, ParamValue] = {}
     for key, value in values.items():

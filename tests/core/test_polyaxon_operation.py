@@ -416,3 +416,13 @@ def test_did_you_mean_for_kinds_and_types() -> None:
         "matrix.params.lr: unknown kind 'unifrom'; did you mean `uniform`?",
         "component.inputs[1].type: unknown input type 'integer'; did you mean 'int'?",
     ]
+
+
+def test_list_inputs_cast_each_item() -> None:
+    d = spec(params={"sizes": {"value": ["16", 32.0]}})
+    d["component"]["inputs"].append({"name": "sizes", "type": "int", "isList": True})
+    assert parse_spec(d).fixed_params() == {"sizes": [16, 32]}
+    d["params"] = {"sizes": {"value": 16}}
+    assert any("not a list" in p for p in problems(d))
+    d["params"] = {"sizes": {"value": [1, "{{ lr }}"]}}
+    assert any("cannot be cast" in p for p in problems(d))
