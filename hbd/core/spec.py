@@ -1,4 +1,9 @@
-"""The sweep spec: Polyaxon's ``matrix: kind: hyperband`` operation, validated eagerly.
+"""The sweep spec: a whole Polyaxon operation with ``matrix: kind: hyperband``, validated eagerly.
+
+The operation is read as Polyaxon users write it (``hbd.core.component``: the
+component with ``run: kind: job``, operation ``params``, ``termination``,
+cluster-only keys kept and warned about); ``pathRef`` is inlined by the CLI
+before this module sees the data (``hbd.specfile``), since the core does no I/O.
 
 Polyaxon validates lazily (a bad eta or a missing metric surfaces when the
 tuner runs, see polyaxon-semantics.md §5). hbd checks everything at
