@@ -826,7 +826,9 @@ def _cross_check(data: Mapping[str, Any]) -> list[SpecProblem]:
     for name, raw in op_params.items():
         loc = f"params.{name}"
         p = _try(_OP_PARAM, raw)
-        if name in raw_params:
+        if p is not None and p.value is None:
+            problems.append(SpecProblem(loc, "has no value; give `value: ...`"))
+        elif name in raw_params:
             problems.append(SpecProblem(loc, "also a matrix param; set it in one place"))
         elif name == resource_name:
             problems.append(SpecProblem(loc, "is the resource; Hyperband sets it"))

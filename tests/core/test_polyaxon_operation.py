@@ -426,3 +426,9 @@ def test_list_inputs_cast_each_item() -> None:
     assert any("not a list" in p for p in problems(d))
     d["params"] = {"sizes": {"value": [1, "{{ lr }}"]}}
     assert any("cannot be cast" in p for p in problems(d))
+
+
+def test_an_operation_param_without_a_value_is_refused() -> None:
+    d = spec(params={"bs": {}})
+    d["component"]["inputs"].append({"name": "bs", "type": "int", "isOptional": True})
+    assert problems(d) == ["params.bs: has no value; give `value: ...`"]
