@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -160,3 +161,27 @@ def test_the_readmes_operation_runs_unchanged(tmp_path: Path) -> None:
     simulated = hbd("simulate", str(spec), "--objective", "objective:loss", "--json", cwd=HERE)
     assert simulated.returncode == 0, simulated.stderr
     assert json.loads(simulated.stdout)["status"] == "succeeded"
+
+
+def test_termination_timeout_stops_a_hung_trial_and_max_retries_applies(tmp_path: Path) -> None:
+    # The agent enforces timeout_seconds from its per-trial supervisor (issue 9,
+    # the agent's work); until that lands this end-to-end check has nothing to test.
+    pytest.importorskip("hbd.executor.supervisor")
+    spec = yaml.safe_load((HERE / "specs" / "10-run-timeout.yaml").read_text())
+    spec["params"]["hang"] = {"value": True}  # lr 0.1 sleeps 60 s; others finish at once
+    spec["termination"] = {"timeout": 2, "maxRetries": 1}
+    spec["matrix"]["maxIterations"] = 3
+    spec["matrix"]["params"]["lr"] = {"kind": "choice", "value": [0.03, 0.1]}
+    shutil.copy(HERE / "specs" / "train.py", tmp_path / "train.py")
+    path = tmp_path / "op.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    db = tmp_path / "hbd.db"
+    result = hbd("run", str(path), "--db", str(db), "--local-executor", "4", timeout=240)
+    assert "succeeded" in result.stdout, result.stdout + result.stderr
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT id, config, status, reason FROM trials").fetchall()
+    hung = [r for r in rows if json.loads(r[1])["lr"] == 0.1]
+    assert hung and all(r[2] == "failed" and r[3] == "timeout" for r in hung), rows
+    assert any(r[0].endswith("-a1") for r in hung)  # each timed-out run was tried again
+    fine = [r for r in rows if json.loads(r[1])["lr"] == 0.03]
+    assert fine and all(r[2] == "succeeded" for r in fine), rows
