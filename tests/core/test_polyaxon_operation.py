@@ -432,3 +432,22 @@ def test_an_operation_param_without_a_value_is_refused() -> None:
     d = spec(params={"bs": {}})
     d["component"]["inputs"].append({"name": "bs", "type": "int", "isOptional": True})
     assert problems(d) == ["params.bs: has no value; give `value: ...`"]
+
+
+def test_to_env_options_and_arg_format_from_the_spec() -> None:
+    d = spec(params={"opt": {"value": "adam", "toEnv": "OPTIMIZER"}})
+    d["component"]["inputs"] += [
+        {"name": "opt", "type": "str", "options": ["adam", "sgd"]},
+        {"name": "bs", "type": "int", "value": 32, "toEnv": "BATCH", "argFormat": "-b={{ bs }}"},
+    ]
+    d["component"]["run"]["container"]["args"] = ["{{ params.bs.as_arg }}"]
+    s = parse_spec(d)
+    cmd = trial_command(s, {"lr": 0.1}, 3, trial_id="t", bracket=0, rung=0)
+    assert cmd.env == {"OPTIMIZER": "adam", "BATCH": "32"}
+    assert cmd.argv == ["train", "-b=32"]
+    d["params"] = {"opt": {"value": "rmsprop"}}
+    assert any("is not one of input `opt`'s options" in p for p in problems(d))
+    d["params"] = {"opt": {"value": "sgd"}}
+    d["matrix"]["params"]["opt2"] = {"kind": "uniform", "value": [0, 1]}
+    d["component"]["inputs"].append({"name": "opt2", "type": "float", "options": [0.5]})
+    assert any("use choice or pchoice over them" in p for p in problems(d))
