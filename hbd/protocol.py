@@ -62,6 +62,36 @@ class ResourceValue(BaseModel):
     value: int | float
 
 
+# Resource names a submission may carry (Polyaxon's container resources that
+# mean something to a host or a scheduler).
+TRIAL_RESOURCE_NAMES = ("cpu", "memory", "nvidia.com/gpu")
+
+
+class TrialResources(BaseModel):
+    """Polyaxon's container ``resources``: Kubernetes quantities (``2``, ``500m``, ``4Gi``).
+
+    Executors may honour them (GPU placement, limits); the reference agent
+    keeps them with the trial.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    limits: dict[str, str] = Field(default_factory=dict)
+    requests: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("limits", "requests")
+    @classmethod
+    def _known(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, quantity in value.items():
+            if name not in TRIAL_RESOURCE_NAMES:
+                raise ValueError(
+                    f"unknown resource {name!r}; use {', '.join(TRIAL_RESOURCE_NAMES)}"
+                )
+            if not quantity or len(quantity) > 64:
+                raise ValueError(f"{name}: invalid quantity {quantity!r}")
+        return value
+
+
 class TrialSubmission(BaseModel):
     """One trial to run: a configuration at one rung's resource."""
 
@@ -88,6 +118,10 @@ class TrialSubmission(BaseModel):
     # finished earlier run of the same id starts this one afresh; a repeat of
     # the same run is the same trial, as ever.
     run: int = Field(default=1, ge=1, le=MAX_TRIAL_RUNS)
+    # Polyaxon's container workingDir, absolute (clients resolve it against the
+    # spec's folder): the trial's cwd; None: the executor's own.
+    working_dir: str | None = None
+    resources: TrialResources | None = None
 
     @field_validator("id", "resume_from")
     @classmethod
@@ -96,7 +130,7 @@ class TrialSubmission(BaseModel):
             raise ValueError("must not be '.' or '..' (it becomes a directory name)")
         return value
 
-    @field_validator("checkpoint_dir", "resume_dir")
+    @field_validator("checkpoint_dir", "resume_dir", "working_dir")
     @classmethod
     def _absolute(cls, value: str | None) -> str | None:
         if value is not None and not os.path.isabs(value):
@@ -177,8 +211,10 @@ __all__ = [
     "PROTOCOL_VERSION",
     "TERMINAL_STATES",
     "TIMEOUT_REASON",
+    "TRIAL_RESOURCE_NAMES",
     "Health",
     "ResourceValue",
+    "TrialResources",
     "TrialState",
     "TrialStatus",
     "TrialSubmission",

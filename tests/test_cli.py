@@ -86,6 +86,12 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
 
 # ---------------------------------------------------------------- validate
 
+# The reference example keeps Polyaxon's `image`, which hbd accepts with this line.
+IMAGE_WARNING = (
+    "warning: component.run.container.image: not used on a host "
+    "(hbd runs the command on the host, not in an image); ignored\n"
+)
+
 
 def test_validate_ok_prints_one_summary_line(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "validate", REFERENCE_ARG)
@@ -94,7 +100,8 @@ def test_validate_ok_prints_one_summary_line(capsys: pytest.CaptureFixture[str])
         f"ok: {REFERENCE_ARG} — hyperband maxIterations=81 eta=3, 5 brackets, 206 trial runs, "
         "3 params (lr, dropout, activation); metric loss (minimize); resource num_steps (int)\n"
     )
-    assert err == ""
+    # The example keeps Polyaxon's `image`: accepted, with one line saying it is unused.
+    assert err == IMAGE_WARNING
 
 
 def test_validate_accepts_every_parameter_kind(capsys: pytest.CaptureFixture[str]) -> None:
@@ -114,7 +121,8 @@ def test_validate_prints_warnings_on_stderr(
     assert code == 0
     assert out.startswith("ok: ")
     lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(
+    assert lines[1:] == [IMAGE_WARNING.rstrip("\n")]
+    assert lines[0].startswith(
         "warning: matrix.params.lr: loguniform bounds are natural-log exponents"
     )
 
@@ -192,7 +200,7 @@ def test_validate_reads_stdin(
 
 def test_plan_json_gives_the_exact_geometry(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "plan", REFERENCE_ARG, "--json")
-    assert code == 0 and err == ""
+    assert code == 0 and err == ""  # warnings are in the JSON
     plan = json.loads(out)
     assert (plan["max_iterations"], plan["eta"], plan["s_max"]) == (81, 3, 4)
     table = [
@@ -216,7 +224,7 @@ def test_plan_json_gives_the_exact_geometry(capsys: pytest.CaptureFixture[str]) 
         "dropout": {"kind": "choice", "range": "choice of 2: 0.25, 0.3"},
         "activation": {"kind": "pchoice", "range": "pchoice of 2: relu (p=0.2), sigmoid (p=0.8)"},
     }
-    assert plan["warnings"] == []
+    assert plan["warnings"] == [IMAGE_WARNING.removeprefix("warning: ").rstrip("\n")]
 
 
 def test_plan_json_float_resource_and_warnings(
@@ -237,12 +245,12 @@ def test_plan_json_float_resource_and_warnings(
         [9.0],
     ]
     assert plan["total_resource"] == 9 * 1.0 + 3 * 3.0 + 9.0 + 5 * 3.0 + 9.0 + 3 * 9.0
-    assert len(plan["warnings"]) == 1 and "natural-log exponents" in plan["warnings"][0]
+    assert len(plan["warnings"]) == 2 and "natural-log exponents" in plan["warnings"][0]
 
 
 def test_plan_tables(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "plan", REFERENCE_ARG)
-    assert code == 0 and err == ""
+    assert code == 0 and err == IMAGE_WARNING
     for text in (
         "s_max=4",
         "81 x 1",

@@ -78,7 +78,7 @@ def create_app(daemon: Daemon) -> FastAPI:
         except UnicodeDecodeError:
             raise HTTPException(422, "the spec is not UTF-8 text") from None
         try:
-            sweep_id, created = await daemon.submit(text, sweep_id=id)
+            sweep_id, created, warnings = await daemon.submit_spec(text, sweep_id=id)
         except SpecError as exc:
             return spec_problem_response(exc)
         # ConflictError (a racing submit of the same id) is a StoreError: catch it
@@ -92,7 +92,12 @@ def create_app(daemon: Daemon) -> FastAPI:
             raise HTTPException(503, f"cannot store the sweep: {exc}") from None
         if not created:
             response.status_code = 200
-        return {"id": sweep_id, "created": created, "url": f"/v1/sweeps/{sweep_id}"}
+        return {
+            "id": sweep_id,
+            "created": created,
+            "url": f"/v1/sweeps/{sweep_id}",
+            "warnings": warnings,  # keys accepted but not used on a host, and the like
+        }
 
     @router.get("/v1/sweeps")
     async def list_sweeps(status: str | None = None) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from rich.text import Text
 from hbd.api.asgi import MAX_REQUEST_BODY_BYTES
 from hbd.core.errors import SpecError
 from hbd.core.spec import SweepSpec, load_spec
+from hbd.specfile import resolve_spec
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -156,6 +157,9 @@ def read_spec_text(path: str) -> tuple[str, SweepSpec]:
     if len(text) > MAX_SPEC_BYTES:
         raise UserError(f"{path}: larger than {MAX_SPEC_BYTES // 1024} KiB; is this a sweep spec?")
     try:
+        # pathRef and a relative workingDir are the spec folder's: resolved here,
+        # so validate, submit and run all see (and send) the same spec.
+        text = resolve_spec(text, Path(spec_dir(path)))
         return text, load_spec(text)
     except SpecError as exc:
         name = "<stdin>" if path == "-" else path

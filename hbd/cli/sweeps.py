@@ -23,10 +23,11 @@ from hbd.cli.base import (
     print_json,
     read_spec_text,
     say,
+    warn,
 )
 from hbd.cli.remote import add_connection_args, call
 from hbd.client import Client
-from hbd.core.spec import sweep_id_problem
+from hbd.core.spec import spec_warnings, sweep_id_problem
 
 # Fields of `hbd results` that scripts rely on, in this order for csv.
 RESULT_FIELDS = ("id", "bracket", "rung", "config", "resource", "status", "metric", "parent")
@@ -45,7 +46,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.id is not None and (problem := sweep_id_problem(args.id)):
         raise UserError(f"--id: {problem}")
     # Validated here first: the same errors as the daemon's, without a round trip.
-    text, _ = read_spec_text(args.file)
+    text, spec = read_spec_text(args.file)
+    for line in spec_warnings(spec):  # the daemon's answer carries the same lines
+        warn(line)
 
     async def submit(client: Client) -> tuple[str, dict[str, Any] | None]:
         sweep_id = await client.submit(text, sweep_id=args.id)

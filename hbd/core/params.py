@@ -60,7 +60,7 @@ MAX_EXP_ARG = 709.0
 # samples inf in practice (numpy's normal has no hard bound to check instead).
 NORMAL_TAIL_SCALES = 10
 
-# pchoice probabilities must sum to 1 within this (DESIGN.md).
+# pchoice probabilities may exceed 1 by at most this (float sums of 0.1s; DESIGN.md).
 PCHOICE_TOLERANCE = 1e-9
 
 
@@ -222,8 +222,11 @@ class RangeValue(_Value):
 
     @model_validator(mode="after")
     def _check(self) -> RangeValue:
-        if self.step == 0:
-            raise ValueError("step must not be 0")
+        # As Polyaxon: start < stop, and a grid that walks towards stop.
+        if self.start >= self.stop:
+            raise ValueError(f"start must be < stop, got start={self.start} stop={self.stop}")
+        if self.step <= 0:
+            raise ValueError(f"step must be > 0 (from start up to stop), got {self.step}")
         if self.size == 0:
             raise ValueError(
                 f"empty grid: no value from start {self.start} towards stop {self.stop} "
@@ -236,6 +239,13 @@ class _SpaceValue(_Value):
     start: Number
     stop: Number
     num: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ascending(self) -> _SpaceValue:
+        # Polyaxon refuses descending grids; a reversed grid samples the same values anyway.
+        if self.start >= self.stop:
+            raise ValueError(f"start must be < stop, got start={self.start} stop={self.stop}")
+        return self
 
 
 class LinspaceValue(_SpaceValue):
@@ -566,8 +576,12 @@ class PChoiceParam(Frozen):
         if bad:
             raise ValueError("probabilities must be in [0, 1]; " + "; ".join(bad))
         total = math.fsum(p for _, p in v)
-        if abs(total - 1) > PCHOICE_TOLERANCE:
-            raise ValueError(f"probabilities sum to {total:.12g}, not 1")
+        # Below 1 is accepted as Polyaxon accepts it (its own examples sum to
+        # 0.9): the last value takes the remainder, and spec_warnings says so.
+        if total > 1 + PCHOICE_TOLERANCE:
+            raise ValueError(f"probabilities sum to {total:.12g}, more than 1")
+        if total <= 0:
+            raise ValueError("probabilities sum to 0; give at least one a positive probability")
         return v
 
 

@@ -21,6 +21,7 @@ from typing import Any, TypeAlias, cast
 import numpy as np
 
 from hbd.core.params import (
+    PCHOICE_TOLERANCE,
     ChoiceParam,
     DateRangeParam,
     DateTimeRangeParam,
@@ -80,6 +81,9 @@ def sample_value(param: Param, rng: np.random.Generator) -> JSONValue:
             return cast(JSONValue, copy.deepcopy(values[_pick(rng, len(values))]))
         case PChoiceParam(value=pairs):
             p = np.array([w for _, w in pairs], dtype=float)
+            total = math.fsum(w for _, w in pairs)
+            if total < 1 - PCHOICE_TOLERANCE:
+                p[-1] += 1 - total  # Polyaxon gives the remainder to the last value
             # Zero-weight entries have an empty CDF interval, so they are
             # never drawn (Polyaxon hangs on them).
             i = int(rng.choice(len(pairs), p=p / p.sum()))

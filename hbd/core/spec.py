@@ -1,4 +1,9 @@
-"""The sweep spec: Polyaxon's ``matrix: kind: hyperband`` operation, validated eagerly.
+"""The sweep spec: a whole Polyaxon operation with ``matrix: kind: hyperband``, validated eagerly.
+
+The operation is read as Polyaxon users write it (``hbd.core.component``: the
+component with ``run: kind: job``, operation ``params``, ``termination``,
+cluster-only keys kept and warned about); ``pathRef`` is inlined by the CLI
+before this module sees the data (``hbd.specfile``), since the core does no I/O.
 
 Polyaxon validates lazily (a bad eta or a missing metric surfaces when the
 tuner runs, see polyaxon-semantics.md §5). hbd checks everything at
@@ -17,26 +22,38 @@ Checks come in two layers:
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
-from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
+from hbd.core.component import (
+    Component,
+    Container,
+    IOSpec,
+    OperationParam,
+    Termination,
+    cluster_warnings,
+    split_command,
+)
 from hbd.core.errors import SpecError, SpecProblem
 from hbd.core.params import (
     NUMERIC_KINDS,
     PARAM_KINDS,
+    PCHOICE_TOLERANCE,
     Frozen,
     LogUniformParam,
     Number,
     Param,
+    PChoiceParam,
     QLogUniformParam,
-    json_native,
 )
+from hbd.core.templating import EXECUTOR_GLOBALS, TemplateError, expressions, format_value
 
 __all__ = [
     "MAX_SWEEP_ID_LENGTH",
@@ -49,10 +66,13 @@ __all__ = [
     "IOSpec",
     "Metric",
     "MetricEarlyStopping",
+    "OperationParam",
     "Param",
     "Resource",
     "SweepSpec",
+    "Termination",
     "Tuner",
+    "load_data",
     "load_spec",
     "parse_spec",
     "placeholders",
@@ -60,12 +80,8 @@ __all__ = [
     "sweep_id_problem",
 ]
 
-# `{{ name }}` with any whitespace inside the braces. The executor substitutes
-# exactly these, one argv element at a time, so it must share this regex.
+# `{{ name }}`: the simplest template (the executor protocol's placeholder).
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-# Anything else in double braces (Polyaxon's `{{ params.lr.as_arg }}`,
-# `{{ globals.run_uuid }}`) would be passed through literally; reject it.
-_ANY_TEMPLATE = re.compile(r"\{\{(.*?)\}\}")
 
 # A sweep id chosen by the user (`hbd submit --id`, `POST /v1/sweeps?id=`).
 # Trial ids are built from it (`{sweep}-s{bracket}-r{rung}-c{index}`, see
@@ -76,37 +92,6 @@ _ANY_TEMPLATE = re.compile(r"\{\{(.*?)\}\}")
 # any Unicode letter through.
 MAX_SWEEP_ID_LENGTH = 64
 SWEEP_ID_PATTERN = re.compile(rf"^[A-Za-z0-9_-]{{1,{MAX_SWEEP_ID_LENGTH}}}$")
-
-# Polyaxon IO types; hbd only acts on the scalar ones but accepts the rest.
-IO_TYPES = frozenset(
-    {
-        "any",
-        "int",
-        "float",
-        "str",
-        "bool",
-        "dict",
-        "list",
-        "date",
-        "datetime",
-        "uri",
-        "auth",
-        "path",
-        "url",
-        "file",
-        "gcs",
-        "s3",
-        "wasb",
-        "dockerfile",
-        "git",
-        "image",
-        "event",
-        "artifacts",
-        "tensorboard",
-        "metric",
-        "metadata",
-    }
-)
 
 NO_TUNER = "tuners are not pluggable yet; hbd uses its built-in random sampling; remove `tuner`"
 NO_POLICY = "early-stopping policies are not supported; only threshold conditions"
@@ -206,83 +191,122 @@ class HyperbandMatrix(Frozen):
             raise ValueError(NO_TUNER)
 
 
-class IOSpec(Frozen):
-    name: str
-    type: str
-    is_optional: bool = False
-    value: Any = None
-    description: str | None = None
+OPERATION_CLUSTER_KEYS = {
+    name: "a Polyaxon cluster setting"
+    for name in (
+        "presets",
+        "queue",
+        "namespace",
+        "cache",
+        "plugins",
+        "build",
+        "hooks",
+        "run_patch",
+        "patch_strategy",
+        "is_preset",
+        "is_approved",
+        "cost",
+        "schedule",
+        "events",
+        "joins",
+        "dependencies",
+        "trigger",
+        "conditions",
+        "skip_on_upstream_skip",
+    )
+}
 
-    @field_validator("type")
-    @classmethod
-    def _known_type(cls, v: str) -> str:
-        if v not in IO_TYPES:
-            raise ValueError(
-                f"unknown input type {v!r}; expected one of {', '.join(sorted(IO_TYPES))}"
-            )
-        return v
-
-    @field_validator("value")
-    @classmethod
-    def _json_value(cls, v: object) -> Any:
-        return json_native(v)
-
-    @property
-    def has_default(self) -> bool:
-        return self.value is not None
-
-
-class Container(Frozen):
-    image: str | None = None
-    command: list[str]
-    args: list[str] = Field(default_factory=list)
-
-
-class Component(Frozen):
-    inputs: list[IOSpec] = Field(default_factory=list)
-    outputs: list[IOSpec] = Field(default_factory=list)
-    container: Container
-
-
-# Retries of one trial: each costs a whole trial run, and a configuration that
-# fails this often is broken, not unlucky.
-MAX_RETRIES = 10
-
-
-class Termination(Frozen):
-    """Polyaxon's ``termination``; hbd honours ``maxRetries`` (per trial run)."""
-
-    max_retries: int = Field(default=0, ge=0, le=MAX_RETRIES)
-    # Parsed so that a Polyaxon spec gets a reason, not "unknown key".
-    timeout: Any = None
-    ttl: Any = None
-
-    @field_validator("timeout", "ttl")
-    @classmethod
-    def _not_enforced(cls, value: Any) -> Any:
-        if value is not None:
-            raise ValueError("hbd does not enforce trial timeouts or ttl yet; remove it")
-        return value
+# Polyaxon's ways to name a component elsewhere. pathRef is read by the CLI
+# (hbd.specfile), relative to the spec's folder; the core and the API see
+# only the inlined component.
+REFS = {
+    "pathRef": "pathRef is read by hbd validate/submit/run from the spec's folder; "
+    "over the API, inline the component",
+    "hubRef": "hubRef needs Polyaxon's component hub; save the component and use pathRef",
+    "urlRef": "urlRef needs the network at submission; save the component and use pathRef",
+    "dagRef": "dagRef names a DAG component; hbd runs one job per trial: inline it or use pathRef",
+}
+_REF_ALIASES = {
+    "path_ref": "pathRef",
+    "hub_ref": "hubRef",
+    "url_ref": "urlRef",
+    "dag_ref": "dagRef",
+}
 
 
 class SweepSpec(Frozen):
+    CLUSTER_KEYS: ClassVar[dict[str, str]] = OPERATION_CLUSTER_KEYS
     version: float | None = None
     kind: Literal["operation"] | None = None
     name: str | None = None
     description: str | None = None
     tags: list[str] | None = None
     termination: Termination | None = None
+    params: dict[str, OperationParam] = Field(default_factory=dict)
     matrix: HyperbandMatrix
     component: Component
+    presets: Any = None
+    queue: Any = None
+    namespace: Any = None
+    cache: Any = None
+    plugins: Any = None
+    build: Any = None
+    hooks: Any = None
+    run_patch: Any = None
+    patch_strategy: Any = None
+    is_preset: Any = None
+    is_approved: Any = None
+    cost: Any = None
+    schedule: Any = None
+    events: Any = None
+    joins: Any = None
+    dependencies: Any = None
+    trigger: Any = None
+    conditions: Any = None
+    skip_on_upstream_skip: Any = None
+
+    def _termination(self, field: str) -> Any:
+        # The operation's termination overrides its component's, key by key (as in Polyaxon).
+        for t in (self.termination, self.component.termination):
+            if t is not None and getattr(t, field) is not None:
+                return getattr(t, field)
+        return None
 
     @property
     def max_retries(self) -> int:
         """How often a failed trial run is started again (same config, rung, resource)."""
-        return self.termination.max_retries if self.termination else 0
+        return int(self._termination("max_retries") or 0)
+
+    @property
+    def timeout_seconds(self) -> float | None:
+        """``termination.timeout``: a trial run taking longer is stopped and failed."""
+        t = self._termination("timeout")
+        return None if t is None else float(t)
+
+    @property
+    def inputs(self) -> dict[str, IOSpec]:
+        return {i.name: i for i in self.component.inputs}
+
+    @property
+    def input_types(self) -> dict[str, str]:
+        return {i.name: i.type for i in self.component.inputs}
+
+    def fixed_params(self) -> dict[str, Any]:
+        """Input defaults, then operation params, each cast to its input's type."""
+        inputs = self.inputs
+        out: dict[str, Any] = {i.name: i.value for i in inputs.values() if i.has_default}
+        for name, p in self.params.items():
+            out[name] = inputs[name].cast(p.value) if name in inputs else p.value
+        return out
+
+    def cast_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """A sampled configuration as the inputs receive it (``3.0`` on an int input is 3)."""
+        inputs = self.inputs
+        return {k: inputs[k].cast(v) if k in inputs else v for k, v in config.items()}
 
     def to_json(self) -> dict[str, Any]:
         """Canonical JSON data (camelCase keys) that ``parse_spec`` reads back equal."""
-        return self.model_dump(mode="json", by_alias=True)
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 # ---------------------------------------------------------------- entry points
@@ -290,13 +314,17 @@ class SweepSpec(Frozen):
 
 def load_spec(text: str) -> SweepSpec:
     """Parse YAML (or JSON, a YAML subset) text into a spec; raise ``SpecError``."""
+    return parse_spec(load_data(text))
+
+
+def load_data(text: str) -> object:
+    """The data of YAML (or JSON) text; raise ``SpecError`` for a syntax error."""
     if not isinstance(text, str):
         raise SpecError([SpecProblem("", f"spec text must be a string, got {type(text).__name__}")])
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SpecError([_yaml_problem(exc, text)]) from None
-    return parse_spec(data)
 
 
 def parse_spec(data: object) -> SweepSpec:
@@ -312,37 +340,99 @@ def parse_spec(data: object) -> SweepSpec:
             ]
         )
     problems: list[SpecProblem] = []
+    refs: list[tuple[str, str]] = []
+    for key in data:
+        ref = _REF_ALIASES.get(key, key) if isinstance(key, str) else None
+        if ref in REFS:
+            refs.append((key, ref))
+            problems.append(SpecProblem(key, REFS[ref]))
+    # The refused reference stands for the component: its absence is not news.
+    body = {k: v for k, v in data.items() if k not in dict(refs)}
+    if refs and "component" not in body:
+        body["component"] = {}
     spec: SweepSpec | None = None
     try:
-        spec = SweepSpec.model_validate(data)
+        spec = SweepSpec.model_validate(body)
     except ValidationError as exc:
-        problems.extend(_problems(exc, data))
+        found = _problems(exc, body)
+        if refs:
+            found = [p for p in found if not p.loc.startswith("component")]
+        problems.extend(found)
     except (
         ValueError,
         TypeError,
         ArithmeticError,
     ) as exc:  # pragma: no cover - a bug in a validator
         problems.append(SpecProblem("", f"invalid spec: {exc}"))
-    problems.extend(_cross_check(data))
+    if not refs:  # without the component there is nothing to check params against
+        problems.extend(_cross_check(body))
     if problems or spec is None:
-        raise SpecError(problems or [SpecProblem("", "invalid spec")])
+        raise SpecError([_one_line(p) for p in problems] or [SpecProblem("", "invalid spec")])
     return spec
 
 
+# One problem is one line a person reads at once: a path part or a message
+# longer than these (a 300-character param name, a huge value quoted) is cut.
+MAX_PROBLEM_CHARS = 160
+MAX_LOC_PART_CHARS = 40
+
+
+def _one_line(p: SpecProblem) -> SpecProblem:
+    parts = re.split(r"(\.|\[\d+\])", p.loc)
+    loc = "".join(
+        x if len(x) <= MAX_LOC_PART_CHARS else x[: MAX_LOC_PART_CHARS - 3] + "..." for x in parts
+    )
+    msg = " ".join(p.msg.split())  # no newlines or runs of spaces from quoted input
+    room = max(60, MAX_PROBLEM_CHARS - len(loc) - 2)
+    if len(msg) > room:
+        msg = msg[: room - 3] + "..."
+    return SpecProblem(loc, msg)
+
+
 def spec_warnings(spec: SweepSpec) -> list[str]:
-    """Things that are valid but probably not what was meant (shown by ``hbd plan``)."""
-    out: list[str] = []
+    """Valid, but not what a Polyaxon user may expect; one line each.
+
+    Shown by ``hbd validate``/``plan`` (stderr), returned by a submit, logged
+    once by the daemon.
+    """
+    return list(_warnings(spec))
+
+
+def _warnings(spec: SweepSpec) -> Iterator[str]:
     for name, p in spec.matrix.params.items():
         if isinstance(p, (LogUniformParam, QLogUniformParam)):
             low, high = p.value.low, p.value.high
             if 0 < low and high <= 1:
-                out.append(
+                yield (
                     f"matrix.params.{name}: {p.kind} bounds are natural-log exponents; "
                     f"[{low:g}, {high:g}] gives values in [{math.exp(low):.5g}, {math.exp(high):.5g}]. "
                     f"Did you mean [{math.log(low):.2f}, {math.log(high):.2f}] "
                     f"(= ln {low:g}, ln {high:g})?"
                 )
-    return out
+        if isinstance(p, PChoiceParam):
+            total = math.fsum(w for _, w in p.value)
+            if total < 1 - PCHOICE_TOLERANCE:
+                last, w = p.value[-1]
+                yield (
+                    f"matrix.params.{name}: probabilities sum to {total:.6g}; as in Polyaxon the "
+                    f"last value {last!r} takes the remainder (p={1 - total + w:.6g})"
+                )
+    inputs = spec.inputs
+    for where, names in (("matrix.params", spec.matrix.params), ("params", spec.params)):
+        for name in names:
+            if name not in inputs:
+                yield (
+                    f"{where}.{name}: no component input `{name}`; passed as a context param "
+                    "because a template uses it (as Polyaxon does)"
+                )
+    yield from cluster_warnings(spec, "")
+    container = spec.component.container
+    if container.resources is not None:
+        for name in container.resources.unused():
+            yield (
+                f"component.run.container.resources: `{name}` not used on a host; executors "
+                f"are told cpu, memory and nvidia.com/gpu"
+            )
 
 
 # ---------------------------------------------------------------- errors
@@ -393,7 +483,17 @@ def _clean_loc(raw: object, loc: tuple[str | int, ...]) -> tuple[list[str | int]
     parts: list[str | int] = []
     cur: object = raw
     parent: object = None
+    shorthand = False  # `component.container` stands for `component.run.container`
     for step in loc:
+        if shorthand:
+            shorthand = False
+            if step == "container":
+                continue
+        if isinstance(cur, Mapping) and step == "run" and "run" not in cur and "container" in cur:
+            parent, cur = cur, cur["container"]
+            parts.append("container")
+            shorthand = True
+            continue
         if isinstance(cur, Mapping) and step in cur:
             parent, cur = cur, cur[step]
         elif isinstance(cur, list) and isinstance(step, int) and 0 <= step < len(cur):
@@ -415,6 +515,14 @@ def _expected_kinds(parts: list[str | int]) -> list[str]:
     return []
 
 
+def _kinds_hint(kinds: list[str]) -> str:
+    if len(kinds) <= 4:
+        return "one of: " + ", ".join(kinds)
+    common = ("choice", "uniform", "loguniform", "range", "linspace", "pchoice")
+    shown = sorted(kinds, key=lambda k: (common.index(k) if k in common else len(common), k))
+    return f"one of the {len(kinds)} kinds ({', '.join(shown[:5])}, ...; see the README)"
+
+
 def _reason(err: Any, parts: list[str | int], parent: object) -> str:
     kind = err["type"]
     ctx = err.get("ctx") or {}
@@ -429,11 +537,17 @@ def _reason(err: Any, parts: list[str | int], parent: object) -> str:
             and to_camel(key) in parent
         ):
             return f"given as both `{to_camel(key)}` and `{key}`; use one"
-        return f"unknown key `{key}`"
+        close = _did_you_mean(str(key), _known_keys())
+        return f"unknown key `{key}`" + (f"; did you mean `{close}`?" if close else "")
     if kind == "union_tag_not_found":
-        return f"missing `kind`; expected one of: {', '.join(_expected_kinds(parts))}"
+        return f"missing `kind`; expected {_kinds_hint(_expected_kinds(parts))}"
     if kind == "union_tag_invalid":
-        return f"unknown kind {ctx.get('tag')!r}; expected one of: {ctx.get('expected_tags', '')}"
+        tag = str(ctx.get("tag"))
+        tags = re.findall(r"'([^']+)'", str(ctx.get("expected_tags", "")))
+        close = _did_you_mean(tag, tags)
+        if close:
+            return f"unknown kind {_short(tag)}; did you mean `{close}`?"
+        return f"unknown kind {_short(tag)}; expected {_kinds_hint(tags)}"
     msg = str(err["msg"])
     if kind == "value_error":
         return msg.removeprefix("Value error, ")
@@ -443,8 +557,59 @@ def _reason(err: Any, parts: list[str | int], parent: object) -> str:
         and "input" in err
         and not isinstance(err["input"], (Mapping, list))
     ):
-        text += f" (got {err['input']!r})"
+        text += f" (got {_short(err['input'])})"
     return text
+
+
+# A value quoted in an error is cut to this, so that a problem stays one readable line.
+MAX_QUOTED_CHARS = 40
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_QUOTED_CHARS else text[: MAX_QUOTED_CHARS - 3] + "..."
+
+
+def _short(v: object) -> str:
+    text = repr(v)
+    return text if len(text) <= MAX_QUOTED_CHARS else text[: MAX_QUOTED_CHARS - 3] + "..."
+
+
+def _model_keys(model: type[BaseModel], seen: set[type[BaseModel]]) -> Iterator[str]:
+    if model in seen:
+        return
+    seen.add(model)
+    for name, info in model.model_fields.items():
+        yield info.alias or name
+        for arg in _types_in(info.annotation):
+            yield from _model_keys(arg, seen)
+
+
+def _types_in(annotation: object) -> Iterator[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        yield from _types_in(arg)
+    for meta in getattr(annotation, "__metadata__", ()) or ():
+        yield from _types_in(meta)
+
+
+def _did_you_mean(key: str, known: list[str]) -> str | None:
+    # Case-blind: `workdir` is closest to `workingDir`, `max_iteration` to `maxIterations`.
+    folded = {k.lower().replace("_", ""): k for k in known}
+    close = difflib.get_close_matches(key.lower().replace("_", ""), list(folded), n=1, cutoff=0.75)
+    return folded[close[0]] if close else None
+
+
+_KNOWN_KEYS: list[str] = []
+
+
+def _known_keys() -> list[str]:
+    """Every key a spec may use, for did-you-mean hints (computed once)."""
+    if not _KNOWN_KEYS:
+        seen: set[type[BaseModel]] = set()
+        keys = set(_model_keys(SweepSpec, seen)) | set(REFS) | {"container"}
+        _KNOWN_KEYS.extend(sorted(keys))
+    return _KNOWN_KEYS
 
 
 # ---------------------------------------------------------------- cross-field checks
@@ -461,17 +626,88 @@ _PARAM = TypeAdapter(Param)
 _IO = TypeAdapter(IOSpec)
 _RESOURCE = TypeAdapter(Resource)
 _STRS = TypeAdapter(list[str])
+_OP_PARAM = TypeAdapter(OperationParam)
 
 
 def _mapping(v: object) -> Mapping[str, Any]:
     return v if isinstance(v, Mapping) else {}
 
 
+def _container_path(component: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
+    if "container" in component and "run" not in component:
+        return "component.container", _mapping(component.get("container"))
+    return "component.run.container", _mapping(_mapping(component.get("run")).get("container"))
+
+
+def _templates(container: Mapping[str, Any], where: str) -> Iterator[tuple[str, str, bool]]:
+    """(location, template, in argv) of every templated string of the container."""
+    for field in ("command", "args"):
+        raw = container.get(field)
+        try:
+            raw = split_command(raw)
+        except ValueError:
+            continue  # reported by the schema pass
+        for j, item in enumerate(_try(_STRS, raw) or []):
+            yield f"{where}.{field}[{j}]", item, True
+    env = container.get("env")
+    entries = (
+        [(k, v) for k, v in env.items()]
+        if isinstance(env, Mapping)
+        else [(_mapping(e).get("name"), _mapping(e).get("value")) for e in env]
+        if isinstance(env, list)
+        else []
+    )
+    for name, value in entries:
+        if isinstance(value, str):
+            yield f"{where}.env.{name}", value, False
+    for key in ("workingDir", "working_dir"):
+        if isinstance(container.get(key), str):
+            yield f"{where}.{key}", container[key], False
+
+
+def _values_of(param: Any) -> list[Any] | None:
+    """Every value a discrete param can take (None if continuous); at most MAX_VALUES_CHECKED."""
+    v = param.value
+    if param.kind == "choice":
+        return list(v)
+    if param.kind == "pchoice":
+        return [x for x, _ in v]
+    if param.kind == "range":
+        n = v.size
+    elif param.kind in ("linspace", "logspace", "geomspace"):
+        n = v.num
+    else:
+        return None
+    if n <= MAX_VALUES_CHECKED:
+        return [v.at(i) for i in range(n)]
+    step = n / MAX_VALUES_CHECKED  # an even sample, both ends included
+    return [v.at(min(n - 1, int(i * step))) for i in range(MAX_VALUES_CHECKED)] + [v.at(n - 1)]
+
+
+# Values of one discrete param checked against its input's type at submission:
+# a grid larger than this is checked at this many evenly spaced points.
+MAX_VALUES_CHECKED = 10_000
+
+
+def _cast_problem(name: str, values: list[Any], io: IOSpec) -> str | None:
+    for x in values:
+        try:
+            io.cast(x)
+        except ValueError as exc:
+            return f"value {_short(x)} cannot be cast to input `{name}` of type {io.type}: {exc}"
+        if io.options is not None and x not in io.options:
+            return f"value {_short(x)} is not one of input `{name}`'s options"
+        if "{{" in format_value(x):
+            return f"value {_short(x)} contains `{{{{`: values are never templates"
+    return None
+
+
 def _cross_check(data: Mapping[str, Any]) -> list[SpecProblem]:
     matrix = _mapping(data.get("matrix"))
     component = _mapping(data.get("component"))
     raw_params = _mapping(matrix.get("params"))
-    raw_inputs = component.get("inputs")
+    op_params = _mapping(data.get("params"))
+    raw_inputs = component.get("inputs", [])
     if not isinstance(raw_inputs, list):
         # Without a readable input list every cross check would be noise.
         return []
@@ -492,34 +728,64 @@ def _cross_check(data: Mapping[str, Any]) -> list[SpecProblem]:
             )
             continue
         inputs[io.name] = (i, io)
+        if io.has_default and (why := _cast_problem(io.name, [io.value], io)):
+            problems.append(SpecProblem(f"component.inputs[{i}].value", why))
 
-    def input_type(name: str) -> str | None:
-        return inputs[name][1].type if name in inputs else None
+    where, container = _container_path(component)
+    used: set[str] = set()  # names the templates use
+    as_args = False
+    parsed: list[tuple[str, str, bool, list[Any]]] = []
+    for loc, template, in_argv in _templates(container, where):
+        try:
+            exprs = expressions(template)
+        except TemplateError as exc:
+            problems.append(SpecProblem(loc, str(exc)))
+            continue
+        parsed.append((loc, template, in_argv, exprs))
+        for e in exprs:
+            if e.kind == "as_args":
+                as_args = True
+            elif e.kind != "global":
+                used.add(e.name)
+
+    def undeclared(loc: str, name: str) -> SpecProblem | None:
+        if name in used or as_args:
+            return None  # a context param, as in Polyaxon (spec_warnings says so)
+        close = difflib.get_close_matches(name, list(inputs), n=1, cutoff=0.6)
+        hint = f"; did you mean `{close[0]}`?" if close else "; no template uses it"
+        return SpecProblem(loc, f"no component input named `{name}`{hint}")
 
     for name, raw in raw_params.items():
         loc = f"matrix.params.{name}"
         if name in unreadable:
             continue
         if name not in inputs:
-            problems.append(SpecProblem(loc, f"no component input named `{name}`"))
+            if problem := undeclared(loc, name):
+                problems.append(problem)
             continue
         param = _try(_PARAM, raw)
         if param is None:
             continue
+        io = inputs[name][1]
         want = _wanted_type(param.kind)
-        got = input_type(name)
-        if want is not None and got not in want:
+        if want is not None and io.type not in want:
             problems.append(
                 SpecProblem(
                     loc,
-                    f"{param.kind} gives {' or '.join(want)} values but input `{name}` has type {got}",
+                    f"{param.kind} gives {' or '.join(want)} values but input `{name}` has type {io.type}",
                 )
             )
-        elif got == "int" and _makes_fractions(param):
+        elif io.type == "int" and _makes_fractions(param):
             problems.append(
                 SpecProblem(
                     loc, f"{param.kind} gives non-integer values but input `{name}` has type int"
                 )
+            )
+        elif (values := _values_of(param)) is not None and (why := _cast_problem(name, values, io)):
+            problems.append(SpecProblem(loc, why))
+        elif io.options is not None and values is None:
+            problems.append(
+                SpecProblem(loc, f"input `{name}` has options; use choice or pchoice over them")
             )
 
     resource = _try(_RESOURCE, matrix.get("resource"))
@@ -530,7 +796,7 @@ def _cross_check(data: Mapping[str, Any]) -> list[SpecProblem]:
                 SpecProblem("matrix.resource.name", f"no component input named `{resource.name}`")
             )
         else:
-            got = input_type(resource.name)
+            got = inputs[resource.name][1].type
             if got not in ("int", "float"):
                 problems.append(
                     SpecProblem(
@@ -556,7 +822,23 @@ def _cross_check(data: Mapping[str, Any]) -> list[SpecProblem]:
     if resource_name is None:
         raw_name = _mapping(matrix.get("resource")).get("name")
         resource_name = raw_name if isinstance(raw_name, str) else None
-    supplied = set(raw_params) | ({resource_name} if resource_name else set())
+
+    for name, raw in op_params.items():
+        loc = f"params.{name}"
+        p = _try(_OP_PARAM, raw)
+        if p is not None and p.value is None:
+            problems.append(SpecProblem(loc, "has no value; give `value: ...`"))
+        elif name in raw_params:
+            problems.append(SpecProblem(loc, "also a matrix param; set it in one place"))
+        elif name == resource_name:
+            problems.append(SpecProblem(loc, "is the resource; Hyperband sets it"))
+        elif name not in inputs:
+            if name not in unreadable and (problem := undeclared(loc, name)):
+                problems.append(problem)
+        elif p is not None and (why := _cast_problem(name, [p.value], inputs[name][1])):
+            problems.append(SpecProblem(f"{loc}.value", why))
+
+    supplied = set(raw_params) | set(op_params) | ({resource_name} if resource_name else set())
     # With no readable resource or params, any uncovered input may be one they
     # meant; that absence is already reported, so coverage says no more.
     coverage_known = resource_name is not None and bool(raw_params)
@@ -571,39 +853,52 @@ def _cross_check(data: Mapping[str, Any]) -> list[SpecProblem]:
                 )
             )
 
-    container = _mapping(component.get("container"))
-    for field in ("command", "args"):
-        items = _try(_STRS, container.get(field))
-        for j, item in enumerate(items or []):
-            loc = f"component.container.{field}[{j}]"
-            for expr in _ANY_TEMPLATE.findall(item):
-                name = expr.strip()
-                if not PLACEHOLDER.fullmatch("{{" + expr + "}}"):
+    known = set(inputs) | set(raw_params) | set(op_params) | unreadable
+    for loc, _template, in_argv, exprs in parsed:
+        for e in exprs:
+            if e.kind == "global":
+                if e.name in EXECUTOR_GLOBALS and not in_argv:
                     problems.append(
                         SpecProblem(
                             loc,
-                            f"unsupported template `{{{{{expr}}}}}`; only `{{{{ name }}}}` of an input is substituted",
+                            f"`{{{{ globals.{e.name} }}}}` is known on the executor only: use it in "
+                            "command/args (or $HBD_TRIAL_DIR)",
                         )
                     )
-                elif name in unreadable:
-                    continue
-                elif name not in inputs:
-                    problems.append(
-                        SpecProblem(loc, f"`{{{{ {name} }}}}` names no component input")
+                continue
+            if e.kind == "as_args" or e.name in unreadable:
+                continue
+            if e.name not in known:
+                close = difflib.get_close_matches(e.name, list(known), n=1, cutoff=0.6)
+                hint = f"; did you mean `{close[0]}`?" if close else ""
+                problems.append(
+                    SpecProblem(
+                        loc, f"`{{{{ {e.name} }}}}` names no component input or param{hint}"
                     )
-                elif (
-                    coverage_known
-                    and name not in supplied
-                    and not inputs[name][1].has_default
-                    and inputs[name][1].is_optional
-                ):
-                    # (a required input without a value is reported above)
-                    problems.append(
-                        SpecProblem(
-                            loc,
-                            f"`{{{{ {name} }}}}` has no value: input `{name}` is not a param or the resource and has no default",
-                        )
+                )
+            elif (
+                coverage_known
+                and e.name in inputs
+                and e.name not in supplied
+                and not inputs[e.name][1].has_default
+                and inputs[e.name][1].is_optional
+            ):
+                # (a required input without a value is reported above)
+                problems.append(
+                    SpecProblem(
+                        loc,
+                        f"`{{{{ {e.name} }}}}` has no value: input `{e.name}` is not a param or the resource and has no default",
                     )
+                )
+    working_dir = container.get("workingDir", container.get("working_dir"))
+    if isinstance(working_dir, str) and not working_dir.startswith("/"):
+        problems.append(
+            SpecProblem(
+                f"{where}.workingDir",
+                "a relative path needs the spec's folder: hbd validate/submit/run resolve it; "
+                "over the API give an absolute path",
+            )
+        )
     return problems
 
 

@@ -15,7 +15,7 @@ that is how the daemon resumes after a restart.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,9 +63,17 @@ class _Stopping:
 
 class SweepMachine:
     def __init__(
-        self, matrix: HyperbandMatrix, *, sweep_id: str, seed: int, max_retries: int = 0
+        self,
+        matrix: HyperbandMatrix,
+        *,
+        sweep_id: str,
+        seed: int,
+        max_retries: int = 0,
+        cast: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.matrix = matrix
+        # Sampled values as their inputs receive them (3.0 on an int input is 3).
+        self._cast = cast
         self.sweep_id = sweep_id
         self.seed = seed
         self.max_retries = max_retries  # a failed trial run is started again this often
@@ -83,7 +91,13 @@ class SweepMachine:
 
     @classmethod
     def for_spec(cls, spec: SweepSpec, *, sweep_id: str, seed: int) -> SweepMachine:
-        return cls(spec.matrix, sweep_id=sweep_id, seed=seed, max_retries=spec.max_retries)
+        return cls(
+            spec.matrix,
+            sweep_id=sweep_id,
+            seed=seed,
+            max_retries=spec.max_retries,
+            cast=spec.cast_config,
+        )
 
     # ---- read-only views ----
 
@@ -284,6 +298,10 @@ class SweepMachine:
         self._running[retry.trial_id] = None
         return retry.start(resume=self.matrix.resume)
 
+    def _sample(self, bracket: int, index: int) -> dict[str, Any]:
+        config = sample_config(self.matrix.params, seed=self.seed, bracket=bracket, index=index)
+        return config if self._cast is None else self._cast(config)
+
     def _open_rung(
         self, run: BracketRun, slots: list[tuple[int, Trial | None]]
     ) -> list[StartTrial]:
@@ -291,11 +309,7 @@ class SweepMachine:
         plan = run.plan.rungs[rung]
         trials = []
         for index, parent in slots:
-            config = (
-                parent.config
-                if parent
-                else sample_config(self.matrix.params, seed=self.seed, bracket=run.s, index=index)
-            )
+            config = parent.config if parent else self._sample(run.s, index)
             trials.append(
                 Trial(
                     trial_id=trial_id(self.sweep_id, run.s, rung, index),

@@ -16,9 +16,11 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from hbd.core.codec import SUBMITTED, observation_record
+from hbd.core.errors import SpecError
 from hbd.core.events import Begin, StopRequested, TrialInterrupted
-from hbd.core.spec import SweepSpec, load_spec
+from hbd.core.spec import SweepSpec, load_spec, parse_spec, spec_warnings
 from hbd.core.sweep import SweepMachine
+from hbd.core.trialcommand import trial_command
 from hbd.daemon.bus import EventBus
 from hbd.daemon.clock import Clock, RealClock
 from hbd.daemon.dispatcher import Dispatcher
@@ -42,7 +44,14 @@ from hbd.errors import (
     StoreError,
     StoreWriteError,
 )
-from hbd.protocol import ResourceValue, TrialStatus, TrialSubmission, TrialUpdate
+from hbd.protocol import (
+    TRIAL_RESOURCE_NAMES,
+    ResourceValue,
+    TrialResources,
+    TrialStatus,
+    TrialSubmission,
+    TrialUpdate,
+)
 from hbd.store.log import Store, StoredEvent
 
 log = structlog.get_logger(__name__)
@@ -71,6 +80,13 @@ CHECKPOINT_INTERVAL = 60.0
 # own autocheckpoint threshold. More means a reader holds an old snapshot (an
 # open sqlite3 shell, a backup) and the WAL grows until it lets go.
 WAL_STUCK_FRAMES = 1000
+
+
+def _canonical(spec_json: Any) -> Any:
+    try:
+        return parse_spec(spec_json).to_json()
+    except SpecError:
+        return spec_json
 
 
 def new_sweep_id() -> str:
@@ -238,14 +254,31 @@ class Daemon:
         with another spec, and NotReady while the daemon starts or stops; in
         each case nothing is stored.
         """
+        sweep_id, created, _ = await self.submit_spec(text, sweep_id=sweep_id)
+        return sweep_id, created
+
+    async def submit_spec(
+        self, text: str, *, sweep_id: str | None = None
+    ) -> tuple[str, bool, list[str]]:
+        """``submit``, also returning the spec's warnings (logged once, for a new sweep)."""
         spec = load_spec(text)
+        warnings = spec_warnings(spec)
+        sweep_id, created = await self._submit(spec, text, sweep_id)
+        if created:
+            for line in warnings:
+                log.warning("spec warning", sweep_id=sweep_id, warning=line)
+        return sweep_id, created, warnings
+
+    async def _submit(self, spec: SweepSpec, text: str, sweep_id: str | None) -> tuple[str, bool]:
         async with self._submit_lock:
             if not self._ready:
                 raise NotReady("the daemon is starting or shutting down; try again shortly")
             if sweep_id is not None:
                 existing = await self.store.get_sweep(sweep_id)
                 if existing is not None:
-                    if existing.spec_json == spec.to_json():
+                    # Compared as parsed now: a log written by an older hbd may
+                    # spell the same spec differently.
+                    if _canonical(existing.spec_json) == spec.to_json():
                         return sweep_id, False
                     raise SweepChanged(
                         f"sweep {sweep_id} exists with a different spec; use a new id"
@@ -315,21 +348,37 @@ class Daemon:
     # ---- executors ----
 
     def submission(self, runner: SweepRunner, start: Any) -> TrialSubmission:
+        """The trial run as an executor receives it, every daemon-side template rendered."""
         spec: SweepSpec = runner.spec
-        matrix, component = spec.matrix, spec.component
-        params: dict[str, Any] = {i.name: i.value for i in component.inputs if i.has_default}
-        params.update(start.config)
-        params[matrix.resource.name] = start.resource
+        matrix, container = spec.matrix, spec.component.container
+        command = trial_command(
+            spec,
+            start.config,
+            start.resource,
+            trial_id=start.trial_id,
+            bracket=start.bracket,
+            rung=start.rung,
+        )
+        resources = container.resources
         return TrialSubmission(
             id=start.trial_id,
             sweep_id=runner.sweep_id,
-            command=[*component.container.command, *component.container.args],
-            params=params,
+            command=command.argv,
+            params=command.params,
+            env=command.env,
             resource=ResourceValue(name=matrix.resource.name, value=start.resource),
             metric=matrix.metric.name,
             resume_from=start.resume_from,
             callback_url=self.callback_url,
             run=runner.machine.trials[start.trial_id].runs,
+            timeout_seconds=spec.timeout_seconds,
+            working_dir=container.working_dir,
+            resources=None
+            if resources is None
+            else TrialResources(
+                limits={k: v for k, v in resources.limits.items() if k in TRIAL_RESOURCE_NAMES},
+                requests={k: v for k, v in resources.requests.items() if k in TRIAL_RESOURCE_NAMES},
+            ),
         )
 
     def heard_from(self, trial_id: str) -> None:

@@ -214,7 +214,11 @@ class Agent:
                 raise TrialConflict(
                     f"trial {submission.id!r} was already submitted with a different payload"
                 )
-            argv = render_argv(submission.command, _template_values(submission))
+            argv = render_argv(
+                submission.command,
+                _template_values(submission),
+                _trial_globals(self.workdir, submission),
+            )
             tg = self._require_tg()
             if len(self.running_ids()) >= self.slots:
                 raise NoFreeSlot("no free slot")
@@ -253,7 +257,7 @@ class Agent:
             env = await anyio.to_thread.run_sync(self._trial_env, sub, directory)
             process = await spawn(
                 argv,
-                cwd=self.trial_cwd,
+                cwd=Path(sub.working_dir) if sub.working_dir else self.trial_cwd,
                 env=env,
                 stdout=directory / results.STDOUT_FILE,
                 stderr=directory / results.STDERR_FILE,
@@ -493,6 +497,17 @@ class Agent:
 def _template_values(sub: TrialSubmission) -> dict[str, Any]:
     # The rung's resource is authoritative even if params carries a stale copy.
     return {**sub.params, sub.resource.name: sub.resource.value}
+
+
+def _trial_globals(workdir: Path, sub: TrialSubmission) -> dict[str, str]:
+    # Polyaxon's `{{ globals.* }}` that only the executor knows: the trial's directory.
+    directory = str(results.trial_dir(workdir, sub.id))
+    return {
+        "run_uuid": sub.id,
+        "uuid": sub.id,
+        "run_outputs_path": directory,
+        "run_artifacts_path": directory,
+    }
 
 
 def _stderr_path(workdir: Path, trial: _Trial) -> Path:

@@ -9,76 +9,26 @@ cancel reaches the children it spawned.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import signal
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import anyio
 
-PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
+# Templating lives with the spec grammar; re-exported for the agent and its tests.
+from hbd.core.templating import PLACEHOLDER as PLACEHOLDER
+from hbd.core.templating import TemplateError as TemplateError
+from hbd.core.templating import format_value as format_value
+from hbd.core.templating import render_argv as render_argv
 
 # How often an adopted process (not our child: no exit notification) is polled.
 ADOPTED_POLL_INTERVAL = 0.2
 # After SIGKILL a process dies at once unless stuck in the kernel (D state);
 # do not wait for it forever.
 KILL_WAIT_SECONDS = 5.0
-
-
-class TemplateError(ValueError):
-    """A command template names a placeholder that has no value."""
-
-
-def format_value(value: Any) -> str:
-    """The argv/environment string form of a parameter value.
-
-    bool -> ``true``/``false``, None -> ``null``, float -> shortest repr
-    (``0.001``, ``1e-05``), int and str as-is, lists and mappings as compact
-    JSON.
-    """
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, (int, str)):
-        return str(value)
-    if isinstance(value, (list, tuple, dict)):
-        return json.dumps(value, separators=(",", ":"), default=str)
-    return str(value)
-
-
-_MISSING = object()
-
-
-def _lookup(params: Mapping[str, Any], name: str) -> Any:
-    if name in params:
-        return params[name]
-    current: Any = params  # dotted names reach into nested mappings
-    for part in name.split("."):
-        if not isinstance(current, Mapping) or part not in current:
-            return _MISSING
-        current = current[part]
-    return current
-
-
-def render_argv(command: list[str], params: Mapping[str, Any]) -> list[str]:
-    """Replace every ``{{ name }}`` in each element; one element in, one out."""
-    missing = sorted(n for n in _names(command) if _lookup(params, n) is _MISSING)
-    if missing:
-        raise TemplateError(f"unknown placeholder(s) in command: {', '.join(missing)}")
-    return [
-        PLACEHOLDER.sub(lambda m: format_value(_lookup(params, m.group(1))), p) for p in command
-    ]
-
-
-def _names(command: list[str]) -> set[str]:
-    return {m.group(1) for part in command for m in PLACEHOLDER.finditer(part)}
 
 
 def build_env(

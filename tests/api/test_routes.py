@@ -40,6 +40,11 @@ class StubDaemon:
             raise self.outcome
         return self.outcome
 
+    async def submit_spec(
+        self, text: str, *, sweep_id: str | None = None
+    ) -> tuple[str, bool, list[str]]:
+        return (*await self.submit(text, sweep_id=sweep_id), [])
+
     async def cancel(self, sweep_id: str) -> bool:
         raise NotReady("the daemon is stopping")
 
