@@ -41,6 +41,42 @@ MAX_FAILED_RECONNECTS = 8
 SWEEP_FINISHED = "sweep.finished"
 
 
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot name a daemon, with the fix; None when it can.
+
+    httpx reads ``127.0.0.1:8765`` as scheme ``127.0.0.1``, so a missing scheme
+    would otherwise fail later with a baffling "unsupported protocol".
+    """
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        return f"{url!r} is not a URL ({exc})"
+    if parts.scheme in ("http", "https") and parts.hostname:
+        return None
+    if "://" not in url:
+        return f"{url!r} has no scheme; use http://{url}"
+    return f"{url!r} is not an http(s) URL; use e.g. {DEFAULT_URL}"
+
+
+def error_detail(detail: Any) -> str:
+    """One line from an error body's ``detail``: a string, or FastAPI's list of
+    validation errors (``[{"loc": [...], "msg": ...}]``) as ``field: message; ...``."""
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                loc = [str(x) for x in item.get("loc", ()) if x not in ("query", "body", "path")]
+                msg = str(item.get("msg", "invalid"))
+                parts.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
+            else:
+                parts.append(str(item))
+        return "; ".join(parts) or "invalid request"
+    return " ".join(str(detail).split())  # one line, whatever the daemon sent
+
+
 class ClientError(Exception):
     """A request failed; the message says why in one line.
 
@@ -137,6 +173,9 @@ class Client:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        if problem := url_problem(self.url):
+            raise ClientError(problem)
+        self._token_sent = bool(token)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.AsyncClient(
             base_url=self.url, headers=headers, timeout=DEFAULT_TIMEOUT, transport=transport
@@ -171,9 +210,14 @@ class Client:
         return response.json() if response.content else None
 
     async def submit(self, spec_text: str, *, sweep_id: str | None = None) -> str:
+        return str((await self.submit_answer(spec_text, sweep_id=sweep_id))["id"])
+
+    async def submit_answer(self, spec_text: str, *, sweep_id: str | None = None) -> dict[str, Any]:
+        """The daemon's whole answer to a submit: ``id``, ``created`` and any
+        ``warnings`` (e.g. that it has no executor to run the trials on)."""
         params = {"id": sweep_id} if sweep_id else None
         body = await self._call("POST", "/v1/sweeps", content=spec_text.encode(), params=params)
-        return str(body["id"])
+        return dict(body)
 
     async def sweeps(self, status: str | None = None) -> list[dict[str, Any]]:
         return await self._call("GET", "/v1/sweeps", params={"status": status} if status else None)  # type: ignore[no-any-return]
@@ -261,10 +305,17 @@ class Client:
     def _raise_for(self, response: httpx.Response) -> NoReturn:
         status = response.status_code
         if status == 401:
+            if self._token_sent:
+                raise ClientError(
+                    f"token rejected by the daemon at {self.url}: use the token file it was "
+                    "started with (--token-file or HBD_TOKEN)",
+                    status=status,
+                )
             raise ClientError(
-                "the daemon wants a token: set HBD_TOKEN or pass --token-file", status=status
+                f"the daemon at {self.url} wants a token: set HBD_TOKEN or pass --token-file",
+                status=status,
             )
-        detail = _json(response).get("detail", response.text[:200])
+        detail = error_detail(_json(response).get("detail", response.text[:200]))
         raise ClientError(f"{detail} (HTTP {status})", status=status)
 
     async def wait(

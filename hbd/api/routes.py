@@ -84,7 +84,17 @@ def create_app(daemon: Daemon) -> FastAPI:
             raise HTTPException(503, f"cannot store the sweep: {exc}") from None
         if not created:
             response.status_code = 200
-        return {"id": sweep_id, "created": created, "url": f"/v1/sweeps/{sweep_id}"}
+        answer: dict[str, Any] = {
+            "id": sweep_id,
+            "created": created,
+            "url": f"/v1/sweeps/{sweep_id}",
+        }
+        if not daemon.pool.executors:  # said now, not discovered by a user waiting for nothing
+            answer["warnings"] = [
+                "the daemon has no executor: the trials wait until one is added "
+                "(hbd serve --executor URL or --local-executor N)"
+            ]
+        return answer
 
     @router.get("/v1/sweeps")
     async def list_sweeps(status: str | None = None) -> list[dict[str, Any]]:

@@ -37,7 +37,6 @@ from hbd.cli.base import (
     UserError,
     error,
 )
-from hbd.simulate import ObjectiveError
 
 __all__ = ["COMMANDS", "Command", "UserError", "build_parser", "main"]
 
@@ -79,9 +78,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         for line in exc.lines:
             error(line)
-        return EXIT_USAGE
-    except ObjectiveError as exc:
-        error(str(exc))
         return EXIT_USAGE
     except RemoteFailure as exc:
         error(str(exc))

@@ -14,10 +14,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import anyio
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from hbd.api.server import DaemonOptions, serve_daemon
 from hbd.cli.base import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -26,12 +22,11 @@ from hbd.cli.base import (
     UserError,
     leaf_error,
     read_spec_text,
+    say,
 )
 from hbd.cli.remote import cli_error
 from hbd.cli.sweeps import print_outcome
-from hbd.client import Client, ClientError
 from hbd.errors import HbdError, SchemaTooNew
-from hbd.logs import configure as configure_logging
 
 DEFAULT_DB = Path(".hbd") / "hbd.db"
 DEFAULT_SLOTS = 4
@@ -58,6 +53,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     text, _ = read_spec_text(args.file)
     if args.local_executor < 1:
         raise UserError("--local-executor must be at least 1")
+    # The server is imported here, not at the top: other commands stay fast.
+    import anyio
+
+    from hbd.logs import configure as configure_logging
+
     args.db.parent.mkdir(parents=True, exist_ok=True)
     # The daemon's own log lines would drown the progress bar; warnings still show.
     configure_logging("warning")
@@ -73,6 +73,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_error(leaf: BaseException) -> BaseException:
     """What ``main`` should see for an error out of the run: a CLI error, or ``leaf`` itself."""
+    from hbd.client import ClientError
+
     if isinstance(leaf, SchemaTooNew):
         return UserError(str(leaf))  # the --db file belongs to a newer hbd: the user's to fix
     if isinstance(leaf, ClientError):
@@ -85,36 +87,20 @@ def _run_error(leaf: BaseException) -> BaseException:
 
 
 async def _run(args: argparse.Namespace, text: str) -> dict[str, Any]:
+    import anyio
+
+    from hbd.api.server import DaemonOptions, serve_daemon
+    from hbd.cli.progress import SweepProgress, follow
+    from hbd.client import Client
+
     opts = DaemonOptions(db=args.db, port=args.port, local_slots=args.local_executor)
     async with anyio.create_task_group() as tg:
         running = await tg.start(serve_daemon, opts)
         async with Client(running.url) as client:
             sweep_id = await client.submit(text)
-            with Progress(
-                TextColumn(f"sweep {sweep_id}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("trial runs  best {task.fields[best]}"),
-                TimeElapsedColumn(),
-                transient=True,
-            ) as progress:
-                task = progress.add_task("trials", total=None, best="-")
-
-                def show(detail: dict[str, Any]) -> None:
-                    ended = sum(
-                        n
-                        for s, n in detail["trials"].items()
-                        if s in ("succeeded", "failed", "cancelled")
-                    )
-                    best = detail["best"]["metric"] if detail.get("best") else None
-                    progress.update(
-                        task,
-                        total=detail["planned_trial_runs"],
-                        completed=ended,
-                        best="-" if best is None else f"{best:.6g}",
-                    )
-
-                detail = await client.wait(sweep_id, on_progress=show)
+            say(f"sweep {sweep_id}: database {args.db.resolve()}, API {running.url}")
+            with SweepProgress(sweep_id) as progress:
+                detail = await follow(client, sweep_id, progress)
         tg.cancel_scope.cancel()
     return detail
 

@@ -22,10 +22,6 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anyio
-import httpx
-import structlog
-
 import hbd
 from hbd.cli.base import (
     EXIT_FAILURE,
@@ -38,22 +34,24 @@ from hbd.cli.base import (
     say,
 )
 from hbd.errors import ConfigError, ExecutorError, HbdError
-from hbd.protocol import PROTOCOL_VERSION
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: `hbd --help` must not load the server's libraries
+    import anyio.abc
+
     from hbd.daemon.systemd import Notifier
-from hbd.settings import (
-    TOKEN_ENV,
-    DaemonSettings,
-    ExecutorSettings,
-    is_loopback,
-    token_file_mode_problem,
-)
+    from hbd.settings import DaemonSettings, ExecutorSettings
 
-log = structlog.get_logger("hbd.service")
 
+def _log() -> Any:
+    import structlog
+
+    return structlog.get_logger("hbd.service")
+
+
+# hbd.settings.TOKEN_ENV, named here for the help text without importing pydantic.
+TOKEN_ENV = "HBD_TOKEN"
 # How long the watchdog's self-check may take to answer over loopback.
-SELF_CHECK_TIMEOUT = httpx.Timeout(5.0)
+SELF_CHECK_TIMEOUT_SECONDS = 5.0
 # `hbd doctor` gives each executor and the daemon this long to answer.
 DOCTOR_TIMEOUT_SECONDS = 5.0
 # Exit status after a second signal: what a shell reports for death by it.
@@ -152,6 +150,8 @@ async def _run_until_signalled(
     serve: Callable[[anyio.abc.TaskGroup, Any], Awaitable[None]], notifier: Any
 ) -> None:
     """Run ``serve(tg, scope)``; first SIGTERM/SIGINT cancels it, a second exits at once."""
+    import anyio
+
     service = anyio.CancelScope()
 
     async def watch_signals(
@@ -163,10 +163,10 @@ async def _run_until_signalled(
             async for signum in signals:
                 name = signal.Signals(signum).name
                 if stopping:
-                    log.warning("second signal: exiting at once", signal=name)
+                    _log().warning("second signal: exiting at once", signal=name)
                     os._exit(SIGNAL_EXIT_BASE + signum)
                 stopping = True
-                log.info("stopping", signal=name)
+                _log().info("stopping", signal=name)
                 notifier.stopping()
                 service.cancel()
 
@@ -179,6 +179,8 @@ async def _run_until_signalled(
 
 
 def _run_service(main: Callable[[], Awaitable[None]], what: str) -> int:
+    import anyio
+
     try:
         anyio.run(main, backend="asyncio")
     except KeyboardInterrupt:  # a SIGINT before the handlers were installed
@@ -191,10 +193,10 @@ def _run_service(main: Callable[[], Awaitable[None]], what: str) -> int:
             raise
         # Expected failures (port in use, unreadable database, newer schema): one line.
         message = leaf.strerror if isinstance(leaf, OSError) and leaf.strerror else str(leaf)
-        log.error(f"{what} failed", error=message)
+        _log().error(f"{what} failed", error=message)
         error(f"{what} failed: {message}")
         return EXIT_FAILURE
-    log.info(f"{what} stopped")
+    _log().info(f"{what} stopped")
     return EXIT_OK
 
 
@@ -232,23 +234,27 @@ def _start_service(settings: DaemonSettings | ExecutorSettings) -> tuple[str | N
     """What both services do first: take the token, set up logs, find systemd."""
     from hbd import logs
     from hbd.daemon.systemd import Notifier
+    from hbd.settings import token_file_mode_problem
 
     token = settings.token
     _forget_secrets_in_environment()
     logs.configure(settings.log_level, settings.log_format, secrets=[token] if token else [])
     if settings.token_file and (problem := token_file_mode_problem(settings.token_file)):
-        log.warning(problem)
+        _log().warning(problem)
     return token, Notifier.from_env()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import httpx
+
     from hbd.api.server import DaemonOptions, serve_daemon
     from hbd.daemon.systemd import watchdog
+    from hbd.settings import DaemonSettings
 
     settings: DaemonSettings = _load(DaemonSettings, args, _DAEMON_FLAGS)
     token, notifier = _start_service(settings)
     if not settings.executors and not settings.local_executor:
-        log.warning("no executors configured: sweeps will wait; set executors or local_executor")
+        _log().warning("no executors configured: sweeps will wait; set executors or local_executor")
     try:
         settings.db.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -275,7 +281,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         async def healthy() -> bool:
             # The API answers and the database answers: the loops are alive.
-            async with httpx.AsyncClient(timeout=SELF_CHECK_TIMEOUT, headers=headers) as http:
+            async with httpx.AsyncClient(
+                timeout=SELF_CHECK_TIMEOUT_SECONDS, headers=headers
+            ) as http:
                 ok = (await http.get(f"{self_url}/healthz")).status_code == 200
             await running.daemon.store.ping()
             return ok
@@ -300,8 +308,11 @@ def _args_executor(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_executor(args: argparse.Namespace) -> int:
+    import httpx
+
     from hbd.api.agent_routes import serve_agent
     from hbd.daemon.systemd import watchdog
+    from hbd.settings import ExecutorSettings
 
     settings: ExecutorSettings = _load(ExecutorSettings, args, _EXECUTOR_FLAGS)
     token, notifier = _start_service(settings)
@@ -319,10 +330,10 @@ def cmd_executor(args: argparse.Namespace) -> int:
         url = _self_url(settings.host, port)
 
         async def healthy() -> bool:
-            async with httpx.AsyncClient(timeout=SELF_CHECK_TIMEOUT) as http:
+            async with httpx.AsyncClient(timeout=SELF_CHECK_TIMEOUT_SECONDS) as http:
                 return (await http.get(f"{url}/v1/health")).status_code == 200
 
-        log.info(
+        _log().info(
             "hbd executor serving",
             url=f"http://{settings.host}:{port}",
             slots=settings.slots,
@@ -361,6 +372,8 @@ def _args_config(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    from hbd.settings import DaemonSettings, ExecutorSettings
+
     kind = ExecutorSettings if args.service == "executor" else DaemonSettings
     # Show what would run, even if serving it would be refused; say why after.
     settings = _load(kind, args, {}, strict=False)
@@ -419,6 +432,10 @@ def _args_doctor(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    import anyio
+
+    from hbd.settings import DaemonSettings
+
     flags = {"db": "--db", "executors": "--executor", "token_file": "--token-file"}
     settings: DaemonSettings = _load(DaemonSettings, args, flags, strict=False)
     f = _Findings()
@@ -438,6 +455,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _doctor_token(settings: DaemonSettings, f: _Findings) -> None:
+    from hbd.settings import is_loopback, token_file_mode_problem
+
     origin = settings.origins.get("token", "none")
     if settings.token is None:
         if is_loopback(settings.host):
@@ -512,8 +531,11 @@ def _doctor_database(settings: DaemonSettings, f: _Findings) -> None:
 
 
 async def _doctor_remote(settings: DaemonSettings, f: _Findings) -> None:
+    import anyio
+
     from hbd.daemon.executors import ExecutorClient
     from hbd.errors import ExecutorRejected
+    from hbd.protocol import PROTOCOL_VERSION
 
     token = settings.token
     if settings.local_executor:
@@ -573,6 +595,8 @@ async def _doctor_remote(settings: DaemonSettings, f: _Findings) -> None:
 
 
 async def _executor_accepts_token(url: str, token: str | None) -> bool | None:
+    import httpx
+
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         async with httpx.AsyncClient(timeout=DOCTOR_TIMEOUT_SECONDS, headers=headers) as http:
@@ -583,6 +607,8 @@ async def _executor_accepts_token(url: str, token: str | None) -> bool | None:
 
 
 async def _doctor_daemon(settings: DaemonSettings, f: _Findings) -> None:
+    import anyio
+
     from hbd.client import Client, ClientError
 
     url = _self_url(settings.host, settings.port)

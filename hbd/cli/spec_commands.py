@@ -6,9 +6,7 @@ import argparse
 import contextlib
 import os
 import sys
-
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING
 
 from hbd.cli.base import (
     EXIT_FAILURE,
@@ -16,6 +14,7 @@ from hbd.cli.base import (
     MAX_CONFIGS_SHOWN,
     MAX_FAILURES_SHOWN,
     Command,
+    UserError,
     format_config,
     format_number,
     output,
@@ -25,15 +24,10 @@ from hbd.cli.base import (
     spec_dir,
     warn,
 )
-from hbd.planview import Plan, build_plan
-from hbd.simulate import (
-    Simulation,
-    TrialOutcome,
-    load_objective,
-    objective_path,
-    resolve_seed,
-    simulate,
-)
+
+if TYPE_CHECKING:  # imported where used: `hbd --help` must not load pydantic, numpy or rich
+    from hbd.planview import Plan
+    from hbd.simulate import Simulation, TrialOutcome
 
 
 def _args_validate(p: argparse.ArgumentParser) -> None:
@@ -51,6 +45,8 @@ def _summary(path: str, plan: Plan) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from hbd.planview import build_plan
+
     spec = read_spec(args.file)
     plan = build_plan(spec)
     say(_summary(args.file, plan))
@@ -68,6 +64,9 @@ def _args_plan(p: argparse.ArgumentParser) -> None:
 
 
 def _print_plan(path: str, plan: Plan) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     out = output()
     res = plan.resource_name
     out.line(
@@ -109,6 +108,8 @@ def _print_plan(path: str, plan: Plan) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from hbd.planview import build_plan
+
     plan = build_plan(read_spec(args.file))
     if args.json:
         print_json(plan.to_json())
@@ -158,6 +159,8 @@ _STATUS_WORDS = {"succeeded": "ok", "failed": "failed", "cancelled": "cancelled"
 
 
 def _print_simulation(path: str, objective: str, sim: Simulation, plan: Plan) -> None:
+    from rich.table import Table
+
     out = output()
     out.line(
         f"Simulating {path} with {objective}, seed {sim.seed} ({_SEED_SOURCES[sim.seed_source]})"
@@ -256,11 +259,17 @@ def _print_simulation(path: str, objective: str, sim: Simulation, plan: Plan) ->
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from hbd.planview import build_plan
+    from hbd.simulate import ObjectiveError, load_objective, objective_path, resolve_seed, simulate
+
     spec = read_spec(args.file)
     seed, source = resolve_seed(args.seed, spec)
     search = [*args.path, os.getcwd(), spec_dir(args.file)]
     with objective_path(search):  # kept for the run too: the objective may import lazily
-        objective = load_objective(args.objective, search)
+        try:
+            objective = load_objective(args.objective, search)
+        except ObjectiveError as exc:
+            raise UserError(str(exc)) from None
         # Whatever the objective prints must not mix with our output (or break --json).
         with contextlib.redirect_stdout(sys.stderr):
             sim = simulate(spec, objective, seed=seed, seed_source=source)

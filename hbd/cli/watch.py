@@ -15,24 +15,21 @@ from collections import deque
 from collections.abc import Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
-
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from hbd.cli.base import EXIT_FAILURE, EXIT_OK, Command, UserError, format_config, format_number
 from hbd.cli.remote import add_connection_args, call
-from hbd.client import FINISHED, Client, Event
+
+if TYPE_CHECKING:  # imported where used: `hbd --help` must not load rich or httpx
+    from rich.console import RenderableType
+
+    from hbd.client import Client, Event
 
 # Lines of recent decisions under the brackets; running trials listed at most.
 RECENT_DECISIONS = 8
 RUNNING_SHOWN = 10
 # Redraws of the live view per second: smooth enough, cheap for a terminal.
 REFRESH_PER_SECOND = 4
-FINISHED_SWEEP = FINISHED  # a sweep's final statuses (hbd.client)
 ENDED = frozenset({"trial.succeeded", "trial.failed", "trial.cancelled"})
 
 
@@ -99,6 +96,9 @@ def summary(event: Event) -> str:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.text import Text
+
     console = Console(file=sys.stdout, markup=False, highlight=False, soft_wrap=True)
 
     async def stream(client: Client) -> None:
@@ -227,6 +227,11 @@ class WatchState:
             self.running.clear()
 
     def render(self) -> RenderableType:
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
         head = Text(f"sweep {self.sweep_id}  {self.status}  (event {self.last_seq})", style="bold")
         table = Table(box=None, pad_edge=False)
         for col in ("bracket", "rung", "resource", "progress", "done", ""):
@@ -271,6 +276,9 @@ def _args_watch(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
     console = Console(file=sys.stdout)
 
     async def watch(client: Client) -> str:
