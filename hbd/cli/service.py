@@ -271,6 +271,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_request_bytes=settings.max_request_bytes,
         advertise_url=settings.advertise_url,
         keep_local_trials=settings.keep_trials_on_exit,
+        first_failures_stop=settings.first_failures_stop,
     )
 
     async def serve(tg: anyio.abc.TaskGroup, _: anyio.CancelScope) -> None:

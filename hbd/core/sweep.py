@@ -45,7 +45,21 @@ from hbd.core.events import (
 )
 from hbd.core.ranking import Direction, metric_value, rank, reached
 from hbd.core.space import sample_config
-from hbd.core.spec import FailureEarlyStopping, HyperbandMatrix, MetricEarlyStopping, SweepSpec
+from hbd.core.spec import (
+    FailureEarlyStopping,
+    HyperbandMatrix,
+    MetricEarlyStopping,
+    SweepSpec,
+    parse_spec,
+)
+
+# A sweep whose first this-many finished trial runs all failed stops, failed:
+# a missing command or a typo fails every run alike, and the reference example
+# burned 143 runs before saying so. Ten is enough to ride out a flaky start and
+# cheap next to a whole sweep. The daemon's setting (`first_failures_stop`, 0
+# turns it off) is written into `sweep.submitted`, so a replay uses the value
+# the sweep started with; a spec with its own failure_early_stopping turns it off.
+FIRST_FAILURES_STOP = 10
 
 
 def trial_id(sweep_id: str, bracket: int, rung: int, index: int, attempt: int = 0) -> str:
@@ -62,12 +76,22 @@ class _Stopping:
 
 class SweepMachine:
     def __init__(
-        self, matrix: HyperbandMatrix, *, sweep_id: str, seed: int, max_retries: int = 0
+        self,
+        matrix: HyperbandMatrix,
+        *,
+        sweep_id: str,
+        seed: int,
+        max_retries: int = 0,
+        first_failures_stop: int | None = None,
     ) -> None:
         self.matrix = matrix
         self.sweep_id = sweep_id
         self.seed = seed
         self.max_retries = max_retries  # a failed trial run is started again this often
+        # Stop when the first N finished trial runs all failed (None or 0: never);
+        # off when the spec says itself when failures stop the sweep.
+        own = any(isinstance(c, FailureEarlyStopping) for c in matrix.early_stopping)
+        self.first_failures_stop = None if own or not first_failures_stop else first_failures_stop
         self.metric: str = matrix.metric.name
         self.direction: Direction = matrix.metric.optimization
         self.plan = geometry.brackets(matrix.max_iterations, matrix.eta, matrix.resource.type)
@@ -81,8 +105,28 @@ class SweepMachine:
         self._finished: SweepFinished | None = None
 
     @classmethod
-    def for_spec(cls, spec: SweepSpec, *, sweep_id: str, seed: int) -> SweepMachine:
-        return cls(spec.matrix, sweep_id=sweep_id, seed=seed, max_retries=spec.max_retries)
+    def for_spec(
+        cls, spec: SweepSpec, *, sweep_id: str, seed: int, first_failures_stop: int | None = None
+    ) -> SweepMachine:
+        return cls(
+            spec.matrix,
+            sweep_id=sweep_id,
+            seed=seed,
+            max_retries=spec.max_retries,
+            first_failures_stop=first_failures_stop,
+        )
+
+    @classmethod
+    def for_submitted(cls, payload: Mapping[str, Any], *, sweep_id: str) -> SweepMachine:
+        """The machine a ``sweep.submitted`` payload describes: its spec, seed and
+        the rules in force when it was submitted (absent in older logs: off)."""
+        stop = payload.get("first_failures_stop")
+        return cls.for_spec(
+            parse_spec(payload["spec_json"]),
+            sweep_id=sweep_id,
+            seed=int(payload["seed"]),
+            first_failures_stop=int(stop) if stop else None,
+        )
 
     # ---- read-only views ----
 
@@ -317,6 +361,19 @@ class SweepMachine:
                         "failed",
                         f"early stopping: {failed} of {ended} ended trials failed (>= {cond.percent:g}%)",
                     )
+        limit = self.first_failures_stop
+        if (
+            limit
+            and trial.state is TrialState.FAILED
+            and not self._ended[TrialState.SUCCEEDED]
+            and self._ended[TrialState.FAILED] >= limit
+        ):
+            return (
+                f"failure: the first {limit} trial runs failed",
+                "failed",
+                f"early stopping: the first {limit} trial runs all failed "
+                f"(last: {trial.reason or 'failed'})",
+            )
         return None
 
     def _begin_stop(self, status: SweepStatus, reason: str) -> list[Decision]:

@@ -18,7 +18,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from hbd.core.codec import SUBMITTED, observation_record
 from hbd.core.events import Begin, StopRequested
 from hbd.core.spec import SweepSpec, load_spec
-from hbd.core.sweep import SweepMachine
+from hbd.core.sweep import FIRST_FAILURES_STOP, SweepMachine
 from hbd.daemon.bus import EventBus
 from hbd.daemon.clock import Clock, RealClock
 from hbd.daemon.dispatcher import Dispatcher
@@ -61,8 +61,10 @@ class Daemon:
         clock: Clock | None = None,
         callback_url: str | None = None,
         lost_after: float = LOST_AFTER,
+        first_failures_stop: int = FIRST_FAILURES_STOP,
     ) -> None:
         self.store = store
+        self.first_failures_stop = first_failures_stop  # recorded in each sweep.submitted
         self.clock = clock or RealClock()
         self.pool = ExecutorPool(self.clock)
         self.dispatcher = Dispatcher(self)
@@ -146,14 +148,15 @@ class Daemon:
                     )
             sweep_id = sweep_id or new_sweep_id()
             seed = spec.matrix.seed if spec.matrix.seed is not None else secrets.randbelow(2**31)
-            machine = SweepMachine.for_spec(spec, sweep_id=sweep_id, seed=seed)
-            decisions = machine.handle(Begin())
             submitted = {
                 "name": spec.name or "",
                 "spec": text,
                 "spec_json": spec.to_json(),
                 "seed": seed,
+                "first_failures_stop": self.first_failures_stop,
             }
+            machine = SweepMachine.for_submitted(submitted, sweep_id=sweep_id)
+            decisions = machine.handle(Begin())
             records = [(SUBMITTED, submitted), *decision_records(decisions, set())]
             committed = await self.store.append(sweep_id, records, at=self.clock.wall())
         self.published(committed)
