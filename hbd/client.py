@@ -229,6 +229,27 @@ class Client:
         params = {k: v for k, v in filters.items() if v is not None}
         return await self._call("GET", f"/v1/sweeps/{sweep_id}/trials", params=params)  # type: ignore[no-any-return]
 
+    async def trial(self, trial_id: str) -> dict[str, Any]:
+        """One trial; found through its sweep (the id names it: ``SWEEP-sB-rR-cI``)."""
+        import re
+
+        match = re.fullmatch(r"(.+)-s\d+-r\d+-c\d+(?:-a\d+)?", trial_id)
+        if match is None:
+            raise ClientError(f"{trial_id!r} is not a trial id (SWEEP-sB-rR-cI)", status=400)
+        sweep_id = match.group(1)
+        for t in await self.trials(sweep_id):
+            if t["id"] == trial_id:
+                return t
+        raise ClientError(f"no trial {trial_id} (HTTP 404)", status=404)
+
+    async def logs(
+        self, trial_id: str, *, stream: str = "stdout", offset: int = 0
+    ) -> dict[str, Any]:
+        """A page of a trial's stdout or stderr from its executor: ``data`` from
+        ``offset`` to ``next_offset``, and the file's ``size``."""
+        params = {"stream": stream, "offset": offset}
+        return await self._call("GET", f"/v1/trials/{trial_id}/logs", params=params)  # type: ignore[no-any-return]
+
     async def cancel(self, sweep_id: str) -> bool:
         return bool((await self._call("POST", f"/v1/sweeps/{sweep_id}/cancel"))["cancelling"])
 

@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 
 from hbd import __version__
-from hbd.cli import run, service, spec_commands, sweeps, watch
+from hbd.cli import logs, run, service, spec_commands, sweeps, watch
 from hbd.cli.base import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -43,6 +43,7 @@ __all__ = ["COMMANDS", "Command", "UserError", "build_parser", "main"]
 COMMANDS: tuple[Command, ...] = (
     *spec_commands.COMMANDS,
     *sweeps.COMMANDS,
+    *logs.COMMANDS,
     *run.COMMANDS,
     *service.COMMANDS,
     *watch.COMMANDS,

@@ -57,7 +57,8 @@ def decision_line(event: Event) -> str:
                 f"promoted {promoted}, stopped {stopped}, cutoff {format_number(p.get('cutoff'))}"
             )
         return head + str(p.get("reason") or "bracket done")
-    return f"early stopping: {p.get('reason', '')}"
+    reason = str(p.get("reason", ""))
+    return reason if reason.startswith("early stopping") else f"early stopping: {reason}"
 
 
 class SweepProgress:

@@ -1,0 +1,159 @@
+"""What a user sees around a run: real `hbd` processes against a real daemon,
+their stdout piped as a script or a log file would take it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.e2e.conftest import Live, sweep_yaml
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+
+async def hbd(*args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    result = await anyio.run_process([sys.executable, "-m", "hbd", *args], check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"hbd {args} exited {result.returncode}: {result.stderr.decode()}")
+    return result
+
+
+async def test_a_failing_sweep_stops_early_and_says_why(live: Live, tmp_path: Path) -> None:
+    spec = tmp_path / "sweep.yaml"
+    # every trial exits 1 after printing "x=... is too large" on stderr
+    spec.write_text(sweep_yaml(tmp_path / "log.jsonl", fail_above=-1.0, max_iterations=27))
+    done = await hbd("submit", str(spec), "--wait", "--url", live.url, check=False)
+    out, err = done.stdout.decode(), done.stderr.decode()
+    assert done.returncode == 1, err
+    sweep_id = out.splitlines()[0]
+    # piped: plain progress lines, no terminal codes
+    assert f"sweep {sweep_id}: 0/" in out
+    assert "\x1b[" not in out
+    assert "early stopping: the first 10 trial runs all failed" in out
+    # a run or two may still fail while the others are being cancelled
+    failures = next(line for line in out.splitlines() if " x exit code 1" in line)
+    assert int(failures.split()[0]) >= 10, out
+    assert "early stopping: early stopping" not in out
+    assert "is too large" in out  # a failed trial's stderr tail
+    logs_line = next(line for line in out.splitlines() if line.startswith("its logs: hbd logs "))
+    trial_id = logs_line.split()[4]  # "its logs: hbd logs TRIAL --stderr"
+
+    stderr_log = await hbd("logs", trial_id, "--stderr", "--url", live.url)
+    assert b"is too large" in stderr_log.stdout
+    assert (await hbd("logs", trial_id, "--url", live.url)).stdout == b""
+    missing = await hbd("logs", f"{sweep_id}-s0-r0-c999", "--url", live.url, check=False)
+    assert missing.returncode == 2 and missing.stderr.decode().startswith("error: no trial")
+
+    # scripts: whole ids, grep-able, several formats
+    table = (await hbd("trials", sweep_id, "--url", live.url)).stdout.decode()
+    assert table.splitlines()[0].split("\t")[:2] == ["trial", "bracket"]
+    assert any(line.startswith(f"{trial_id}\t") for line in table.splitlines())
+    as_json = json.loads(
+        (await hbd("trials", sweep_id, "--format", "json", "--url", live.url)).stdout
+    )
+    assert sum(t["status"] == "failed" for t in as_json) >= 10
+    as_csv = list(
+        csv.DictReader(
+            io.StringIO(
+                (
+                    await hbd("trials", sweep_id, "--format", "csv", "--url", live.url)
+                ).stdout.decode()
+            )
+        )
+    )
+    assert len(as_csv) == len(as_json) and as_csv[0]["id"] == as_json[0]["id"]
+
+    # the same answers read from the database while the daemon holds it
+    local = (await hbd("status", sweep_id, "--db", str(live.db))).stdout.decode()
+    assert "early stopping: the first 10 trial runs all failed" in local
+    assert "is too large" in local
+    bogus = await hbd("trials", sweep_id, "--status", "bogus", "--url", live.url, check=False)
+    assert bogus.returncode == 2 and "Traceback" not in bogus.stderr.decode()
+
+
+async def test_results_hold_every_metric_sorted_and_the_db_reads_them_too(
+    live: Live, tmp_path: Path
+) -> None:
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(sweep_yaml(tmp_path / "log.jsonl"))
+    sweep_id = (
+        (await hbd("submit", str(spec), "--wait", "--url", live.url)).stdout.decode().split()[0]
+    )
+    rows = json.loads(
+        (await hbd("results", sweep_id, "--format", "json", "--top", "3", "--url", live.url)).stdout
+    )
+    assert len(rows) == 3
+    losses = [r["metric"] for r in rows]
+    assert losses == sorted(losses)
+    best = (await live.client.get(f"/v1/sweeps/{sweep_id}")).json()["best"]
+    assert rows[0]["id"] == best["id"]
+    assert set(rows[0]["metrics"]) == {"loss", "resumed_from"}  # not only the sweep's metric
+    assert rows[0]["started_at"].endswith("Z") and rows[0]["duration"] >= 0
+
+    by_db = json.loads(
+        (await hbd("results", sweep_id, "--format", "json", "--db", str(live.db))).stdout
+    )
+    by_api = json.loads(
+        (await hbd("results", sweep_id, "--format", "json", "--url", live.url)).stdout
+    )
+    assert by_db == by_api
+
+    text = (
+        await hbd(
+            "results",
+            sweep_id,
+            "--format",
+            "csv",
+            "--sort",
+            "resumed_from",
+            "--reverse",
+            "--url",
+            live.url,
+        )
+    ).stdout.decode()
+    parsed = list(csv.DictReader(io.StringIO(text)))
+    assert "metrics.resumed_from" in parsed[0] and "metrics.loss" in parsed[0]
+    values = [float(r["metrics.resumed_from"]) for r in parsed]
+    assert values == sorted(values, reverse=True)
+
+    listing = (await hbd("status", "--db", str(live.db))).stdout.decode().splitlines()
+    assert listing[0] == "id\tname\tstatus\tbest\treason"
+    assert any(line.startswith(f"{sweep_id}\t") and "\tsucceeded\t" in line for line in listing)
+
+
+async def test_a_wrong_metric_name_says_which_metrics_trials_reported(
+    live: Live, tmp_path: Path
+) -> None:
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(sweep_yaml(tmp_path / "log.jsonl").replace("name: loss", "name: val_loss"))
+    done = await hbd("submit", str(spec), "--wait", "--url", live.url, check=False)
+    out = done.stdout.decode()
+    assert done.returncode == 1
+    # runs without the metric fail, so the first-failures rule stops this one too
+    assert "never reported metric 'val_loss'" in out
+    assert re.search(
+        r"no trial reported 'val_loss'; trials reported: loss \(\d+\), resumed_from", out
+    ), out
+
+
+async def test_db_reading_refuses_what_is_not_an_hbd_database(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not sqlite" * 100)
+    for args in (
+        ("status", "--db", str(junk)),
+        ("status", "--db", str(tmp_path / "missing.db")),
+    ):
+        result = await hbd(*args, check=False)
+        err = result.stderr.decode()
+        assert result.returncode == 2 and err.startswith("error: --db ") and err.count("\n") == 1, (
+            err
+        )
+    assert not (tmp_path / "missing.db").exists()  # read-only: nothing created
