@@ -263,6 +263,7 @@ class Client:
         after: int | None = None,
         types: Collection[str] | None = None,
         follow: bool = True,
+        on_retry: Callable[[str], None] | None = None,
     ) -> AsyncGenerator[Event, None]:
         """Every event after ``after`` (all sweeps, or ``sweep``'s), then the live tail.
 
@@ -272,6 +273,7 @@ class Client:
         log. Use it under ``contextlib.aclosing`` when breaking out early.
         Raises ClientError for a refused request (unknown sweep or type) or after
         ``MAX_FAILED_RECONNECTS`` attempts in a row that brought nothing.
+        ``on_retry(problem)`` hears of each failed attempt (``hbd watch`` shows it).
         """
         path = f"/v1/sweeps/{sweep}/events" if sweep else "/v1/events"
         params: list[tuple[str, str | int | float | bool | None]] = [
@@ -317,6 +319,8 @@ class Client:
             if got_any:
                 continue  # it was working: pick up where it broke at once (progress bounds this loop)
             failures += 1
+            if on_retry is not None:
+                on_retry(f"{problem} (attempt {failures} of {MAX_FAILED_RECONNECTS})")
             if failures >= MAX_FAILED_RECONNECTS:
                 raise ClientError(
                     f"lost the event stream of {self.url} ({problem}); gave up after {failures} tries"

@@ -350,3 +350,75 @@ def test_csv_of_results_has_a_column_per_metric(capsys: pytest.CaptureFixture[st
     )
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert json.loads(rows[0]["config"]) == {"x": 1} and rows[0]["metrics.acc"] == "0.5"
+
+
+# ---------------------------------------------------------------- hbd watch
+
+
+def _watch_state() -> Any:
+    from hbd.cli.watch import WatchState
+
+    detail = {
+        "id": "sw1",
+        "metric": {"name": "loss", "optimization": "minimize"},
+        "brackets": [{"bracket": 0, "rungs": [{"rung": 0, "planned": 5, "resource": 9}]}],
+    }
+    state = WatchState.from_detail(detail)
+    for i in range(5):
+        payload = {"bracket": 0, "rung": 0, "resource": 9, "config": {"x": i}}
+        state.apply(
+            Event(
+                seq=i + 1,
+                type="trial.scheduled",
+                sweep_id="sw1",
+                trial_id=f"t{i}",
+                at=0,
+                payload=payload,
+            )
+        )
+    state.apply(Event(seq=6, type="trial.running", sweep_id="sw1", trial_id="t0", at=0, payload={}))
+    return state
+
+
+def _render(state: Any) -> str:
+    from rich.console import Console
+
+    buf = io.StringIO()
+    Console(file=buf, width=200, color_system=None).print(state.render())
+    return buf.getvalue()
+
+
+def test_watch_does_not_count_queued_trials_as_running() -> None:
+    text = _render(_watch_state())
+    assert "running (1):" in text and "t0 running" in text
+    assert "queued: 4 trial run(s) waiting for a free slot" in text
+    assert "t1 queued" not in text
+
+
+def test_watch_shows_an_unreachable_daemon_until_it_is_heard_again() -> None:
+    state = _watch_state()
+    state.unreachable = "ConnectError (attempt 2 of 8)"
+    assert "daemon unreachable: ConnectError (attempt 2 of 8); retrying" in _render(state)
+    state.apply(Event(seq=7, type="trial.running", sweep_id="sw1", trial_id="t1", at=0, payload={}))
+    assert "unreachable" not in _render(state)
+
+
+@pytest.mark.anyio
+async def test_the_event_stream_reports_each_failed_reconnect() -> None:
+    heard: list[str] = []
+
+    class Heard(Exception):
+        pass
+
+    def on_retry(problem: str) -> None:
+        heard.append(problem)
+        raise Heard
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    async with _client(refuse, None) as c:
+        with pytest.raises(Heard):
+            async for _ in c.events("sw1", on_retry=on_retry):
+                pass
+    assert heard == ["ConnectError: connection refused (attempt 1 of 8)"]

@@ -163,6 +163,7 @@ class WatchState:
     recent: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_DECISIONS))
     last_seq: int = 0
     idle: str | None = None
+    unreachable: str | None = None  # why the daemon cannot be heard, while it cannot
 
     @classmethod
     def from_detail(cls, detail: Mapping[str, Any]) -> WatchState:
@@ -181,6 +182,7 @@ class WatchState:
 
     def apply(self, event: Event) -> None:
         self.last_seq = event.seq
+        self.unreachable = None
         p, t, tid = event.payload, event.type, event.trial_id
         if t == "trial.scheduled" and tid:
             self.trials[tid] = p
@@ -245,14 +247,21 @@ class WatchState:
                 f"{rung.ended}/{rung.planned}",
                 rung.decided or "",
             )
-        parts: list[RenderableType] = [head, table]
+        parts: list[RenderableType] = [head]
+        if self.unreachable:
+            parts.append(
+                Text(f"daemon unreachable: {self.unreachable}; retrying", style="bold red")
+            )
+        parts.append(table)
         if self.best is not None:
             value, tid = self.best
             config = format_config(self.trials.get(tid, {}).get("config", {}))
             parts.append(Text(f"best {self.metric} {format_number(value)}  {tid}  {config}"))
-        if self.running:
-            parts.append(Text(f"running ({len(self.running)}):", style="bold"))
-            for tid, state in list(self.running.items())[:RUNNING_SHOWN]:
+        active = {tid: state for tid, state in self.running.items() if state != "queued"}
+        queued = len(self.running) - len(active)
+        if active:
+            parts.append(Text(f"running ({len(active)}):", style="bold"))
+            for tid, state in list(active.items())[:RUNNING_SHOWN]:
                 info = self.trials.get(tid, {})
                 parts.append(
                     Text(
@@ -260,6 +269,8 @@ class WatchState:
                         f"{format_config(info.get('config', {}))}"
                     )
                 )
+        if queued:
+            parts.append(Text(f"queued: {queued} trial run(s) waiting for a free slot"))
         if self.idle and self.status == "running":
             parts.append(Text(f"idle slots: {self.idle}"))
         if self.recent:
@@ -292,7 +303,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
         with Live(
             state.render(), console=console, refresh_per_second=REFRESH_PER_SECOND, transient=False
         ) as live:
-            async with aclosing(client.events(sweep_id, after=0)) as events:
+
+            def unreachable(problem: str) -> None:
+                state.unreachable = problem
+                live.update(state.render())
+
+            stream = client.events(sweep_id, after=0, on_retry=unreachable)
+            async with aclosing(stream) as events:
                 async for event in events:
                     state.apply(event)
                     live.update(state.render())
