@@ -422,3 +422,34 @@ async def test_the_event_stream_reports_each_failed_reconnect() -> None:
             async for _ in c.events("sw1", on_retry=on_retry):
                 pass
     assert heard == ["ConnectError: connection refused (attempt 1 of 8)"]
+
+
+# ---------------------------------------------------------------- ports and databases
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["serve", "run", "executor"])
+def test_a_port_in_use_is_named_with_the_ways_out(tmp_path: Path, command: str) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = {
+            "serve": ["serve", "--db", str(tmp_path / "d.db"), "--local-executor", "0"],
+            "run": ["run", "examples/reference-fixed.yaml", "--db", str(tmp_path / "r.db")],
+            "executor": ["executor", "--workdir", str(tmp_path / "w")],
+        }[command]
+        done = subprocess.run(
+            [sys.executable, "-m", "hbd", *argv, "--port", str(port)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert f"port {port} on 127.0.0.1 is already in use" in last, done.stderr
+    assert "--port" in last and "hbd daemon already running" in last
+    assert "Traceback" not in done.stderr

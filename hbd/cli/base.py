@@ -59,6 +59,20 @@ def leaf_error(exc: BaseException) -> BaseException:
     return exc
 
 
+def address_in_use(exc: BaseException, host: str, port: int | None) -> str | None:
+    """The message for a listening socket refused with EADDRINUSE, naming the port and
+    the two ways out; None for any other error."""
+    import errno
+
+    if not isinstance(exc, OSError) or exc.errno != errno.EADDRINUSE:
+        return None
+    url = f"http://{host}:{port}"
+    return (
+        f"port {port} on {host} is already in use: is an hbd daemon already running there "
+        f"(hbd status --url {url})? Otherwise choose another port with --port"
+    )
+
+
 # ---------------------------------------------------------------- output helpers
 
 

@@ -20,6 +20,7 @@ from hbd.cli.base import (
     Command,
     RemoteFailure,
     UserError,
+    address_in_use,
     leaf_error,
     read_spec_text,
     say,
@@ -66,7 +67,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except BaseException as exc:
         # Errors of the embedded daemon and client arrive wrapped in the task
         # group's ExceptionGroup: unwrap, so the user reads one line, not a traceback.
-        raise _run_error(leaf_error(exc)) from None
+        leaf = leaf_error(exc)
+        if message := address_in_use(leaf, "127.0.0.1", args.port):
+            raise RemoteFailure(f"hbd run failed: {message}") from None
+        raise _run_error(leaf) from None
     print_outcome(detail)
     return EXIT_OK if detail["status"] == "succeeded" else EXIT_FAILURE
 

@@ -28,6 +28,7 @@ from hbd.cli.base import (
     EXIT_OK,
     Command,
     UserError,
+    address_in_use,
     error,
     leaf_error,
     print_json,
@@ -178,7 +179,9 @@ async def _run_until_signalled(
         outer.cancel_scope.cancel()
 
 
-def _run_service(main: Callable[[], Awaitable[None]], what: str) -> int:
+def _run_service(
+    main: Callable[[], Awaitable[None]], what: str, listen: tuple[str, int] | None = None
+) -> int:
     import anyio
 
     try:
@@ -193,6 +196,8 @@ def _run_service(main: Callable[[], Awaitable[None]], what: str) -> int:
             raise
         # Expected failures (port in use, unreadable database, newer schema): one line.
         message = leaf.strerror if isinstance(leaf, OSError) and leaf.strerror else str(leaf)
+        if listen is not None and (in_use := address_in_use(leaf, *listen)):
+            message = in_use
         _log().error(f"{what} failed", error=message)
         error(f"{what} failed: {message}")
         return EXIT_FAILURE
@@ -289,10 +294,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             await running.daemon.store.ping()
             return ok
 
+        # Where the sweeps are: the first question after "is it up?".
+        print(f"hbd serve: {running.url}, database {settings.db.resolve()}", file=sys.stderr)
         notifier.ready(f"serving on {running.url}")
         tg.start_soon(watchdog, notifier, healthy)
 
-    return _run_service(lambda: _run_until_signalled(serve, notifier), "hbd serve")
+    return _run_service(
+        lambda: _run_until_signalled(serve, notifier),
+        "hbd serve",
+        (settings.host, settings.port),
+    )
 
 
 # ---------------------------------------------------------------- executor
@@ -343,7 +354,11 @@ def cmd_executor(args: argparse.Namespace) -> int:
         notifier.ready(f"serving on port {port} with {settings.slots} slot(s)")
         tg.start_soon(watchdog, notifier, healthy)
 
-    return _run_service(lambda: _run_until_signalled(serve, notifier), "hbd executor")
+    return _run_service(
+        lambda: _run_until_signalled(serve, notifier),
+        "hbd executor",
+        (settings.host, settings.port),
+    )
 
 
 # ---------------------------------------------------------------- config show

@@ -157,3 +157,17 @@ async def test_db_reading_refuses_what_is_not_an_hbd_database(tmp_path: Path) ->
             err
         )
     assert not (tmp_path / "missing.db").exists()  # read-only: nothing created
+
+
+async def test_hbd_run_piped_says_where_the_database_is_and_shows_progress(tmp_path: Path) -> None:
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(sweep_yaml(tmp_path / "log.jsonl"))
+    db = tmp_path / "sub" / "run.db"
+    out = (await hbd("run", str(spec), "--db", str(db), "--local-executor", "3")).stdout.decode()
+    lines = out.splitlines()
+    assert lines[0].startswith("sweep sw") and f"database {db.resolve()}" in lines[0]
+    sweep_id = lines[0].split()[1].rstrip(":")
+    progress = [line for line in lines if f" sweep {sweep_id}: " in line]
+    assert progress and "trial runs ended" in progress[0]
+    assert any("rung 0 decided: promoted" in line for line in progress), out
+    assert "\x1b[" not in out and "best: loss=" in out
