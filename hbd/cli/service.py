@@ -445,6 +445,12 @@ def _args_doctor(p: argparse.ArgumentParser) -> None:
         help="an executor agent's URL to check (repeatable)",
     )
     p.add_argument("--token-file", type=Path, default=None, metavar="PATH")
+    p.add_argument(
+        "--url",
+        default=None,
+        help="the running daemon to ask about its executors (default: $HBD_URL, "
+        "else the host and port of the settings)",
+    )
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -461,7 +467,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     )
     _doctor_token(settings, f)
     _doctor_database(settings, f)
-    anyio.run(_doctor_remote, settings, f)
+    from hbd.cli.remote import daemon_url
+
+    explicit = bool(args.url or os.environ.get("HBD_URL"))
+    url = daemon_url(args) if explicit else _self_url(settings.host, settings.port)
+    anyio.run(_doctor_remote, settings, f, url, explicit)
     say("")
     if f.failures:
         say(f"{f.failures} problem(s), {f.warnings} warning(s)")
@@ -546,7 +556,41 @@ def _doctor_database(settings: DaemonSettings, f: _Findings) -> None:
         f.ok(f"database: WAL mode, WAL file {report.wal_bytes} bytes")
 
 
-async def _doctor_remote(settings: DaemonSettings, f: _Findings) -> None:
+async def _doctor_remote(settings: DaemonSettings, f: _Findings, url: str, explicit: bool) -> None:
+    """Ask the running daemon first: what it sees (its executors, their slots) is
+    the truth, not this host's defaults. Only with no daemon to ask are the
+    configured executors checked one by one."""
+    health = await _doctor_daemon(settings, f, url, explicit)
+    if health is not None:
+        _doctor_daemon_executors(url, health, f)
+        return
+    await _doctor_configured_executors(settings, f)
+
+
+def _doctor_daemon_executors(url: str, health: dict[str, Any], f: _Findings) -> None:
+    executors = health.get("executors") or []
+    if not executors:
+        f.fail(
+            f"daemon {url}: has no executor; submitted sweeps wait",
+            "restart it with --local-executor N or --executor URL (executors = [...] in its config)",
+        )
+    for e in executors:
+        name = f"executor {e.get('name')} ({e.get('url')})"
+        if e.get("healthy"):
+            f.ok(
+                f"{name}: healthy, {e.get('slots')} slot(s), {e.get('free')} free (as the daemon sees it)"
+            )
+        else:
+            f.fail(
+                f"{name}: the daemon cannot reach it",
+                "start `hbd executor` there (systemctl start hbd-executor), or fix the URL "
+                "and the token file the daemon uses",
+            )
+    if health.get("queued_trials"):
+        f.warn(f"daemon {url}: {health['queued_trials']} trial run(s) waiting for a free slot")
+
+
+async def _doctor_configured_executors(settings: DaemonSettings, f: _Findings) -> None:
     import anyio
 
     from hbd.daemon.executors import ExecutorClient
@@ -607,7 +651,6 @@ async def _doctor_remote(settings: DaemonSettings, f: _Findings) -> None:
                     f"executor {url}: version {health.version} differs from {hbd.__version__}",
                     "upgrade executors together with the daemon",
                 )
-    await _doctor_daemon(settings, f)
 
 
 async def _executor_accepts_token(url: str, token: str | None) -> bool | None:
@@ -622,29 +665,40 @@ async def _executor_accepts_token(url: str, token: str | None) -> bool | None:
     return response.status_code != 401
 
 
-async def _doctor_daemon(settings: DaemonSettings, f: _Findings) -> None:
+async def _doctor_daemon(
+    settings: DaemonSettings, f: _Findings, url: str, explicit: bool
+) -> dict[str, Any] | None:
+    """The daemon's /healthz, or None when there is no daemon to ask."""
     import anyio
 
+    from hbd.cli.remote import read_token
     from hbd.client import Client, ClientError
 
-    url = _self_url(settings.host, settings.port)
+    token = settings.token or read_token(None)
     try:
-        async with Client(url, token=settings.token) as client:
+        async with Client(url, token=token) as client:
             with anyio.fail_after(DOCTOR_TIMEOUT_SECONDS):
                 health = await client.health()
                 await client.sweeps()  # needs the token, when one is set
     except TimeoutError:
-        f.warn(f"daemon {url}: no answer in {DOCTOR_TIMEOUT_SECONDS:g} s")
-    except ClientError as exc:
-        if "cannot reach" in str(exc):
-            f.ok(f"daemon {url}: not running (`hbd serve` or systemctl start hbd)")
-        else:
-            f.fail(f"daemon {url}: {exc}", "use the daemon's token file")
-    else:
-        f.ok(
-            f"daemon {url}: running hbd {health.get('version')}, "
-            f"{health.get('running_sweeps')} running sweep(s)"
+        f.fail(
+            f"daemon {url}: no answer in {DOCTOR_TIMEOUT_SECONDS:g} s",
+            "check its logs (journalctl -u hbd); it may be stuck",
         )
+        return None
+    except ClientError as exc:
+        if exc.status is None and not explicit:
+            f.ok(f"daemon {url}: not running (`hbd serve` or systemctl start hbd)")
+        elif exc.status is None:
+            f.fail(f"daemon {url}: {exc}", "start it, or point --url at the running daemon")
+        else:
+            f.fail(f"daemon {url}: {exc}", "use the daemon's token file (--token-file)")
+        return None
+    f.ok(
+        f"daemon {url}: running hbd {health.get('version')}, "
+        f"{health.get('running_sweeps')} running sweep(s)"
+    )
+    return health
 
 
 COMMANDS: tuple[Command, ...] = (

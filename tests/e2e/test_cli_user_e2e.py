@@ -171,3 +171,79 @@ async def test_hbd_run_piped_says_where_the_database_is_and_shows_progress(tmp_p
     assert progress and "trial runs ended" in progress[0]
     assert any("rung 0 decided: promoted" in line for line in progress), out
     assert "\x1b[" not in out and "best: loss=" in out
+
+
+def _clean_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("HBD_")}
+
+
+async def doctor(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return await anyio.run_process(
+        [sys.executable, "-m", "hbd", "doctor", *args], check=False, env=_clean_env()
+    )
+
+
+async def test_doctor_asks_the_running_daemon_not_its_own_defaults(
+    live: Live, tmp_path: Path
+) -> None:
+    # This host's defaults have no executors; the daemon it asks has a local one.
+    done = await doctor("--url", live.url, "--db", str(live.db))
+    out = done.stdout.decode()
+    assert done.returncode == 0, out
+    assert f"ok    daemon {live.url}: running hbd" in out
+    assert "executor local (" in out and "healthy, 4 slot(s)" in out
+    assert "none configured" not in out and "FAIL" not in out
+
+
+async def test_doctor_with_an_unreachable_url_fails(tmp_path: Path) -> None:
+    done = await doctor("--url", "http://127.0.0.1:9", "--db", str(tmp_path / "x.db"))
+    assert done.returncode == 1
+    assert "FAIL  daemon http://127.0.0.1:9: cannot reach" in done.stdout.decode()
+    bad = await doctor("--url", "127.0.0.1:9")
+    assert bad.returncode == 2 and "use http://127.0.0.1:9" in bad.stderr.decode()
+
+
+async def test_a_daemon_without_executors_warns_at_submit_and_wait_says_why(
+    tmp_path: Path,
+) -> None:
+    from hbd.api.server import DaemonOptions, serve_daemon
+
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(sweep_yaml(tmp_path / "log.jsonl"))
+    async with anyio.create_task_group() as tg:
+        running = await tg.start(serve_daemon, DaemonOptions(db=tmp_path / "d.db", port=0))
+        plain = await hbd("submit", str(spec), "--url", running.url)
+        assert "warning: the daemon has no executor" in plain.stderr.decode()
+
+        done = await doctor("--url", running.url, "--db", str(tmp_path / "d.db"))
+        assert done.returncode == 1
+        assert f"FAIL  daemon {running.url}: has no executor" in done.stdout.decode()
+
+        process = await anyio.open_process(
+            [
+                sys.executable,
+                "-m",
+                "hbd",
+                "submit",
+                str(spec),
+                "--id",
+                "waits",
+                "--wait",
+                "--url",
+                running.url,
+            ]
+        )
+        try:
+            assert process.stdout is not None
+            seen = b""
+            with anyio.fail_after(60):
+                async for chunk in process.stdout:
+                    seen += chunk
+                    if b"waiting for capacity: the daemon has no executor" in seen:
+                        break
+        finally:
+            process.kill()
+            await process.wait()
+        tg.cancel_scope.cancel()
