@@ -453,3 +453,56 @@ def test_a_port_in_use_is_named_with_the_ways_out(tmp_path: Path, command: str) 
     assert f"port {port} on 127.0.0.1 is already in use" in last, done.stderr
     assert "--port" in last and "hbd daemon already running" in last
     assert "Traceback" not in done.stderr
+
+
+# ---------------------------------------------------------------- validate checks the command
+
+
+def _spec_with_command(tmp_path: Path, command: list[str], sub: str = "specs") -> Path:
+    import yaml
+
+    data = yaml.safe_load((ROOT / "examples" / "reference-fixed.yaml").read_text())
+    data["component"]["container"]["command"] = command
+    folder = tmp_path / sub
+    folder.mkdir(exist_ok=True)
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("command", "warning"),
+    [
+        (["trian-no-such-cmd"], "command 'trian-no-such-cmd' not found on PATH or in"),
+        (["./nope.sh"], "./nope.sh: no such file (looked at "),
+        (["/no/such/program"], "/no/such/program: no such file"),
+        (["./data.txt"], "is not an executable file"),
+        (["tool.sh"], "'tool.sh' is not on PATH but is beside the spec"),
+    ],
+)
+def test_validate_warns_when_the_command_cannot_start(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: list[str], warning: str
+) -> None:
+    path = _spec_with_command(tmp_path, command)
+    (path.parent / "data.txt").write_text("x")
+    (path.parent / "tool.sh").write_text("#!/bin/sh\n")
+    (path.parent / "tool.sh").chmod(0o755)
+    code, out, err = run(capsys, "validate", str(path))
+    assert code == 0 and out.startswith("ok: ")
+    assert err.startswith("warning: container.command[0]: ") and warning in err, err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", [["python3", "x.py"], ["./run.sh"], ["{{ lr }}"]])
+def test_validate_finds_commands_on_path_and_beside_the_spec(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+) -> None:
+    path = _spec_with_command(tmp_path, command)
+    (path.parent / "run.sh").write_text("#!/bin/sh\n")
+    (path.parent / "run.sh").chmod(0o755)
+    monkeypatch.chdir(tmp_path)  # not the spec's folder: ./run.sh resolves against the spec's
+    code, _, err = run(capsys, "validate", str(path))
+    assert code == 0 and err == "", err

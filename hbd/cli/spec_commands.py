@@ -52,7 +52,47 @@ def cmd_validate(args: argparse.Namespace) -> int:
     say(_summary(args.file, plan))
     for w in plan.warnings:
         warn(w)
+    for w in command_problems(list(spec.component.container.command), spec_dir(args.file)):
+        warn(w)
     return EXIT_OK
+
+
+def command_problems(command: list[str], spec_folder: str) -> list[str]:
+    """Whether the trial command can start here: a bare name must be on PATH (or
+    beside the spec); a relative path is resolved against the spec's folder, not
+    the current directory. A warning, not an error: executors on other hosts
+    have their own PATH, but a typo here fails every trial run (exit 127)."""
+    import shutil
+    from pathlib import Path
+
+    if not command or "{{" in command[0]:
+        return []  # templated: known only when a trial starts
+    program = command[0]
+    folder = Path(spec_folder)
+    where = "container.command[0]"
+    if "/" in program:
+        # Relative to the spec's folder first; trials start in the executor's
+        # working directory, so a path that works from here is fine too.
+        candidates = [Path(program)] if Path(program).is_absolute() else [folder / program]
+        candidates.append(Path(program))
+        path = next((c for c in candidates if c.exists()), candidates[0])
+        if not path.exists():
+            return [f"{where}: {program}: no such file (looked at {path})"]
+        if path.is_dir() or not os.access(path, os.X_OK):
+            return [f"{where}: {path} is not an executable file (chmod +x?)"]
+        return []
+    if shutil.which(program) is not None:
+        return []
+    beside = folder / program
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [
+            f"{where}: {program!r} is not on PATH but is beside the spec; "
+            f"write its path ({beside}) so that trials find it"
+        ]
+    return [
+        f"{where}: command {program!r} not found on PATH or in {folder}: every trial "
+        "run would fail (exit 127) unless the executor's host has it"
+    ]
 
 
 # ---------------------------------------------------------------- plan
