@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 
 from hbd import __version__
-from hbd.cli import logs, run, service, spec_commands, sweeps, watch
+from hbd.cli import init, logs, run, service, spec_commands, sweeps, watch
 from hbd.cli.base import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -46,6 +46,7 @@ COMMANDS: tuple[Command, ...] = (
     *logs.COMMANDS,
     *run.COMMANDS,
     *service.COMMANDS,
+    *init.COMMANDS,
     *watch.COMMANDS,
 )
 
