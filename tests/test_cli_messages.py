@@ -52,6 +52,19 @@ def test_help_and_validate_do_not_import_the_web_server(argv: list[str]) -> None
     assert "LOADED []" in done.stdout, done.stdout[-500:] + done.stderr[-2000:]
 
 
+def test_validate_does_not_load_numpy() -> None:
+    # Reading a spec samples nothing: numpy (a third of the start-up) waits for a draw.
+    probe = (
+        "import sys\nfrom hbd.cli import main\n"
+        "assert main(['validate', 'examples/reference-fixed.yaml']) == 0\n"
+        "print('numpy' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip().endswith("False"), done.stdout + done.stderr
+
+
 def test_help_loads_no_third_party_library_at_all() -> None:
     probe = (
         "import sys\nfrom hbd.cli import build_parser\nbuild_parser()\n"
