@@ -519,3 +519,14 @@ def test_validate_finds_commands_on_path_and_beside_the_spec(
     monkeypatch.chdir(tmp_path)  # not the spec's folder: ./run.sh resolves against the spec's
     code, _, err = run(capsys, "validate", str(path))
     assert code == 0 and err == "", err
+
+
+def test_explain_says_how_to_report_when_trials_reported_nothing() -> None:
+    trials = [_trial(0, "failed", "never reported metric 'val_loss'")]
+    lines = explain(_detail("failed"), trials, None)
+    assert lines[-1].startswith("trials reported no metrics: report 'val_loss' with hbd.report")
+    crashed = [_trial(0, "failed", "exit code 127")]
+    assert not any(
+        "report" in line and "hbd.report" in line
+        for line in explain(_detail("failed"), crashed, None)
+    )

@@ -163,10 +163,13 @@ def explain(
                 f"no trial reported {metric!r}; trials reported: {names}. "
                 f"Is matrix.metric.name right?"
             )
-        elif any(t["status"] == "succeeded" for t in trials):
+        elif any(
+            t["status"] == "succeeded" or "never reported" in str(t.get("reason") or "")
+            for t in trials
+        ):  # they ran to the end: the metric is what is missing
             lines.append(
-                f"trials succeeded but reported no metrics: report {metric!r} with "
-                "hbd.report(...) or a line of JSON on stdout (docs/operations.md)"
+                f"trials reported no metrics: report {metric!r} with hbd.report(...) or "
+                "a JSON line appended to $HBD_METRICS_FILE (README: Trials)"
             )
     return lines
 

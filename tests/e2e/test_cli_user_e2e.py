@@ -247,3 +247,90 @@ async def test_a_daemon_without_executors_warns_at_submit_and_wait_says_why(
             process.kill()
             await process.wait()
         tg.cancel_scope.cancel()
+
+
+async def test_status_shows_the_best_while_the_sweep_runs(live: Live, tmp_path: Path) -> None:
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(sweep_yaml(tmp_path / "log.jsonl", sleep=1.0, concurrency=2))
+    sweep_id = (await hbd("submit", str(spec), "--url", live.url)).stdout.decode().strip()
+    try:
+        with anyio.fail_after(60):
+            while True:
+                one = (await hbd("status", sweep_id, "--url", live.url)).stdout.decode()
+                listing = (await hbd("status", "--url", live.url)).stdout.decode()
+                row = next(line for line in listing.splitlines() if line.startswith(sweep_id))
+                if "best so far: loss=" in one and row.split("\t")[3] != "-":
+                    break
+                await anyio.sleep(0.2)
+        assert row.split("\t")[2] == "running" and float(row.split("\t")[3]) > 0
+        by_db = (await hbd("status", sweep_id, "--db", str(live.db))).stdout.decode()
+        assert "best so far: loss=" in by_db
+    finally:
+        await hbd("cancel", sweep_id, "--url", live.url)
+        await live.wait_finished(sweep_id)
+
+
+async def test_logs_follow_prints_a_running_trials_output_to_its_end(
+    live: Live, tmp_path: Path
+) -> None:
+    script = tmp_path / "talk.py"
+    script.write_text(
+        "import time, hbd\n"
+        "for i in range(4):\n"
+        "    print(f'line {i}', flush=True)\n"
+        "    time.sleep(0.5)\n"
+        "hbd.report(loss=1.0)\n"
+    )
+    text = sweep_yaml(tmp_path / "log.jsonl", max_iterations=1, concurrency=1)
+    spec_data = __import__("yaml").safe_load(text)
+    spec_data["component"]["container"] = {"command": [sys.executable, str(script)], "args": []}
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(__import__("yaml").safe_dump(spec_data))
+    sweep_id = (await hbd("submit", str(spec), "--url", live.url)).stdout.decode().strip()
+    trial_id = f"{sweep_id}-s0-r0-c0"
+    with anyio.fail_after(30):  # wait until it runs, then follow it to its end
+        while (await live.client.get(f"/v1/sweeps/{sweep_id}/trials")).json()[0]["status"] not in (
+            "running",
+            "succeeded",
+        ):
+            await anyio.sleep(0.1)
+    followed = await hbd("logs", trial_id, "--follow", "--url", live.url)
+    assert followed.stdout.decode().splitlines() == [f"line {i}" for i in range(4)]
+    await live.wait_finished(sweep_id)
+    local = await hbd("logs", trial_id, "--db", str(live.db))
+    assert local.stdout == followed.stdout
+
+
+async def test_serve_says_where_its_database_is(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    db = tmp_path / "state" / "hbd.db"
+    err = tmp_path / "err.log"
+    with err.open("wb") as sink:
+        process = await anyio.open_process(
+            [
+                sys.executable,
+                "-m",
+                "hbd",
+                "serve",
+                "--port",
+                "0",
+                "--db",
+                str(db),
+                "--local-executor",
+                "0",
+            ],
+            stderr=sink,
+            env=_clean_env(),
+            start_new_session=True,
+        )
+        try:
+            with anyio.fail_after(60):
+                while f"database {db.resolve()}" not in err.read_text():
+                    await anyio.sleep(0.1)
+            assert "hbd serve: http://127.0.0.1:" in err.read_text()
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            with anyio.fail_after(30):
+                await process.wait()
