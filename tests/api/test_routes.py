@@ -6,6 +6,7 @@ what the daemon does (tests/e2e covers that against a real one).
 
 from __future__ import annotations
 
+import types
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -30,6 +31,8 @@ class StubDaemon:
         self.outcome: BaseException | tuple[str, bool] = ("sw1", True)
         self.submitted: list[str | None] = []
         self.broken_sweeps: list[str] = []
+        # one executor, so that submit answers carry no "no executor" warning
+        self.pool = types.SimpleNamespace(executors={"stub": object()})
 
     async def submit(self, text: str, *, sweep_id: str | None = None) -> tuple[str, bool]:
         self.submitted.append(sweep_id)
