@@ -294,8 +294,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             await running.daemon.store.ping()
             return ok
 
-        # Where the sweeps are: the first question after "is it up?".
-        print(f"hbd serve: {running.url}, database {settings.db.resolve()}", file=sys.stderr)
+        # Where the sweeps are: the first question after "is it up?". A log line,
+        # so that stderr stays one format (JSON lines under systemd).
+        _log().info("hbd serve ready", url=running.url, db=str(settings.db.resolve()))
         notifier.ready(f"serving on {running.url}")
         tg.start_soon(watchdog, notifier, healthy)
 

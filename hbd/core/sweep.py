@@ -53,7 +53,9 @@ from hbd.core.spec import (
     parse_spec,
 )
 
-# A sweep whose first this-many finished trial runs all failed stops, failed:
+# A sweep whose first this-many finished trial runs all failed stops, failed
+# (a run counts once it has no retry left, so termination.maxRetries still
+# rides out a flaky host):
 # a missing command or a typo fails every run alike, and the reference example
 # burned 143 runs before saying so. Ten is enough to ride out a flaky start and
 # cheap next to a whole sweep. The daemon's setting (`first_failures_stop`, 0
@@ -101,6 +103,7 @@ class SweepMachine:
         # Derived from _trials, kept so that no step scans every trial of a long sweep.
         self._running: dict[str, None] = {}  # scheduled, not ended; an ordered set
         self._ended: Counter[TrialState] = Counter()
+        self._final_failures = 0  # failed runs with no retry left (the first-failures rule)
         self._stopping: _Stopping | None = None
         self._finished: SweepFinished | None = None
 
@@ -268,6 +271,8 @@ class SweepMachine:
             trial.metrics = dict(event.metrics)
         else:
             trial.reason = event.reason
+        if isinstance(event, TrialFailed) and trial.attempt >= self.max_retries:
+            self._final_failures += 1
         # The previous rungs of this bracket are closed, so the trial is in the open one.
         run = self._brackets[self._position(trial.bracket)]
         if self.state is SweepState.STOPPING:
@@ -361,12 +366,14 @@ class SweepMachine:
                         "failed",
                         f"early stopping: {failed} of {ended} ended trials failed (>= {cond.percent:g}%)",
                     )
+        # A failed run that will be retried is not counted yet: a flaky host
+        # with termination.maxRetries is not a broken command.
         limit = self.first_failures_stop
         if (
             limit
             and trial.state is TrialState.FAILED
             and not self._ended[TrialState.SUCCEEDED]
-            and self._ended[TrialState.FAILED] >= limit
+            and self._final_failures >= limit
         ):
             return (
                 f"failure: the first {limit} trial runs failed",

@@ -39,9 +39,24 @@ def test_a_sweep_whose_first_runs_all_fail_stops_after_exactly_that_many(stop: i
     )
 
 
-def test_retries_count_as_trial_runs() -> None:
+def test_a_retried_run_counts_once_its_last_attempt_failed() -> None:
     run = drive(machine(4, max_retries=3), always_fails, rng=random.Random(2))
-    assert sum(isinstance(o, TrialFailed) for o in run.observations) == 4
+    failed = [o for o in run.observations if isinstance(o, TrialFailed)]
+    assert sum(o.trial_id.endswith("-a3") for o in failed) == 4
+    assert len(failed) >= 16
+    assert run.finished is not None and "the first 4 trial runs all failed" in run.finished.reason
+
+
+def test_a_flaky_first_attempt_with_retries_does_not_stop_the_sweep() -> None:
+    def flaky(start: StartTrial) -> TrialFailed | TrialSucceeded:
+        if start.trial_id.endswith("-a1"):
+            ok = quadratic(start)
+            assert isinstance(ok, TrialSucceeded)
+            return ok
+        return TrialFailed(trial_id=start.trial_id, reason="exit code 75")
+
+    run = drive(machine(2, max_retries=1), flaky, rng=random.Random(5))
+    assert run.finished is not None and run.finished.status == "succeeded"
 
 
 def test_one_success_among_the_first_runs_keeps_the_sweep_going() -> None:

@@ -327,9 +327,14 @@ async def test_serve_says_where_its_database_is(tmp_path: Path) -> None:
         )
         try:
             with anyio.fail_after(60):
-                while f"database {db.resolve()}" not in err.read_text():
+                while "hbd serve ready" not in err.read_text():
                     await anyio.sleep(0.1)
-            assert "hbd serve: http://127.0.0.1:" in err.read_text()
+            ready = next(
+                json.loads(line)
+                for line in err.read_text().splitlines()
+                if "hbd serve ready" in line
+            )
+            assert ready["db"] == str(db.resolve()) and ready["url"].startswith("http://127.0.0.1:")
         finally:
             os.killpg(process.pid, signal.SIGTERM)
             with anyio.fail_after(30):
