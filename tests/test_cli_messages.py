@@ -530,3 +530,21 @@ def test_explain_says_how_to_report_when_trials_reported_nothing() -> None:
         "report" in line and "hbd.report" in line
         for line in explain(_detail("failed"), crashed, None)
     )
+
+
+def test_on_a_terminal_the_bar_runs_and_decisions_print_above_it() -> None:
+    buf = io.StringIO()
+    with SweepProgress("sw1", interactive=True, file=buf) as p:
+        p.detail(_progress_detail(3, 0.5))
+        p.event(
+            Event(
+                seq=1,
+                type="sweep.early_stopped",
+                sweep_id="sw1",
+                trial_id=None,
+                at=0,
+                payload={"reason": "early stopping: the first 10 trial runs all failed"},
+            )
+        )
+    assert "early stopping: the first 10 trial runs all failed" in buf.getvalue()
+    assert "early stopping: early stopping" not in buf.getvalue()
