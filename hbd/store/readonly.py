@@ -37,14 +37,20 @@ class ReadOnlyDatabase:
             self._conn = sqlite3.connect(
                 f"file:{quote(str(path.resolve()))}?mode=ro", uri=True, timeout=READ_TIMEOUT_SECONDS
             )
+        except sqlite3.Error as exc:
+            raise StoreReadError(f"{self.path}: cannot open ({exc})") from None
+        try:
             self._conn.row_factory = sqlite3.Row
             version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+            if version == 0:
+                raise StoreReadError(f"{self.path}: not an hbd database (no schema)")
+            check_not_too_new(self.path, version)
         except sqlite3.Error as exc:
-            raise StoreReadError(f"{self.path}: not a readable hbd database ({exc})") from None
-        if version == 0:
             self._conn.close()
-            raise StoreReadError(f"{self.path}: not an hbd database (no schema)")
-        check_not_too_new(self.path, version)
+            raise StoreReadError(f"{self.path}: not a readable hbd database ({exc})") from None
+        except BaseException:
+            self._conn.close()
+            raise
 
     def close(self) -> None:
         self._conn.close()
