@@ -339,3 +339,47 @@ async def test_serve_says_where_its_database_is(tmp_path: Path) -> None:
             os.killpg(process.pid, signal.SIGTERM)
             with anyio.fail_after(30):
                 await process.wait()
+
+
+async def test_the_first_failures_setting_is_recorded_in_the_sweep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    import httpx
+
+    from hbd.api.server import DaemonOptions, serve_daemon
+    from hbd.errors import ConfigError
+    from hbd.settings import DaemonSettings
+
+    monkeypatch.setenv("HBD_FIRST_FAILURES_STOP", "3")
+    assert DaemonSettings.load().first_failures_stop == 3
+    monkeypatch.setenv("HBD_FIRST_FAILURES_STOP", "-1")
+    with pytest.raises(ConfigError, match="first_failures_stop"):
+        DaemonSettings.load()
+    monkeypatch.delenv("HBD_FIRST_FAILURES_STOP")
+    assert DaemonSettings.load().first_failures_stop == 10
+
+    text = sweep_yaml(tmp_path / "log.jsonl", fail_above=-1.0, concurrency=1)
+    opts = DaemonOptions(
+        db=tmp_path / "d.db", port=0, local_slots=1, workdir=tmp_path / "w", first_failures_stop=3
+    )
+    async with anyio.create_task_group() as tg:
+        running = await tg.start(serve_daemon, opts)
+        async with httpx.AsyncClient(base_url=running.url, timeout=10) as http:
+            await http.post("/v1/sweeps", params={"id": "three"}, content=text)
+            with anyio.fail_after(60):
+                while (detail := (await http.get("/v1/sweeps/three")).json())[
+                    "status"
+                ] == "running":
+                    await anyio.sleep(0.1)
+        tg.cancel_scope.cancel()
+    assert detail["status"] == "failed"
+    assert "the first 3 trial runs all failed" in detail["reason"]
+    assert detail["trials"]["failed"] == 3  # one slot: nothing else was running
+    # the log says what the sweep started with, for every replay after a restart
+    with sqlite3.connect(tmp_path / "d.db") as conn:
+        (payload,) = conn.execute(
+            "SELECT payload FROM events WHERE type = 'sweep.submitted'"
+        ).fetchone()
+    assert json.loads(payload)["first_failures_stop"] == 3
