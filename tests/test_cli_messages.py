@@ -548,3 +548,12 @@ def test_on_a_terminal_the_bar_runs_and_decisions_print_above_it() -> None:
         )
     assert "early stopping: the first 10 trial runs all failed" in buf.getvalue()
     assert "early stopping: early stopping" not in buf.getvalue()
+
+
+def test_an_unreachable_daemon_suggests_reading_the_database(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, _, err = run(capsys, "results", "sw1", "--url", "http://127.0.0.1:9")
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith("error: cannot reach the hbd daemon at http://127.0.0.1:9")
+    assert err.rstrip().endswith("or read a database file with --db PATH")

@@ -47,7 +47,13 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
 def call_source(args: argparse.Namespace, fn: Callable[[Any], Awaitable[T]]) -> T:
     """``call``, or with ``--db`` the same ``fn`` over the database read directly."""
     if getattr(args, "db", None) is None:
-        return call(args, fn)
+        try:
+            return call(args, fn)
+        except RemoteFailure as exc:
+            if "cannot reach" not in str(exc):
+                raise
+            # No daemon: the sweep may still be in a file (hbd run leaves .hbd/hbd.db).
+            raise RemoteFailure(f"{exc}; or read a database file with --db PATH") from None
     import anyio
 
     from hbd.cli.localdb import LocalSource
