@@ -148,15 +148,18 @@ class Daemon:
                     )
             sweep_id = sweep_id or new_sweep_id()
             seed = spec.matrix.seed if spec.matrix.seed is not None else secrets.randbelow(2**31)
+            machine = SweepMachine.for_spec(
+                spec, sweep_id=sweep_id, seed=seed, first_failures_stop=self.first_failures_stop
+            )
+            decisions = machine.handle(Begin())
             submitted = {
                 "name": spec.name or "",
                 "spec": text,
                 "spec_json": spec.to_json(),
                 "seed": seed,
+                # what replay needs to rebuild the same machine (SweepMachine.for_submitted)
                 "first_failures_stop": self.first_failures_stop,
             }
-            machine = SweepMachine.for_submitted(submitted, sweep_id=sweep_id)
-            decisions = machine.handle(Begin())
             records = [(SUBMITTED, submitted), *decision_records(decisions, set())]
             committed = await self.store.append(sweep_id, records, at=self.clock.wall())
         self.published(committed)
