@@ -557,3 +557,31 @@ def test_an_unreachable_daemon_suggests_reading_the_database(
     assert code == 1 and err.count("\n") == 1
     assert err.startswith("error: cannot reach the hbd daemon at http://127.0.0.1:9")
     assert err.rstrip().endswith("or read a database file with --db PATH")
+
+
+def test_progress_says_when_a_sweep_waits_for_capacity() -> None:
+    now = [0.0]
+    buf = io.StringIO()
+    starved = {
+        "status": "running",
+        "metric": {"name": "loss"},
+        "planned_trial_runs": 22,
+        "trials": {"scheduled": 5},
+        "best": None,
+    }
+    with SweepProgress("sw1", interactive=False, file=buf, clock=lambda: now[0], interval=1e9) as p:
+        p.detail(starved)
+        now[0] = 9
+        p.detail(starved)
+        assert "waiting for capacity" not in buf.getvalue()
+        now[0] = 10
+        p.detail(starved)
+        now[0] = 30
+        p.detail(starved)  # said once
+        assert buf.getvalue().count("waiting for capacity: 5 trial run(s) queued") == 1
+        p.detail({**starved, "trials": {"scheduled": 4, "running": 1}})  # it moves again
+        now[0] = 31
+        p.detail(starved)
+        now[0] = 42
+        p.detail(starved)
+    assert buf.getvalue().count("waiting for capacity") == 2

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 # A plain progress line at most this often (rung decisions print at once):
 # a line a minute would look stuck on a short sweep, one a second floods a log.
 PROGRESS_INTERVAL_SECONDS = 10.0
+# Trials queued and none running for this long: say the sweep waits for
+# capacity (an executor down, busy or missing), once, instead of a silent bar.
+CAPACITY_WAIT_SECONDS = 10.0
 # How often the sweep is polled while waiting: what hbd.client.wait uses.
 POLL_SECONDS = 0.5
 ENDED_STATUSES = ("succeeded", "failed", "cancelled")
@@ -83,6 +86,8 @@ class SweepProgress:
         self._last_text = ""
         self._bar: Any = None
         self._task: Any = None
+        self._starved_since: float | None = None  # queued trials, none running, since
+        self._said_starved = False
 
     def __enter__(self) -> SweepProgress:
         if self.interactive:
@@ -124,6 +129,7 @@ class SweepProgress:
             print(f"{stamp} sweep {self.sweep_id}: {text}", file=self.file, flush=True)
 
     def detail(self, detail: Mapping[str, Any]) -> None:
+        self._watch_capacity(detail)
         if self._bar is not None:
             trials = detail.get("trials", {})
             best = detail["best"]["metric"] if detail.get("best") else None
@@ -140,6 +146,22 @@ class SweepProgress:
         if due and text != self._last_text:  # a stalled sweep does not repeat itself
             self._last_line, self._last_text = now, text
             self.line(text)
+
+    def _watch_capacity(self, detail: Mapping[str, Any]) -> None:
+        trials: Mapping[str, int] = detail.get("trials", {})
+        running = trials.get("running", 0) + trials.get("dispatched", 0)
+        if running or not trials.get("scheduled") or detail.get("status") != "running":
+            self._starved_since, self._said_starved = None, False
+            return
+        now = self.clock()
+        if self._starved_since is None:
+            self._starved_since = now
+        elif not self._said_starved and now - self._starved_since >= CAPACITY_WAIT_SECONDS:
+            self._said_starved = True
+            self.line(
+                f"waiting for capacity: {trials['scheduled']} trial run(s) queued, none running "
+                f"for {CAPACITY_WAIT_SECONDS:g} s; are the executors up? (hbd doctor --url URL)"
+            )
 
     def event(self, event: Event) -> None:
         if event.type in DECISION_TYPES:
