@@ -41,6 +41,42 @@ MAX_FAILED_RECONNECTS = 8
 SWEEP_FINISHED = "sweep.finished"
 
 
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot name a daemon, with the fix; None when it can.
+
+    httpx reads ``127.0.0.1:8765`` as scheme ``127.0.0.1``, so a missing scheme
+    would otherwise fail later with a baffling "unsupported protocol".
+    """
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        return f"{url!r} is not a URL ({exc})"
+    if parts.scheme in ("http", "https") and parts.hostname:
+        return None
+    if "://" not in url:
+        return f"{url!r} has no scheme; use http://{url}"
+    return f"{url!r} is not an http(s) URL; use e.g. {DEFAULT_URL}"
+
+
+def error_detail(detail: Any) -> str:
+    """One line from an error body's ``detail``: a string, or FastAPI's list of
+    validation errors (``[{"loc": [...], "msg": ...}]``) as ``field: message; ...``."""
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                loc = [str(x) for x in item.get("loc", ()) if x not in ("query", "body", "path")]
+                msg = str(item.get("msg", "invalid"))
+                parts.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
+            else:
+                parts.append(str(item))
+        return "; ".join(parts) or "invalid request"
+    return " ".join(str(detail).split())  # one line, whatever the daemon sent
+
+
 class ClientError(Exception):
     """A request failed; the message says why in one line.
 
@@ -137,6 +173,9 @@ class Client:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        if problem := url_problem(self.url):
+            raise ClientError(problem)
+        self._token_sent = bool(token)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.AsyncClient(
             base_url=self.url, headers=headers, timeout=DEFAULT_TIMEOUT, transport=transport
@@ -171,9 +210,14 @@ class Client:
         return response.json() if response.content else None
 
     async def submit(self, spec_text: str, *, sweep_id: str | None = None) -> str:
+        return str((await self.submit_answer(spec_text, sweep_id=sweep_id))["id"])
+
+    async def submit_answer(self, spec_text: str, *, sweep_id: str | None = None) -> dict[str, Any]:
+        """The daemon's whole answer to a submit: ``id``, ``created`` and any
+        ``warnings`` (e.g. that it has no executor to run the trials on)."""
         params = {"id": sweep_id} if sweep_id else None
         body = await self._call("POST", "/v1/sweeps", content=spec_text.encode(), params=params)
-        return str(body["id"])
+        return dict(body)
 
     async def sweeps(self, status: str | None = None) -> list[dict[str, Any]]:
         return await self._call("GET", "/v1/sweeps", params={"status": status} if status else None)  # type: ignore[no-any-return]
@@ -184,6 +228,27 @@ class Client:
     async def trials(self, sweep_id: str, **filters: Any) -> list[dict[str, Any]]:
         params = {k: v for k, v in filters.items() if v is not None}
         return await self._call("GET", f"/v1/sweeps/{sweep_id}/trials", params=params)  # type: ignore[no-any-return]
+
+    async def trial(self, trial_id: str) -> dict[str, Any]:
+        """One trial; found through its sweep (the id names it: ``SWEEP-sB-rR-cI``)."""
+        import re
+
+        match = re.fullmatch(r"(.+)-s\d+-r\d+-c\d+(?:-a\d+)?", trial_id)
+        if match is None:
+            raise ClientError(f"{trial_id!r} is not a trial id (SWEEP-sB-rR-cI)", status=400)
+        sweep_id = match.group(1)
+        for t in await self.trials(sweep_id):
+            if t["id"] == trial_id:
+                return t
+        raise ClientError(f"no trial {trial_id} (HTTP 404)", status=404)
+
+    async def logs(
+        self, trial_id: str, *, stream: str = "stdout", offset: int = 0
+    ) -> dict[str, Any]:
+        """A page of a trial's stdout or stderr from its executor: ``data`` from
+        ``offset`` to ``next_offset``, and the file's ``size``."""
+        params = {"stream": stream, "offset": offset}
+        return await self._call("GET", f"/v1/trials/{trial_id}/logs", params=params)  # type: ignore[no-any-return]
 
     async def cancel(self, sweep_id: str) -> bool:
         return bool((await self._call("POST", f"/v1/sweeps/{sweep_id}/cancel"))["cancelling"])
@@ -198,6 +263,7 @@ class Client:
         after: int | None = None,
         types: Collection[str] | None = None,
         follow: bool = True,
+        on_retry: Callable[[str], None] | None = None,
     ) -> AsyncGenerator[Event, None]:
         """Every event after ``after`` (all sweeps, or ``sweep``'s), then the live tail.
 
@@ -207,6 +273,7 @@ class Client:
         log. Use it under ``contextlib.aclosing`` when breaking out early.
         Raises ClientError for a refused request (unknown sweep or type) or after
         ``MAX_FAILED_RECONNECTS`` attempts in a row that brought nothing.
+        ``on_retry(problem)`` hears of each failed attempt (``hbd watch`` shows it).
         """
         path = f"/v1/sweeps/{sweep}/events" if sweep else "/v1/events"
         params: list[tuple[str, str | int | float | bool | None]] = [
@@ -252,6 +319,8 @@ class Client:
             if got_any:
                 continue  # it was working: pick up where it broke at once (progress bounds this loop)
             failures += 1
+            if on_retry is not None:
+                on_retry(f"{problem} (attempt {failures} of {MAX_FAILED_RECONNECTS})")
             if failures >= MAX_FAILED_RECONNECTS:
                 raise ClientError(
                     f"lost the event stream of {self.url} ({problem}); gave up after {failures} tries"
@@ -261,10 +330,17 @@ class Client:
     def _raise_for(self, response: httpx.Response) -> NoReturn:
         status = response.status_code
         if status == 401:
+            if self._token_sent:
+                raise ClientError(
+                    f"token rejected by the daemon at {self.url}: use the token file it was "
+                    "started with (--token-file or HBD_TOKEN)",
+                    status=status,
+                )
             raise ClientError(
-                "the daemon wants a token: set HBD_TOKEN or pass --token-file", status=status
+                f"the daemon at {self.url} wants a token: set HBD_TOKEN or pass --token-file",
+                status=status,
             )
-        detail = _json(response).get("detail", response.text[:200])
+        detail = error_detail(_json(response).get("detail", response.text[:200]))
         raise ClientError(f"{detail} (HTTP {status})", status=status)
 
     async def wait(

@@ -313,6 +313,9 @@ class DaemonSettings(_Common):
     advertise_url: str | None = None
     lost_after: float = Field(default=DEFAULT_LOST_AFTER, gt=0)
     max_request_bytes: int = Field(default=DEFAULT_MAX_REQUEST_BYTES, ge=1024)
+    # A sweep whose first N finished trial runs all failed stops (hbd.core.sweep's
+    # FIRST_FAILURES_STOP; 0: never). Recorded in each sweep when submitted.
+    first_failures_stop: int = Field(default=10, ge=0, le=1_000_000)
 
     @field_validator("executors")
     @classmethod

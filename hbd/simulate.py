@@ -43,7 +43,7 @@ from hbd.core.events import (
 )
 from hbd.core.ranking import metric_value
 from hbd.core.spec import SweepSpec
-from hbd.core.sweep import SweepMachine
+from hbd.core.sweep import FIRST_FAILURES_STOP, SweepMachine
 from hbd.errors import HbdError
 
 __all__ = [
@@ -329,7 +329,9 @@ def simulate(
     spec: SweepSpec, objective: Objective, *, seed: int, seed_source: SeedSource = "--seed"
 ) -> Simulation:
     """Run the sweep to its end with ``objective`` as the only executor."""
-    machine = SweepMachine.for_spec(spec, sweep_id=SIMULATION_SWEEP_ID, seed=seed)
+    machine = SweepMachine.for_spec(
+        spec, sweep_id=SIMULATION_SWEEP_ID, seed=seed, first_failures_stop=FIRST_FAILURES_STOP
+    )
     metric = spec.matrix.metric.name
     queue: deque[StartTrial] = deque()
     started: list[StartTrial] = []

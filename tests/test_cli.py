@@ -462,8 +462,9 @@ def test_a_sweep_where_everything_fails_exits_1(
         capsys, "simulate", REFERENCE_ARG, "--objective", f"{name}:f", "--path", str(tmp_path)
     )
     assert code == 1
-    assert "Sweep failed: no trial reported the metric 'loss'" in out
-    assert "objective raised RuntimeError: out of memory (143 trials, first sim-s4-r0-c0)" in out
+    # stopped by the first-failures rule, not after all 143 planned runs
+    assert "Sweep failed: early stopping: the first 10 trial runs all failed" in out
+    assert "objective raised RuntimeError: out of memory (10 trials, first sim-s4-r0-c0)" in out
     assert "Traceback" not in out + err
 
 

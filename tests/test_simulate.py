@@ -269,7 +269,11 @@ def test_when_every_trial_fails_the_sweep_fails(tmp_path: Path) -> None:
         reference_spec(earlyStopping=[]), load_objective(f"{name}:f", [tmp_path]), seed=0
     )
     assert sim.status == "failed" and sim.best is None
-    assert {t.reason for t in sim.trials} == {"objective raised RuntimeError: no GPU"}
+    failed = [t for t in sim.trials if t.status == "failed"]
+    assert {t.reason for t in failed} == {"objective raised RuntimeError: no GPU"}
+    # the first ten runs all failed: the sweep stopped there (FIRST_FAILURES_STOP)
+    assert len(failed) == 10
+    assert "the first 10 trial runs all failed" in sim.reason
     # only the first rungs ran: nothing could be promoted
     assert {t.rung for t in sim.trials} == {0}
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import anyio
 import httpx
 from anyio.abc import TaskStatus
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Response
 
 import hbd
 from hbd.api.asgi import (
@@ -18,6 +19,7 @@ from hbd.api.asgi import (
     serve_app,
 )
 from hbd.executor.agent import Agent, AgentNotRunning, NoFreeSlot, TrialConflict
+from hbd.executor.logpages import LogUnavailable, read_log_page
 from hbd.executor.process import TemplateError
 from hbd.lock import workdir_lock
 from hbd.protocol import Health, TrialStatus, TrialSubmission
@@ -67,6 +69,22 @@ def create_agent_app(agent: Agent) -> FastAPI:
         if status is None:
             raise HTTPException(404, f"unknown trial {trial_id!r}")
         return status
+
+    @trials.get("/{trial_id}/logs")
+    async def trial_logs(
+        trial_id: str,
+        stream: Literal["stdout", "stderr"] = "stdout",
+        offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    ) -> dict[str, Any]:
+        # `hbd logs` (hbd.executor.logpages): a bounded page, untrusted files opened safely.
+        if agent.get(trial_id) is None:
+            raise HTTPException(404, f"unknown trial {trial_id!r}")
+        try:
+            return await anyio.to_thread.run_sync(
+                read_log_page, agent.workdir, trial_id, stream, offset
+            )
+        except LogUnavailable as exc:
+            raise HTTPException(409, f"log of trial {trial_id} unavailable: {exc}") from None
 
     @trials.post("/{trial_id}/cancel")
     async def cancel_trial(trial_id: str) -> TrialStatus:

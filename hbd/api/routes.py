@@ -11,7 +11,7 @@ a daemon starting or stopping (``NotReady``) and a database that failed 503.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -22,7 +22,7 @@ from hbd.api.views import resource_type, sweep_detail, sweep_summary, trial_view
 from hbd.core.errors import SpecError
 from hbd.core.spec import sweep_id_problem
 from hbd.daemon.app import Daemon, SweepChanged
-from hbd.errors import ConflictError, NotFound, NotReady, StoreError
+from hbd.errors import ConflictError, ExecutorError, NotFound, NotReady, StoreError
 from hbd.protocol import TrialUpdate
 
 # Retry-After of a 503 while the daemon starts (resuming sweeps from the log
@@ -92,12 +92,19 @@ def create_app(daemon: Daemon) -> FastAPI:
             raise HTTPException(503, f"cannot store the sweep: {exc}") from None
         if not created:
             response.status_code = 200
-        return {
+        answer: dict[str, Any] = {
             "id": sweep_id,
             "created": created,
             "url": f"/v1/sweeps/{sweep_id}",
             "warnings": warnings,  # keys accepted but not used on a host, and the like
         }
+        if not daemon.pool.executors:  # said now, not discovered by a user waiting for nothing
+            answer["warnings"] = [
+                *warnings,
+                "the daemon has no executor: the trials wait until one is added "
+                "(hbd serve --executor URL or --local-executor N)",
+            ]
+        return answer
 
     @router.get("/v1/sweeps")
     async def list_sweeps(status: str | None = None) -> list[dict[str, Any]]:
@@ -139,6 +146,34 @@ def create_app(daemon: Daemon) -> FastAPI:
         except NotFound as exc:
             raise HTTPException(404, str(exc)) from None
         return {"id": sweep_id, "cancelling": cancelling}
+
+    @router.get("/v1/trials/{trial_id}/logs")
+    async def trial_logs(
+        trial_id: str,
+        stream: Literal["stdout", "stderr"] = "stdout",
+        offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    ) -> dict[str, Any]:
+        """A page of a trial's output, from the executor that ran it (``hbd logs``)."""
+        trial = await daemon.store.get_trial(trial_id)
+        if trial is None:
+            raise HTTPException(404, f"no trial {trial_id}")
+        executor = daemon.pool.executors.get(trial.executor or "")
+        if executor is None:
+            where = (
+                f"executor {trial.executor!r} is not known to this daemon"
+                if trial.executor
+                else "it has not been sent to an executor"
+            )
+            raise HTTPException(409, f"no logs for trial {trial_id}: {where}")
+        try:
+            page = await executor.client.logs(trial_id, stream, offset)
+        except NotFound:
+            raise HTTPException(
+                404, f"executor {trial.executor} no longer has trial {trial_id}"
+            ) from None
+        except ExecutorError as exc:
+            raise HTTPException(502, f"executor {trial.executor}: {exc}") from None
+        return {"trial_id": trial_id, "executor": trial.executor, "stream": stream, **page}
 
     @router.post("/v1/callbacks", status_code=204)
     async def callback(update: TrialUpdate) -> Response:

@@ -27,6 +27,7 @@ from hbd.api.asgi import (
 )
 from hbd.api.metrics import metrics_router
 from hbd.api.routes import create_app
+from hbd.core.sweep import FIRST_FAILURES_STOP
 from hbd.daemon.app import Daemon
 from hbd.daemon.clock import Clock
 from hbd.daemon.executors import ExecutorClient
@@ -61,6 +62,7 @@ class DaemonOptions:
     # The in-process agent leaves its trials running when the daemon stops
     # (hbd serve); one-shot uses and tests stop them.
     keep_local_trials: bool = False
+    first_failures_stop: int = FIRST_FAILURES_STOP  # see hbd.core.sweep
 
 
 @dataclass
@@ -118,7 +120,12 @@ async def _serve_locked(opts: DaemonOptions, *, task_status: TaskStatus[Running]
     store = await open_store(opts.db)
     try:
         async with anyio.create_task_group() as tg:
-            daemon = Daemon(store, clock=opts.clock, lost_after=opts.lost_after)
+            daemon = Daemon(
+                store,
+                clock=opts.clock,
+                lost_after=opts.lost_after,
+                first_failures_stop=opts.first_failures_stop,
+            )
             if opts.local_slots:
                 workdir = opts.workdir or opts.db.parent / "executor"
                 port = await tg.start(

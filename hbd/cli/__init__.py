@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 
 from hbd import __version__
-from hbd.cli import export, run, service, spec_commands, sweeps, watch
+from hbd.cli import export, init, logs, run, service, spec_commands, sweeps, watch
 from hbd.cli.base import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -37,15 +37,16 @@ from hbd.cli.base import (
     UserError,
     error,
 )
-from hbd.simulate import ObjectiveError
 
 __all__ = ["COMMANDS", "Command", "UserError", "build_parser", "main"]
 
 COMMANDS: tuple[Command, ...] = (
     *spec_commands.COMMANDS,
     *sweeps.COMMANDS,
+    *logs.COMMANDS,
     *run.COMMANDS,
     *service.COMMANDS,
+    *init.COMMANDS,
     *watch.COMMANDS,
     *export.COMMANDS,
 )
@@ -80,9 +81,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         for line in exc.lines:
             error(line)
-        return EXIT_USAGE
-    except ObjectiveError as exc:
-        error(str(exc))
         return EXIT_USAGE
     except RemoteFailure as exc:
         error(str(exc))

@@ -11,19 +11,15 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:  # imported where used: `hbd --help` must not pay for rich or pydantic
+    from rich.table import Table
 
-from hbd.api.asgi import MAX_REQUEST_BODY_BYTES
-from hbd.core.errors import SpecError
-from hbd.core.spec import SweepSpec, load_spec
-from hbd.specfile import resolve_spec
+    from hbd.core.spec import SweepSpec
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -32,8 +28,10 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 # A sweep spec is a few kilobytes; refusing anything far larger keeps a
 # mistaken path (a dataset, /dev/zero) from being read into memory. The
-# daemon's request-body limit: a larger spec could not be submitted anyway.
-MAX_SPEC_BYTES = MAX_REQUEST_BODY_BYTES
+# daemon's request-body limit (hbd.api.asgi.MAX_REQUEST_BODY_BYTES, equal by a
+# test; not imported, since that module loads the web server): a larger spec
+# could not be submitted anyway.
+MAX_SPEC_BYTES = 1024 * 1024
 # Human output of a rung lists at most this many promoted configurations.
 MAX_CONFIGS_SHOWN = 3
 # ... and at most this many failed trials' reasons after the brackets.
@@ -61,6 +59,20 @@ def leaf_error(exc: BaseException) -> BaseException:
     return exc
 
 
+def address_in_use(exc: BaseException, host: str, port: int | None) -> str | None:
+    """The message for a listening socket refused with EADDRINUSE, naming the port and
+    the two ways out; None for any other error."""
+    import errno
+
+    if not isinstance(exc, OSError) or exc.errno != errno.EADDRINUSE:
+        return None
+    url = f"http://{host}:{port}"
+    return (
+        f"port {port} on {host} is already in use: is an hbd daemon already running there "
+        f"(hbd status --url {url})? Otherwise choose another port with --port"
+    )
+
+
 # ---------------------------------------------------------------- output helpers
 
 
@@ -71,12 +83,33 @@ class Output:
         # Made per command, not at import, so that it writes to the sys.stdout of
         # the moment (pytest's capsys replaces it). No markup or highlighting:
         # configs are data and may contain brackets.
+        from rich.console import Console
+
         self.console = Console(file=sys.stdout, markup=False, highlight=False)
 
     def line(self, text: str) -> None:
+        from rich.text import Text
+
         self.console.print(Text(text), soft_wrap=True)
 
     def table(self, table: Table) -> None:
+        self.console.print(table)
+
+    def rows(self, headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+        """A table a script can read: on a terminal, rich's (cells fold, never cut
+        to "…"); anywhere else one tab-separated line per row under a header line,
+        so `hbd trials X | grep c4` and `cut -f1` see whole ids and statuses."""
+        if not self.console.is_terminal:
+            for cells in (headers, *rows):
+                print("\t".join(" ".join(str(c).split()) for c in cells))
+            return
+        from rich.table import Table
+
+        table = Table(*headers)
+        for column in table.columns:
+            column.overflow = "fold"
+        for cells in rows:
+            table.add_row(*cells)
         self.console.print(table)
 
 
@@ -131,6 +164,10 @@ def read_spec(path: str) -> SweepSpec:
 
 def read_spec_text(path: str) -> tuple[str, SweepSpec]:
     """The spec's text as written, and the validated spec."""
+    from hbd.core.errors import SpecError
+    from hbd.core.spec import load_spec
+    from hbd.specfile import resolve_spec
+
     try:
         if path == "-":
             text = sys.stdin.read(MAX_SPEC_BYTES + 1)

@@ -21,12 +21,8 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anyio
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from hbd.api.server import DaemonOptions, serve_daemon
 from hbd.cli.base import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -34,15 +30,19 @@ from hbd.cli.base import (
     Command,
     RemoteFailure,
     UserError,
+    address_in_use,
     leaf_error,
     read_spec_text,
     say,
 )
 from hbd.cli.remote import cli_error
 from hbd.cli.sweeps import print_outcome
-from hbd.client import Client, ClientError
 from hbd.errors import HbdError, SchemaTooNew
-from hbd.logs import configure as configure_logging
+
+if TYPE_CHECKING:
+    import anyio.abc
+
+    from hbd.client import Client
 
 DEFAULT_DB = Path(".hbd") / "hbd.db"
 DEFAULT_SLOTS = 4
@@ -78,6 +78,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     text, _ = read_spec_text(args.file)
     if args.local_executor < 1:
         raise UserError("--local-executor must be at least 1")
+    # The server is imported here, not at the top: other commands stay fast.
+    import anyio
+
+    from hbd.logs import configure as configure_logging
+
     args.db.parent.mkdir(parents=True, exist_ok=True)
     # The daemon's own log lines would drown the progress bar; warnings still show.
     configure_logging("warning")
@@ -86,7 +91,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except BaseException as exc:
         # Errors of the embedded daemon and client arrive wrapped in the task
         # group's ExceptionGroup: unwrap, so the user reads one line, not a traceback.
-        raise _run_error(leaf_error(exc)) from None
+        leaf = leaf_error(exc)
+        if message := address_in_use(leaf, "127.0.0.1", args.port):
+            raise RemoteFailure(f"hbd run failed: {message}") from None
+        raise _run_error(leaf) from None
     if isinstance(result, Interrupted):
         _print_interrupted(args, result)
         return EXIT_INTERRUPTED
@@ -121,6 +129,8 @@ def _print_interrupted(args: argparse.Namespace, result: Interrupted) -> None:
 
 def _run_error(leaf: BaseException) -> BaseException:
     """What ``main`` should see for an error out of the run: a CLI error, or ``leaf`` itself."""
+    from hbd.client import ClientError
+
     if isinstance(leaf, SchemaTooNew):
         return UserError(str(leaf))  # the --db file belongs to a newer hbd: the user's to fix
     if isinstance(leaf, ClientError):
@@ -143,6 +153,8 @@ async def _watch_signals(
     SIGTERM must not kill the process outright (its default): the embedded
     agent would leave the trial processes running, orphaned.
     """
+    import anyio
+
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         task_status.started()
         async for signum in signals:
@@ -152,6 +164,8 @@ async def _watch_signals(
 
 
 async def _run(args: argparse.Namespace, text: str) -> dict[str, Any] | Interrupted:
+    import anyio
+
     work = anyio.CancelScope()
     got: list[str] = []
     # The signal watcher outlives the daemon and its agent: a second Ctrl-C while
@@ -169,6 +183,11 @@ async def _run(args: argparse.Namespace, text: str) -> dict[str, Any] | Interrup
 async def _serve_and_follow(
     args: argparse.Namespace, text: str, work: anyio.CancelScope, got: list[str]
 ) -> dict[str, Any] | Interrupted:
+    import anyio
+
+    from hbd.api.server import DaemonOptions, serve_daemon
+    from hbd.client import Client
+
     opts = DaemonOptions(db=args.db, port=args.port, local_slots=args.local_executor)
     sweep_id: str | None = None
     detail: dict[str, Any] = {}
@@ -181,6 +200,7 @@ async def _serve_and_follow(
                     say(f"resuming sweep {sweep_id} (interrupted earlier) from {args.db}")
                 else:
                     sweep_id = await client.submit(text)
+                say(f"sweep {sweep_id}: database {args.db.resolve()}, API {running.url}")
                 detail = await _follow(client, sweep_id)
         if got:
             trials = await running.daemon.interrupt(f"hbd run interrupted ({got[0]})")
@@ -193,29 +213,10 @@ async def _serve_and_follow(
 
 
 async def _follow(client: Client, sweep_id: str) -> dict[str, Any]:
-    with Progress(
-        TextColumn(f"sweep {sweep_id}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("trial runs  best {task.fields[best]}"),
-        TimeElapsedColumn(),
-        transient=True,
-    ) as progress:
-        task = progress.add_task("trials", total=None, best="-")
+    from hbd.cli.progress import SweepProgress, follow
 
-        def show(detail: dict[str, Any]) -> None:
-            ended = sum(
-                n for s, n in detail["trials"].items() if s in ("succeeded", "failed", "cancelled")
-            )
-            best = detail["best"]["metric"] if detail.get("best") else None
-            progress.update(
-                task,
-                total=detail["planned_trial_runs"],
-                completed=ended,
-                best="-" if best is None else f"{best:.6g}",
-            )
-
-        return await client.wait(sweep_id, on_progress=show)
+    with SweepProgress(sweep_id) as progress:
+        return await follow(client, sweep_id, progress)
 
 
 COMMANDS: tuple[Command, ...] = (

@@ -22,38 +22,37 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anyio
-import httpx
-import structlog
-
 import hbd
 from hbd.cli.base import (
     EXIT_FAILURE,
     EXIT_OK,
     Command,
     UserError,
+    address_in_use,
     error,
     leaf_error,
     print_json,
     say,
 )
 from hbd.errors import ConfigError, ExecutorError, HbdError
-from hbd.protocol import PROTOCOL_VERSION
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: `hbd --help` must not load the server's libraries
+    import anyio.abc
+
     from hbd.daemon.systemd import Notifier
-from hbd.settings import (
-    TOKEN_ENV,
-    DaemonSettings,
-    ExecutorSettings,
-    is_loopback,
-    token_file_mode_problem,
-)
+    from hbd.settings import DaemonSettings, ExecutorSettings
 
-log = structlog.get_logger("hbd.service")
 
+def _log() -> Any:
+    import structlog
+
+    return structlog.get_logger("hbd.service")
+
+
+# hbd.settings.TOKEN_ENV, named here for the help text without importing pydantic.
+TOKEN_ENV = "HBD_TOKEN"
 # How long the watchdog's self-check may take to answer over loopback.
-SELF_CHECK_TIMEOUT = httpx.Timeout(5.0)
+SELF_CHECK_TIMEOUT_SECONDS = 5.0
 # `hbd doctor` gives each executor and the daemon this long to answer.
 DOCTOR_TIMEOUT_SECONDS = 5.0
 # Exit status after a second signal: what a shell reports for death by it.
@@ -152,6 +151,8 @@ async def _run_until_signalled(
     serve: Callable[[anyio.abc.TaskGroup, Any], Awaitable[None]], notifier: Any
 ) -> None:
     """Run ``serve(tg, scope)``; first SIGTERM/SIGINT cancels it, a second exits at once."""
+    import anyio
+
     service = anyio.CancelScope()
 
     async def watch_signals(
@@ -163,10 +164,10 @@ async def _run_until_signalled(
             async for signum in signals:
                 name = signal.Signals(signum).name
                 if stopping:
-                    log.warning("second signal: exiting at once", signal=name)
+                    _log().warning("second signal: exiting at once", signal=name)
                     os._exit(SIGNAL_EXIT_BASE + signum)
                 stopping = True
-                log.info("stopping", signal=name)
+                _log().info("stopping", signal=name)
                 notifier.stopping()
                 service.cancel()
 
@@ -178,7 +179,11 @@ async def _run_until_signalled(
         outer.cancel_scope.cancel()
 
 
-def _run_service(main: Callable[[], Awaitable[None]], what: str) -> int:
+def _run_service(
+    main: Callable[[], Awaitable[None]], what: str, listen: tuple[str, int] | None = None
+) -> int:
+    import anyio
+
     try:
         anyio.run(main, backend="asyncio")
     except KeyboardInterrupt:  # a SIGINT before the handlers were installed
@@ -191,10 +196,12 @@ def _run_service(main: Callable[[], Awaitable[None]], what: str) -> int:
             raise
         # Expected failures (port in use, unreadable database, newer schema): one line.
         message = leaf.strerror if isinstance(leaf, OSError) and leaf.strerror else str(leaf)
-        log.error(f"{what} failed", error=message)
+        if listen is not None and (in_use := address_in_use(leaf, *listen)):
+            message = in_use
+        _log().error(f"{what} failed", error=message)
         error(f"{what} failed: {message}")
         return EXIT_FAILURE
-    log.info(f"{what} stopped")
+    _log().info(f"{what} stopped")
     return EXIT_OK
 
 
@@ -232,23 +239,27 @@ def _start_service(settings: DaemonSettings | ExecutorSettings) -> tuple[str | N
     """What both services do first: take the token, set up logs, find systemd."""
     from hbd import logs
     from hbd.daemon.systemd import Notifier
+    from hbd.settings import token_file_mode_problem
 
     token = settings.token
     _forget_secrets_in_environment()
     logs.configure(settings.log_level, settings.log_format, secrets=[token] if token else [])
     if settings.token_file and (problem := token_file_mode_problem(settings.token_file)):
-        log.warning(problem)
+        _log().warning(problem)
     return token, Notifier.from_env()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import httpx
+
     from hbd.api.server import DaemonOptions, serve_daemon
     from hbd.daemon.systemd import watchdog
+    from hbd.settings import DaemonSettings
 
     settings: DaemonSettings = _load(DaemonSettings, args, _DAEMON_FLAGS)
     token, notifier = _start_service(settings)
     if not settings.executors and not settings.local_executor:
-        log.warning("no executors configured: sweeps will wait; set executors or local_executor")
+        _log().warning("no executors configured: sweeps will wait; set executors or local_executor")
     try:
         settings.db.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -265,6 +276,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_request_bytes=settings.max_request_bytes,
         advertise_url=settings.advertise_url,
         keep_local_trials=settings.keep_trials_on_exit,
+        first_failures_stop=settings.first_failures_stop,
     )
 
     async def serve(tg: anyio.abc.TaskGroup, _: anyio.CancelScope) -> None:
@@ -277,15 +289,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
             # The API answers and the database answers: the loops are alive. A 503
             # while the log cannot be written is alive too: the daemon heals by
             # itself once the disk does, and a watchdog restart would not help.
-            async with httpx.AsyncClient(timeout=SELF_CHECK_TIMEOUT, headers=headers) as http:
+            async with httpx.AsyncClient(
+                timeout=SELF_CHECK_TIMEOUT_SECONDS, headers=headers
+            ) as http:
                 ok = (await http.get(f"{self_url}/healthz")).status_code in (200, 503)
             await running.daemon.store.ping()
             return ok
 
+        # Where the sweeps are: the first question after "is it up?". A log line,
+        # so that stderr stays one format (JSON lines under systemd).
+        _log().info("hbd serve ready", url=running.url, db=str(settings.db.resolve()))
         notifier.ready(f"serving on {running.url}")
         tg.start_soon(watchdog, notifier, healthy)
 
-    return _run_service(lambda: _run_until_signalled(serve, notifier), "hbd serve")
+    return _run_service(
+        lambda: _run_until_signalled(serve, notifier),
+        "hbd serve",
+        (settings.host, settings.port),
+    )
 
 
 # ---------------------------------------------------------------- executor
@@ -302,8 +323,11 @@ def _args_executor(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_executor(args: argparse.Namespace) -> int:
+    import httpx
+
     from hbd.api.agent_routes import serve_agent
     from hbd.daemon.systemd import watchdog
+    from hbd.settings import ExecutorSettings
 
     settings: ExecutorSettings = _load(ExecutorSettings, args, _EXECUTOR_FLAGS)
     token, notifier = _start_service(settings)
@@ -321,10 +345,10 @@ def cmd_executor(args: argparse.Namespace) -> int:
         url = _self_url(settings.host, port)
 
         async def healthy() -> bool:
-            async with httpx.AsyncClient(timeout=SELF_CHECK_TIMEOUT) as http:
+            async with httpx.AsyncClient(timeout=SELF_CHECK_TIMEOUT_SECONDS) as http:
                 return (await http.get(f"{url}/v1/health")).status_code == 200
 
-        log.info(
+        _log().info(
             "hbd executor serving",
             url=f"http://{settings.host}:{port}",
             slots=settings.slots,
@@ -333,7 +357,11 @@ def cmd_executor(args: argparse.Namespace) -> int:
         notifier.ready(f"serving on port {port} with {settings.slots} slot(s)")
         tg.start_soon(watchdog, notifier, healthy)
 
-    return _run_service(lambda: _run_until_signalled(serve, notifier), "hbd executor")
+    return _run_service(
+        lambda: _run_until_signalled(serve, notifier),
+        "hbd executor",
+        (settings.host, settings.port),
+    )
 
 
 # ---------------------------------------------------------------- config show
@@ -363,6 +391,8 @@ def _args_config(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    from hbd.settings import DaemonSettings, ExecutorSettings
+
     kind = ExecutorSettings if args.service == "executor" else DaemonSettings
     # Show what would run, even if serving it would be refused; say why after.
     settings = _load(kind, args, {}, strict=False)
@@ -418,9 +448,19 @@ def _args_doctor(p: argparse.ArgumentParser) -> None:
         help="an executor agent's URL to check (repeatable)",
     )
     p.add_argument("--token-file", type=Path, default=None, metavar="PATH")
+    p.add_argument(
+        "--url",
+        default=None,
+        help="the running daemon to ask about its executors (default: $HBD_URL, "
+        "else the host and port of the settings)",
+    )
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    import anyio
+
+    from hbd.settings import DaemonSettings
+
     flags = {"db": "--db", "executors": "--executor", "token_file": "--token-file"}
     settings: DaemonSettings = _load(DaemonSettings, args, flags, strict=False)
     f = _Findings()
@@ -430,7 +470,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     )
     _doctor_token(settings, f)
     _doctor_database(settings, f)
-    anyio.run(_doctor_remote, settings, f)
+    from hbd.cli.remote import daemon_url
+
+    explicit = bool(args.url or os.environ.get("HBD_URL"))
+    url = daemon_url(args) if explicit else _self_url(settings.host, settings.port)
+    anyio.run(_doctor_remote, settings, f, url, explicit)
     say("")
     if f.failures:
         say(f"{f.failures} problem(s), {f.warnings} warning(s)")
@@ -440,6 +484,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _doctor_token(settings: DaemonSettings, f: _Findings) -> None:
+    from hbd.settings import is_loopback, token_file_mode_problem
+
     origin = settings.origins.get("token", "none")
     if settings.token is None:
         if is_loopback(settings.host):
@@ -513,9 +559,46 @@ def _doctor_database(settings: DaemonSettings, f: _Findings) -> None:
         f.ok(f"database: WAL mode, WAL file {report.wal_bytes} bytes")
 
 
-async def _doctor_remote(settings: DaemonSettings, f: _Findings) -> None:
+async def _doctor_remote(settings: DaemonSettings, f: _Findings, url: str, explicit: bool) -> None:
+    """Ask the running daemon first: what it sees (its executors, their slots) is
+    the truth, not this host's defaults. Only with no daemon to ask are the
+    configured executors checked one by one."""
+    health = await _doctor_daemon(settings, f, url, explicit)
+    if health is not None:
+        _doctor_daemon_executors(url, health, f)
+        return
+    await _doctor_configured_executors(settings, f)
+
+
+def _doctor_daemon_executors(url: str, health: dict[str, Any], f: _Findings) -> None:
+    executors = health.get("executors") or []
+    if not executors:
+        f.fail(
+            f"daemon {url}: has no executor; submitted sweeps wait",
+            "restart it with --local-executor N or --executor URL (executors = [...] in its config)",
+        )
+    for e in executors:
+        name = f"executor {e.get('name')} ({e.get('url')})"
+        if e.get("healthy"):
+            f.ok(
+                f"{name}: healthy, {e.get('slots')} slot(s), {e.get('free')} free (as the daemon sees it)"
+            )
+        else:
+            f.fail(
+                f"{name}: the daemon cannot reach it",
+                "start `hbd executor` there (systemctl start hbd-executor), or fix the URL "
+                "and the token file the daemon uses",
+            )
+    if health.get("queued_trials"):
+        f.warn(f"daemon {url}: {health['queued_trials']} trial run(s) waiting for a free slot")
+
+
+async def _doctor_configured_executors(settings: DaemonSettings, f: _Findings) -> None:
+    import anyio
+
     from hbd.daemon.executors import ExecutorClient
     from hbd.errors import ExecutorRejected
+    from hbd.protocol import PROTOCOL_VERSION
 
     token = settings.token
     if settings.local_executor:
@@ -571,10 +654,11 @@ async def _doctor_remote(settings: DaemonSettings, f: _Findings) -> None:
                     f"executor {url}: version {health.version} differs from {hbd.__version__}",
                     "upgrade executors together with the daemon",
                 )
-    await _doctor_daemon(settings, f)
 
 
 async def _executor_accepts_token(url: str, token: str | None) -> bool | None:
+    import httpx
+
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         async with httpx.AsyncClient(timeout=DOCTOR_TIMEOUT_SECONDS, headers=headers) as http:
@@ -584,27 +668,40 @@ async def _executor_accepts_token(url: str, token: str | None) -> bool | None:
     return response.status_code != 401
 
 
-async def _doctor_daemon(settings: DaemonSettings, f: _Findings) -> None:
+async def _doctor_daemon(
+    settings: DaemonSettings, f: _Findings, url: str, explicit: bool
+) -> dict[str, Any] | None:
+    """The daemon's /healthz, or None when there is no daemon to ask."""
+    import anyio
+
+    from hbd.cli.remote import read_token
     from hbd.client import Client, ClientError
 
-    url = _self_url(settings.host, settings.port)
+    token = settings.token or read_token(None)
     try:
-        async with Client(url, token=settings.token) as client:
+        async with Client(url, token=token) as client:
             with anyio.fail_after(DOCTOR_TIMEOUT_SECONDS):
                 health = await client.health()
                 await client.sweeps()  # needs the token, when one is set
     except TimeoutError:
-        f.warn(f"daemon {url}: no answer in {DOCTOR_TIMEOUT_SECONDS:g} s")
-    except ClientError as exc:
-        if "cannot reach" in str(exc):
-            f.ok(f"daemon {url}: not running (`hbd serve` or systemctl start hbd)")
-        else:
-            f.fail(f"daemon {url}: {exc}", "use the daemon's token file")
-    else:
-        f.ok(
-            f"daemon {url}: running hbd {health.get('version')}, "
-            f"{health.get('running_sweeps')} running sweep(s)"
+        f.fail(
+            f"daemon {url}: no answer in {DOCTOR_TIMEOUT_SECONDS:g} s",
+            "check its logs (journalctl -u hbd); it may be stuck",
         )
+        return None
+    except ClientError as exc:
+        if exc.status is None and not explicit:
+            f.ok(f"daemon {url}: not running (`hbd serve` or systemctl start hbd)")
+        elif exc.status is None:
+            f.fail(f"daemon {url}: {exc}", "start it, or point --url at the running daemon")
+        else:
+            f.fail(f"daemon {url}: {exc}", "use the daemon's token file (--token-file)")
+        return None
+    f.ok(
+        f"daemon {url}: running hbd {health.get('version')}, "
+        f"{health.get('running_sweeps')} running sweep(s)"
+    )
+    return health
 
 
 COMMANDS: tuple[Command, ...] = (

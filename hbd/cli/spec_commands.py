@@ -6,9 +6,7 @@ import argparse
 import contextlib
 import os
 import sys
-
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING
 
 from hbd.cli.base import (
     EXIT_FAILURE,
@@ -16,6 +14,7 @@ from hbd.cli.base import (
     MAX_CONFIGS_SHOWN,
     MAX_FAILURES_SHOWN,
     Command,
+    UserError,
     format_config,
     format_number,
     output,
@@ -25,15 +24,10 @@ from hbd.cli.base import (
     spec_dir,
     warn,
 )
-from hbd.planview import Plan, build_plan
-from hbd.simulate import (
-    Simulation,
-    TrialOutcome,
-    load_objective,
-    objective_path,
-    resolve_seed,
-    simulate,
-)
+
+if TYPE_CHECKING:  # imported where used: `hbd --help` must not load pydantic, numpy or rich
+    from hbd.planview import Plan
+    from hbd.simulate import Simulation, TrialOutcome
 
 
 def _args_validate(p: argparse.ArgumentParser) -> None:
@@ -51,12 +45,54 @@ def _summary(path: str, plan: Plan) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from hbd.planview import build_plan
+
     spec = read_spec(args.file)
     plan = build_plan(spec)
     say(_summary(args.file, plan))
     for w in plan.warnings:
         warn(w)
+    for w in command_problems(list(spec.component.container.command), spec_dir(args.file)):
+        warn(w)
     return EXIT_OK
+
+
+def command_problems(command: list[str], spec_folder: str) -> list[str]:
+    """Whether the trial command can start here: a bare name must be on PATH (or
+    beside the spec); a relative path is resolved against the spec's folder, not
+    the current directory. A warning, not an error: executors on other hosts
+    have their own PATH, but a typo here fails every trial run (exit 127)."""
+    import shutil
+    from pathlib import Path
+
+    if not command or "{{" in command[0]:
+        return []  # templated: known only when a trial starts
+    program = command[0]
+    folder = Path(spec_folder)
+    where = "container.command[0]"
+    if "/" in program:
+        # Relative to the spec's folder first; trials start in the executor's
+        # working directory, so a path that works from here is fine too.
+        candidates = [Path(program)] if Path(program).is_absolute() else [folder / program]
+        candidates.append(Path(program))
+        path = next((c for c in candidates if c.exists()), candidates[0])
+        if not path.exists():
+            return [f"{where}: {program}: no such file (looked at {path})"]
+        if path.is_dir() or not os.access(path, os.X_OK):
+            return [f"{where}: {path} is not an executable file (chmod +x?)"]
+        return []
+    if shutil.which(program) is not None:
+        return []
+    beside = folder / program
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [
+            f"{where}: {program!r} is not on PATH but is beside the spec; "
+            f"write its path ({beside}) so that trials find it"
+        ]
+    return [
+        f"{where}: command {program!r} not found on PATH or in {folder}: every trial "
+        "run would fail (exit 127) unless the executor's host has it"
+    ]
 
 
 # ---------------------------------------------------------------- plan
@@ -68,6 +104,9 @@ def _args_plan(p: argparse.ArgumentParser) -> None:
 
 
 def _print_plan(path: str, plan: Plan) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     out = output()
     res = plan.resource_name
     out.line(
@@ -109,6 +148,8 @@ def _print_plan(path: str, plan: Plan) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from hbd.planview import build_plan
+
     plan = build_plan(read_spec(args.file))
     if args.json:
         print_json(plan.to_json())
@@ -158,6 +199,8 @@ _STATUS_WORDS = {"succeeded": "ok", "failed": "failed", "cancelled": "cancelled"
 
 
 def _print_simulation(path: str, objective: str, sim: Simulation, plan: Plan) -> None:
+    from rich.table import Table
+
     out = output()
     out.line(
         f"Simulating {path} with {objective}, seed {sim.seed} ({_SEED_SOURCES[sim.seed_source]})"
@@ -256,11 +299,17 @@ def _print_simulation(path: str, objective: str, sim: Simulation, plan: Plan) ->
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from hbd.planview import build_plan
+    from hbd.simulate import ObjectiveError, load_objective, objective_path, resolve_seed, simulate
+
     spec = read_spec(args.file)
     seed, source = resolve_seed(args.seed, spec)
     search = [*args.path, os.getcwd(), spec_dir(args.file)]
     with objective_path(search):  # kept for the run too: the objective may import lazily
-        objective = load_objective(args.objective, search)
+        try:
+            objective = load_objective(args.objective, search)
+        except ObjectiveError as exc:
+            raise UserError(str(exc)) from None
         # Whatever the objective prints must not mix with our output (or break --json).
         with contextlib.redirect_stdout(sys.stderr):
             sim = simulate(spec, objective, seed=seed, seed_source=source)

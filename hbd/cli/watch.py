@@ -15,24 +15,21 @@ from collections import deque
 from collections.abc import Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any
-
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from hbd.cli.base import EXIT_FAILURE, EXIT_OK, Command, UserError, format_config, format_number
 from hbd.cli.remote import add_connection_args, call
-from hbd.client import FINISHED, Client, Event
+
+if TYPE_CHECKING:  # imported where used: `hbd --help` must not load rich or httpx
+    from rich.console import RenderableType
+
+    from hbd.client import Client, Event
 
 # Lines of recent decisions under the brackets; running trials listed at most.
 RECENT_DECISIONS = 8
 RUNNING_SHOWN = 10
 # Redraws of the live view per second: smooth enough, cheap for a terminal.
 REFRESH_PER_SECOND = 4
-FINISHED_SWEEP = FINISHED  # a sweep's final statuses (hbd.client)
 ENDED = frozenset({"trial.succeeded", "trial.failed", "trial.cancelled"})
 
 
@@ -99,6 +96,9 @@ def summary(event: Event) -> str:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.text import Text
+
     console = Console(file=sys.stdout, markup=False, highlight=False, soft_wrap=True)
 
     async def stream(client: Client) -> None:
@@ -163,6 +163,7 @@ class WatchState:
     recent: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_DECISIONS))
     last_seq: int = 0
     idle: str | None = None
+    unreachable: str | None = None  # why the daemon cannot be heard, while it cannot
 
     @classmethod
     def from_detail(cls, detail: Mapping[str, Any]) -> WatchState:
@@ -181,6 +182,7 @@ class WatchState:
 
     def apply(self, event: Event) -> None:
         self.last_seq = event.seq
+        self.unreachable = None
         p, t, tid = event.payload, event.type, event.trial_id
         if t == "trial.scheduled" and tid:
             self.trials[tid] = p
@@ -227,6 +229,11 @@ class WatchState:
             self.running.clear()
 
     def render(self) -> RenderableType:
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
         head = Text(f"sweep {self.sweep_id}  {self.status}  (event {self.last_seq})", style="bold")
         table = Table(box=None, pad_edge=False)
         for col in ("bracket", "rung", "resource", "progress", "done", ""):
@@ -240,14 +247,21 @@ class WatchState:
                 f"{rung.ended}/{rung.planned}",
                 rung.decided or "",
             )
-        parts: list[RenderableType] = [head, table]
+        parts: list[RenderableType] = [head]
+        if self.unreachable:
+            parts.append(
+                Text(f"daemon unreachable: {self.unreachable}; retrying", style="bold red")
+            )
+        parts.append(table)
         if self.best is not None:
             value, tid = self.best
             config = format_config(self.trials.get(tid, {}).get("config", {}))
             parts.append(Text(f"best {self.metric} {format_number(value)}  {tid}  {config}"))
-        if self.running:
-            parts.append(Text(f"running ({len(self.running)}):", style="bold"))
-            for tid, state in list(self.running.items())[:RUNNING_SHOWN]:
+        active = {tid: state for tid, state in self.running.items() if state != "queued"}
+        queued = len(self.running) - len(active)
+        if active:
+            parts.append(Text(f"running ({len(active)}):", style="bold"))
+            for tid, state in list(active.items())[:RUNNING_SHOWN]:
                 info = self.trials.get(tid, {})
                 parts.append(
                     Text(
@@ -255,6 +269,8 @@ class WatchState:
                         f"{format_config(info.get('config', {}))}"
                     )
                 )
+        if queued:
+            parts.append(Text(f"queued: {queued} trial run(s) waiting for a free slot"))
         if self.idle and self.status == "running":
             parts.append(Text(f"idle slots: {self.idle}"))
         if self.recent:
@@ -271,6 +287,9 @@ def _args_watch(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
     console = Console(file=sys.stdout)
 
     async def watch(client: Client) -> str:
@@ -284,7 +303,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
         with Live(
             state.render(), console=console, refresh_per_second=REFRESH_PER_SECOND, transient=False
         ) as live:
-            async with aclosing(client.events(sweep_id, after=0)) as events:
+
+            def unreachable(problem: str) -> None:
+                state.unreachable = problem
+                live.update(state.render())
+
+            stream = client.events(sweep_id, after=0, on_retry=unreachable)
+            async with aclosing(stream) as events:
                 async for event in events:
                     state.apply(event)
                     live.update(state.render())

@@ -16,9 +16,7 @@ import copy
 import math
 import zlib
 from collections.abc import Mapping
-from typing import Any, TypeAlias, cast
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from hbd.core.params import (
     PCHOICE_TOLERANCE,
@@ -41,6 +39,12 @@ from hbd.core.params import (
     UniformParam,
 )
 
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy is imported where a value is drawn, not here: `hbd validate` and `hbd
+# plan` read specs without sampling, and start faster without it.
+
 __all__ = ["JSONValue", "describe", "param_rng", "sample_config", "sample_value", "value_bounds"]
 
 JSONValue: TypeAlias = "bool | int | float | str | list[JSONValue] | dict[str, JSONValue] | None"
@@ -52,6 +56,8 @@ def param_rng(*, seed: int, bracket: int, index: int, name: str) -> np.random.Ge
     """The generator for one parameter of one configuration."""
     if bracket < 0 or index < 0:
         raise ValueError(f"bracket and index must be >= 0, got {bracket}, {index}")
+    import numpy as np
+
     key = [seed % _SEED_MOD, bracket, index, zlib.crc32(name.encode())]
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(key)))
 
@@ -71,11 +77,15 @@ def _pick(rng: np.random.Generator, n: int) -> int:
 
 
 def _round_q(x: float, q: float) -> int:
+    import numpy as np
+
     return int(np.round(x / q))
 
 
 def sample_value(param: Param, rng: np.random.Generator) -> JSONValue:
     """One draw of ``param`` from ``rng``."""
+    import numpy as np
+
     match param:
         case ChoiceParam(value=values):
             return cast(JSONValue, copy.deepcopy(values[_pick(rng, len(values))]))

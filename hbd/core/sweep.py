@@ -46,7 +46,23 @@ from hbd.core.events import (
 )
 from hbd.core.ranking import Direction, metric_value, rank, reached
 from hbd.core.space import sample_config
-from hbd.core.spec import FailureEarlyStopping, HyperbandMatrix, MetricEarlyStopping, SweepSpec
+from hbd.core.spec import (
+    FailureEarlyStopping,
+    HyperbandMatrix,
+    MetricEarlyStopping,
+    SweepSpec,
+    parse_spec,
+)
+
+# A sweep whose first this-many finished trial runs all failed stops, failed
+# (a run counts once it has no retry left, so termination.maxRetries still
+# rides out a flaky host):
+# a missing command or a typo fails every run alike, and the reference example
+# burned 143 runs before saying so. Ten is enough to ride out a flaky start and
+# cheap next to a whole sweep. The daemon's setting (`first_failures_stop`, 0
+# turns it off) is written into `sweep.submitted`, so a replay uses the value
+# the sweep started with; a spec with its own failure_early_stopping turns it off.
+FIRST_FAILURES_STOP = 10
 
 
 def trial_id(sweep_id: str, bracket: int, rung: int, index: int, attempt: int = 0) -> str:
@@ -70,6 +86,7 @@ class SweepMachine:
         seed: int,
         max_retries: int = 0,
         cast: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
+        first_failures_stop: int | None = None,
     ) -> None:
         self.matrix = matrix
         # Sampled values as their inputs receive them (3.0 on an int input is 3).
@@ -77,6 +94,10 @@ class SweepMachine:
         self.sweep_id = sweep_id
         self.seed = seed
         self.max_retries = max_retries  # a failed trial run is started again this often
+        # Stop when the first N finished trial runs all failed (None or 0: never);
+        # off when the spec says itself when failures stop the sweep.
+        own = any(isinstance(c, FailureEarlyStopping) for c in matrix.early_stopping)
+        self.first_failures_stop = None if own or not first_failures_stop else first_failures_stop
         self.metric: str = matrix.metric.name
         self.direction: Direction = matrix.metric.optimization
         self.plan = geometry.brackets(matrix.max_iterations, matrix.eta, matrix.resource.type)
@@ -86,17 +107,33 @@ class SweepMachine:
         # Derived from _trials, kept so that no step scans every trial of a long sweep.
         self._running: dict[str, None] = {}  # scheduled, not ended; an ordered set
         self._ended: Counter[TrialState] = Counter()
+        self._final_failures = 0  # failed runs with no retry left (the first-failures rule)
         self._stopping: _Stopping | None = None
         self._finished: SweepFinished | None = None
 
     @classmethod
-    def for_spec(cls, spec: SweepSpec, *, sweep_id: str, seed: int) -> SweepMachine:
+    def for_spec(
+        cls, spec: SweepSpec, *, sweep_id: str, seed: int, first_failures_stop: int | None = None
+    ) -> SweepMachine:
         return cls(
             spec.matrix,
             sweep_id=sweep_id,
             seed=seed,
             max_retries=spec.max_retries,
             cast=spec.cast_config,
+            first_failures_stop=first_failures_stop,
+        )
+
+    @classmethod
+    def for_submitted(cls, payload: Mapping[str, Any], *, sweep_id: str) -> SweepMachine:
+        """The machine a ``sweep.submitted`` payload describes: its spec, seed and
+        the rules in force when it was submitted (absent in older logs: off)."""
+        stop = payload.get("first_failures_stop")
+        return cls.for_spec(
+            parse_spec(payload["spec_json"]),
+            sweep_id=sweep_id,
+            seed=int(payload["seed"]),
+            first_failures_stop=int(stop) if stop else None,
         )
 
     # ---- read-only views ----
@@ -242,6 +279,8 @@ class SweepMachine:
             trial.metrics = dict(event.metrics)
         else:
             trial.reason = event.reason
+        if isinstance(event, TrialFailed) and trial.attempt >= self.max_retries:
+            self._final_failures += 1
         # The previous rungs of this bracket are closed, so the trial is in the open one.
         run = self._brackets[self._position(trial.bracket)]
         if self.state is SweepState.STOPPING:
@@ -347,6 +386,21 @@ class SweepMachine:
                         "failed",
                         f"early stopping: {failed} of {ended} ended trials failed (>= {cond.percent:g}%)",
                     )
+        # A failed run that will be retried is not counted yet: a flaky host
+        # with termination.maxRetries is not a broken command.
+        limit = self.first_failures_stop
+        if (
+            limit
+            and trial.state is TrialState.FAILED
+            and not self._ended[TrialState.SUCCEEDED]
+            and self._final_failures >= limit
+        ):
+            return (
+                f"failure: the first {limit} trial runs failed",
+                "failed",
+                f"early stopping: the first {limit} trial runs all failed "
+                f"(last: {trial.reason or 'failed'})",
+            )
         return None
 
     def _begin_stop(self, status: SweepStatus, reason: str) -> list[Decision]:

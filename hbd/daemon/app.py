@@ -19,7 +19,7 @@ from hbd.core.codec import SUBMITTED, observation_record
 from hbd.core.errors import SpecError
 from hbd.core.events import Begin, StopRequested, TrialInterrupted
 from hbd.core.spec import SweepSpec, load_spec, parse_spec, spec_warnings
-from hbd.core.sweep import SweepMachine
+from hbd.core.sweep import FIRST_FAILURES_STOP, SweepMachine
 from hbd.core.trialcommand import trial_command
 from hbd.daemon.bus import EventBus
 from hbd.daemon.clock import Clock, RealClock
@@ -105,8 +105,10 @@ class Daemon:
         clock: Clock | None = None,
         callback_url: str | None = None,
         lost_after: float = LOST_AFTER,
+        first_failures_stop: int = FIRST_FAILURES_STOP,
     ) -> None:
         self.store = store
+        self.first_failures_stop = first_failures_stop  # recorded in each sweep.submitted
         self.clock = clock or RealClock()
         self.pool = ExecutorPool(self.clock)
         self.dispatcher = Dispatcher(self)
@@ -285,13 +287,17 @@ class Daemon:
                     )
             sweep_id = sweep_id or new_sweep_id()
             seed = spec.matrix.seed if spec.matrix.seed is not None else secrets.randbelow(2**31)
-            machine = SweepMachine.for_spec(spec, sweep_id=sweep_id, seed=seed)
+            machine = SweepMachine.for_spec(
+                spec, sweep_id=sweep_id, seed=seed, first_failures_stop=self.first_failures_stop
+            )
             decisions = machine.handle(Begin())
             submitted = {
                 "name": spec.name or "",
                 "spec": text,
                 "spec_json": spec.to_json(),
                 "seed": seed,
+                # what replay needs to rebuild the same machine (SweepMachine.for_submitted)
+                "first_failures_stop": self.first_failures_stop,
             }
             records = [(SUBMITTED, submitted), *decision_records(decisions, set())]
             committed = await self.store.append(sweep_id, records, at=self.clock.wall())

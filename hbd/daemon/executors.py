@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import structlog
@@ -156,6 +156,27 @@ class ExecutorClient:
         if response.status_code != 200:
             raise self._refused(response, f"cancel of {trial_id}")
         return self._parse(TrialStatus, response, "trial status")
+
+    async def logs(self, trial_id: str, stream: str, offset: int) -> dict[str, Any]:
+        """A page of the trial's stdout or stderr (``hbd logs``); one attempt: a
+        person is waiting and asks again."""
+        response = await self._request(
+            "GET",
+            f"/v1/trials/{trial_id}/logs",
+            params={"stream": stream, "offset": offset},
+            max_attempts=1,
+        )
+        if response.status_code == 404:
+            raise NotFound(f"executor {self.url} does not know trial {trial_id}")
+        if response.status_code != 200:
+            raise self._refused(response, f"logs of {trial_id}")
+        try:
+            page = response.json()
+        except ValueError:
+            raise ExecutorRejected(f"malformed log page from executor {self.url}") from None
+        if not isinstance(page, dict) or not isinstance(page.get("data"), str):
+            raise ExecutorRejected(f"malformed log page from executor {self.url}")
+        return {k: page.get(k) for k in ("offset", "next_offset", "size", "data")}
 
     async def health(self, *, single: bool = False) -> Health:
         """The executor's health; ``single``: one attempt within HEALTH_TIMEOUT (periodic checks)."""

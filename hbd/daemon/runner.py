@@ -114,8 +114,7 @@ REPLAY_TYPES = OBSERVATION_TYPES
 
 def replay(sweep_id: str, events: Sequence[StoredEvent]) -> SweepMachine:
     """A fresh machine fed every observation in the log, in log order."""
-    spec, seed = sweep_spec(events)
-    machine = SweepMachine.for_spec(spec, sweep_id=sweep_id, seed=seed)
+    machine = SweepMachine.for_submitted(events[0].payload, sweep_id=sweep_id)
     for event in events:
         observation = observation_from_record(event.type, event.payload)
         if observation is not None:

@@ -33,6 +33,8 @@ class StubDaemon:
         self.submitted: list[str | None] = []
         self.broken_sweeps: list[str] = []
         self.store = SimpleNamespace(write_health=WriteHealth())
+        # one executor, so that submit answers carry no "no executor" warning
+        self.pool = SimpleNamespace(executors={"stub": object()})
 
     async def submit(self, text: str, *, sweep_id: str | None = None) -> tuple[str, bool]:
         self.submitted.append(sweep_id)

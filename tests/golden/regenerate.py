@@ -14,13 +14,8 @@ from pathlib import Path
 
 from hbd.core.codec import SUBMITTED, decision_record, observation_record
 from hbd.core.events import Begin
-from tests.core.helpers import (
-    drive,
-    failing_every,
-    interrupted_once_every,
-    make_machine,
-    spec_dict,
-)
+from hbd.core.sweep import SweepMachine
+from tests.core.helpers import drive, failing_every, interrupted_once_every, spec_dict
 
 HERE = Path(__file__).parent
 
@@ -49,6 +44,14 @@ CASES = {
     "r27-retries": ({"max_iterations": 27, "max_retries": 2}, 10, 6, 4, None),
     # Interrupted runs start again as the same trial and use none of the retries.
     "r27-interrupted": ({"max_iterations": 27, "max_retries": 1}, 11, 7, 4, None),
+    # every run fails: the first 10 finished runs stop the sweep (FIRST_FAILURES_STOP)
+    "r27-first-failures": (
+        {"max_iterations": 27, "max_retries": 1, "first_failures_stop": 10},
+        12,
+        7,
+        1,
+        None,
+    ),
 }
 # Cases whose every k-th index has its first run interrupted.
 INTERRUPT_EVERY = {"r27-interrupted": 3}
@@ -56,12 +59,16 @@ INTERRUPT_EVERY = {"r27-interrupted": 3}
 
 def main() -> None:
     for name, (opts, seed, order, fail_every, stop_after) in CASES.items():
-        machine = make_machine(seed=seed, sweep_id="golden", **opts)
+        spec_opts = {k: v for k, v in opts.items() if k != "first_failures_stop"}
+        submitted = {"spec_json": spec_dict(**spec_opts), "seed": seed}
+        if "first_failures_stop" in opts:
+            submitted["first_failures_stop"] = opts["first_failures_stop"]
+        machine = SweepMachine.for_submitted(submitted, sweep_id="golden")
         base = interrupted_once_every(INTERRUPT_EVERY[name]) if name in INTERRUPT_EVERY else None
         outcome = failing_every(fail_every, *([base] if base else [])) if fail_every else base
         kwargs = {"rng": random.Random(order), "stop_after": stop_after}
         run = drive(machine, outcome, **kwargs) if outcome else drive(machine, **kwargs)
-        lines = [{"type": SUBMITTED, "payload": {"spec_json": spec_dict(**opts), "seed": seed}}]
+        lines = [{"type": SUBMITTED, "payload": submitted}]
         for obs, decisions in zip(run.observations, run.steps, strict=True):
             if not isinstance(obs, Begin):
                 t, p = observation_record(obs)

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from hbd.core.codec import DECISION_TYPES, decision_record, observation_from_record
-from hbd.core.spec import parse_spec
 from hbd.core.sweep import SweepMachine
 
 GOLDEN = sorted(Path(__file__).parent.glob("*.jsonl"))
@@ -27,9 +26,7 @@ def test_there_are_golden_logs() -> None:
 def test_golden_log_replays_to_the_recorded_decisions(path: Path) -> None:
     records = [json.loads(line) for line in path.read_text().splitlines()]
     first = records[0]["payload"]
-    machine = SweepMachine.for_spec(
-        parse_spec(first["spec_json"]), sweep_id="golden", seed=first["seed"]
-    )
+    machine = SweepMachine.for_submitted(first, sweep_id="golden")
     replayed: list[dict[str, object]] = []
     for record in records:
         observation = observation_from_record(record["type"], record["payload"])

@@ -1,0 +1,73 @@
+"""Pages of a trial's stdout/stderr for ``GET /v1/trials/{id}/logs`` (``hbd logs``).
+
+The files are written by the trial, so they are untrusted: the trial's
+directory and the file are opened with ``O_NOFOLLOW`` (a symlink planted by the
+trial is refused, never followed out of the workdir) and ``O_NONBLOCK`` (a FIFO
+in its place cannot hang the agent), and only a regular file is read. A page
+is at most ``MAX_LOG_PAGE_BYTES``: a caller follows ``next_offset`` for more,
+so the agent's memory never grows with a trial's output.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any, Literal
+
+from hbd.executor import results
+
+# One page of a log: a screenful or two of text, and small next to a 1 MiB
+# request limit; `hbd logs --follow` asks again for the rest.
+MAX_LOG_PAGE_BYTES = 64 * 1024
+LogStream = Literal["stdout", "stderr"]
+FILES: dict[str, str] = {"stdout": results.STDOUT_FILE, "stderr": results.STDERR_FILE}
+
+
+class LogUnavailable(Exception):
+    """The log is not a regular file the agent may read (missing, a symlink, a FIFO)."""
+
+
+def read_log_page(
+    workdir: Path, trial_id: str, stream: LogStream, offset: int, limit: int = MAX_LOG_PAGE_BYTES
+) -> dict[str, Any]:
+    """Bytes ``offset``.. of the trial's ``stream`` (at most ``limit``), decoded as
+    UTF-8 with replacement; ``next_offset`` is where the next page starts and
+    ``size`` the file's size when read. A missing file (the trial has not
+    started yet) is an empty page at offset 0."""
+    limit = max(1, min(limit, MAX_LOG_PAGE_BYTES))
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        dir_fd = os.open(
+            results.trial_dir(workdir, trial_id), flags | getattr(os, "O_DIRECTORY", 0)
+        )
+    except FileNotFoundError:
+        return _page(b"", offset, 0)
+    except OSError as exc:
+        raise LogUnavailable(f"trial directory: {exc.strerror}") from None
+    try:
+        try:
+            fd = os.open(FILES[stream], flags, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return _page(b"", offset, 0)
+        except OSError as exc:  # ELOOP: a symlink; ENXIO: a FIFO with no writer
+            raise LogUnavailable(f"{FILES[stream]}: {exc.strerror}") from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise LogUnavailable(f"{FILES[stream]}: not a regular file")
+            data = os.pread(fd, limit, offset) if offset < info.st_size else b""
+            return _page(data, offset, info.st_size)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _page(data: bytes, offset: int, size: int) -> dict[str, Any]:
+    return {
+        "offset": offset,
+        "next_offset": offset + len(data),
+        "size": size,
+        "data": data.decode("utf-8", errors="replace"),
+    }
