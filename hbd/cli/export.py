@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hbd.cli.base import EXIT_OK, Command, UserError, say, warn
 from hbd.cli.remote import add_connection_args, call
-from hbd.client import Client
-from hbd.export.optuna_journal import EXPORT_EVENT_TYPES, SweepData, sweep_data
+
+if TYPE_CHECKING:  # imported where used: `hbd --help` stays free of httpx
+    from hbd.client import Client
+    from hbd.export.optuna_journal import SweepData
 
 
 def _args_export(p: argparse.ArgumentParser) -> None:
@@ -30,6 +33,8 @@ def _args_export(p: argparse.ArgumentParser) -> None:
 
 
 async def fetch_sweep(client: Client, sweep: str) -> SweepData:
+    from hbd.export.optuna_journal import EXPORT_EVENT_TYPES, sweep_data
+
     detail = await client.sweep(sweep)
     trials = await client.trials(sweep)
     events = [

@@ -146,7 +146,7 @@ async def _watch_signals(
     work: anyio.CancelScope,
     got: list[str],
     *,
-    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    task_status: anyio.abc.TaskStatus[None],  # always given by tg.start
 ) -> None:
     """The first SIGINT/SIGTERM stops the work; later ones are absorbed while the trials stop.
 
