@@ -190,6 +190,7 @@ class CappedLog:
 
 def _copy(pipe: int, log: CappedLog) -> None:
     """Copy ``pipe`` into ``log`` until every writer has closed it."""
+    failed = False
     try:
         while True:
             data = os.read(pipe, PIPE_READ_BYTES)
@@ -197,8 +198,12 @@ def _copy(pipe: int, log: CappedLog) -> None:
                 return
             try:
                 log.write(data)
-            except OSError:
-                pass  # disk full: keep draining so the trial never blocks on a full pipe
+            except OSError as exc:
+                # Disk full, say: keep draining so the trial never blocks on a
+                # full pipe; say it once in supervisor.log.
+                if not failed:
+                    print(f"hbd supervisor: log write failed: {exc}", file=sys.stderr)
+                failed = True
     finally:
         os.close(pipe)
 
@@ -295,17 +300,27 @@ class Supervisor:
         return text if text in (STOP_CANCEL, STOP_SHUTDOWN) else STOP_CANCEL
 
     def open_logs(self) -> tuple[int, int]:
+        """Create stdout.log and stderr.log afresh in the trial's directory.
+
+        Whatever is at those names (a link planted there, a FIFO, an old log)
+        is unlinked, never followed, and the new files are created exclusively.
+        """
         trial_fd = os.open(self.launch["trial_dir"], _DIR_FLAGS)
+        fds: list[int] = []
         try:
-            out = os.open("stdout.log", _NEW_FILE_FLAGS, 0o600, dir_fd=trial_fd)
-            try:
-                err = os.open("stderr.log", _NEW_FILE_FLAGS, 0o600, dir_fd=trial_fd)
-            except OSError:
-                os.close(out)
-                raise
+            for name in ("stdout.log", "stderr.log"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=trial_fd)
+                # Read-write: capping moves the tail back behind the head.
+                flags = (_NEW_FILE_FLAGS & ~os.O_WRONLY) | os.O_RDWR | os.O_EXCL
+                fds.append(os.open(name, flags, 0o600, dir_fd=trial_fd))
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            raise
         finally:
             os.close(trial_fd)
-        return out, err
+        return fds[0], fds[1]
 
     def run(self) -> int:
         stop = self.stop_requested()
