@@ -98,6 +98,8 @@ RETENTION_SWEEP_INTERVAL = 60.0
 STOP_WAIT_SECONDS = CANCEL_GRACE_SECONDS + 5.0
 
 CANCEL_REASON = "cancelled by request"
+# A trial an agent of an older hbd (before supervisors) was running when it was
+# replaced: nothing recorded its outcome, so it is stopped and failed.
 RESTART_REASON = "executor restarted while the trial ran"
 SUPERVISOR_LOST_REASON = "the trial's supervisor died; its outcome is unknown"
 SHUTDOWN_REASON = "executor shut down while the trial ran"
@@ -243,8 +245,12 @@ class Agent:
         ):
             self._client, self._tg = client, tg
             try:
+                legacy = await anyio.to_thread.run_sync(results.import_legacy, self.workdir)
                 for stored in await anyio.to_thread.run_sync(results.load_trials, self.workdir):
-                    await self._recover(stored)
+                    if stored.result is None and stored.submission.id in dict(legacy):
+                        await self._fail_legacy(stored, dict(legacy)[stored.submission.id])
+                    else:
+                        await self._recover(stored)
                 await self.expire()
                 tg.start_soon(self._retention_loop)
                 task_status.started()
@@ -727,6 +733,22 @@ class Agent:
                 await self._finish(trial, "failed", reason=f"could not start: {exc}")
                 return
         tg.start_soon(self._watch, trial, tail)
+
+    async def _fail_legacy(
+        self, stored: results.StoredTrial, pid: tuple[int, str | None] | None
+    ) -> None:
+        sub = stored.submission
+        trial = _Trial(
+            submission=sub,
+            status=TrialStatus(
+                id=sub.id, sweep_id=sub.sweep_id, state="running", started_at=stored.started_at
+            ),
+        )
+        self._trials[sub.id] = trial
+        self._drain(trial, self._tail(trial), final=True, notify=False)
+        if pid is not None and process.kill_group(*pid):
+            log.warning("stopped a trial an older agent started", trial_id=sub.id, pid=pid[0])
+        await self._finish(trial, "failed", reason=RESTART_REASON, notify=False)
 
 
 def _expired(trials: list[_Trial], now: float, limits: AgentLimits) -> list[_Trial]:

@@ -235,6 +235,57 @@ def load_trial(workdir: Path, trial_id: str) -> StoredTrial | None:
     return StoredTrial(submission=submission, result=result, started_at=started_at, taken=taken)
 
 
+# Files an agent before the supervisor (one directory per trial) kept beside the trial's own.
+LEGACY_PID_FILE = "pid"
+
+
+def import_legacy(workdir: Path) -> list[tuple[str, tuple[int, str | None] | None]]:
+    """Move trials an older agent recorded in ``trials/<id>/`` into ``state/<id>/``.
+
+    Finished results carry over unchanged. A trial without a result was
+    started by the older agent and has no supervisor: it is returned with
+    the pid its pid file named (the caller fails it and stops that process),
+    so that an upgrade never runs a trial twice nor leaves it unaccounted.
+    """
+    root = trials_root(workdir)
+    if not root.is_dir():
+        return []
+    unfinished: list[tuple[str, tuple[int, str | None] | None]] = []
+    for directory in sorted(root.iterdir()):
+        trial_id = directory.name
+        if directory.is_symlink() or not directory.is_dir():
+            continue
+        if state_dir(workdir, trial_id).exists():
+            continue
+        try:
+            with _open_dir(directory) as fd:
+                submission = sup.read_file_at(fd, SUBMISSION_FILE)
+                if submission is None:
+                    continue
+                result = sup.read_file_at(fd, RESULT_FILE)
+                pid = sup.read_file_at(fd, LEGACY_PID_FILE)
+        except OSError as exc:
+            log.warning("legacy trial unreadable; ignored", path=str(directory), error=str(exc))
+            continue
+        make_private_dir(state_dir(workdir, trial_id))
+        if result is not None:
+            write_state_file(workdir, trial_id, RESULT_FILE, result)
+        else:
+            unfinished.append((trial_id, _legacy_pid(pid)))
+        write_state_file(workdir, trial_id, SUBMISSION_FILE, submission)
+        log.info("trial recorded by an older agent imported", trial_id=trial_id)
+    return unfinished
+
+
+def _legacy_pid(raw: bytes | None) -> tuple[int, str | None] | None:
+    try:
+        data = json.loads(raw or b"null")
+        start = data.get("start_time")
+        return int(data["pid"]), None if start is None else str(start)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def load_trials(workdir: Path) -> list[StoredTrial]:
     """Every trial recorded under ``workdir``, in id order."""
     root = state_root(workdir)

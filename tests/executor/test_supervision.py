@@ -361,3 +361,47 @@ async def test_the_token_is_checked_before_the_body_is_read(tmp_path: Path) -> N
             huge = await anonymous.post("/v1/trials", content=b"x" * (2 * 1024 * 1024))
             assert huge.status_code == 401
         assert (await client.post("/v1/trials", content=b"{not json")).status_code == 422
+
+
+# ---------------------------------------------------------------- upgrade
+
+
+async def test_trials_recorded_by_an_older_agent_are_imported_never_rerun(tmp_path: Path) -> None:
+    import subprocess
+
+    from hbd.protocol import TrialStatus, TrialSubmission
+
+    work = (tmp_path / "work").resolve()
+    done_body = submission(tmp_path, "old-done", "--mode=ok")
+    running_body = submission(tmp_path, "old-running", "--mode=ok")
+    for body in (done_body, running_body):
+        legacy = work / "trials" / body["id"]
+        legacy.mkdir(parents=True)
+        sub = TrialSubmission.model_validate(body)
+        (legacy / "submission.json").write_text(sub.model_dump_json())
+    finished = TrialStatus(
+        id="old-done", sweep_id="sweep-1", state="succeeded", started_at=1.0, ended_at=2.0
+    )
+    (work / "trials/old-done/result.json").write_text(finished.model_dump_json())
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+    )
+    try:
+        start_time = process.process_start_time(sleeper.pid)
+        pid_record = {"pid": sleeper.pid, "start_time": start_time}
+        (work / "trials/old-running/pid").write_text(json.dumps(pid_record))
+        async with running_agent(work) as client:
+            assert (await client.get("/v1/trials/old-done")).json() == finished.model_dump(
+                mode="json"
+            )
+            again = await client.post("/v1/trials", json=done_body)
+            assert again.status_code == 200
+            lost = (await client.get("/v1/trials/old-running")).json()
+            assert lost["state"] == "failed"
+            assert lost["reason"] == agent_module.RESTART_REASON
+        assert sleeper.wait(10) == -9  # the older agent's trial was stopped, not left unaccounted
+    finally:
+        if sleeper.poll() is None:
+            sleeper.kill()
+            sleeper.wait()
+    assert starts(tmp_path, "old-done") == 0
