@@ -533,7 +533,7 @@ class Agent:
         assert handle is not None
         tail = tail or self._tail(trial)
         try:
-            while not handle.finished():
+            while not await handle.finished_async():
                 self._drain(trial, tail)
                 await anyio.sleep(METRICS_POLL_INTERVAL)
             self._drain(trial, tail, final=True)
@@ -571,7 +571,7 @@ class Agent:
             self._drain(trial, tail, final=True, notify=notify)
         except OSError:
             pass
-        if handle.finished():
+        if await handle.finished_async():
             await self._conclude(trial, notify=notify)
         else:
             await self._finish(trial, "failed", reason=reason, notify=notify)

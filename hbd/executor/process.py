@@ -1,10 +1,12 @@
-"""Trial processes: argv templating, environment, process groups, exit reasons.
+"""Trial processes: argv templating, environment, supervisors, exit reasons.
 
 A command is a list of templates; each ``{{ name }}`` is replaced by the
 parameter's string form and each element stays exactly one argv element. No
 shell is ever involved, so a value like ``; rm -rf /`` reaches the program
-literally. Every trial runs in its own session (process group) so that a
-cancel reaches the children it spawned.
+literally. The agent never starts a trial itself: it starts the trial's
+supervisor (``hbd.executor.supervisor``) in a session of its own and hands
+it the trial's lock; the supervisor starts the trial in a process group of
+its own and stops its whole tree.
 """
 
 from __future__ import annotations
@@ -156,6 +158,11 @@ class SupervisorHandle:
         self._popen = popen
 
     @property
+    def adopted(self) -> bool:
+        """Not our child: :meth:`finished` opens and locks a file (run it off the event loop)."""
+        return self._popen is None
+
+    @property
     def exit_status(self) -> int | None:
         """The supervisor's own exit status when it was our child and has exited."""
         return None if self._popen is None else self._popen.poll()
@@ -167,8 +174,13 @@ class SupervisorHandle:
         return not supervisor_alive(self.state)
 
     async def wait(self, poll: float) -> None:
-        while not self.finished():  # noqa: ASYNC110 (no exit notification for a non-child)
+        while not await self.finished_async():  # noqa: ASYNC110 (no exit notification for a non-child)
             await anyio.sleep(poll)
+
+    async def finished_async(self) -> bool:
+        if self.adopted:
+            return await anyio.to_thread.run_sync(self.finished)
+        return self.finished()
 
     def leave_running(self) -> None:
         """This agent stops; the supervisor goes on, to be adopted by the next one."""
