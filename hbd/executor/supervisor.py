@@ -293,11 +293,11 @@ class Supervisor:
         try:
             raw = read_file_at(self.state_fd, STOP_FILE, 64)
         except OSError:
-            return STOP_CANCEL  # something is there but unreadable: a stop was meant
+            return None  # a link or a FIFO: not the agent's (its stop is a regular file)
         if raw is None:
             return None
         text = raw.decode(errors="replace").strip()
-        return text if text in (STOP_CANCEL, STOP_SHUTDOWN) else STOP_CANCEL
+        return text if text in (STOP_CANCEL, STOP_SHUTDOWN) else None
 
     def open_logs(self) -> tuple[int, int]:
         """Create stdout.log and stderr.log afresh in the trial's directory.
