@@ -424,7 +424,18 @@ class Agent:
             log.error("cannot remove an unstarted trial's files", trial_id=trial_id, error=str(exc))
 
     def _prepare_and_launch(self, trial: _Trial, argv: list[str], lock_fd: int | None) -> None:
-        """(worker thread) Write submission and launch files, then start the supervisor."""
+        """(worker thread) Write submission and launch files, then start the supervisor.
+
+        ``lock_fd``: the trial's lock, already taken (recovery); it is closed
+        here whatever happens (the supervisor keeps its own copy).
+        """
+        try:
+            self._launch_locked(trial, argv, lock_fd)
+        finally:
+            if lock_fd is not None:
+                os.close(lock_fd)
+
+    def _launch_locked(self, trial: _Trial, argv: list[str], lock_fd: int | None) -> None:
         sub = trial.submission
         directory = results.write_submission(self.workdir, sub)
         env = self._trial_env(sub, directory)
@@ -440,7 +451,7 @@ class Agent:
         }
         results.write_state_file(self.workdir, sub.id, sup.LAUNCH_FILE, json.dumps(launch).encode())
         state = results.state_dir(self.workdir, sub.id)
-        fd = process.try_lock(state) if lock_fd is None else lock_fd
+        fd = lock_fd if lock_fd is not None else process.try_lock(state)
         if fd is None:
             raise OSError(f"a supervisor already holds {state / sup.LOCK_FILE}")
         try:
@@ -449,7 +460,8 @@ class Agent:
             trial.handle = SupervisorHandle(state, popen)
             _crash_point("after-supervisor")
         finally:
-            os.close(fd)
+            if lock_fd is None:
+                os.close(fd)
         if trial.cancel_requested:  # cancelled while it was being started
             results.write_stop(self.workdir, sub.id, sup.STOP_CANCEL)
 
@@ -725,7 +737,11 @@ class Agent:
         # Accepted, but the agent died before the trial could start: start it now.
         log.info("starting a trial the previous agent never started", trial_id=sub.id)
         try:
-            argv = render_argv(sub.command, _template_values(sub))
+            try:
+                argv = render_argv(sub.command, _template_values(sub))
+            except BaseException:
+                os.close(lock_fd)
+                raise
             await anyio.to_thread.run_sync(self._prepare_and_launch, trial, argv, lock_fd)
         except Exception as exc:
             if trial.handle is None:
