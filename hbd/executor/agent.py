@@ -566,10 +566,18 @@ class Agent:
             # One trial's supervision failing must not take the agent down.
             log.exception("trial supervision failed", trial_id=trial.submission.id)
             if not trial.status.finished:
+                reason = f"executor error: {exc!r}"
                 with anyio.CancelScope(shield=True):
-                    await self._stop_and_conclude(
-                        trial, tail, notify=True, reason=f"executor error: {exc!r}"
-                    )
+                    try:
+                        await self._stop_and_conclude(trial, tail, notify=True, reason=reason)
+                    except Exception as again:
+                        log.error(
+                            "trial could not be concluded",
+                            trial_id=trial.submission.id,
+                            error=repr(again),
+                        )
+                    if not trial.status.finished:  # the slot is freed whatever failed
+                        await self._finish(trial, "failed", reason=reason)
 
     async def _stop_and_conclude(
         self, trial: _Trial, tail: MetricsTail, *, notify: bool, reason: str = SHUTDOWN_REASON

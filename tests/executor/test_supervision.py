@@ -405,3 +405,84 @@ async def test_trials_recorded_by_an_older_agent_are_imported_never_rerun(tmp_pa
             sleeper.kill()
             sleeper.wait()
     assert starts(tmp_path, "old-done") == 0
+
+
+# ------------------------------------------------------- the supervisor itself
+
+
+def _parent_of(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[1])
+
+
+async def test_a_killed_supervisor_fails_its_trial_and_stops_it(tmp_path: Path) -> None:
+    work = (tmp_path / "work").resolve()
+    body = submission(tmp_path, "t1", "--mode=sleep", "--seconds=60")
+    leader = 0
+    try:
+        async with running_agent(work) as client:
+            assert (await client.post("/v1/trials", json=body)).status_code == 201
+            await wait_for(client, "t1", finished=False)
+            child = results.read_child(work, "t1")
+            assert child is not None
+            leader = child[0]
+            os.kill(_parent_of(leader), 9)  # the supervisor, not the trial
+            status = await wait_for(client, "t1")
+            assert status["state"] == "failed"
+            assert status["reason"] == agent_module.SUPERVISOR_LOST_REASON
+            await wait_until(lambda: not pid_alive(leader, None))
+    finally:
+        _kill_if_alive(leader)
+    assert starts(tmp_path, "t1") == 1
+
+
+def test_a_supervisor_never_starts_a_trial_twice(tmp_path: Path) -> None:
+    import subprocess
+
+    from hbd.executor import supervisor
+
+    state = tmp_path / "state"
+    state.mkdir()
+    marker = tmp_path / "ran"
+    launch = {
+        "argv": [sys.executable, "-c", f"open({str(marker)!r}, 'a').write('x')"],
+        "env": {},
+        "cwd": str(tmp_path),
+        "trial_dir": str(tmp_path),
+        "log_cap_bytes": 4096,
+        "grace_seconds": 1,
+        "timeout_seconds": None,
+    }
+    (state / supervisor.LAUNCH_FILE).write_text(json.dumps(launch))
+
+    def run() -> int:
+        fd = process.try_lock(state)
+        assert fd is not None
+        try:
+            return subprocess.run(
+                [sys.executable, "-m", "hbd.executor.supervisor", str(state), str(fd)],
+                pass_fds=(fd,),
+                timeout=30,
+                check=False,
+            ).returncode
+        finally:
+            os.close(fd)
+
+    assert run() == 0
+    record = json.loads((state / supervisor.EXIT_FILE).read_text())
+    assert record["returncode"] == 0 and record["stopped"] is None
+    assert marker.read_text() == "x"
+    assert run() == 1  # started (and ended) once already: refused
+    assert marker.read_text() == "x"
+
+
+async def test_a_failure_while_concluding_a_trial_frees_its_slot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(results, "read_exit", _boom)
+    async with running_agent(tmp_path / "work", slots=1) as client:
+        assert (await client.post("/v1/trials", json=submission(tmp_path, "t1"))).status_code == 201
+        status = await wait_for(client, "t1")
+        assert status["state"] == "failed" and "injected bug" in status["reason"]
+        health = (await client.get("/v1/health")).json()
+        assert health["free_slots"] == 1 and health["running"] == []
