@@ -42,6 +42,7 @@ def _kill_if_alive(pid: int) -> None:
 # ------------------------------------------------------------ descendants (10.4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["cancel", "end"])
 async def test_a_double_forked_setsid_descendant_is_stopped(tmp_path: Path, how: str) -> None:
     pids = tmp_path / "grandchild.pid"
@@ -91,6 +92,7 @@ def test_capped_log_keeps_head_and_tail_and_never_passes_its_cap(tmp_path: Path)
     assert log.head + omitted + len(tail) == len(written)
 
 
+@pytest.mark.slow
 async def test_a_trial_flooding_stdout_is_capped_head_and_tail(tmp_path: Path) -> None:
     cap = 64 * 1024
     body = submission(tmp_path, "t1", "--mode=flood", "--mb=24")
@@ -245,6 +247,7 @@ async def test_a_failure_at_any_step_of_a_start_leaves_no_slot_taken(
 # --------------------------------------------------------------- timeout (11.6)
 
 
+@pytest.mark.slow
 async def test_a_trial_past_its_timeout_is_stopped_and_failed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -300,6 +303,7 @@ async def test_finished_trials_are_forgotten_after_retention_once_taken(
         assert (work / "state/untaken").exists()
 
 
+@pytest.mark.slow
 async def test_the_count_cap_forgets_the_oldest_finished_trials(tmp_path: Path) -> None:
     work = tmp_path / "work"
     limits = AgentLimits(retain_seconds=3600, retain_trials=2)
@@ -366,6 +370,7 @@ async def test_the_token_is_checked_before_the_body_is_read(tmp_path: Path) -> N
 # ---------------------------------------------------------------- upgrade
 
 
+@pytest.mark.slow
 async def test_trials_recorded_by_an_older_agent_are_imported_never_rerun(tmp_path: Path) -> None:
     import subprocess
 
@@ -476,6 +481,7 @@ def test_a_supervisor_never_starts_a_trial_twice(tmp_path: Path) -> None:
     assert marker.read_text() == "x"
 
 
+@pytest.mark.slow
 async def test_a_failure_while_concluding_a_trial_frees_its_slot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
