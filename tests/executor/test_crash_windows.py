@@ -169,3 +169,63 @@ def test_a_timeout_is_enforced_while_the_agent_is_down(tmp_path: Path) -> None:
         status = a.wait_finished("t1")
     assert status["state"] == "failed" and status["reason"] == TIMEOUT_REASON
     assert starts(tmp_path, "t1") == 1
+
+
+@pytest.mark.parametrize("window", ["before-supervisor", "after-supervisor"])
+def test_hbd_serve_with_its_embedded_agent_killed_at_a_window_resumes_exactly(
+    tmp_path: Path, window: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.crash.harness import REPO_ROOT, expected_outcome, outcome, trial_starts
+    from tests.e2e.conftest import sweep_yaml
+
+    trials_log = tmp_path / "trials.jsonl"
+    text = sweep_yaml(trials_log, max_iterations=3, concurrency=2)
+    db, port = tmp_path / "hbd.db", free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HBD_")}
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def serve(crash_at: str | None) -> subprocess.Popen[bytes]:
+        args = ["serve", "--port", str(port), "--db", str(db), "--local-executor", "2"]
+        with (tmp_path / f"serve-{len(procs)}.log").open("ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "hbd", *args, "--log-format", "json"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env | ({CRASH_AT_ENV: crash_at} if crash_at else {}),
+                cwd=REPO_ROOT,
+                start_new_session=True,
+            )
+        procs.append(proc)
+        deadline = time.monotonic() + TRIAL_TIMEOUT
+        while proc.poll() is None:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "hbd serve did not come up"
+            time.sleep(0.05)
+        return proc
+
+    try:
+        first = serve(window)
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.post(f"{url}/v1/sweeps", params={"id": "w"}, content=text, timeout=10)
+        assert first.wait(TRIAL_TIMEOUT) == -9, "the daemon must have died starting a trial"
+        serve(None)
+        deadline = time.monotonic() + 4 * TRIAL_TIMEOUT
+        while httpx.get(f"{url}/v1/sweeps/w", timeout=5).json()["status"] == "running":
+            assert time.monotonic() < deadline, "the resumed sweep did not finish"
+            time.sleep(0.1)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, 9)
+                proc.wait()
+    starts_by_trial = trial_starts(trials_log)
+    assert set(starts_by_trial.values()) == {1}, starts_by_trial
+    outcome(db, "w").same_as(expected_outcome(text, "w"))
