@@ -492,3 +492,25 @@ async def test_a_failure_while_concluding_a_trial_frees_its_slot(
         assert status["state"] == "failed" and "injected bug" in status["reason"]
         health = (await client.get("/v1/health")).json()
         assert health["free_slots"] == 1 and health["running"] == []
+
+
+async def test_a_delivered_final_callback_counts_as_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(agent_module, "RETENTION_SWEEP_INTERVAL", 0.1)
+    work = tmp_path / "work"
+    delivered: list[str] = []
+
+    async def daemon(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if body["kind"] == "status":
+            delivered.append(body["trial_id"])
+        return httpx.Response(204)
+
+    limits = AgentLimits(retain_seconds=0.3)
+    body = submission(tmp_path, "t1", "--mode=ok", callback_url="http://daemon.test/cb")
+    async with running_agent(work, limits=limits, transport=httpx.MockTransport(daemon)) as client:
+        assert (await client.post("/v1/trials", json=body)).status_code == 201
+        await wait_until(lambda: delivered == ["t1"], timeout=30)  # no GET of it ever
+        await wait_until(lambda: not (work / "state/t1").exists(), timeout=10)
+        assert (await client.get("/v1/trials/t1")).status_code == 404
