@@ -44,6 +44,7 @@ import ctypes
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -124,8 +125,6 @@ def read_file_at(dir_fd: int, name: str, limit: int = 1 << 20) -> bytes | None:
 
 
 def _is_regular(fd: int) -> bool:
-    import stat
-
     return stat.S_ISREG(os.fstat(fd).st_mode)
 
 
@@ -259,8 +258,10 @@ def signal_tree(sig: int) -> int:
     """Send ``sig`` to every descendant of this process; how many there were.
 
     Only processes below us are signalled: as a subreaper we are an ancestor
-    of everything the trial started, and a pid in our subtree cannot be
-    reused by a stranger before we (or its parent below us) reap it.
+    of everything the trial started. A pid of the snapshot could be reaped
+    and reused between the snapshot and the kill only if the pid space
+    wrapped within those microseconds; our own children (the leader, adopted
+    orphans) are not reaped before we reap them.
     """
     pids = descendants(os.getpid())
     for pid in pids:
