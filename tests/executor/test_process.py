@@ -171,3 +171,18 @@ def test_report_rejects_non_numbers(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     monkeypatch.setenv("HBD_METRICS_FILE", str(tmp_path / "m.jsonl"))
     with pytest.raises(TypeError):
         hbd.report(loss="low")  # type: ignore[arg-type]
+
+
+def test_the_supervisor_imports_only_the_standard_library() -> None:
+    # One supervisor starts per trial: the agent's imports would cost ~1 s each.
+    code = (
+        "import sys, hbd.executor.supervisor;"
+        "heavy = {'pydantic', 'anyio', 'httpx', 'fastapi', 'structlog', 'hbd.executor.agent'}"
+        " & set(sys.modules);"
+        "assert not heavy, heavy"
+    )
+    env = {**os.environ, "PYTHONPATH": REPO_ROOT}
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
