@@ -245,10 +245,10 @@ class Agent:
         ):
             self._client, self._tg = client, tg
             try:
-                legacy = await anyio.to_thread.run_sync(results.import_legacy, self.workdir)
+                legacy = dict(await anyio.to_thread.run_sync(results.import_legacy, self.workdir))
                 for stored in await anyio.to_thread.run_sync(results.load_trials, self.workdir):
-                    if stored.result is None and stored.submission.id in dict(legacy):
-                        await self._fail_legacy(stored, dict(legacy)[stored.submission.id])
+                    if stored.result is None and stored.submission.id in legacy:
+                        await self._fail_legacy(stored, legacy[stored.submission.id])
                     else:
                         await self._recover(stored)
                 await self.expire()
