@@ -514,3 +514,37 @@ async def test_a_delivered_final_callback_counts_as_taken(
         await wait_until(lambda: delivered == ["t1"], timeout=30)  # no GET of it ever
         await wait_until(lambda: not (work / "state/t1").exists(), timeout=10)
         assert (await client.get("/v1/trials/t1")).status_code == 404
+
+
+async def test_a_cancel_that_arrives_while_the_trial_is_starting_stops_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import anyio
+
+    real = process.start_supervisor
+    entered = []
+
+    def slow_start(state: Path, lock_fd: int) -> object:
+        entered.append(True)
+        time.sleep(1.0)  # (worker thread) the cancel arrives meanwhile
+        return real(state, lock_fd)
+
+    monkeypatch.setattr(process, "start_supervisor", slow_start)
+    body = submission(tmp_path, "t1", "--mode=sleep", "--seconds=60")
+    async with running_agent(tmp_path / "work", slots=1) as client:
+        async with anyio.create_task_group() as tg:
+            posted: list[httpx.Response] = []
+
+            async def post() -> None:
+                posted.append(await client.post("/v1/trials", json=body))
+
+            tg.start_soon(post)
+            await wait_until(lambda: bool(entered))
+            cancelled = await client.post("/v1/trials/t1/cancel")
+        assert posted[0].status_code == 201
+        assert cancelled.json()["state"] == "cancelled", cancelled.json()
+        health = (await client.get("/v1/health")).json()
+        assert health["free_slots"] == 1
+    child = results.read_child((tmp_path / "work").resolve(), "t1")
+    if child is not None:  # it may have started before it saw the stop: then it is gone
+        assert not pid_alive(*child)
