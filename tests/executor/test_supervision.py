@@ -548,3 +548,21 @@ async def test_a_cancel_that_arrives_while_the_trial_is_starting_stops_it(
     child = results.read_child((tmp_path / "work").resolve(), "t1")
     if child is not None:  # it may have started before it saw the stop: then it is gone
         assert not pid_alive(*child)
+
+
+async def test_the_same_trial_posted_five_times_at_once_runs_once(tmp_path: Path) -> None:
+    import anyio
+
+    body = submission(tmp_path, "t1", "--mode=ok")
+    codes: list[int] = []
+    async with running_agent(tmp_path / "work", slots=1) as client:
+
+        async def post() -> None:
+            codes.append((await client.post("/v1/trials", json=body)).status_code)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(5):
+                tg.start_soon(post)
+        assert sorted(codes) == [200, 200, 200, 200, 201]
+        assert (await wait_for(client, "t1"))["state"] == "succeeded"
+    assert starts(tmp_path, "t1") == 1
