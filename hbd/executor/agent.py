@@ -614,6 +614,7 @@ class Agent:
             exit_code=record.returncode,
             stderr_tail=tail_text,
             notify=notify,
+            ended_at=record.ended_at,  # when it ended, whichever agent records it
         )
 
     async def _supervisor_lost(self, trial: _Trial, *, notify: bool) -> None:
@@ -668,19 +669,24 @@ class Agent:
         exit_code: int | None = None,
         stderr_tail: str | None = None,
         notify: bool = True,
+        ended_at: float | None = None,
     ) -> None:
         update: dict[str, Any] = {
             "state": state,
             "reason": reason,
             "exit_code": exit_code,
             "stderr_tail": stderr_tail,
-            "ended_at": time.time(),
+            "ended_at": time.time() if ended_at is None else ended_at,
         }
-        trial.status = status = trial.status.model_copy(update=update)
+        status = trial.status.model_copy(update=update)
+        # Written first, served after: a client that saw the finished status
+        # gets the same one from the next agent, whatever happens in between.
         try:
-            await anyio.to_thread.run_sync(results.write_result, self.workdir, status)
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(results.write_result, self.workdir, status)
         except OSError as exc:
             log.error("trial result not persisted", trial_id=status.id, error=str(exc))
+        trial.status = status
         trial.done.set()
         log.info("trial finished", trial_id=status.id, state=state, reason=reason)
         if trial.channel is not None:

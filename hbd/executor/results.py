@@ -143,7 +143,15 @@ def write_submission(workdir: Path, submission: TrialSubmission) -> Path:
     """Create both directories and record what was asked; returns the trial's directory."""
     make_private_dir(state_dir(workdir, submission.id))
     make_private_dir(trial_dir(workdir, submission.id))
-    write_state_file(workdir, submission.id, SUBMISSION_FILE, submission.model_dump_json().encode())
+    data = submission.model_dump_json().encode()
+    # Already there (a trial started after an agent restart): left as it is, so
+    # that its mtime stays the time the trial was accepted.
+    try:
+        unchanged = read_state_file(workdir, submission.id, SUBMISSION_FILE) == data
+    except OSError:
+        unchanged = False  # not a regular file: replaced below
+    if not unchanged:
+        write_state_file(workdir, submission.id, SUBMISSION_FILE, data)
     return trial_dir(workdir, submission.id)
 
 
