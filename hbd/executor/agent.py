@@ -370,13 +370,15 @@ class Agent:
         doomed = _expired(list(self._trials.values()), now, self.limits)
         for trial in doomed:
             trial_id = trial.submission.id
-            self._trials.pop(trial_id, None)
-            if trial.channel is not None:
-                trial.channel.close()
+            # Disk first: while it is still known it is answered from memory,
+            # and once unknown nothing of it remains to be found.
             try:
                 await anyio.to_thread.run_sync(results.remove_trial, self.workdir, trial_id)
             except OSError as exc:
                 log.warning("cannot remove an expired trial", trial_id=trial_id, error=str(exc))
+            self._trials.pop(trial_id, None)
+            if trial.channel is not None:
+                trial.channel.close()
         if doomed:
             log.info("expired finished trials forgotten", count=len(doomed))
         return [t.submission.id for t in doomed]
