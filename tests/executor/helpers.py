@@ -51,7 +51,7 @@ elif mode == "failslow":  # reports its metric, waits for --go to exist, exits 3
 elif mode == "daemonize":  # double fork + setsid: a grandchild in a session of its own
     code = (
         "import os, sys, time; os.setsid();"
-        "open(sys.argv[1] + '.tmp', 'w').write(str(os.getpid()));"
+        "open(sys.argv[1] + '.tmp', 'w').write(f'{os.getpid()} {os.getsid(0)}');"
         "os.rename(sys.argv[1] + '.tmp', sys.argv[1]); time.sleep(120)"
     )
     launcher = (
