@@ -8,17 +8,26 @@ from typing import Annotated, Any, Literal
 import anyio
 import httpx
 from anyio.abc import TaskStatus
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Response
 
 import hbd
 from hbd.api.asgi import (
     MAX_REQUEST_BODY_BYTES,
+    BearerAuth,
     BodySizeLimit,
-    bearer_check,
     require_token_beyond_loopback,
     serve_app,
 )
-from hbd.executor.agent import Agent, AgentNotRunning, NoFreeSlot, TrialConflict
+from hbd.executor import results
+from hbd.executor.agent import (
+    Agent,
+    AgentLimits,
+    AgentNotRunning,
+    InvalidSubmission,
+    NoFreeSlot,
+    StartFailed,
+    TrialConflict,
+)
 from hbd.executor.logpages import LogUnavailable, read_log_page
 from hbd.executor.process import TemplateError
 from hbd.lock import workdir_lock
@@ -26,6 +35,8 @@ from hbd.protocol import Health, TrialStatus, TrialSubmission
 
 # Suggested wait after 429: about how often slots free up on a busy executor.
 RETRY_AFTER_SECONDS = 5
+# Routes anyone may call: health says nothing secret.
+PUBLIC_PATHS = frozenset({"/v1/health"})
 
 
 def create_agent_app(agent: Agent) -> FastAPI:
@@ -38,7 +49,9 @@ def create_agent_app(agent: Agent) -> FastAPI:
         openapi_url="/v1/openapi.json",
     )
     app.add_middleware(BodySizeLimit, limit=MAX_REQUEST_BODY_BYTES)
-    trials = APIRouter(prefix="/v1/trials", dependencies=[Depends(bearer_check(agent.token))])
+    # Added last, so outermost: the token is checked before a body is even read.
+    app.add_middleware(BearerAuth, token=agent.token, exempt=PUBLIC_PATHS)
+    trials = APIRouter(prefix="/v1/trials")
 
     @trials.post("", status_code=201)
     async def submit_trial(submission: TrialSubmission, response: Response) -> TrialStatus:
@@ -49,6 +62,13 @@ def create_agent_app(agent: Agent) -> FastAPI:
         except TemplateError as exc:
             detail = [{"loc": ["body", "command"], "msg": str(exc), "type": "value_error"}]
             raise HTTPException(422, detail) from exc
+        except InvalidSubmission as exc:
+            detail = [{"loc": ["body", exc.field], "msg": str(exc), "type": "value_error"}]
+            raise HTTPException(422, detail) from exc
+        except StartFailed as exc:
+            raise HTTPException(
+                503, str(exc), headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+            ) from exc
         except NoFreeSlot as exc:
             raise HTTPException(
                 429, "no free slot", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
@@ -57,17 +77,21 @@ def create_agent_app(agent: Agent) -> FastAPI:
             raise HTTPException(503, str(exc)) from exc
         if not created:
             response.status_code = 200
+            agent.served([status])
         return status
 
     @trials.get("")
     async def list_trials(sweep_id: str | None = None) -> list[TrialStatus]:
-        return agent.list_trials(sweep_id)
+        statuses = agent.list_trials(sweep_id)
+        agent.served(statuses)
+        return statuses
 
     @trials.get("/{trial_id}")
     async def get_trial(trial_id: str) -> TrialStatus:
         status = agent.get(trial_id)
         if status is None:
             raise HTTPException(404, f"unknown trial {trial_id!r}")
+        agent.served([status])
         return status
 
     @trials.get("/{trial_id}/logs")
@@ -94,6 +118,7 @@ def create_agent_app(agent: Agent) -> FastAPI:
             raise HTTPException(503, str(exc)) from exc
         if status is None:
             raise HTTPException(404, f"unknown trial {trial_id!r}")
+        agent.served([status])
         return status
 
     @app.get("/v1/health")
@@ -115,6 +140,7 @@ async def serve_agent(
     transport: httpx.AsyncBaseTransport | None = None,
     trial_cwd: Path | None = None,
     keep_trials_on_exit: bool = False,
+    limits: AgentLimits | None = None,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run an Agent and its HTTP server until cancelled; readiness carries the bound port.
@@ -131,9 +157,10 @@ async def serve_agent(
         transport=transport,
         trial_cwd=trial_cwd,
         keep_trials_on_exit=keep_trials_on_exit,
+        limits=limits,
     )
     # One agent per workdir, for the agent's whole life (see hbd/lock.py).
-    await anyio.to_thread.run_sync(lambda: agent.workdir.mkdir(parents=True, exist_ok=True))
+    await anyio.to_thread.run_sync(results.make_private_dir, agent.workdir)
     with workdir_lock(agent.workdir):
         async with anyio.create_task_group() as tg:
             await tg.start(agent.run)
