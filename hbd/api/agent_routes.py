@@ -7,7 +7,7 @@ from pathlib import Path
 import anyio
 import httpx
 from anyio.abc import TaskStatus
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Response
 
 import hbd
 from hbd.api.asgi import (
@@ -19,7 +19,14 @@ from hbd.api.asgi import (
 )
 from hbd.executor.agent import Agent, AgentNotRunning, NoFreeSlot, TrialConflict
 from hbd.executor.process import TemplateError
-from hbd.protocol import Health, TrialStatus, TrialSubmission
+from hbd.protocol import (
+    MAX_METRICS_PAGE_LINES,
+    MAX_METRICS_SEQ,
+    Health,
+    MetricsPage,
+    TrialStatus,
+    TrialSubmission,
+)
 
 # Suggested wait after 429: about how often slots free up on a busy executor.
 RETRY_AFTER_SECONDS = 5
@@ -66,6 +73,17 @@ def create_agent_app(agent: Agent) -> FastAPI:
         if status is None:
             raise HTTPException(404, f"unknown trial {trial_id!r}")
         return status
+
+    @trials.get("/{trial_id}/metrics")
+    async def trial_metrics(
+        trial_id: str,
+        after: int = Query(default=0, ge=0, le=MAX_METRICS_SEQ),
+        limit: int = Query(default=MAX_METRICS_PAGE_LINES, ge=1, le=MAX_METRICS_PAGE_LINES),
+    ) -> MetricsPage:
+        page = await agent.metrics_after(trial_id, after, limit)
+        if page is None:
+            raise HTTPException(404, f"unknown trial {trial_id!r}")
+        return page
 
     @trials.post("/{trial_id}/cancel")
     async def cancel_trial(trial_id: str) -> TrialStatus:

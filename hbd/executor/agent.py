@@ -25,7 +25,7 @@ from anyio.abc import TaskGroup, TaskStatus
 import hbd
 from hbd.executor import results
 from hbd.executor.callbacks import CallbackChannel
-from hbd.executor.metrics import MetricsTail
+from hbd.executor.metrics import DEFAULT_MAX_METRICS_FILE_BYTES, MetricsTail
 from hbd.executor.process import (
     AdoptedProcess,
     TrialProcess,
@@ -35,12 +35,21 @@ from hbd.executor.process import (
     format_value,
     pid_alive,
     process_start_time,
-    read_tail,
     render_argv,
     spawn,
     terminate_group,
 )
-from hbd.protocol import Health, TrialState, TrialStatus, TrialSubmission, TrialUpdate
+from hbd.executor.trialfiles import read_tail_async
+from hbd.protocol import (
+    MAX_METRICS_PAGE_LINES,
+    Health,
+    MetricsLine,
+    MetricsPage,
+    TrialState,
+    TrialStatus,
+    TrialSubmission,
+    TrialUpdate,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -87,6 +96,7 @@ class _Trial:
     process: TrialProcess | None = None
     channel: CallbackChannel | None = None
     seq: int = 0  # metric lines seen so far
+    tail: MetricsTail | None = None  # its metrics file, once read
     cancel_requested: bool = False
 
 
@@ -114,6 +124,7 @@ class Agent:
         transport: httpx.AsyncBaseTransport | None = None,
         trial_cwd: Path | None = None,
         keep_trials_on_exit: bool = False,
+        max_metrics_file_bytes: int = DEFAULT_MAX_METRICS_FILE_BYTES,
     ) -> None:
         if slots < 1:
             raise ValueError("slots must be at least 1")
@@ -126,6 +137,8 @@ class Agent:
         # of training: its trials go on and the next agent on this workdir adopts
         # them. One-shot use (hbd run, tests) stops them.
         self.keep_trials_on_exit = keep_trials_on_exit
+        self.max_metrics_file_bytes = max_metrics_file_bytes
+        self._tail_lock = anyio.Lock()  # one lazy read of a finished trial's metrics at a time
         self.slots = slots
         self.token = token
         self.callback_token = callback_token
@@ -257,7 +270,7 @@ class Agent:
         trial.process = process
         # Supervised first: if the pid file cannot be written the trial still ends
         # (and frees its slot); a restarted agent finds it by HBD_TRIAL_DIR.
-        tg.start_soon(self._supervise, trial, MetricsTail(directory / results.METRICS_FILE))
+        tg.start_soon(self._supervise, trial, self._tail(trial))
         record = results.PidRecord(pid=process.pid, start_time=process_start_time(process.pid))
         try:
             await anyio.to_thread.run_sync(results.write_pid, self.workdir, sub.id, record)
@@ -307,27 +320,80 @@ class Agent:
             trial.channel = CallbackChannel(url, self.callback_token)
             tg.start_soon(trial.channel.run, self._client)
 
-    def _drain(
-        self, trial: _Trial, tail: MetricsTail, *, final: bool = False, notify: bool = True
+    def _tail(self, trial: _Trial) -> MetricsTail:
+        if trial.tail is None:
+            sub = trial.submission
+            trial.tail = MetricsTail(
+                results.trial_dir(self.workdir, sub.id) / results.METRICS_FILE,
+                metric=sub.metric,
+                max_file_bytes=self.max_metrics_file_bytes,
+            )
+        return trial.tail
+
+    async def _drain(
+        self,
+        trial: _Trial,
+        tail: MetricsTail,
+        *,
+        final: bool = False,
+        notify: bool = True,
+        to_end: bool = False,
     ) -> None:
-        new = tail.read_new(final=final)
-        if not new:
-            return
-        merged = dict(trial.status.metrics)
-        for metrics in new:
-            trial.seq += 1
-            merged.update(metrics)
-            if notify and trial.channel is not None:
-                trial.channel.offer(
-                    TrialUpdate(
-                        kind="metrics",
-                        trial_id=trial.submission.id,
-                        sweep_id=trial.submission.sweep_id,
-                        seq=trial.seq,
-                        metrics=metrics,
-                    )
+        """Take new metrics lines: one chunk per poll, or all of them with ``final``/``to_end``.
+
+        Reads run on a worker thread (the file is the trial's: see trialfiles);
+        each chunk's lines are forwarded in batches before the next is read,
+        so memory stays bounded by a chunk whatever the file's size.
+        """
+        while True:
+            lines, more = await anyio.to_thread.run_sync(lambda: tail.read_batch(final=final))
+            if lines:
+                merged = dict(trial.status.metrics)
+                for line in lines:
+                    merged.update(line.metrics)
+                trial.seq = tail.seq
+                trial.status = trial.status.model_copy(
+                    update={"metrics": merged, "metrics_seq": tail.seq}
                 )
-        trial.status = trial.status.model_copy(update={"metrics": merged})
+                if notify and trial.channel is not None:
+                    for i in range(0, len(lines), MAX_METRICS_PAGE_LINES):
+                        batch = lines[i : i + MAX_METRICS_PAGE_LINES]
+                        trial.channel.offer(
+                            TrialUpdate(
+                                kind="metrics",
+                                trial_id=trial.submission.id,
+                                sweep_id=trial.submission.sweep_id,
+                                seq=batch[-1].seq,
+                                lines=[MetricsLine(seq=x.seq, metrics=x.metrics) for x in batch],
+                            )
+                        )
+            if not (more and (final or to_end)):
+                return
+
+    async def metrics_after(self, trial_id: str, after: int, limit: int) -> MetricsPage | None:
+        """The trial's metrics lines with seq > ``after`` (at most ``limit``); None if unknown."""
+        trial = self._trials.get(trial_id)
+        if trial is None:
+            return None
+        if trial.tail is None:
+            async with self._tail_lock:
+                if trial.tail is None:
+                    # Finished before this agent started: number its file once, the same way.
+                    tail = MetricsTail(
+                        results.trial_dir(self.workdir, trial_id) / results.METRICS_FILE,
+                        metric=trial.submission.metric,
+                        max_file_bytes=self.max_metrics_file_bytes,
+                    )
+                    while (await anyio.to_thread.run_sync(lambda: tail.read_batch(final=True)))[1]:
+                        pass
+                    trial.tail = tail
+        tail = trial.tail
+        lines = await anyio.to_thread.run_sync(tail.lines_after, after, limit)
+        return MetricsPage(
+            trial_id=trial_id,
+            lines=[MetricsLine(seq=x.seq, metrics=x.metrics) for x in lines],
+            last_seq=tail.seq,
+        )
 
     async def _supervise(self, trial: _Trial, tail: MetricsTail) -> None:
         """Tail metrics until the leader exits, then record the outcome."""
@@ -335,15 +401,17 @@ class Agent:
         assert process is not None
         try:
             while not process.exited:
-                self._drain(trial, tail)
+                await self._drain(trial, tail)
                 with anyio.move_on_after(METRICS_POLL_INTERVAL):
                     await process.wait()
-            self._drain(trial, tail, final=True)
+            await self._drain(trial, tail, final=True)
             process.signal_group(signal.SIGKILL)  # children it left behind
             state, reason = self._outcome(trial, process.returncode)
             tail_text = None
             if state != "succeeded":
-                tail_text = read_tail(_stderr_path(self.workdir, trial), STDERR_TAIL_BYTES)
+                tail_text = await read_tail_async(
+                    _stderr_path(self.workdir, trial), STDERR_TAIL_BYTES
+                )
             await self._finish(
                 trial, state, reason=reason, exit_code=process.returncode, stderr_tail=tail_text
             )
@@ -375,13 +443,13 @@ class Agent:
         assert process is not None
         await terminate_group(process, CANCEL_GRACE_SECONDS)
         with contextlib.suppress(OSError):
-            self._drain(trial, tail, final=True, notify=notify)
+            await self._drain(trial, tail, final=True, notify=notify)
         await self._finish(
             trial,
             "failed",
             reason=reason,
             exit_code=process.returncode,
-            stderr_tail=read_tail(_stderr_path(self.workdir, trial), STDERR_TAIL_BYTES),
+            stderr_tail=await read_tail_async(_stderr_path(self.workdir, trial), STDERR_TAIL_BYTES),
             notify=notify,
         )
 
@@ -452,8 +520,8 @@ class Agent:
             ),
         )
         self._trials[sub.id] = trial
-        tail = MetricsTail(results.trial_dir(self.workdir, sub.id) / results.METRICS_FILE)
-        self._drain(trial, tail, notify=False)  # what it reported before the restart
+        tail = self._tail(trial)
+        await self._drain(trial, tail, notify=False, to_end=True)  # reported before the restart
         tg = self._require_tg()
         self._open_channel(tg, trial)
         pid = stored.pid
@@ -470,7 +538,7 @@ class Agent:
             trial.process = AdoptedProcess(pid.pid, pid.start_time)
             tg.start_soon(self._supervise, trial, tail)
             return
-        self._drain(trial, tail, final=True, notify=False)
+        await self._drain(trial, tail, final=True, notify=False)
         metric = sub.metric
         if pid is not None and metric is not None and metric in trial.status.metrics:
             # It started, reported its metric and exited while no agent watched:

@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 import anyio
 
+from hbd.executor import trialfiles
+
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
 
 # How often an adopted process (not our child: no exit notification) is polled.
@@ -248,16 +250,8 @@ def describe_exit(returncode: int) -> str:
 
 
 def read_tail(path: Path, limit: int) -> str | None:
-    """The last ``limit`` bytes of a file, decoded leniently; None if empty."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - limit))
-            data = handle.read()
-    except OSError:
-        return None
-    return data.decode("utf-8", errors="replace") or None
+    """The last ``limit`` bytes of a trial-written file (see hbd.executor.trialfiles)."""
+    return trialfiles.read_tail(path, limit)
 
 
 def _proc_stat(pid: int) -> list[str] | None:
