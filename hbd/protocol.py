@@ -55,6 +55,12 @@ MAX_METRICS_SEQ = 2**62
 # Lines in one callback or one page: with the agent's per-line bounds
 # (hbd.executor.metrics) a full page stays well under a request body limit.
 MAX_METRICS_PAGE_LINES = 1000
+# Distinct metric keys kept per trial, by the agent and again by the daemon:
+# the first ones seen win and the sweep's metric is always kept. A trial
+# logging 3000 keys on each of 300 lines took a daemon to 3.5 GB (issue 10.2).
+MAX_METRIC_KEYS = 256
+# A metric key is a name, not a payload (UTF-8 bytes).
+MAX_METRIC_KEY_BYTES = 200
 
 TrialState = Literal["running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATES: frozenset[TrialState] = frozenset({"succeeded", "failed", "cancelled"})
@@ -206,6 +212,8 @@ class Health(BaseModel):
 __all__ = [
     "MAX_METRICS_PAGE_LINES",
     "MAX_METRICS_SEQ",
+    "MAX_METRIC_KEYS",
+    "MAX_METRIC_KEY_BYTES",
     "MAX_TIMEOUT_SECONDS",
     "MAX_TRIAL_ID_LENGTH",
     "PROTOCOL_VERSION",

@@ -34,6 +34,7 @@ from hbd.core.events import (
 from hbd.core.spec import SweepSpec, parse_spec
 from hbd.core.sweep import SweepMachine
 from hbd.daemon.lifecycle import decision_records, started_rungs
+from hbd.daemon.metricsync import MetricsLedger, MetricsLines, bounded
 from hbd.errors import ConflictError, StoreError, StoreWriteError
 from hbd.protocol import TrialStatus
 from hbd.store.log import StoredEvent
@@ -71,7 +72,7 @@ class Note:
     payload: Mapping[str, Any]
 
 
-Item = Observe | Note
+Item = Observe | Note | MetricsLines
 
 
 def finite_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -85,7 +86,8 @@ def finite_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 def observation_from_status(status: TrialStatus, metric: str) -> Observe | None:
     """The observation a terminal executor status stands for; None while it runs."""
-    metrics = finite_metrics(status.metrics)
+    # Bounded as metrics lines are: finite numbers, MAX_METRIC_KEYS keys, the metric kept.
+    metrics = bounded(status.metrics, {metric})
     if status.state == "succeeded":
         return Observe(
             TrialSucceeded(trial_id=status.id, metrics=metrics), {"metric": metrics.get(metric)}
@@ -135,6 +137,9 @@ class SweepRunner:
         self.done = anyio.Event()
         self._started = started_rungs(machine.trials.values())  # rungs already announced
         self._followups: list[Item] = []  # items the runner gives itself (cancel of unsent trials)
+        # Last logged metrics line and admitted keys per open trial (see metricsync).
+        self.metrics = MetricsLedger(spec.matrix.metric.name)
+        self.metrics_loaded = anyio.Event()
 
     def start_of(self, trial_id: str) -> StartTrial:
         """The start decision of a trial the machine knows, rebuilt from its record."""
@@ -155,6 +160,7 @@ class SweepRunner:
 
     async def run(self) -> None:
         log.info("sweep running", sweep_id=self.sweep_id)
+        await self._load_metrics()
         pending: list[Item] = []
         failures = 0
         with self._send, self._receive:
@@ -192,6 +198,15 @@ class SweepRunner:
             reason=self.machine.finished.reason,
         )
 
+    async def _load_metrics(self) -> None:
+        """Where each open trial's metrics log stands (a repeat is then skipped, not refused)."""
+        try:
+            self.metrics.load(await self.daemon.store.open_trial_metrics(self.sweep_id))
+        except StoreError as exc:
+            # Repeats are then refused by the store, which makes the runner rebuild (and retry this).
+            log.error("cannot read metrics state", sweep_id=self.sweep_id, error=str(exc))
+        self.metrics_loaded.set()
+
     async def _rebuild(self) -> None:
         """Our machine ran ahead of a write that did not happen: start again from the log."""
         while True:
@@ -199,6 +214,7 @@ class SweepRunner:
                 events = await self.daemon.store.sweep_events(self.sweep_id, types=REPLAY_TYPES)
                 self.machine = replay(self.sweep_id, events)
                 self._started = started_rungs(self.machine.trials.values())
+                self.metrics.load(await self.daemon.store.open_trial_metrics(self.sweep_id))
                 return
             except StoreError as exc:
                 log.error("cannot read the event log", sweep_id=self.sweep_id, error=str(exc))
@@ -227,6 +243,7 @@ class SweepRunner:
                 item.observation, TrialSucceeded | TrialFailed | TrialCancelled
             ):
                 self.daemon.trial_finished(item.observation.trial_id)
+                self.metrics.forget(item.observation.trial_id)
         for decision in actions:
             await self.act(decision)
 
@@ -234,6 +251,10 @@ class SweepRunner:
         records: list[Record] = []
         actions: list[Decision] = []
         for item in items:
+            if isinstance(item, MetricsLines):
+                if self._still_open(item.trial_id):
+                    records.extend(self.metrics.records(item))
+                continue
             if isinstance(item, Note):
                 if self._still_open(item.payload.get("trial_id")):
                     records.append((item.type, dict(item.payload)))

@@ -43,17 +43,13 @@ from pathlib import Path
 import structlog
 
 from hbd.executor.trialfiles import NotRegularFile, read_at
+from hbd.protocol import MAX_METRIC_KEY_BYTES, MAX_METRIC_KEYS
 
 log = structlog.get_logger(__name__)
 
 # One metrics line is a handful of numbers; anything longer is not a report,
 # and bounding it bounds the partial line kept between reads.
 MAX_METRICS_LINE_BYTES = 64 * 1024
-# Distinct keys kept per trial. A trial logging 3000 keys on every line grew
-# the daemon to 3.5 GB (issue 10.2); 256 is more than any dashboard shows.
-MAX_METRIC_KEYS = 256
-# A key is a name, not a payload (UTF-8 bytes).
-MAX_METRIC_KEY_BYTES = 200
 # How much of one metrics file is ever parsed (a 1.5 GB file once took the
 # agent to 1.7 GB). 64 MiB is ~ a million lines of a dozen metrics.
 DEFAULT_MAX_METRICS_FILE_BYTES = 64 * 1024 * 1024

@@ -11,7 +11,11 @@ Projection rules, per event type:
 - ``trial.scheduled``: insert the trial, status ``scheduled``.
 - ``trial.dispatched`` / ``trial.running``: status, executor (and started_at).
 - ``trial.metrics``: merge metrics, last value per key (RFC 7396 merge patch:
-  a ``null`` value removes its key).
+  a ``null`` value removes its key), and index the line's ``seq`` in
+  ``metrics_lines`` (primary key (trial_id, seq): a line logged twice is a
+  conflict). The daemon bounds what it merges (``hbd.daemon.metricsync``):
+  at most MAX_METRIC_KEYS keys per trial, so a merge costs keys, never
+  keys x lines.
 - ``trial.succeeded`` / ``failed`` / ``cancelled``: terminal status,
   ended_at, metrics merged, metric and reason from the event (a ``lost``
   reason does not outlive a later verdict).
@@ -89,6 +93,7 @@ _TERMINAL = (
     " metrics = json_patch(COALESCE(metrics, '{}'), ?), metric = ?,"
     f" reason = ? WHERE id = ? AND {_NOT_FINISHED}"
 )
+_METRICS_LINE = "INSERT INTO metrics_lines (trial_id, seq) VALUES (?, ?)"
 _LOST = f"UPDATE trials SET reason = ? WHERE id = ? AND {_NOT_FINISHED}"
 _FINISHED = (
     "UPDATE sweeps SET status = ?, finished_at = ?, best_trial_id = ?, best_metric = ?,"
@@ -168,6 +173,10 @@ def statements(
     """Projection SQL for a batch, in event order. Raises ValueError on a bad payload."""
     out = []
     for event_type, payload, at in events:
+        if event_type == "trial.metrics":
+            seq = payload.get("seq")
+            if isinstance(seq, int) and not isinstance(seq, bool):
+                out.append((_METRICS_LINE, (_need(event_type, payload, "trial_id"), seq)))
         stmt = statement(sweep_id, event_type, payload, at)
         if stmt is not None:
             out.append(stmt)
@@ -304,6 +313,17 @@ async def list_trials(
         f"SELECT {_TRIAL_COLS} FROM trials WHERE {' AND '.join(where)} {_TRIAL_ORDER}", params
     )
     return [_trial(r) for r in rows]
+
+
+async def open_trial_metrics(db: Database, sweep_id: str) -> dict[str, tuple[int, list[str]]]:
+    """For each unfinished trial of a sweep: (seq of its last logged metrics line, its metric keys)."""
+    rows = await db.fetchall(
+        "SELECT t.id, t.metrics,"
+        " (SELECT MAX(m.seq) FROM metrics_lines AS m WHERE m.trial_id = t.id)"
+        f" FROM trials AS t WHERE t.sweep_id = ? AND t.{_NOT_FINISHED}",
+        (sweep_id,),
+    )
+    return {r[0]: (int(r[2] or 0), list(_loads_obj(r[1]))) for r in rows}
 
 
 async def trial_counts(db: Database, sweep_id: str) -> dict[str, int]:

@@ -118,7 +118,28 @@ V2: tuple[str, ...] = (
     "CREATE INDEX trials_executor_status ON trials(executor, status)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (V1, V2)
+# v3: one row per logged metrics line, keyed by (trial, the executor's line
+# number), so that the store refuses a line logged twice (the daemon also
+# skips repeats before writing) and the last logged line of each trial is one
+# index lookup away (what the daemon fetches after a restart). Back-filled from
+# the log; a repeat already in an old log is kept in the log, indexed once.
+V3: tuple[str, ...] = (
+    """
+    CREATE TABLE metrics_lines (
+        trial_id TEXT NOT NULL,
+        seq      INTEGER NOT NULL,   -- the executor's line number, from 1
+        PRIMARY KEY (trial_id, seq)
+    ) WITHOUT ROWID
+    """,
+    """
+    INSERT OR IGNORE INTO metrics_lines (trial_id, seq)
+    SELECT trial_id, json_extract(payload, '$.seq') FROM events
+    WHERE type = 'trial.metrics' AND trial_id IS NOT NULL
+      AND json_type(payload, '$.seq') = 'integer'
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (V1, V2, V3)
 CURRENT_VERSION = len(MIGRATIONS)
 
 

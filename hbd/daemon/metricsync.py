@@ -1,0 +1,197 @@
+"""Every metrics line a trial wrote, logged once, in order, within bounds.
+
+Executors number a trial's metrics lines 1, 2, 3... (``MetricsLine.seq``) and
+push them in batches by callback; callbacks are best effort (dropped when the
+daemon is slow or down). So the daemon treats callbacks as hints and the
+executor's numbering as the truth:
+
+- :class:`MetricsLedger` (owned by a sweep's runner) knows, per unfinished
+  trial, the last seq logged and the metric keys admitted. It turns a batch
+  into ``trial.metrics`` records only for the lines that continue the log
+  exactly (seq = last + 1, ...); repeats are skipped, a gap ends the batch.
+  The store refuses a repeated (trial, seq) again (``metrics_lines`` table).
+- :class:`MetricsSync` (owned by the daemon) hands lines to the runner and,
+  whenever an executor says a trial has more lines than were handed over (a
+  callback with a gap, a status whose ``metrics_seq`` is ahead, after a
+  restart of either side), fetches the missing ones with
+  ``GET /v1/trials/{id}/metrics?after=SEQ`` page by page, before the trial's
+  result is handed over, so the log holds the lines before the verdict.
+
+Bounds, whatever the executor sends: at most ``MAX_METRIC_KEYS`` keys per
+trial (first seen win, the sweep's metric always kept), keys of at most
+``MAX_METRIC_KEY_BYTES``, finite numbers only. The ``trials`` row merge is
+then over at most that many keys, never over a trial's whole history.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+
+from hbd.core.codec import Record
+from hbd.errors import ExecutorError
+from hbd.protocol import MAX_METRIC_KEY_BYTES, MAX_METRIC_KEYS, MAX_METRICS_PAGE_LINES, MetricsLine
+
+if TYPE_CHECKING:
+    from hbd.daemon.app import Daemon
+    from hbd.daemon.runner import SweepRunner
+
+log = structlog.get_logger(__name__)
+
+TRIAL_METRICS = "trial.metrics"
+# Pages fetched for one trial in one go: at MAX_METRICS_PAGE_LINES each this
+# covers an agent's whole default file cap of small lines; a trial with more
+# is caught up by the next status or callback.
+MAX_FETCH_PAGES = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsLines:
+    """A runner inbox item: consecutive metrics lines of one trial."""
+
+    trial_id: str
+    lines: tuple[MetricsLine, ...]
+
+
+def bounded(
+    metrics: Mapping[str, Any], keys: set[str], cap: int = MAX_METRIC_KEYS
+) -> dict[str, float]:
+    """Finite numbers under admitted keys; a new key is admitted while ``keys`` is below ``cap``."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        try:
+            number = float(value)
+        except OverflowError:
+            continue
+        if not math.isfinite(number):
+            continue
+        if key not in keys:
+            if (
+                len(keys) >= cap
+                or len(key.encode("utf-8", errors="replace")) > MAX_METRIC_KEY_BYTES
+            ):
+                continue
+            keys.add(key)
+        out[key] = number
+    return out
+
+
+class MetricsLedger:
+    """Per unfinished trial: the last logged metrics seq and the admitted keys."""
+
+    def __init__(self, metric: str | None) -> None:
+        self.metric = metric  # the sweep's metric: admitted first, never dropped
+        self._last: dict[str, int] = {}
+        self._keys: dict[str, set[str]] = {}
+
+    def load(self, state: Mapping[str, tuple[int, Iterable[str]]]) -> None:
+        """Start again from the log's view (on start, and after a failed write)."""
+        self._last = {tid: last for tid, (last, _) in state.items()}
+        self._keys = {tid: set(keys) for tid, (_, keys) in state.items()}
+
+    def last_seq(self, trial_id: str) -> int:
+        return self._last.get(trial_id, 0)
+
+    def forget(self, trial_id: str) -> None:
+        self._last.pop(trial_id, None)
+        self._keys.pop(trial_id, None)
+
+    def records(self, item: MetricsLines) -> list[Record]:
+        """``trial.metrics`` records for the lines that continue the trial's log."""
+        trial_id = item.trial_id
+        last = self._last.get(trial_id, 0)
+        keys = self._keys.get(trial_id)
+        if keys is None:
+            keys = self._keys[trial_id] = {self.metric} if self.metric else set()
+        out: list[Record] = []
+        for line in item.lines:
+            if line.seq <= last:
+                continue  # logged already (a callback and a fetch crossed)
+            if line.seq != last + 1:
+                log.info("metrics lines out of order; the rest is fetched", trial_id=trial_id)
+                break
+            last = line.seq
+            out.append(
+                (
+                    TRIAL_METRICS,
+                    {"trial_id": trial_id, "seq": line.seq, "metrics": bounded(line.metrics, keys)},
+                )
+            )
+        self._last[trial_id] = last
+        return out
+
+
+class MetricsSync:
+    """Hands metrics lines to runners in order, fetching what callbacks did not bring."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self._locks: dict[str, anyio.Lock] = {}
+        self._handed: dict[str, int] = {}  # seq of the last line handed to the runner
+
+    def forget(self, trial_id: str) -> None:
+        self._locks.pop(trial_id, None)
+        self._handed.pop(trial_id, None)
+
+    async def deliver(
+        self, runner: SweepRunner, trial_id: str, lines: list[MetricsLine], upto: int
+    ) -> None:
+        """Hand over ``lines`` and anything missing up to seq ``upto``, in order."""
+        if not lines and upto <= 0:
+            return
+        await runner.metrics_loaded.wait()
+        lock = self._locks.setdefault(trial_id, anyio.Lock())
+        async with lock:
+            have = max(runner.metrics.last_seq(trial_id), self._handed.get(trial_id, 0))
+            fresh = [line for line in lines if line.seq > have]
+            if fresh and fresh[0].seq == have + 1:
+                run = [fresh[0]]
+                for line in fresh[1:]:
+                    if line.seq != run[-1].seq + 1:
+                        break
+                    run.append(line)
+                await runner.put(MetricsLines(trial_id, tuple(run)))
+                have = run[-1].seq
+            target = max(upto, fresh[-1].seq if fresh else 0)
+            if have < target:
+                have = await self._fetch(runner, trial_id, have, target)
+            self._handed[trial_id] = have
+
+    async def _fetch(self, runner: SweepRunner, trial_id: str, have: int, target: int) -> int:
+        """Fetch lines after ``have`` up to ``target`` from the trial's executor; the new ``have``."""
+        name = self.daemon.dispatcher.executor_of(trial_id)
+        executor = self.daemon.pool.executors.get(name) if name else None
+        if executor is None:
+            return have
+        for _ in range(MAX_FETCH_PAGES):
+            try:
+                page = await executor.client.metrics(
+                    trial_id, after=have, limit=MAX_METRICS_PAGE_LINES
+                )
+            except ExecutorError as exc:
+                log.warning(
+                    "cannot fetch missing metrics lines; will retry with the next status",
+                    trial_id=trial_id,
+                    executor=executor.name,
+                    after=have,
+                    error=str(exc),
+                )
+                return have
+            lines = [line for line in page.lines if line.seq > have]
+            if not lines or lines[0].seq != have + 1:
+                return have
+            await runner.put(MetricsLines(trial_id, tuple(lines)))
+            have = lines[-1].seq
+            if have >= target:
+                break
+        return have
+
+
+__all__ = ["TRIAL_METRICS", "MetricsLedger", "MetricsLines", "MetricsSync", "bounded"]
