@@ -18,6 +18,7 @@ from hbd.api.asgi import (
     serve_app,
 )
 from hbd.executor.agent import Agent, AgentNotRunning, NoFreeSlot, TrialConflict
+from hbd.executor.metrics import DEFAULT_MAX_METRICS_FILE_BYTES
 from hbd.executor.process import TemplateError
 from hbd.protocol import (
     MAX_METRICS_PAGE_LINES,
@@ -114,6 +115,7 @@ async def serve_agent(
     transport: httpx.AsyncBaseTransport | None = None,
     trial_cwd: Path | None = None,
     keep_trials_on_exit: bool = False,
+    max_metrics_file_bytes: int = DEFAULT_MAX_METRICS_FILE_BYTES,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run an Agent and its HTTP server until cancelled; readiness carries the bound port.
@@ -130,6 +132,7 @@ async def serve_agent(
         transport=transport,
         trial_cwd=trial_cwd,
         keep_trials_on_exit=keep_trials_on_exit,
+        max_metrics_file_bytes=max_metrics_file_bytes,
     )
     async with anyio.create_task_group() as tg:
         await tg.start(agent.run)

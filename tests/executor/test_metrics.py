@@ -129,6 +129,13 @@ def test_lines_can_be_read_again_from_any_seq_exactly_as_first_numbered(
     assert _all(MetricsTail(path, metric="loss", max_keys=5)) == first
 
 
+def test_the_file_cap_setting_defaults_to_the_agents_constant() -> None:
+    from hbd.settings import DEFAULT_MAX_METRICS_FILE_BYTES, ExecutorSettings
+
+    assert DEFAULT_MAX_METRICS_FILE_BYTES == m.DEFAULT_MAX_METRICS_FILE_BYTES
+    assert ExecutorSettings().max_metrics_file_bytes == m.DEFAULT_MAX_METRICS_FILE_BYTES
+
+
 def test_fifo_symlink_and_directory_are_refused_unopened(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
