@@ -61,6 +61,9 @@ READ_CHUNK_BYTES = 64 * 1024
 # many lines or bytes are re-parsed to reach any line.
 INDEX_EVERY_LINES = 1000
 INDEX_EVERY_BYTES = 1024 * 1024
+# Source bytes of the lines in one page of lines_after (at least one line is
+# always returned): 1000 lines of up to 64 KiB each would make a 64 MB answer.
+MAX_PAGE_BYTES = 256 * 1024
 # Warnings about one file's bad lines: enough to diagnose, not a log flood.
 MAX_WARNINGS_PER_FILE = 5
 
@@ -256,7 +259,8 @@ class MetricsTail:
         keys = _Keys(cap=len(admitted), admitted=set(admitted))
         splitter = _LineSplitter(offset)
         out: list[Line] = []
-        while offset < end and len(out) < limit:
+        budget = MAX_PAGE_BYTES
+        while offset < end and len(out) < limit and budget > 0:
             try:
                 chunk, _ = read_at(self.path, offset, min(READ_CHUNK_BYTES, end - offset))
             except OSError:
@@ -270,9 +274,10 @@ class MetricsTail:
                     seq += 1
                     if seq > after:
                         out.append(Line(seq, metrics))
-                        if len(out) >= limit:
+                        budget -= len(raw or b"")
+                        if len(out) >= limit or budget <= 0:
                             break
-        if finished and len(out) < limit:
+        if finished and len(out) < limit and budget > 0:
             last = splitter.flush(end)
             if last is not None:
                 metrics = self._reparse(last[0], keys)
