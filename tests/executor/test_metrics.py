@@ -151,3 +151,44 @@ def test_fifo_symlink_and_directory_are_refused_unopened(tmp_path: Path) -> None
     regular = tmp_path / "stderr.log"
     regular.write_text("a" * 50 + "tail")
     assert read_tail(regular, 4) == "tail"
+
+
+def test_a_page_is_bounded_by_bytes_and_paging_still_reaches_every_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(m, "MAX_PAGE_BYTES", 50)
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"loss": i}) + "\n" for i in range(40)))
+    tail = MetricsTail(path)
+    every = _all(tail)
+    got: list[Line] = []
+    while len(got) < len(every):
+        page = tail.lines_after(len(got), 1000)
+        assert 1 <= len(page) <= 5  # 50 bytes: a few 11- or 12-byte lines
+        got += page
+    assert got == every
+
+
+@pytest.mark.anyio
+async def test_the_metrics_route_pages_lines_and_numbers_them_the_same_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    from tests.executor.helpers import running_agent, submission, wait_for
+
+    work = tmp_path / "work"
+    body = submission(tmp_path, "t1", "--mode=ok", "--steps=30")
+    body["resource"]["value"] = 30
+    async with running_agent(work) as client:
+        assert (await client.post("/v1/trials", json=body)).status_code == 201
+        status = await wait_for(client, "t1")
+        assert status["metrics_seq"] == 30
+        page = (await client.get("/v1/trials/t1/metrics", params={"after": 10, "limit": 5})).json()
+        assert page["last_seq"] == 30
+        assert [x["seq"] for x in page["lines"]] == [11, 12, 13, 14, 15]
+        assert [x["metrics"]["step"] for x in page["lines"]] == [10, 11, 12, 13, 14]
+        assert (await client.get("/v1/trials/nope/metrics")).status_code == 404
+        for bad in ({"after": -1}, {"after": 2**63}, {"limit": 0}, {"limit": 1001}):
+            assert (await client.get("/v1/trials/t1/metrics", params=bad)).status_code == 422
+    async with running_agent(work) as client:  # finished before this agent started
+        again = (await client.get("/v1/trials/t1/metrics", params={"after": 10, "limit": 5})).json()
+        assert again == page
