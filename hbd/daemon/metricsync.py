@@ -94,7 +94,8 @@ class MetricsLedger:
     def load(self, state: Mapping[str, tuple[int, Iterable[str]]]) -> None:
         """Start again from the log's view (on start, and after a failed write)."""
         self._last = {tid: last for tid, (last, _) in state.items()}
-        self._keys = {tid: set(keys) for tid, (_, keys) in state.items()}
+        base = {self.metric} if self.metric else set()
+        self._keys = {tid: base | set(keys) for tid, (_, keys) in state.items()}
 
     def last_seq(self, trial_id: str) -> int:
         return self._last.get(trial_id, 0)
