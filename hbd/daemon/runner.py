@@ -160,10 +160,10 @@ class SweepRunner:
 
     async def run(self) -> None:
         log.info("sweep running", sweep_id=self.sweep_id)
-        await self._load_metrics()
         pending: list[Item] = []
         failures = 0
-        with self._send, self._receive:
+        with self._send, self._receive:  # closed even if cancelled while loading
+            await self._load_metrics()
             while self.machine.finished is None:
                 pending.extend(self._followups)
                 self._followups.clear()
