@@ -34,6 +34,7 @@ import anyio
 import structlog
 
 from hbd.core.codec import Record
+from hbd.daemon.lifecycle import TRIAL_METRICS
 from hbd.errors import ExecutorError
 from hbd.protocol import MAX_METRIC_KEY_BYTES, MAX_METRIC_KEYS, MAX_METRICS_PAGE_LINES, MetricsLine
 
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-TRIAL_METRICS = "trial.metrics"
 # Pages fetched for one trial in one go: at MAX_METRICS_PAGE_LINES each this
 # covers an agent's whole default file cap of small lines; a trial with more
 # is caught up by the next status or callback.
@@ -195,4 +195,4 @@ class MetricsSync:
         return have
 
 
-__all__ = ["TRIAL_METRICS", "MetricsLedger", "MetricsLines", "MetricsSync", "bounded"]
+__all__ = ["MetricsLedger", "MetricsLines", "MetricsSync", "bounded"]

@@ -192,3 +192,18 @@ async def test_the_metrics_route_pages_lines_and_numbers_them_the_same_after_a_r
     async with running_agent(work) as client:  # finished before this agent started
         again = (await client.get("/v1/trials/t1/metrics", params={"after": 10, "limit": 5})).json()
         assert again == page
+
+
+def test_queued_callbacks_are_bounded_by_metric_values_not_only_by_count() -> None:
+    from hbd.executor import callbacks
+    from hbd.protocol import MetricsLine, TrialUpdate
+
+    channel = callbacks.CallbackChannel("http://daemon.test/cb", None)
+    wide = {f"k{i}": 1.0 for i in range(256)}
+    batch = [MetricsLine(seq=i + 1, metrics=wide) for i in range(100)]  # 25,600 values
+    for _ in range(10):
+        channel.offer(TrialUpdate(kind="metrics", trial_id="t", sweep_id="s", seq=100, lines=batch))
+    assert channel._pending_values <= callbacks.MAX_PENDING_METRIC_VALUES
+    assert channel._pending_values == 3 * 25_600  # the 4th and later batches were dropped
+    channel.close()
+    channel._receive.close()  # its sender task never ran
