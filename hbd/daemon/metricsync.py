@@ -35,7 +35,7 @@ import structlog
 
 from hbd.core.codec import Record
 from hbd.daemon.lifecycle import TRIAL_METRICS
-from hbd.errors import ExecutorError
+from hbd.errors import ExecutorError, NotFound
 from hbd.protocol import MAX_METRIC_KEY_BYTES, MAX_METRIC_KEYS, MAX_METRICS_PAGE_LINES, MetricsLine
 
 if TYPE_CHECKING:
@@ -176,6 +176,12 @@ class MetricsSync:
                 page = await executor.client.metrics(
                     trial_id, after=have, limit=MAX_METRICS_PAGE_LINES
                 )
+            except NotFound as exc:
+                # An executor without the metrics route (or that forgot the trial).
+                log.info(
+                    "executor cannot serve missing metrics lines", trial_id=trial_id, error=str(exc)
+                )
+                return have
             except ExecutorError as exc:
                 log.warning(
                     "cannot fetch missing metrics lines; will retry with the next status",

@@ -192,3 +192,27 @@ def test_a_status_reports_how_many_lines_the_executor_read() -> None:
     assert TrialStatus.model_validate_json(status.model_dump_json()).metrics_seq == 4
     with pytest.raises(ValueError):
         TrialStatus(id="t", sweep_id="s", state="running", started_at=0.0, metrics_seq=2**63)
+
+
+async def test_an_executor_without_the_metrics_route_only_loses_the_missing_lines(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "hbd.db"
+    executor = FakeExecutor()  # answers the metrics route with something that is not a page
+
+    async def no_route(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/metrics"):
+            return httpx.Response(404, json={"detail": "Not Found"})
+        return await executor.handler(request)
+
+    async with running_daemon(db, no_route) as daemon:
+        trial = await _running_trial(daemon, executor, tmp_path)
+        gap = [MetricsLine(seq=5, metrics={"loss": 5.0})]
+        assert await daemon.on_update(_update(trial, gap)) is True  # lines 1-4 cannot be had
+        ok = [MetricsLine(seq=s, metrics={"loss": float(s)}) for s in (1, 2)]
+        assert await daemon.on_update(_update(trial, ok)) is True
+        assert [e["seq"] for e in await _wait_lines(db, trial, 2)] == [1, 2]
+        await daemon.on_update(executor.finish_update(trial))
+        with anyio.fail_after(WAIT_TIMEOUT):
+            while (await daemon.store.get_trial(trial)).status != "succeeded":  # type: ignore[union-attr]
+                await anyio.sleep(0.02)
