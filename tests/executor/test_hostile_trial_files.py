@@ -184,3 +184,70 @@ def test_a_fifo_stderr_log_does_not_hang_the_failed_trial_verdict(tmp_path: Path
             _sigterm(agent)
     finally:
         _kill_trial(tmp_path, "err")
+
+
+# A trial of a sweep run by a daemon with an in-process agent (hbd serve
+# --local-executor): it records its pid, reports once, then turns its metrics
+# file into a FIFO and sleeps.
+SWEEP_TRIAL = r"""
+import os, sys, time
+with open(sys.argv[1], "a") as f:
+    f.write(f"{os.getpid()}\n")
+metrics = os.environ["HBD_METRICS_FILE"]
+with open(metrics, "a") as f:
+    f.write('{"loss": 0.5}\n')
+time.sleep(0.3)
+os.remove(metrics)
+os.mkfifo(metrics)
+open(sys.argv[1] + ".ready", "w").close()
+time.sleep(60)
+"""
+
+
+def test_a_fifo_metrics_file_does_not_hang_a_daemon_with_a_local_executor(tmp_path: Path) -> None:
+    import yaml
+
+    from tests.crash.harness import spawn, wait_serving
+
+    script = tmp_path / "trial.py"
+    script.write_text(SWEEP_TRIAL)
+    pids = tmp_path / "pids"
+    spec = {
+        "version": 1.1,
+        "kind": "operation",
+        "matrix": {
+            "kind": "hyperband",
+            "maxIterations": 1,
+            "eta": 3,
+            "seed": 1,
+            "resource": {"name": "steps", "type": "int"},
+            "metric": {"name": "loss", "optimization": "minimize"},
+            "params": {"x": {"kind": "choice", "value": [1]}},
+        },
+        "component": {"container": {"command": [sys.executable, str(script), str(pids)]}},
+    }
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = ["daemon", "--db", str(tmp_path / "hbd.db"), "--port", str(port)]
+    args += ["--local-slots", "1", "--workdir", str(tmp_path / "work")]
+    try:
+        with stopping([]) as procs:
+            daemon = spawn(args, tmp_path / "daemon.log")
+            procs.append(daemon)
+            wait_serving(daemon, f"{url}/healthz")
+            response = httpx.post(f"{url}/v1/sweeps", content=yaml.safe_dump(spec), timeout=10)
+            assert response.status_code == 201, response.text
+            _wait_file(Path(str(pids) + ".ready"), daemon)
+            end = time.monotonic() + WATCH_SECONDS
+            while time.monotonic() < end:
+                try:
+                    assert httpx.get(f"{url}/healthz", timeout=HEALTH_WITHIN).status_code == 200
+                except httpx.TimeoutException:
+                    raise AssertionError(f"daemon unresponsive:\n{daemon.output()}") from None
+                time.sleep(0.1)
+            _sigterm(daemon)
+    finally:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            for pid in pids.read_text().split():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(int(pid), signal.SIGKILL)
