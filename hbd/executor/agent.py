@@ -23,7 +23,7 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 import hbd
-from hbd.executor import results
+from hbd.executor import metricsfeed, results
 from hbd.executor.callbacks import CallbackChannel
 from hbd.executor.metrics import DEFAULT_MAX_METRICS_FILE_BYTES, MetricsTail
 from hbd.executor.process import (
@@ -41,9 +41,7 @@ from hbd.executor.process import (
 )
 from hbd.executor.trialfiles import read_tail_async
 from hbd.protocol import (
-    MAX_METRICS_PAGE_LINES,
     Health,
-    MetricsLine,
     MetricsPage,
     TrialState,
     TrialStatus,
@@ -339,36 +337,12 @@ class Agent:
         notify: bool = True,
         to_end: bool = False,
     ) -> None:
-        """Take new metrics lines: one chunk per poll, or all of them with ``final``/``to_end``.
-
-        Reads run on a worker thread (the file is the trial's: see trialfiles);
-        each chunk's lines are forwarded in batches before the next is read,
-        so memory stays bounded by a chunk whatever the file's size.
-        """
-        while True:
-            lines, more = await anyio.to_thread.run_sync(lambda: tail.read_batch(final=final))
-            if lines:
-                merged = dict(trial.status.metrics)
-                for line in lines:
-                    merged.update(line.metrics)
-                trial.seq = tail.seq
-                trial.status = trial.status.model_copy(
-                    update={"metrics": merged, "metrics_seq": tail.seq}
-                )
-                if notify and trial.channel is not None:
-                    for i in range(0, len(lines), MAX_METRICS_PAGE_LINES):
-                        batch = lines[i : i + MAX_METRICS_PAGE_LINES]
-                        trial.channel.offer(
-                            TrialUpdate(
-                                kind="metrics",
-                                trial_id=trial.submission.id,
-                                sweep_id=trial.submission.sweep_id,
-                                seq=batch[-1].seq,
-                                lines=[MetricsLine(seq=x.seq, metrics=x.metrics) for x in batch],
-                            )
-                        )
-            if not (more and (final or to_end)):
-                return
+        """New metrics lines, off the loop (see metricsfeed): a chunk, or all with final/to_end."""
+        channel = trial.channel if notify else None
+        trial.status = await metricsfeed.drain(
+            tail, trial.status, channel, trial.submission, final=final, to_end=to_end
+        )
+        trial.seq = tail.seq
 
     async def metrics_after(self, trial_id: str, after: int, limit: int) -> MetricsPage | None:
         """The trial's metrics lines with seq > ``after`` (at most ``limit``); None if unknown."""
@@ -376,24 +350,14 @@ class Agent:
         if trial is None:
             return None
         if trial.tail is None:
-            async with self._tail_lock:
+            async with self._tail_lock:  # finished before this agent started: number it once
                 if trial.tail is None:
-                    # Finished before this agent started: number its file once, the same way.
-                    tail = MetricsTail(
+                    trial.tail = await metricsfeed.read_all(
                         results.trial_dir(self.workdir, trial_id) / results.METRICS_FILE,
-                        metric=trial.submission.metric,
-                        max_file_bytes=self.max_metrics_file_bytes,
+                        trial.submission.metric,
+                        self.max_metrics_file_bytes,
                     )
-                    while (await anyio.to_thread.run_sync(lambda: tail.read_batch(final=True)))[1]:
-                        pass
-                    trial.tail = tail
-        tail = trial.tail
-        lines = await anyio.to_thread.run_sync(tail.lines_after, after, limit)
-        return MetricsPage(
-            trial_id=trial_id,
-            lines=[MetricsLine(seq=x.seq, metrics=x.metrics) for x in lines],
-            last_seq=tail.seq,
-        )
+        return await metricsfeed.page(trial.tail, trial_id, after, limit)
 
     async def _supervise(self, trial: _Trial, tail: MetricsTail) -> None:
         """Tail metrics until the leader exits, then record the outcome."""
