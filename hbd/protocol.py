@@ -61,6 +61,9 @@ MAX_METRICS_PAGE_LINES = 1000
 MAX_METRIC_KEYS = 256
 # A metric key is a name, not a payload (UTF-8 bytes).
 MAX_METRIC_KEY_BYTES = 200
+# How deep the NUL scan of a submission goes: params are at most a few levels
+# deep, and the body-size limit bounds the rest (no recursion limit reached).
+MAX_NUL_SCAN_DEPTH = 64
 
 TrialState = Literal["running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATES: frozenset[TrialState] = frozenset({"succeeded", "failed", "cancelled"})
@@ -97,6 +100,16 @@ class TrialSubmission(BaseModel):
     # longer (SIGTERM, grace, SIGKILL) and reports it failed with TIMEOUT_REASON.
     timeout_seconds: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_SECONDS)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul_bytes(cls, data: Any) -> Any:
+        # A NUL byte cannot cross execve (argv, environment, paths): refuse it
+        # here, naming where it is, rather than fail when the trial starts.
+        where = _find_nul(data, "")
+        if where is not None:
+            raise ValueError(f"{where or 'body'} contains a NUL byte")
+        return data
+
     @field_validator("id", "resume_from")
     @classmethod
     def _not_a_relative_dir(cls, value: str | None) -> str | None:
@@ -127,6 +140,28 @@ class TrialSubmission(BaseModel):
             if not name or "=" in name or "\0" in name or "\0" in item:
                 raise ValueError(f"invalid environment variable {name!r}")
         return value
+
+
+def _find_nul(value: Any, path: str, depth: int = 0) -> str | None:
+    """The path of the first string (value or key) holding a NUL byte, if any."""
+    if isinstance(value, str):
+        return path if "\0" in value else None
+    if depth > MAX_NUL_SCAN_DEPTH:
+        return None  # deeper than any real submission; pydantic still validates the types
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and "\0" in key:
+                return inner
+            found = _find_nul(item, inner, depth + 1)
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = _find_nul(item, f"{path}[{i}]", depth + 1)
+            if found is not None:
+                return found
+    return None
 
 
 class TrialStatus(BaseModel):

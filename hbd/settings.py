@@ -67,6 +67,29 @@ DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
 # module light; tests/executor/test_metrics.py checks that the two agree.
 DEFAULT_MAX_METRICS_FILE_BYTES = 64 * 1024 * 1024
 
+# The executor agent's retention and log caps: hbd.executor.agent's
+# DEFAULT_RETAIN_SECONDS, DEFAULT_RETAIN_TRIALS, DEFAULT_LOG_CAP_BYTES and
+# MIN_LOG_CAP_BYTES, repeated so that loading settings stays light;
+# tests/executor/test_settings_agent.py checks that they agree.
+DEFAULT_RETAIN_SECONDS = 7 * 24 * 3600.0
+DEFAULT_RETAIN_TRIALS = 10_000
+DEFAULT_LOG_CAP_BYTES = 64 * 1024 * 1024
+MIN_LOG_CAP_BYTES = 4096
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> Any:
+    """``7d``, ``36h``, ``90m``, ``30s`` or plain seconds -> seconds (else unchanged, for pydantic)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text and text[-1] in _DURATION_UNITS:
+            try:
+                return float(text[:-1]) * _DURATION_UNITS[text[-1]]
+            except ValueError:
+                pass
+    return value
+
+
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["auto", "json", "console"]
 
@@ -365,6 +388,17 @@ class ExecutorSettings(_Common):
     trial_cwd: Path | None = None  # where trials run; default: the agent's working directory
     # Bytes of one trial's metrics file ever parsed; the rest is ignored (logged once).
     max_metrics_file_bytes: int = Field(default=DEFAULT_MAX_METRICS_FILE_BYTES, ge=0)
+    # Finished trials are forgotten (memory and disk) this long after the
+    # daemon took their result; a re-submission of a forgotten id runs again.
+    retain: float = Field(default=DEFAULT_RETAIN_SECONDS, ge=0, le=10 * 366 * 86400.0)
+    retain_trials: int = Field(default=DEFAULT_RETAIN_TRIALS, ge=0, le=10_000_000)
+    # Each of a trial's stdout.log and stderr.log keeps at most this (head and tail).
+    log_cap_bytes: int = Field(default=DEFAULT_LOG_CAP_BYTES, ge=MIN_LOG_CAP_BYTES)
+
+    @field_validator("retain", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value)
 
 
 __all__ = [

@@ -7,17 +7,25 @@ from pathlib import Path
 import anyio
 import httpx
 from anyio.abc import TaskStatus
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Response
 
 import hbd
 from hbd.api.asgi import (
     MAX_REQUEST_BODY_BYTES,
+    BearerAuth,
     BodySizeLimit,
-    bearer_check,
     require_token_beyond_loopback,
     serve_app,
 )
-from hbd.executor.agent import Agent, AgentNotRunning, NoFreeSlot, TrialConflict
+from hbd.executor.agent import (
+    Agent,
+    AgentLimits,
+    AgentNotRunning,
+    InvalidSubmission,
+    NoFreeSlot,
+    StartFailed,
+    TrialConflict,
+)
 from hbd.executor.metrics import DEFAULT_MAX_METRICS_FILE_BYTES
 from hbd.executor.process import TemplateError
 from hbd.protocol import (
@@ -31,6 +39,8 @@ from hbd.protocol import (
 
 # Suggested wait after 429: about how often slots free up on a busy executor.
 RETRY_AFTER_SECONDS = 5
+# Routes anyone may call: health says nothing secret.
+PUBLIC_PATHS = frozenset({"/v1/health"})
 
 
 def create_agent_app(agent: Agent) -> FastAPI:
@@ -43,7 +53,9 @@ def create_agent_app(agent: Agent) -> FastAPI:
         openapi_url="/v1/openapi.json",
     )
     app.add_middleware(BodySizeLimit, limit=MAX_REQUEST_BODY_BYTES)
-    trials = APIRouter(prefix="/v1/trials", dependencies=[Depends(bearer_check(agent.token))])
+    # Added last, so outermost: the token is checked before a body is even read.
+    app.add_middleware(BearerAuth, token=agent.token, exempt=PUBLIC_PATHS)
+    trials = APIRouter(prefix="/v1/trials")
 
     @trials.post("", status_code=201)
     async def submit_trial(submission: TrialSubmission, response: Response) -> TrialStatus:
@@ -54,6 +66,13 @@ def create_agent_app(agent: Agent) -> FastAPI:
         except TemplateError as exc:
             detail = [{"loc": ["body", "command"], "msg": str(exc), "type": "value_error"}]
             raise HTTPException(422, detail) from exc
+        except InvalidSubmission as exc:
+            detail = [{"loc": ["body", exc.field], "msg": str(exc), "type": "value_error"}]
+            raise HTTPException(422, detail) from exc
+        except StartFailed as exc:
+            raise HTTPException(
+                503, str(exc), headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+            ) from exc
         except NoFreeSlot as exc:
             raise HTTPException(
                 429, "no free slot", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
@@ -62,17 +81,21 @@ def create_agent_app(agent: Agent) -> FastAPI:
             raise HTTPException(503, str(exc)) from exc
         if not created:
             response.status_code = 200
+            agent.served([status])
         return status
 
     @trials.get("")
     async def list_trials(sweep_id: str | None = None) -> list[TrialStatus]:
-        return agent.list_trials(sweep_id)
+        statuses = agent.list_trials(sweep_id)
+        agent.served(statuses)
+        return statuses
 
     @trials.get("/{trial_id}")
     async def get_trial(trial_id: str) -> TrialStatus:
         status = agent.get(trial_id)
         if status is None:
             raise HTTPException(404, f"unknown trial {trial_id!r}")
+        agent.served([status])
         return status
 
     @trials.get("/{trial_id}/metrics")
@@ -94,6 +117,7 @@ def create_agent_app(agent: Agent) -> FastAPI:
             raise HTTPException(503, str(exc)) from exc
         if status is None:
             raise HTTPException(404, f"unknown trial {trial_id!r}")
+        agent.served([status])
         return status
 
     @app.get("/v1/health")
@@ -116,6 +140,7 @@ async def serve_agent(
     trial_cwd: Path | None = None,
     keep_trials_on_exit: bool = False,
     max_metrics_file_bytes: int = DEFAULT_MAX_METRICS_FILE_BYTES,
+    limits: AgentLimits | None = None,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run an Agent and its HTTP server until cancelled; readiness carries the bound port.
@@ -133,6 +158,7 @@ async def serve_agent(
         trial_cwd=trial_cwd,
         keep_trials_on_exit=keep_trials_on_exit,
         max_metrics_file_bytes=max_metrics_file_bytes,
+        limits=limits,
     )
     async with anyio.create_task_group() as tg:
         await tg.start(agent.run)

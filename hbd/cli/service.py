@@ -76,6 +76,7 @@ _EXECUTOR_FLAGS = {
     "slots": "--slots",
     "workdir": "--workdir",
     "trial_cwd": "--trial-cwd",
+    "retain": "--retain",
     "token_file": "--token-file",
     "log_level": "--log-level",
     "log_format": "--log-format",
@@ -297,11 +298,18 @@ def _args_executor(p: argparse.ArgumentParser) -> None:
         "--workdir", type=Path, default=None, help="where trial directories and results live"
     )
     p.add_argument("--trial-cwd", type=Path, default=None, help="where trials run (default: here)")
+    p.add_argument(
+        "--retain",
+        default=None,
+        metavar="DURATION",
+        help="keep finished trials this long after the daemon took them (e.g. 7d, 36h; default 7d)",
+    )
 
 
 def cmd_executor(args: argparse.Namespace) -> int:
     from hbd.api.agent_routes import serve_agent
     from hbd.daemon.systemd import watchdog
+    from hbd.executor.agent import AgentLimits
 
     settings: ExecutorSettings = _load(ExecutorSettings, args, _EXECUTOR_FLAGS)
     token, notifier = _start_service(settings)
@@ -313,6 +321,11 @@ def cmd_executor(args: argparse.Namespace) -> int:
             trial_cwd=settings.trial_cwd,
             keep_trials_on_exit=settings.keep_trials_on_exit,
             max_metrics_file_bytes=settings.max_metrics_file_bytes,
+            limits=AgentLimits(
+                log_cap_bytes=settings.log_cap_bytes,
+                retain_seconds=settings.retain,
+                retain_trials=settings.retain_trials,
+            ),
         )
         port = await tg.start(
             agent, settings.host, settings.port, settings.workdir, settings.slots, token

@@ -1,15 +1,36 @@
 """The executor agent: runs trials as local processes, idempotent by trial id.
 
-``Agent`` holds the trials and owns every background task (one supervisor per
-running trial, one callback sender per trial with a callback URL) inside the
-task group of :meth:`Agent.run`. Start it with ``await tg.start(agent.run)``;
-cancelling that task group terminates running trials (SIGTERM, grace, SIGKILL),
-records them as failed and returns. The HTTP face is in ``server.py``.
+Theory of operation. The agent never runs a trial itself: for each trial it
+starts a small supervisor process (``hbd.executor.supervisor``, in a session
+of its own) that owns the trial's process tree, caps its logs, enforces its
+timeout and writes how it ended to disk. So nothing depends on the agent
+being alive when a trial ends; a restarted agent rebuilds every trial from
+``<workdir>/state/<id>/`` (see ``results.py``):
+
+- ``result.json`` present: finished, served as recorded;
+- the supervisor's lock is held: a supervisor runs the trial; adopt it;
+- the lock is free and ``exit.json`` present: the trial ended while no agent
+  watched; its recorded exit status decides, exactly as if the agent had
+  stayed up;
+- the lock is free, ``started`` present, no ``exit.json``: the supervisor
+  itself was killed; the trial is failed (it is never run twice);
+- the lock is free, no ``started``: the agent died before the trial could
+  start; it is started now (once).
+
+``Agent`` holds the trials and owns every background task (one watcher per
+running trial, one callback sender per trial with a callback URL, the
+retention sweep) inside the task group of :meth:`Agent.run`. Start it with
+``await tg.start(agent.run)``; cancelling that task group either leaves the
+supervisors running for the next agent (``keep_trials_on_exit``) or asks
+each to stop its trial and records them as failed. Finished trials are
+forgotten, in memory and on disk, once the daemon has their result and the
+retention period has passed (or beyond a count cap). The HTTP face is in
+``hbd.api.agent_routes``.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
 import signal
 import time
@@ -23,24 +44,20 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 import hbd
-from hbd.executor import metricsfeed, results
+from hbd.executor import metricsfeed, process, results
+from hbd.executor import supervisor as sup
 from hbd.executor.callbacks import CallbackChannel
 from hbd.executor.metrics import DEFAULT_MAX_METRICS_FILE_BYTES, MetricsTail
 from hbd.executor.process import (
-    AdoptedProcess,
-    TrialProcess,
+    SupervisorHandle,
     build_env,
     describe_exit,
-    find_by_env,
     format_value,
-    pid_alive,
-    process_start_time,
     render_argv,
-    spawn,
-    terminate_group,
 )
 from hbd.executor.trialfiles import read_tail_async
 from hbd.protocol import (
+    TIMEOUT_REASON,
     Health,
     MetricsPage,
     TrialState,
@@ -51,23 +68,70 @@ from hbd.protocol import (
 
 log = structlog.get_logger(__name__)
 
-# SIGTERM -> SIGKILL on cancel: time for a trial to write a checkpoint and
-# exit (Kubernetes' terminationGracePeriodSeconds default is 30 s; trials here
-# are single processes on one host).
+# SIGTERM -> SIGKILL on cancel and timeout: time for a trial to write a
+# checkpoint and exit (Kubernetes' terminationGracePeriodSeconds default is
+# 30 s; trials here are single processes on one host).
 CANCEL_GRACE_SECONDS = 10.0
 # How long POST /cancel waits for the trial to be gone before answering with
-# its current (still running) status; the kill proceeds in the background.
+# its current (still running) status; the kill proceeds in the supervisor.
 CANCEL_WAIT_SECONDS = CANCEL_GRACE_SECONDS + 2.0
-# Metrics file poll interval: a trial's progress reaches the daemon within this.
+# Metrics file and supervisor poll interval: a trial's progress and its end
+# reach the daemon within this.
 METRICS_POLL_INTERVAL = 0.1
 # Stderr kept in a failed trial's status: enough for a traceback, small enough
 # to travel in every poll.
 STDERR_TAIL_BYTES = 4096
+# stdout.log / stderr.log each keep at most this (head and tail): a trial
+# printing in a loop must not fill the disk. 64 MiB holds any sane log.
+DEFAULT_LOG_CAP_BYTES = 64 * 1024 * 1024
+# Smallest cap accepted: room for a head, the "omitted" marker and a tail.
+MIN_LOG_CAP_BYTES = 4096
+# Finished trials are kept this long after the daemon has their result, so
+# that a late re-submission of the same id is answered, not run again.
+DEFAULT_RETAIN_SECONDS = 7 * 24 * 3600.0
+# At most this many finished trials are kept (about 9 KB of memory each);
+# beyond it the oldest are forgotten first, taken ones before untaken ones.
+DEFAULT_RETAIN_TRIALS = 10_000
+# How often expired trials are looked for.
+RETENTION_SWEEP_INTERVAL = 60.0
+# After asking a supervisor to stop (shutdown, executor error), how long to
+# wait for its record before giving up on it.
+STOP_WAIT_SECONDS = CANCEL_GRACE_SECONDS + 5.0
 
 CANCEL_REASON = "cancelled by request"
+# A trial an agent of an older hbd (before supervisors) was running when it was
+# replaced: nothing recorded its outcome, so it is stopped and failed.
 RESTART_REASON = "executor restarted while the trial ran"
-LOST_STATUS_REASON = "exit status lost across executor restart"
+SUPERVISOR_LOST_REASON = "the trial's supervisor died; its outcome is unknown"
 SHUTDOWN_REASON = "executor shut down while the trial ran"
+
+# Test hook for the crash tests (tests/executor/test_crash_windows.py): with
+# HBD_TEST_AGENT_CRASH_AT=<point> in the environment the agent SIGKILLs itself
+# at that point of starting a trial: ``before-supervisor`` (submission written,
+# nothing started) or ``after-supervisor`` (supervisor started, nothing else
+# recorded). Read once at import. Never set it in production.
+CRASH_AT_ENV = "HBD_TEST_AGENT_CRASH_AT"
+_crash_at = os.environ.get(CRASH_AT_ENV) or None
+
+
+def _crash_point(name: str) -> None:
+    if _crash_at == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentLimits:
+    """The agent's operator knobs (``ExecutorSettings``)."""
+
+    log_cap_bytes: int = DEFAULT_LOG_CAP_BYTES
+    retain_seconds: float = DEFAULT_RETAIN_SECONDS
+    retain_trials: int = DEFAULT_RETAIN_TRIALS
+
+    def __post_init__(self) -> None:
+        if self.log_cap_bytes < MIN_LOG_CAP_BYTES:
+            raise ValueError(f"log_cap_bytes must be at least {MIN_LOG_CAP_BYTES}")
+        if self.retain_seconds < 0 or self.retain_trials < 0:
+            raise ValueError("retention must not be negative")
 
 
 class AgentError(Exception):
@@ -86,16 +150,30 @@ class AgentNotRunning(AgentError):
     """``Agent.run`` is not active, so no trial can be started (503)."""
 
 
+class StartFailed(AgentError):
+    """The trial could not be recorded or its supervisor not started; nothing runs (503)."""
+
+
+class InvalidSubmission(AgentError):
+    """The rendered command or environment cannot be passed to a process (422)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 @dataclass(eq=False)
 class _Trial:
     submission: TrialSubmission
     status: TrialStatus
     done: anyio.Event = field(default_factory=anyio.Event)
-    process: TrialProcess | None = None
+    handle: SupervisorHandle | None = None
     channel: CallbackChannel | None = None
     seq: int = 0  # metric lines seen so far
     tail: MetricsTail | None = None  # its metrics file, once read
     cancel_requested: bool = False
+    taken: bool = False  # the daemon has the finished status
+    taken_on_disk: bool = False
 
 
 # Where results are pushed is routing, not part of what the trial is: a daemon
@@ -110,6 +188,16 @@ def _same_payload(a: TrialSubmission, b: TrialSubmission) -> bool:
     )
 
 
+def _check_no_nul(argv: list[str], env: dict[str, str]) -> None:
+    """A NUL byte cannot cross execve: refuse it before anything is written."""
+    for i, part in enumerate(argv):
+        if "\0" in part:
+            raise InvalidSubmission("command", f"argument {i} contains a NUL byte once rendered")
+    for name, value in env.items():
+        if "\0" in name or "\0" in value or "=" in name:
+            raise InvalidSubmission("env", f"environment variable {name!r} is not valid")
+
+
 class Agent:
     """Runs submitted trials on this host, at most ``slots`` at a time."""
 
@@ -122,6 +210,7 @@ class Agent:
         transport: httpx.AsyncBaseTransport | None = None,
         trial_cwd: Path | None = None,
         keep_trials_on_exit: bool = False,
+        limits: AgentLimits | None = None,
         max_metrics_file_bytes: int = DEFAULT_MAX_METRICS_FILE_BYTES,
     ) -> None:
         if slots < 1:
@@ -140,6 +229,7 @@ class Agent:
         self.slots = slots
         self.token = token
         self.callback_token = callback_token
+        self.limits = limits or AgentLimits()
         self._transport = transport
         self._trials: dict[str, _Trial] = {}
         self._submit_lock = anyio.Lock()  # check-then-start of a submission is atomic
@@ -152,7 +242,7 @@ class Agent:
         """Load trials from disk, serve until cancelled, then stop every trial (or leave them running)."""
         if self._tg is not None:
             raise RuntimeError("agent is already running")
-        await anyio.to_thread.run_sync(lambda: self.workdir.mkdir(parents=True, exist_ok=True))
+        await anyio.to_thread.run_sync(results.make_private_dir, self.workdir)
         # The client outlives the task group: callback senders stop first.
         async with (
             httpx.AsyncClient(transport=self._transport) as client,
@@ -160,12 +250,18 @@ class Agent:
         ):
             self._client, self._tg = client, tg
             try:
+                legacy = dict(await anyio.to_thread.run_sync(results.import_legacy, self.workdir))
                 for stored in await anyio.to_thread.run_sync(results.load_trials, self.workdir):
-                    await self._recover(stored)
+                    if stored.result is None and stored.submission.id in legacy:
+                        await self._fail_legacy(stored, legacy[stored.submission.id])
+                    else:
+                        await self._recover(stored)
+                await self.expire()
+                tg.start_soon(self._retention_loop)
                 task_status.started()
                 await anyio.sleep_forever()
             finally:
-                self._tg = None  # refuse new trials; supervisors clean up themselves
+                self._tg = None  # refuse new trials; watchers clean up themselves
 
     def _require_tg(self) -> TaskGroup:
         if self._tg is None:
@@ -198,6 +294,13 @@ class Agent:
         ]
         return sorted(statuses, key=lambda s: (s.started_at, s.id))
 
+    def served(self, statuses: list[TrialStatus]) -> None:
+        """These statuses were answered to a client: finished ones are taken."""
+        for status in statuses:
+            trial = self._trials.get(status.id)
+            if trial is not None and status.finished and trial.status.finished:
+                trial.taken = True
+
     # -- commands ------------------------------------------------------------
 
     async def submit(self, submission: TrialSubmission) -> tuple[TrialStatus, bool]:
@@ -205,7 +308,9 @@ class Agent:
 
         A repeat of a known id with the same payload returns its status (even
         when finished: a trial never runs twice). Raises TrialConflict,
-        TemplateError (unknown placeholder), NoFreeSlot or AgentNotRunning.
+        TemplateError (unknown placeholder), InvalidSubmission, NoFreeSlot,
+        StartFailed or AgentNotRunning. Whatever fails, no slot stays taken
+        without a supervisor.
         """
         async with self._submit_lock:
             known = self._trials.get(submission.id)
@@ -218,14 +323,25 @@ class Agent:
                     f"trial {submission.id!r} was already submitted with a different payload"
                 )
             argv = render_argv(submission.command, _template_values(submission))
+            _check_no_nul(argv, dict(submission.env))
             tg = self._require_tg()
             if len(self.running_ids()) >= self.slots:
                 raise NoFreeSlot("no free slot")
-            trial = await self._start(tg, submission, argv)
+            trial = _Trial(
+                submission=submission,
+                status=TrialStatus(
+                    id=submission.id,
+                    sweep_id=submission.sweep_id,
+                    state="running",
+                    started_at=time.time(),
+                ),
+            )
+            self._trials[submission.id] = trial  # the slot is taken from here on
+            await self._start(tg, trial, argv)
             return trial.status, True
 
     async def cancel(self, trial_id: str) -> TrialStatus | None:
-        """Stop a running trial's process group; None if the id is unknown."""
+        """Ask the trial's supervisor to stop it; None if the id is unknown."""
         trial = self._trials.get(trial_id)
         if trial is None:
             return None
@@ -233,51 +349,126 @@ class Agent:
             return trial.status
         if not trial.cancel_requested:
             trial.cancel_requested = True
-            if trial.process is not None:  # else _start kills it once spawned
-                log.info("cancelling trial", trial_id=trial_id, pid=trial.process.pid)
-                self._require_tg().start_soon(terminate_group, trial.process, CANCEL_GRACE_SECONDS)
+            if trial.handle is not None:  # else _start asks once the supervisor exists
+                log.info("cancelling trial", trial_id=trial_id)
+                await self._request_stop(trial, sup.STOP_CANCEL)
         with anyio.move_on_after(CANCEL_WAIT_SECONDS):
             await trial.done.wait()
         return trial.status
 
+    async def expire(self, now: float | None = None) -> list[str]:
+        """Forget finished trials past retention (memory and disk); returns their ids."""
+        now = time.time() if now is None else now
+        for trial in self._trials.values():
+            if trial.channel is not None and trial.channel.status_delivered:
+                trial.taken = True
+            if trial.taken and not trial.taken_on_disk and trial.status.finished:
+                trial.taken_on_disk = True
+                try:
+                    await anyio.to_thread.run_sync(
+                        results.mark_taken, self.workdir, trial.submission.id
+                    )
+                except OSError as exc:
+                    log.warning(
+                        "cannot record a taken result", trial_id=trial.submission.id, error=str(exc)
+                    )
+        doomed = _expired(list(self._trials.values()), now, self.limits)
+        for trial in doomed:
+            trial_id = trial.submission.id
+            self._trials.pop(trial_id, None)
+            if trial.channel is not None:
+                trial.channel.close()
+            try:
+                await anyio.to_thread.run_sync(results.remove_trial, self.workdir, trial_id)
+            except OSError as exc:
+                log.warning("cannot remove an expired trial", trial_id=trial_id, error=str(exc))
+        if doomed:
+            log.info("expired finished trials forgotten", count=len(doomed))
+        return [t.submission.id for t in doomed]
+
     # -- internals -----------------------------------------------------------
 
-    async def _start(self, tg: TaskGroup, sub: TrialSubmission, argv: list[str]) -> _Trial:
-        directory = await anyio.to_thread.run_sync(results.write_submission, self.workdir, sub)
-        trial = _Trial(
-            submission=sub,
-            status=TrialStatus(
-                id=sub.id, sweep_id=sub.sweep_id, state="running", started_at=time.time()
-            ),
-        )
-        self._trials[sub.id] = trial
+    async def _retention_loop(self) -> None:
+        while True:
+            await anyio.sleep(RETENTION_SWEEP_INTERVAL)
+            await self.expire()
+
+    async def _start(self, tg: TaskGroup, trial: _Trial, argv: list[str]) -> None:
+        """Record the trial and start its supervisor; undo everything if that fails.
+
+        The supervisor is started inside the worker thread and stored on the
+        trial there, so a cancellation of this task can never lose a
+        supervisor that did start: then the trial is watched; else it is
+        forgotten (memory and disk) and the slot is free.
+        """
+        sub = trial.submission
+        try:
+            await anyio.to_thread.run_sync(self._prepare_and_launch, trial, argv, None)
+        except BaseException as exc:
+            if trial.handle is None:
+                self._trials.pop(sub.id, None)
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._forget_on_disk, sub.id)
+                if isinstance(exc, OSError):
+                    log.warning("trial could not start", trial_id=sub.id, error=str(exc))
+                    raise StartFailed(f"cannot start trial {sub.id!r}: {exc}") from exc
+                raise
+            self._watch_soon(tg, trial)
+            raise
+        self._watch_soon(tg, trial)
+        log.info("trial started", trial_id=sub.id, sweep_id=sub.sweep_id)
+
+    def _watch_soon(self, tg: TaskGroup, trial: _Trial) -> None:
         self._open_channel(tg, trial)
+        tg.start_soon(self._watch, trial)
+
+    def _forget_on_disk(self, trial_id: str) -> None:
         try:
-            env = await anyio.to_thread.run_sync(self._trial_env, sub, directory)
-            process = await spawn(
-                argv,
-                cwd=self.trial_cwd,
-                env=env,
-                stdout=directory / results.STDOUT_FILE,
-                stderr=directory / results.STDERR_FILE,
-            )
+            results.remove_trial(self.workdir, trial_id)
         except OSError as exc:
-            log.warning("trial could not start", trial_id=sub.id, argv=argv, error=str(exc))
-            await self._finish(trial, "failed", reason=f"could not start {argv[0]!r}: {exc}")
-            return trial
-        trial.process = process
-        # Supervised first: if the pid file cannot be written the trial still ends
-        # (and frees its slot); a restarted agent finds it by HBD_TRIAL_DIR.
-        tg.start_soon(self._supervise, trial, self._tail(trial))
-        record = results.PidRecord(pid=process.pid, start_time=process_start_time(process.pid))
+            log.error("cannot remove an unstarted trial's files", trial_id=trial_id, error=str(exc))
+
+    def _prepare_and_launch(self, trial: _Trial, argv: list[str], lock_fd: int | None) -> None:
+        """(worker thread) Write submission and launch files, then start the supervisor.
+
+        ``lock_fd``: the trial's lock, already taken (recovery); it is closed
+        here whatever happens (the supervisor keeps its own copy).
+        """
         try:
-            await anyio.to_thread.run_sync(results.write_pid, self.workdir, sub.id, record)
-        except OSError as exc:
-            log.warning("cannot record the trial's pid", trial_id=sub.id, error=str(exc))
-        log.info("trial started", trial_id=sub.id, sweep_id=sub.sweep_id, pid=process.pid)
-        if trial.cancel_requested:  # cancelled while it was being spawned
-            tg.start_soon(terminate_group, process, CANCEL_GRACE_SECONDS)
-        return trial
+            self._launch_locked(trial, argv, lock_fd)
+        finally:
+            if lock_fd is not None:
+                os.close(lock_fd)
+
+    def _launch_locked(self, trial: _Trial, argv: list[str], lock_fd: int | None) -> None:
+        sub = trial.submission
+        directory = results.write_submission(self.workdir, sub)
+        env = self._trial_env(sub, directory)
+        _check_no_nul(argv, env)
+        launch = {
+            "argv": argv,
+            "env": env,
+            "cwd": str(self.trial_cwd),
+            "trial_dir": str(directory),
+            "log_cap_bytes": self.limits.log_cap_bytes,
+            "grace_seconds": CANCEL_GRACE_SECONDS,
+            "timeout_seconds": sub.timeout_seconds,
+        }
+        results.write_state_file(self.workdir, sub.id, sup.LAUNCH_FILE, json.dumps(launch).encode())
+        state = results.state_dir(self.workdir, sub.id)
+        fd = lock_fd if lock_fd is not None else process.try_lock(state)
+        if fd is None:
+            raise OSError(f"a supervisor already holds {state / sup.LOCK_FILE}")
+        try:
+            _crash_point("before-supervisor")
+            popen = process.start_supervisor(state, fd)
+            trial.handle = SupervisorHandle(state, popen)
+            _crash_point("after-supervisor")
+        finally:
+            if lock_fd is None:
+                os.close(fd)
+        if trial.cancel_requested:  # cancelled while it was being started
+            results.write_stop(self.workdir, sub.id, sup.STOP_CANCEL)
 
     def _trial_env(self, sub: TrialSubmission, directory: Path) -> dict[str, str]:
         checkpoint = (
@@ -285,7 +476,7 @@ class Agent:
             if sub.checkpoint_dir
             else results.default_checkpoint_dir(self.workdir, sub.id)
         )
-        checkpoint.mkdir(parents=True, exist_ok=True)
+        results.make_private_dir(checkpoint)
         resource = format_value(sub.resource.value)
         hbd_vars = {
             sub.resource.name: resource,
@@ -314,19 +505,17 @@ class Agent:
 
     def _open_channel(self, tg: TaskGroup, trial: _Trial) -> None:
         url = trial.submission.callback_url
-        if url is not None and self._client is not None:
+        if url is not None and self._client is not None and trial.channel is None:
             trial.channel = CallbackChannel(url, self.callback_token)
             tg.start_soon(trial.channel.run, self._client)
 
-    def _tail(self, trial: _Trial) -> MetricsTail:
-        if trial.tail is None:
-            sub = trial.submission
-            trial.tail = MetricsTail(
-                results.trial_dir(self.workdir, sub.id) / results.METRICS_FILE,
-                metric=sub.metric,
-                max_file_bytes=self.max_metrics_file_bytes,
+    async def _request_stop(self, trial: _Trial, reason: str) -> None:
+        try:
+            await anyio.to_thread.run_sync(
+                results.write_stop, self.workdir, trial.submission.id, reason
             )
-        return trial.tail
+        except OSError as exc:
+            log.error("cannot ask the trial to stop", trial_id=trial.submission.id, error=str(exc))
 
     async def _drain(
         self,
@@ -359,74 +548,133 @@ class Agent:
                     )
         return await metricsfeed.page(trial.tail, trial_id, after, limit)
 
-    async def _supervise(self, trial: _Trial, tail: MetricsTail) -> None:
-        """Tail metrics until the leader exits, then record the outcome."""
-        process = trial.process
-        assert process is not None
-        try:
-            while not process.exited:
-                await self._drain(trial, tail)
-                with anyio.move_on_after(METRICS_POLL_INTERVAL):
-                    await process.wait()
-            await self._drain(trial, tail, final=True)
-            process.signal_group(signal.SIGKILL)  # children it left behind
-            state, reason = self._outcome(trial, process.returncode)
-            tail_text = None
-            if state != "succeeded":
-                tail_text = await read_tail_async(
-                    _stderr_path(self.workdir, trial), STDERR_TAIL_BYTES
-                )
-            await self._finish(
-                trial, state, reason=reason, exit_code=process.returncode, stderr_tail=tail_text
+    def _tail(self, trial: _Trial) -> MetricsTail:
+        if trial.tail is None:
+            sub = trial.submission
+            trial.tail = MetricsTail(
+                results.trial_dir(self.workdir, sub.id) / results.METRICS_FILE,
+                metric=sub.metric,
+                max_file_bytes=self.max_metrics_file_bytes,
             )
+        return trial.tail
+
+    async def _watch(self, trial: _Trial, tail: MetricsTail | None = None) -> None:
+        """Tail metrics until the supervisor is gone, then record the outcome it wrote."""
+        handle = trial.handle
+        assert handle is not None
+        tail = tail or self._tail(trial)
+        try:
+            while not await handle.finished_async():
+                await self._drain(trial, tail)
+                await anyio.sleep(METRICS_POLL_INTERVAL)
+            await self._drain(trial, tail, final=True)
+            await self._conclude(trial)
         except anyio.get_cancelled_exc_class():
             if not trial.status.finished and self.keep_trials_on_exit:
                 log.info(
                     "executor stopping; trial left running for the next start to adopt",
                     trial_id=trial.submission.id,
-                    pid=process.pid,
                 )
-                process.leave_running()
+                handle.leave_running()
             elif not trial.status.finished:
                 with anyio.CancelScope(shield=True):
                     log.info("stopping trial: executor shutting down", trial_id=trial.submission.id)
-                    await self._abandon(trial, tail, SHUTDOWN_REASON)
+                    await self._stop_and_conclude(trial, tail, notify=False)
             raise
         except Exception as exc:
             # One trial's supervision failing must not take the agent down.
             log.exception("trial supervision failed", trial_id=trial.submission.id)
             if not trial.status.finished:
+                reason = f"executor error: {exc!r}"
                 with anyio.CancelScope(shield=True):
-                    await self._abandon(trial, tail, f"executor error: {exc!r}", notify=True)
+                    try:
+                        await self._stop_and_conclude(trial, tail, notify=True, reason=reason)
+                    except Exception as again:
+                        log.error(
+                            "trial could not be concluded",
+                            trial_id=trial.submission.id,
+                            error=repr(again),
+                        )
+                    if not trial.status.finished:  # the slot is freed whatever failed
+                        await self._finish(trial, "failed", reason=reason)
 
-    async def _abandon(
-        self, trial: _Trial, tail: MetricsTail, reason: str, *, notify: bool = False
+    async def _stop_and_conclude(
+        self, trial: _Trial, tail: MetricsTail, *, notify: bool, reason: str = SHUTDOWN_REASON
     ) -> None:
-        """Stop the trial's processes and record it as failed with ``reason``."""
-        process = trial.process
-        assert process is not None
-        await terminate_group(process, CANCEL_GRACE_SECONDS)
-        with contextlib.suppress(OSError):
+        handle = trial.handle
+        assert handle is not None
+        await self._request_stop(trial, sup.STOP_SHUTDOWN)
+        with anyio.move_on_after(STOP_WAIT_SECONDS):
+            await handle.wait(METRICS_POLL_INTERVAL)
+        try:
             await self._drain(trial, tail, final=True, notify=notify)
+        except OSError:
+            pass
+        if await handle.finished_async():
+            await self._conclude(trial, notify=notify)
+        else:
+            await self._finish(trial, "failed", reason=reason, notify=notify)
+
+    async def _conclude(self, trial: _Trial, *, notify: bool = True) -> None:
+        """Record the outcome the supervisor wrote (the supervisor is gone)."""
+        trial_id = trial.submission.id
+        record = await anyio.to_thread.run_sync(results.read_exit, self.workdir, trial_id)
+        if record is None:
+            await self._supervisor_lost(trial, notify=notify)
+            return
+        state, reason = self._outcome(trial, record)
+        tail_text = None
+        if state != "succeeded":
+            tail_text = await read_tail_async(_stderr_path(self.workdir, trial), STDERR_TAIL_BYTES)
+        await self._finish(
+            trial,
+            state,
+            reason=reason,
+            exit_code=record.returncode,
+            stderr_tail=tail_text,
+            notify=notify,
+        )
+
+    async def _supervisor_lost(self, trial: _Trial, *, notify: bool) -> None:
+        trial_id = trial.submission.id
+        started = await anyio.to_thread.run_sync(
+            results.state_file_exists, self.workdir, trial_id, sup.STARTED_FILE
+        )
+        status = trial.handle.exit_status if trial.handle is not None else None
+        if not started:
+            reason = f"the trial's supervisor exited (status {status}) before starting it; see {process.SUPERVISOR_LOG}"
+        else:
+            reason = SUPERVISOR_LOST_REASON
+            child = await anyio.to_thread.run_sync(results.read_child, self.workdir, trial_id)
+            if child is not None and process.kill_group(*child):
+                log.warning(
+                    "killed the trial its dead supervisor left", trial_id=trial_id, pid=child[0]
+                )
+        log.warning("trial supervisor lost", trial_id=trial_id, reason=reason)
         await self._finish(
             trial,
             "failed",
             reason=reason,
-            exit_code=process.returncode,
             stderr_tail=await read_tail_async(_stderr_path(self.workdir, trial), STDERR_TAIL_BYTES),
             notify=notify,
         )
 
-    def _outcome(self, trial: _Trial, returncode: int | None) -> tuple[TrialState, str | None]:
+    def _outcome(self, trial: _Trial, record: results.ExitRecord) -> tuple[TrialState, str | None]:
+        """The verdict from the supervisor's record: the same whether or not the agent restarted."""
         metric = trial.submission.metric
-        reported = metric is not None and metric in trial.status.metrics
-        if trial.cancel_requested:
+        if record.error is not None:
+            return "failed", record.error
+        if record.stopped == sup.STOP_CANCEL:
             return "cancelled", CANCEL_REASON
-        if returncode is None:  # adopted: the exit status went with the old agent
-            return ("succeeded", None) if reported else ("failed", LOST_STATUS_REASON)
-        if returncode != 0:
-            return "failed", describe_exit(returncode)
-        if metric is not None and not reported:
+        if record.stopped == sup.STOPPED_TIMEOUT:
+            return "failed", TIMEOUT_REASON
+        if record.stopped is not None:
+            return "failed", SHUTDOWN_REASON
+        if record.returncode is None:
+            return "failed", SUPERVISOR_LOST_REASON
+        if record.returncode != 0:
+            return "failed", describe_exit(record.returncode)
+        if metric is not None and metric not in trial.status.metrics:
             return "failed", f"never reported metric {metric!r}"
         return "succeeded", None
 
@@ -470,10 +718,15 @@ class Agent:
                 trial.channel.close()
 
     async def _recover(self, stored: results.StoredTrial) -> None:
-        """Rebuild one trial from disk: serve, adopt, or mark it failed."""
+        """Rebuild one trial from disk: serve it, adopt its supervisor, conclude it or start it."""
         sub = stored.submission
         if stored.result is not None:
-            trial = _Trial(submission=sub, status=stored.result)
+            trial = _Trial(
+                submission=sub,
+                status=stored.result,
+                taken=stored.taken,
+                taken_on_disk=stored.taken,
+            )
             trial.done.set()
             self._trials[sub.id] = trial
             return
@@ -488,30 +741,76 @@ class Agent:
         await self._drain(trial, tail, notify=False, to_end=True)  # reported before the restart
         tg = self._require_tg()
         self._open_channel(tg, trial)
-        pid = stored.pid
-        if pid is None:
-            # Killed between spawning the trial and recording its pid: look for it.
-            found = await anyio.to_thread.run_sync(
-                find_by_env, f"HBD_TRIAL_DIR={results.trial_dir(self.workdir, sub.id)}"
-            )
-            if found is not None:
-                pid = results.PidRecord(pid=found, start_time=process_start_time(found))
-                await anyio.to_thread.run_sync(results.write_pid, self.workdir, sub.id, pid)
-        if pid is not None and pid_alive(pid.pid, pid.start_time):
-            log.info("adopting trial still running", trial_id=sub.id, pid=pid.pid)
-            trial.process = AdoptedProcess(pid.pid, pid.start_time)
-            tg.start_soon(self._supervise, trial, tail)
+        state = results.state_dir(self.workdir, sub.id)
+        lock_fd = await anyio.to_thread.run_sync(process.try_lock, state)
+        if lock_fd is None:
+            log.info("adopting trial still running", trial_id=sub.id)
+            trial.handle = SupervisorHandle(state, None)
+            tg.start_soon(self._watch, trial, tail)
             return
-        await self._drain(trial, tail, final=True, notify=False)
-        metric = sub.metric
-        if pid is not None and metric is not None and metric in trial.status.metrics:
-            # It started, reported its metric and exited while no agent watched:
-            # the same verdict an adopted trial gets when its exit status is lost.
-            log.info("trial finished while the executor was down", trial_id=sub.id)
-            await self._finish(trial, "succeeded")
+        started = await anyio.to_thread.run_sync(
+            results.state_file_exists, self.workdir, sub.id, sup.STARTED_FILE
+        )
+        ended = await anyio.to_thread.run_sync(
+            results.state_file_exists, self.workdir, sub.id, sup.EXIT_FILE
+        )
+        if started or ended:
+            os.close(lock_fd)
+            log.info("trial ended while no agent watched", trial_id=sub.id)
+            trial.handle = SupervisorHandle(state, None)
+            await self._drain(trial, tail, final=True, notify=False)
+            await self._conclude(trial)
             return
-        log.warning("trial lost in executor restart", trial_id=sub.id)
-        await self._finish(trial, "failed", reason=RESTART_REASON)
+        # Accepted, but the agent died before the trial could start: start it now.
+        log.info("starting a trial the previous agent never started", trial_id=sub.id)
+        try:
+            try:
+                argv = render_argv(sub.command, _template_values(sub))
+            except BaseException:
+                os.close(lock_fd)
+                raise
+            await anyio.to_thread.run_sync(self._prepare_and_launch, trial, argv, lock_fd)
+        except Exception as exc:
+            if trial.handle is None:
+                log.warning("trial could not start", trial_id=sub.id, error=str(exc))
+                await self._finish(trial, "failed", reason=f"could not start: {exc}")
+                return
+        tg.start_soon(self._watch, trial, tail)
+
+    async def _fail_legacy(
+        self, stored: results.StoredTrial, pid: tuple[int, str | None] | None
+    ) -> None:
+        sub = stored.submission
+        trial = _Trial(
+            submission=sub,
+            status=TrialStatus(
+                id=sub.id, sweep_id=sub.sweep_id, state="running", started_at=stored.started_at
+            ),
+        )
+        self._trials[sub.id] = trial
+        await self._drain(trial, self._tail(trial), final=True, notify=False)
+        if pid is not None and process.kill_group(*pid):
+            log.warning("stopped a trial an older agent started", trial_id=sub.id, pid=pid[0])
+        await self._finish(trial, "failed", reason=RESTART_REASON, notify=False)
+
+
+def _expired(trials: list[_Trial], now: float, limits: AgentLimits) -> list[_Trial]:
+    """Finished trials to forget: taken and past retention, then the oldest beyond the cap."""
+    finished = [t for t in trials if t.status.finished]
+    doomed = [
+        t
+        for t in finished
+        if t.taken and now - (t.status.ended_at or t.status.started_at) > limits.retain_seconds
+    ]
+    over = len(finished) - len(doomed) - limits.retain_trials
+    if over > 0:
+        chosen = {id(t) for t in doomed}
+        rest = sorted(
+            (t for t in finished if id(t) not in chosen),
+            key=lambda t: (not t.taken, t.status.ended_at or t.status.started_at),
+        )
+        doomed.extend(rest[:over])
+    return doomed
 
 
 def _template_values(sub: TrialSubmission) -> dict[str, Any]:
@@ -527,7 +826,10 @@ __all__ = [
     "CANCEL_GRACE_SECONDS",
     "Agent",
     "AgentError",
+    "AgentLimits",
     "AgentNotRunning",
+    "InvalidSubmission",
     "NoFreeSlot",
+    "StartFailed",
     "TrialConflict",
 ]

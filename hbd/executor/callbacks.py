@@ -87,6 +87,8 @@ class CallbackChannel:
     def __init__(self, url: str, token: str | None) -> None:
         self.url = url
         self._token = token
+        # The terminal status got a 2xx: the daemon has the result (retention may start).
+        self.status_delivered = False
         self._send, self._receive = anyio.create_memory_object_stream[TrialUpdate](
             MAX_PENDING_UPDATES
         )
@@ -135,9 +137,11 @@ class CallbackChannel:
                     else METRICS_CALLBACK_ATTEMPTS
                 )
                 try:
-                    await post_update(
+                    delivered = await post_update(
                         client, self.url, update, token=self._token, attempts=attempts
                     )
+                    if delivered and update.kind == "status":
+                        self.status_delivered = True
                 except Exception:  # e.g. httpx.InvalidURL: log it, keep the agent up
                     log.exception("callback failed", url=self.url, trial_id=update.trial_id)
 

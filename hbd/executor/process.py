@@ -1,34 +1,33 @@
-"""Trial processes: argv templating, environment, process groups, exit reasons.
+"""Trial processes: argv templating, environment, supervisors, exit reasons.
 
 A command is a list of templates; each ``{{ name }}`` is replaced by the
 parameter's string form and each element stays exactly one argv element. No
 shell is ever involved, so a value like ``; rm -rf /`` reaches the program
-literally. Every trial runs in its own session (process group) so that a
-cancel reaches the children it spawned.
+literally. The agent never starts a trial itself: it starts the trial's
+supervisor (``hbd.executor.supervisor``) in a session of its own and hands
+it the trial's lock; the supervisor starts the trial in a process group of
+its own and stops its whole tree.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import signal
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 
 from hbd.executor import trialfiles
+from hbd.executor.supervisor import LOCK_FILE
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
-
-# How often an adopted process (not our child: no exit notification) is polled.
-ADOPTED_POLL_INTERVAL = 0.2
-# After SIGKILL a process dies at once unless stuck in the kernel (D state);
-# do not wait for it forever.
-KILL_WAIT_SECONDS = 5.0
 
 
 class TemplateError(ValueError):
@@ -95,147 +94,115 @@ def build_env(
     return env
 
 
-class TrialProcess(Protocol):
-    """A running trial's leader process, whether our child or adopted."""
+# Where the supervisor's own diagnostics go (a traceback if it cannot run).
+SUPERVISOR_LOG = "supervisor.log"
+_HBD_ROOT = str(Path(__file__).resolve().parent.parent.parent)
+
+
+def try_lock(state: Path) -> int | None:
+    """The trial's lock, taken (an open descriptor), or None if a supervisor holds it.
+
+    An ``flock`` belongs to the open file, so a supervisor that inherited a
+    locked descriptor holds it until it exits, however it exits.
+    """
+    fd = os.open(state / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def supervisor_alive(state: Path) -> bool:
+    fd = try_lock(state)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
+
+
+def start_supervisor(state: Path, lock_fd: int) -> subprocess.Popen[bytes]:
+    """Start ``python -m hbd.executor.supervisor`` in its own session, handing it the lock.
+
+    It reads ``launch.json`` from ``state``; its own stderr (a traceback if it
+    fails) goes to ``supervisor.log`` there.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HBD_")}
+    # The same hbd as this agent, wherever the supervisor's cwd is.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_HBD_ROOT, env.get("PYTHONPATH")) if p)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+    errors = os.open(state / SUPERVISOR_LOG, flags, 0o600)
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "hbd.executor.supervisor", str(state), str(lock_fd)],
+            cwd="/",
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            pass_fds=(lock_fd,),
+            start_new_session=True,  # outlives the agent, out of reach of its group's signals
+        )
+    finally:
+        os.close(errors)
+
+
+class SupervisorHandle:
+    """A trial's supervisor: this agent's child, or adopted from a previous agent."""
+
+    def __init__(self, state: Path, popen: subprocess.Popen[bytes] | None) -> None:
+        self.state = state
+        self._popen = popen
 
     @property
-    def pid(self) -> int: ...
+    def adopted(self) -> bool:
+        """Not our child: :meth:`finished` opens and locks a file (run it off the event loop)."""
+        return self._popen is None
 
     @property
-    def exited(self) -> bool: ...
+    def exit_status(self) -> int | None:
+        """The supervisor's own exit status when it was our child and has exited."""
+        return None if self._popen is None else self._popen.poll()
 
-    @property
-    def returncode(self) -> int | None:
-        """Exit status (negative: signal), None while running or when unknown."""
+    def finished(self) -> bool:
+        if self._popen is not None:
+            return self._popen.poll() is not None  # reaps without blocking
+        # Not our child: its lock is the only trustworthy sign of life.
+        return not supervisor_alive(self.state)
 
-    async def wait(self) -> None: ...
+    async def wait(self, poll: float) -> None:
+        while not await self.finished_async():  # noqa: ASYNC110 (no exit notification for a non-child)
+            await anyio.sleep(poll)
 
-    def signal_group(self, sig: signal.Signals) -> bool:
-        """Signal the trial's process group; False if nothing was signalled."""
+    async def finished_async(self) -> bool:
+        if self.adopted:
+            return await anyio.to_thread.run_sync(self.finished)
+        return self.finished()
 
     def leave_running(self) -> None:
-        """The agent stops without stopping the trial (the next agent adopts it)."""
+        """This agent stops; the supervisor goes on, to be adopted by the next one."""
+        if self._popen is not None:
+            _LEFT_RUNNING.append(self._popen)  # no "still running" warning at collection
 
 
-# How often a trial's exit is checked: it bounds how late its end is seen.
-CHILD_POLL_INTERVAL = 0.05
-# Trials an agent left running when it stopped, kept referenced so that
+# Supervisors an agent left running when it stopped, kept referenced so that
 # Popen does not warn about them when collected.
 _LEFT_RUNNING: list[subprocess.Popen[bytes]] = []
 
 
-class ChildProcess:
-    """A trial process this agent started (exit status known).
-
-    A plain ``subprocess.Popen``, not an asyncio subprocess: asyncio kills its
-    children when the loop closes, and an agent that stops must be able to
-    leave its trials running for the next agent to adopt.
-    """
-
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
-        self._process = process
-
-    @property
-    def pid(self) -> int:
-        return self._process.pid
-
-    @property
-    def exited(self) -> bool:
-        return self._process.poll() is not None  # reaps without blocking
-
-    @property
-    def returncode(self) -> int | None:
-        return self._process.poll()
-
-    async def wait(self) -> None:
-        while not self.exited:  # noqa: ASYNC110 (no exit notification without a loop-owned child)
-            await anyio.sleep(CHILD_POLL_INTERVAL)
-
-    def leave_running(self) -> None:
-        """This agent stops; the process goes on, to be adopted by the next one."""
-        _LEFT_RUNNING.append(self._process)  # no "still running" warning at collection
-
-    def signal_group(self, sig: signal.Signals) -> bool:
-        # Until we reap the leader its pid cannot be reused, and afterwards a
-        # pgid stays reserved while any member lives: the group is ours.
-        return _killpg(self.pid, sig)
-
-
-class AdoptedProcess:
-    """A trial process started by a previous agent (exit status lost)."""
-
-    def __init__(self, pid: int, start_time: str | None) -> None:
-        self._pid = pid
-        self._start_time = start_time
-        self._exited = False
-
-    @property
-    def pid(self) -> int:
-        return self._pid
-
-    @property
-    def exited(self) -> bool:
-        if not self._exited and not pid_alive(self._pid, self._start_time):
-            self._exited = True
-        return self._exited
-
-    @property
-    def returncode(self) -> int | None:
-        return None
-
-    async def wait(self) -> None:
-        # Not our child, so no exit notification: polling /proc is the only way.
-        while not self.exited:  # noqa: ASYNC110
-            await anyio.sleep(ADOPTED_POLL_INTERVAL)
-
-    def leave_running(self) -> None:
-        pass  # not our child: nothing to keep
-
-    def signal_group(self, sig: signal.Signals) -> bool:
-        # Not our child: once it is gone its pid may belong to someone else.
-        return not self.exited and _killpg(self.pid, sig)
-
-
-def _popen(
-    argv: list[str], cwd: Path, env: Mapping[str, str], stdout: Path, stderr: Path
-) -> subprocess.Popen[bytes]:
-    with open(stdout, "ab") as out, open(stderr, "ab") as err:
-        return subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,  # a trial never reads the agent's stdin
-            stdout=out,
-            stderr=err,
-            start_new_session=True,
-        )
-
-
-async def spawn(
-    argv: list[str], *, cwd: Path, env: Mapping[str, str], stdout: Path, stderr: Path
-) -> ChildProcess:
-    """Start ``argv`` (no shell) as the leader of a new session."""
-    # fork+exec blocks for a moment: off the event loop. No pipes: the child
-    # writes to files, so nothing here needs closing later.
-    return ChildProcess(await anyio.to_thread.run_sync(_popen, argv, cwd, env, stdout, stderr))
-
-
-def _killpg(pid: int, sig: signal.Signals) -> bool:
+def kill_group(pid: int, start_time: str | None) -> bool:
+    """SIGKILL the process group led by ``pid`` if it is still the same process."""
+    if not pid_alive(pid, start_time):
+        return False
     try:
-        os.killpg(pid, sig)
+        os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         return False
     return True
-
-
-async def terminate_group(process: TrialProcess, grace: float) -> None:
-    """SIGTERM the trial's group, give the leader ``grace`` seconds, SIGKILL the group."""
-    process.signal_group(signal.SIGTERM)
-    with anyio.move_on_after(grace):
-        await process.wait()
-    process.signal_group(signal.SIGKILL)
-    with anyio.move_on_after(KILL_WAIT_SECONDS):
-        await process.wait()
 
 
 def describe_exit(returncode: int) -> str:
@@ -267,32 +234,6 @@ def process_start_time(pid: int) -> str | None:
     """Kernel start time of ``pid`` (Linux), to tell it from a reused pid."""
     fields = _proc_stat(pid)
     return fields[19] if fields and len(fields) > 19 else None
-
-
-def find_by_env(marker: str) -> int | None:
-    """The process-group leader whose environment holds ``marker`` (``NAME=value``), if any.
-
-    Finds a trial whose pid was never recorded (the agent died between spawning
-    it and writing its pid file): each trial has its own HBD_TRIAL_DIR, and
-    the trial leads its own process group (its children share the variable).
-    """
-    needle = b"\0" + marker.encode() + b"\0"
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return None
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        try:
-            environ = b"\0" + (entry / "environ").read_bytes() + b"\0"
-            if needle not in environ or os.getpgid(pid) != pid:
-                continue
-        except (OSError, ProcessLookupError):
-            continue  # gone, or not ours to read
-        if pid_alive(pid, None):
-            return pid
-    return None
 
 
 def pid_alive(pid: int, start_time: str | None) -> bool:

@@ -43,6 +43,36 @@ elif mode == "nometric":
 elif mode == "sleep":
     hbd.report(loss=0.25)
     time.sleep(float(opts.get("seconds", "60")))
+elif mode == "failslow":  # reports its metric, waits for --go to exist, exits 3
+    hbd.report(loss=0.5)
+    while not os.path.exists(opts["go"]):
+        time.sleep(0.02)
+    sys.exit(3)
+elif mode == "daemonize":  # double fork + setsid: a grandchild in a session of its own
+    code = (
+        "import os, sys, time; os.setsid();"
+        "open(sys.argv[1] + '.tmp', 'w').write(str(os.getpid()));"
+        "os.rename(sys.argv[1] + '.tmp', sys.argv[1]); time.sleep(120)"
+    )
+    launcher = (
+        "import subprocess, sys;"
+        "subprocess.Popen([sys.executable, '-c', sys.argv[1], sys.argv[2]], close_fds=True)"
+    )
+    subprocess.run([sys.executable, "-c", launcher, code, opts["pids"]], check=True)
+    while not os.path.exists(opts["pids"]):
+        time.sleep(0.02)
+    hbd.report(loss=0.1)
+    time.sleep(float(opts.get("seconds", "0")))
+elif mode == "flood":  # writes --mb MiB to stdout as fast as it can, numbered lines last
+    block = b"x" * 1023 + b"\n"
+    out = sys.stdout.buffer
+    out.write(b"FIRST LINE\n")
+    for _ in range(int(opts.get("mb", "16")) * 1024):
+        out.write(block)
+    out.write(b"LAST LINE\n")
+    out.flush()
+    sys.stderr.write("ERR TAIL\n")
+    hbd.report(loss=0.2)
 elif mode == "spawn":
     child = subprocess.Popen(["sleep", "60"])
     with open(opts["pids"], "w") as f:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,8 +15,8 @@ import pytest
 from hbd.api.asgi import MAX_REQUEST_BODY_BYTES
 from hbd.executor import agent as agent_module
 from hbd.executor import results
-from hbd.executor.process import pid_alive, process_start_time
-from hbd.protocol import TrialSubmission, TrialUpdate
+from hbd.executor.process import pid_alive
+from hbd.protocol import TrialUpdate
 
 from .helpers import REPO_ROOT, running_agent, starts, submission, wait_for, wait_until
 
@@ -34,7 +33,7 @@ async def test_successful_trial_reports_last_metrics(tmp_path: Path) -> None:
     assert status["metrics"] == {"loss": pytest.approx(1 / 3), "step": 2.0}
     assert status["exit_code"] == 0 and status["reason"] is None
     assert status["ended_at"] >= status["started_at"]
-    stored = json.loads((tmp_path / "work/trials/t1/result.json").read_text())
+    stored = json.loads((tmp_path / "work/state/t1/result.json").read_text())
     assert stored["state"] == "succeeded"
 
 
@@ -67,9 +66,10 @@ async def test_missing_executable_fails_the_trial(tmp_path: Path) -> None:
     body = submission(tmp_path, "t1") | {"command": [str(tmp_path / "no-such-program")]}
     async with running_agent(tmp_path / "work") as client:
         response = await client.post("/v1/trials", json=body)
-    assert response.status_code == 201
-    assert response.json()["state"] == "failed"
-    assert "could not start" in response.json()["reason"]
+        assert response.status_code == 201
+        status = await wait_for(client, "t1")
+    assert status["state"] == "failed"
+    assert "could not start" in status["reason"]
 
 
 async def test_resubmission_is_idempotent_and_never_reruns(tmp_path: Path) -> None:
@@ -220,102 +220,16 @@ async def test_stopping_the_agent_terminates_running_trials(tmp_path: Path) -> N
         await wait_until(lambda: pids_file.exists() and len(pids_file.read_text().split()) == 2)
     leader, child = map(int, pids_file.read_text().split())
     await wait_until(lambda: not pid_alive(leader, None) and not pid_alive(child, None))
-    result = json.loads((work / "trials/t1/result.json").read_text())
+    result = json.loads((work / "state/t1/result.json").read_text())
     assert result["state"] == "failed"
     assert result["reason"] == agent_module.SHUTDOWN_REASON
 
 
-def _sub(tmp_path: Path, trial_id: str, metric: str | None = "loss") -> TrialSubmission:
-    return TrialSubmission.model_validate(submission(tmp_path, trial_id, metric=metric))
-
-
-async def test_trial_without_result_or_live_pid_is_failed_on_restart(tmp_path: Path) -> None:
-    work = tmp_path / "work"
-    results.write_submission(work, _sub(tmp_path, "lost"))
-    metrics = work / "trials/lost/metrics.jsonl"
-    metrics.write_text('{"loss": 0.7}\n')
-    async with running_agent(work) as client:
-        status = (await client.get("/v1/trials/lost")).json()
-    assert status["state"] == "failed"
-    assert status["reason"] == agent_module.RESTART_REASON
-    assert status["metrics"] == {"loss": 0.7}
-    assert json.loads((work / "trials/lost/result.json").read_text())["state"] == "failed"
-
-
-def _detached(code: str, env: dict[str, str]) -> int:
-    """Start ``code`` as a grandchild in its own session; its parent is not us."""
-    launcher = (
-        "import subprocess, sys;"
-        f"p = subprocess.Popen([sys.executable, '-c', {code!r}], start_new_session=True,"
-        " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL);"
-        "print(p.pid)"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", launcher], env=env, capture_output=True, text=True, check=True
-    )
-    return int(out.stdout)
-
-
-@pytest.mark.parametrize(("reports", "state"), [(True, "succeeded"), (False, "failed")])
-async def test_a_trial_still_running_after_restart_is_adopted(
-    tmp_path: Path, reports: bool, state: str
-) -> None:
-    work = tmp_path / "work"
-    results.write_submission(work, _sub(tmp_path, "adopted"))
-    metrics = work / "trials/adopted/metrics.jsonl"
-    go = tmp_path / "go"
-    report = "import hbd; hbd.report(loss=0.125);" if reports else ""
-    code = f"import os, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.02)\n{report}\n"
-    env = {**os.environ, "HBD_METRICS_FILE": str(metrics), "PYTHONPATH": REPO_ROOT}
-    pid = _detached(code, env)
-    try:
-        record = results.PidRecord(pid=pid, start_time=process_start_time(pid))
-        results.write_pid(work, "adopted", record)
-        async with running_agent(work) as client:
-            status = (await client.get("/v1/trials/adopted")).json()
-            assert status["state"] == "running"
-            assert (await client.get("/v1/health")).json()["running"] == ["adopted"]
-            go.touch()
-            status = await wait_for(client, "adopted")
-    finally:
-        if pid_alive(pid, None):
-            os.kill(pid, 9)
-    assert status["state"] == state
-    if reports:
-        assert status["metrics"] == {"loss": 0.125}
-    else:
-        assert status["reason"] == agent_module.LOST_STATUS_REASON
-
-
-async def test_a_trial_whose_pid_was_never_recorded_is_found_and_adopted(tmp_path: Path) -> None:
-    # The agent died between spawning the trial and writing its pid file.
-    work = (tmp_path / "work").resolve()
-    results.write_submission(work, _sub(tmp_path, "unrecorded"))
-    go = tmp_path / "go"
-    code = f"import os, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.02)\n"
-    env = {**os.environ, "HBD_TRIAL_DIR": str(results.trial_dir(work, "unrecorded"))}
-    pid = _detached(code, env)
-    try:
-        async with running_agent(work) as client:
-            status = (await client.get("/v1/trials/unrecorded")).json()
-            assert status["state"] == "running"
-            assert results.load_trials(work)[0].pid.pid == pid  # type: ignore[union-attr]
-            go.touch()
-            status = await wait_for(client, "unrecorded")
-    finally:
-        if pid_alive(pid, None):
-            os.kill(pid, 9)
-    assert status["state"] == "failed" and status["reason"] == agent_module.LOST_STATUS_REASON
-
-
-async def test_a_recycled_pid_is_not_adopted(tmp_path: Path) -> None:
-    work = tmp_path / "work"
-    results.write_submission(work, _sub(tmp_path, "t1"))
-    # Our own pid is alive, but its start time does not match the record.
-    results.write_pid(work, "t1", results.PidRecord(pid=os.getpid(), start_time="1"))
-    async with running_agent(work) as client:
-        status = (await client.get("/v1/trials/t1")).json()
-    assert status["state"] == "failed" and status["reason"] == agent_module.RESTART_REASON
+def _leader(work: Path, trial_id: str) -> int:
+    """The pid of a trial's leader process, as its supervisor recorded it."""
+    child = results.read_child(work, trial_id)
+    assert child is not None, "the supervisor records the trial's pid once it started"
+    return child[0]
 
 
 async def _trial_env(
@@ -431,9 +345,9 @@ async def test_an_agent_that_keeps_trials_leaves_them_running_and_the_next_one_a
         async with running_agent(work, keep_trials_on_exit=True) as client:
             assert (await client.post("/v1/trials", json=body)).status_code == 201
             await wait_for(client, "kept", finished=False)  # it reported: it is really running
-            pid = results.load_trials(work)[0].pid.pid  # type: ignore[union-attr]
+            pid = _leader(work, "kept")
         assert pid_alive(pid, None), "the trial must outlive the agent that keeps trials"
-        assert not (work / "trials/kept/result.json").exists()
+        assert not (work / "state/kept/result.json").exists()
         async with running_agent(work) as client:
             status = (await client.get("/v1/trials/kept")).json()
             assert status["state"] == "running"
@@ -456,7 +370,7 @@ async def test_an_agent_that_stops_its_trials_records_why(tmp_path: Path) -> Non
     async with running_agent(work) as client:
         assert (await client.post("/v1/trials", json=body)).status_code == 201
         await wait_for(client, "stopped", finished=False)
-        pid = results.load_trials(work)[0].pid.pid  # type: ignore[union-attr]
+        pid = _leader(work, "stopped")
     assert not pid_alive(pid, None)
-    result = json.loads((work / "trials/stopped/result.json").read_text())
+    result = json.loads((work / "state/stopped/result.json").read_text())
     assert result["state"] == "failed" and result["reason"] == agent_module.SHUTDOWN_REASON

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -77,25 +78,40 @@ def test_describe_exit() -> None:
     assert describe_exit(-9) == "killed by signal SIGKILL"
 
 
-def test_results_round_trip_and_atomic_files(tmp_path: Path) -> None:
+def test_results_round_trip_and_atomic_private_files(tmp_path: Path) -> None:
     sub = TrialSubmission.model_validate(
         {"id": "t1", "sweep_id": "s", "command": ["x"], "resource": {"name": "r", "value": 1}}
     )
-    directory = results.write_submission(tmp_path, sub)
-    results.write_pid(tmp_path, "t1", results.PidRecord(pid=123, start_time="99"))
+    old_umask = os.umask(0)  # whatever the umask, the agent's files are private
+    try:
+        trial_directory = results.write_submission(tmp_path, sub)
+        (stored,) = results.load_trials(tmp_path)
+        assert stored.submission == sub and stored.result is None and not stored.taken
+        status = TrialStatus(id="t1", sweep_id="s", state="succeeded", started_at=1.0, ended_at=2.0)
+        results.write_result(tmp_path, status)
+        results.mark_taken(tmp_path, "t1")
+    finally:
+        os.umask(old_umask)
     (stored,) = results.load_trials(tmp_path)
-    assert stored.submission == sub and stored.result is None
-    assert stored.pid == results.PidRecord(pid=123, start_time="99")
-    status = TrialStatus(id="t1", sweep_id="s", state="succeeded", started_at=1.0, ended_at=2.0)
-    results.write_result(tmp_path, status)
-    (stored,) = results.load_trials(tmp_path)
-    assert stored.result == status
-    assert sorted(p.name for p in directory.iterdir()) == ["pid", "result.json", "submission.json"]
+    assert stored.result == status and stored.taken
+    directory = results.state_dir(tmp_path, "t1")
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "result.json",
+        "submission.json",
+        "taken",
+    ]
+    assert trial_directory == results.trial_dir(tmp_path, "t1") and trial_directory.is_dir()
+    for path in (directory, trial_directory, results.state_root(tmp_path)):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    for path in directory.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     # A corrupt result is treated as missing, a corrupt submission ignored.
     (directory / "result.json").write_text("{")
     assert results.load_trials(tmp_path)[0].result is None
     (directory / "submission.json").write_text("{")
     assert results.load_trials(tmp_path) == []
+    results.remove_trial(tmp_path, "t1")
+    assert not directory.exists() and not trial_directory.exists()
 
 
 @pytest.mark.parametrize("bad", ["", "..", ".", "a/b", "a b", "x" * 201])
@@ -140,3 +156,18 @@ def test_report_rejects_non_numbers(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     monkeypatch.setenv("HBD_METRICS_FILE", str(tmp_path / "m.jsonl"))
     with pytest.raises(TypeError):
         hbd.report(loss="low")  # type: ignore[arg-type]
+
+
+def test_the_supervisor_imports_only_the_standard_library() -> None:
+    # One supervisor starts per trial: the agent's imports would cost ~1 s each.
+    code = (
+        "import sys, hbd.executor.supervisor;"
+        "heavy = {'pydantic', 'anyio', 'httpx', 'fastapi', 'structlog', 'hbd.executor.agent'}"
+        " & set(sys.modules);"
+        "assert not heavy, heavy"
+    )
+    env = {**os.environ, "PYTHONPATH": REPO_ROOT}
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
