@@ -56,6 +56,9 @@ class MetricsLines:
 
     trial_id: str
     lines: tuple[MetricsLine, ...]
+    # The trial's run: a trial run again (hbd interrupted under it) numbers its
+    # lines from 1 again; its records carry ``run`` and a new run resets the count.
+    run: int = 1
 
 
 def bounded(
@@ -90,12 +93,14 @@ class MetricsLedger:
         self.metric = metric  # the sweep's metric: admitted first, never dropped
         self._last: dict[str, int] = {}
         self._keys: dict[str, set[str]] = {}
+        self._run: dict[str, int] = {}
 
-    def load(self, state: Mapping[str, tuple[int, Iterable[str]]]) -> None:
+    def load(self, state: Mapping[str, tuple[int, Iterable[str], int]]) -> None:
         """Start again from the log's view (on start, and after a failed write)."""
-        self._last = {tid: last for tid, (last, _) in state.items()}
+        self._run = {tid: run for tid, (_, _, run) in state.items()}
+        self._last = {tid: last for tid, (last, _, _) in state.items()}
         base = {self.metric} if self.metric else set()
-        self._keys = {tid: base | set(keys) for tid, (_, keys) in state.items()}
+        self._keys = {tid: base | set(keys) for tid, (_, keys, _) in state.items()}
 
     def last_seq(self, trial_id: str) -> int:
         return self._last.get(trial_id, 0)
@@ -103,10 +108,18 @@ class MetricsLedger:
     def forget(self, trial_id: str) -> None:
         self._last.pop(trial_id, None)
         self._keys.pop(trial_id, None)
+        self._run.pop(trial_id, None)
 
     def records(self, item: MetricsLines) -> list[Record]:
         """``trial.metrics`` records for the lines that continue the trial's log."""
         trial_id = item.trial_id
+        run = self._run.get(trial_id, 1)
+        if item.run < run:
+            return []  # lines of an earlier run, arriving late
+        if item.run > run:  # a new run counts from 1 with keys of its own
+            self._run[trial_id] = item.run
+            self._last.pop(trial_id, None)
+            self._keys.pop(trial_id, None)
         last = self._last.get(trial_id, 0)
         keys = self._keys.get(trial_id)
         if keys is None:
@@ -119,12 +132,14 @@ class MetricsLedger:
                 log.info("metrics lines out of order; the rest is fetched", trial_id=trial_id)
                 break
             last = line.seq
-            out.append(
-                (
-                    TRIAL_METRICS,
-                    {"trial_id": trial_id, "seq": line.seq, "metrics": bounded(line.metrics, keys)},
-                )
-            )
+            payload: dict[str, Any] = {
+                "trial_id": trial_id,
+                "seq": line.seq,
+                "metrics": bounded(line.metrics, keys),
+            }
+            if item.run != 1:
+                payload["run"] = item.run
+            out.append((TRIAL_METRICS, payload))
         self._last[trial_id] = last
         return out
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from hbd.daemon.app import Daemon
+from hbd.daemon.metricsync import MetricsLedger, MetricsLines
 from hbd.errors import ConflictError
 from hbd.protocol import (
     MAX_METRIC_KEYS,
@@ -184,7 +185,26 @@ async def test_the_store_refuses_a_metrics_line_logged_twice(tmp_path: Path) -> 
         with pytest.raises(ConflictError):
             await store.append("s", [("trial.metrics", {**line, "metrics": {}})], at=2.0)
         await store.append("s", [("trial.metrics", {**line, "seq": 2})], at=3.0)
-        assert await store.event_count() == 2
+        # A second run of the trial (hbd interrupted under the first) counts from 1 again.
+        await store.append("s", [("trial.metrics", {**line, "run": 2})], at=4.0)
+        with pytest.raises(ConflictError):
+            await store.append("s", [("trial.metrics", {**line, "run": 2})], at=5.0)
+        assert await store.event_count() == 3
+
+
+def test_the_ledger_logs_lines_in_order_once_and_a_new_run_from_one() -> None:
+    ledger = MetricsLedger("loss")
+    ledger.load({"t": (2, ["loss", "acc"], 1)})
+
+    def lines(*seqs: int) -> tuple[MetricsLine, ...]:
+        return tuple(MetricsLine(seq=s, metrics={"loss": float(s)}) for s in seqs)
+
+    assert ledger.records(MetricsLines("t", lines(1, 2))) == []  # logged before the restart
+    assert [p["seq"] for _, p in ledger.records(MetricsLines("t", lines(2, 3, 5, 6)))] == [3]
+    assert ledger.last_seq("t") == 3
+    second = ledger.records(MetricsLines("t", lines(1, 2), run=2))
+    assert [(p["seq"], p["run"]) for _, p in second] == [(1, 2), (2, 2)]
+    assert ledger.records(MetricsLines("t", lines(4))) == []  # the first run's, arriving late
 
 
 def test_a_status_reports_how_many_lines_the_executor_read() -> None:
