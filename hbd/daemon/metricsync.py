@@ -102,7 +102,10 @@ class MetricsLedger:
         base = {self.metric} if self.metric else set()
         self._keys = {tid: base | set(keys) for tid, (_, keys, _) in state.items()}
 
-    def last_seq(self, trial_id: str) -> int:
+    def last_seq(self, trial_id: str, run: int = 1) -> int:
+        """The last logged line of the trial's ``run`` (0 for a run not seen yet)."""
+        if run > self._run.get(trial_id, 1):
+            return 0
         return self._last.get(trial_id, 0)
 
     def forget(self, trial_id: str) -> None:
@@ -150,7 +153,7 @@ class MetricsSync:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self._locks: dict[str, anyio.Lock] = {}
-        self._handed: dict[str, int] = {}  # seq of the last line handed to the runner
+        self._handed: dict[str, tuple[int, int]] = {}  # (run, seq) of the last line handed over
 
     def forget(self, trial_id: str) -> None:
         self._locks.pop(trial_id, None)
@@ -165,22 +168,26 @@ class MetricsSync:
         await runner.metrics_loaded.wait()
         lock = self._locks.setdefault(trial_id, anyio.Lock())
         async with lock:
-            have = max(runner.metrics.last_seq(trial_id), self._handed.get(trial_id, 0))
+            run = runner.run_of(trial_id)
+            handed_run, handed = self._handed.get(trial_id, (run, 0))
+            have = max(runner.metrics.last_seq(trial_id, run), handed if handed_run == run else 0)
             fresh = [line for line in lines if line.seq > have]
             if fresh and fresh[0].seq == have + 1:
-                run = [fresh[0]]
+                batch = [fresh[0]]
                 for line in fresh[1:]:
-                    if line.seq != run[-1].seq + 1:
+                    if line.seq != batch[-1].seq + 1:
                         break
-                    run.append(line)
-                await runner.put(MetricsLines(trial_id, tuple(run)))
-                have = run[-1].seq
+                    batch.append(line)
+                await runner.put(MetricsLines(trial_id, tuple(batch), run))
+                have = batch[-1].seq
             target = max(upto, fresh[-1].seq if fresh else 0)
             if have < target:
-                have = await self._fetch(runner, trial_id, have, target)
-            self._handed[trial_id] = have
+                have = await self._fetch(runner, trial_id, run, have, target)
+            self._handed[trial_id] = (run, have)
 
-    async def _fetch(self, runner: SweepRunner, trial_id: str, have: int, target: int) -> int:
+    async def _fetch(
+        self, runner: SweepRunner, trial_id: str, run: int, have: int, target: int
+    ) -> int:
         """Fetch lines after ``have`` up to ``target`` from the trial's executor; the new ``have``."""
         name = self.daemon.dispatcher.executor_of(trial_id)
         executor = self.daemon.pool.executors.get(name) if name else None
@@ -209,7 +216,7 @@ class MetricsSync:
             lines = [line for line in page.lines if line.seq > have]
             if not lines or lines[0].seq != have + 1:
                 return have
-            await runner.put(MetricsLines(trial_id, tuple(lines)))
+            await runner.put(MetricsLines(trial_id, tuple(lines), run))
             have = lines[-1].seq
             if have >= target:
                 break

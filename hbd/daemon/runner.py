@@ -141,6 +141,11 @@ class SweepRunner:
         self.metrics = MetricsLedger(spec.matrix.metric.name)
         self.metrics_loaded = anyio.Event()
 
+    def run_of(self, trial_id: str) -> int:
+        """Which run of the trial is current: 1, or more once trials can run again
+        after an interruption of hbd (the core's ``Trial.runs`` where it has one)."""
+        return int(getattr(self.machine.trials.get(trial_id), "runs", 1) or 1)
+
     def start_of(self, trial_id: str) -> StartTrial:
         """The start decision of a trial the machine knows, rebuilt from its record."""
         return self.machine.trials[trial_id].start(resume=self.spec.matrix.resume)
