@@ -44,10 +44,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-# Pages fetched for one trial in one go: at MAX_METRICS_PAGE_LINES each this
-# covers an agent's whole default file cap of small lines; a trial with more
-# is caught up by the next status or callback.
-MAX_FETCH_PAGES = 1000
+# Pages fetched for one trial in one go (each must bring new lines, so an
+# executor cannot keep us looping): 10M lines, more than the agent's default
+# file cap (64 MiB) holds even of the smallest lines (8 bytes, '{"a":1}').
+# A trial with more is caught up by its next status or callback.
+MAX_FETCH_PAGES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
