@@ -51,6 +51,10 @@ INBOX_SIZE = 10_000
 # Items committed in one transaction: enough to amortise the fsync of
 # synchronous=FULL over a burst of results, small enough to keep a commit short.
 MAX_BATCH = 500
+# Metrics lines committed in one transaction: an item can carry a page of
+# 1000 lines (a catch-up after a restart), and 500 such items would be half a
+# million records held and written at once.
+MAX_BATCH_LINES = 5000
 # Backoff while the database refuses writes (disk full, I/O error).
 WRITE_RETRY_BASE = 0.2
 WRITE_RETRY_CAP = 10.0
@@ -174,11 +178,15 @@ class SweepRunner:
                 self._followups.clear()
                 if not pending:
                     pending.append(await self._receive.receive())
-                while len(pending) < MAX_BATCH:
+                lines = sum(len(i.lines) for i in pending if isinstance(i, MetricsLines))
+                while len(pending) < MAX_BATCH and lines < MAX_BATCH_LINES:
                     try:
-                        pending.append(self._receive.receive_nowait())
+                        item = self._receive.receive_nowait()
                     except anyio.WouldBlock:
                         break
+                    pending.append(item)
+                    if isinstance(item, MetricsLines):
+                        lines += len(item.lines)
                 try:
                     await self._step(pending)
                 except StoreWriteError as exc:

@@ -138,10 +138,23 @@ class LinesExecutor(FakeExecutor):
         return await super().handler(request)
 
 
-async def test_missing_lines_are_fetched_and_repeats_skipped(tmp_path: Path) -> None:
+async def test_missing_lines_are_fetched_and_repeats_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hbd.daemon import runner as runner_module
+
+    monkeypatch.setattr(runner_module, "MAX_BATCH_LINES", 200)
     db = tmp_path / "hbd.db"
     executor = LinesExecutor()
     async with running_daemon(db, executor) as daemon:
+        sizes: list[int] = []
+        append = daemon.store.append
+
+        async def counting(sweep_id: str, events: Any, *, at: float) -> Any:
+            sizes.append(sum(1 for t, _ in events if t == "trial.metrics"))
+            return await append(sweep_id, events, at=at)
+
+        monkeypatch.setattr(daemon.store, "append", counting)
         trial = await _running_trial(daemon, executor, tmp_path)
         first = executor.write(trial, 1500)  # none delivered: callbacks lost (daemon down)
         late = executor.write(trial, 10)
@@ -174,6 +187,8 @@ async def test_missing_lines_are_fetched_and_repeats_skipped(tmp_path: Path) -> 
         i for i, k in enumerate(kinds) if k == "trial.metrics"
     )
     assert executor.fetches[0] == (trial, 0)  # paged from the first missing line
+    # A catch-up is committed in bounded transactions, not all at once.
+    assert max(sizes) <= 200 + 1000  # the limit, plus at most one page that crossed it
 
 
 async def test_the_store_refuses_a_metrics_line_logged_twice(tmp_path: Path) -> None:
