@@ -12,6 +12,9 @@ executor for another engine implements these routes:
 ``GET  /v1/trials/{id}``          TrialStatus or 404
 ``GET  /v1/trials[?sweep_id=]``   list[TrialStatus]
 ``POST /v1/trials/{id}/cancel``   TrialStatus (finished trials are returned unchanged) or 404
+``GET  /v1/trials/{id}/metrics?after=SEQ&limit=N``
+                                  MetricsPage: the trial's metrics lines with seq > SEQ,
+                                  in order, at most N (<= MAX_METRICS_PAGE_LINES) or 404
 ``GET  /v1/health``               Health (never needs a token)
 
 When the executor has a token, every route but health needs
@@ -49,6 +52,19 @@ TIMEOUT_REASON = "timeout"
 # plain integer everywhere (JSON, SQLite) and refuses 2**63 nonsense.
 MAX_TRIAL_RUNS = 1_000_000
 
+# Metrics lines: ``seq`` numbers a trial's lines 1, 2, 3... in the order the
+# trial wrote them; the daemon logs each exactly once and fetches what it
+# missed with the metrics route. Bounded so that one seq fits SQLite's INTEGER.
+MAX_METRICS_SEQ = 2**62
+# Lines in one callback or one page: with the agent's per-line bounds
+# (hbd.executor.metrics) a full page stays well under a request body limit.
+MAX_METRICS_PAGE_LINES = 1000
+# Distinct metric keys kept per trial, by the agent and again by the daemon:
+# the first ones seen win and the sweep's metric is always kept. A trial
+# logging 3000 keys on each of 300 lines took a daemon to 3.5 GB (issue 10.2).
+MAX_METRIC_KEYS = 256
+# A metric key is a name, not a payload (UTF-8 bytes).
+MAX_METRIC_KEY_BYTES = 200
 # How deep the NUL scan of a submission goes: params are at most a few levels
 # deep, and the body-size limit bounds the rest (no recursion limit reached).
 MAX_NUL_SCAN_DEPTH = 64
@@ -203,21 +219,51 @@ class TrialStatus(BaseModel):
     stderr_tail: str | None = None
     started_at: float  # unix seconds
     ended_at: float | None = None
+    # Metrics lines the executor has read so far (the seq of the last one): a
+    # daemon that logged fewer fetches the rest from the metrics route.
+    metrics_seq: int = Field(default=0, ge=0, le=MAX_METRICS_SEQ)
 
     @property
     def finished(self) -> bool:
         return self.state in TERMINAL_STATES
 
 
+class MetricsLine(BaseModel):
+    """One line a trial reported: its numeric metrics, numbered from 1."""
+
+    seq: int = Field(ge=1, le=MAX_METRICS_SEQ)
+    metrics: dict[str, float]
+
+
+class MetricsPage(BaseModel):
+    """Answer of ``GET /v1/trials/{id}/metrics``: lines after a seq, in order."""
+
+    trial_id: str
+    lines: list[MetricsLine] = Field(max_length=MAX_METRICS_PAGE_LINES)
+    last_seq: int = Field(ge=0, le=MAX_METRICS_SEQ)  # lines the executor has read so far
+
+
 class TrialUpdate(BaseModel):
-    """Body of a callback POST: one metrics line, or the terminal status."""
+    """Body of a callback POST: metrics lines, or the terminal status.
+
+    A ``metrics`` update carries its lines in ``lines`` (a batch, in order);
+    ``seq`` and ``metrics`` alone (no ``lines``) are one line, as executors of
+    protocol 1 before batching sent them.
+    """
 
     kind: Literal["metrics", "status"]
     trial_id: str
     sweep_id: str
-    seq: int  # per-trial count of metric lines; a status carries the last one
+    seq: int = Field(ge=0, le=MAX_METRICS_SEQ)  # last metric line's seq; a status carries it too
     metrics: dict[str, float] = Field(default_factory=dict)
     status: TrialStatus | None = None
+    lines: list[MetricsLine] = Field(default_factory=list, max_length=MAX_METRICS_PAGE_LINES)
+
+    def metrics_lines(self) -> list[MetricsLine]:
+        """The lines this update carries (the single-line form included)."""
+        if self.lines or self.kind != "metrics" or self.seq < 1:
+            return list(self.lines)
+        return [MetricsLine(seq=self.seq, metrics=self.metrics)]
 
     @model_validator(mode="after")
     def _status_is_of_this_trial(self) -> TrialUpdate:
@@ -242,6 +288,10 @@ class Health(BaseModel):
 
 
 __all__ = [
+    "MAX_METRICS_PAGE_LINES",
+    "MAX_METRICS_SEQ",
+    "MAX_METRIC_KEYS",
+    "MAX_METRIC_KEY_BYTES",
     "MAX_TIMEOUT_SECONDS",
     "MAX_TRIAL_ID_LENGTH",
     "PROTOCOL_VERSION",
@@ -249,6 +299,8 @@ __all__ = [
     "TIMEOUT_REASON",
     "TRIAL_RESOURCE_NAMES",
     "Health",
+    "MetricsLine",
+    "MetricsPage",
     "ResourceValue",
     "TrialResources",
     "TrialState",

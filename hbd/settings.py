@@ -62,6 +62,10 @@ DEFAULT_LOST_AFTER = 60.0
 # repeated because hbd.api.asgi imports this module (importing it here would
 # be circular); tests/test_settings.py checks that the two agree.
 DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
+# How much of one trial's metrics file the agent ever parses:
+# hbd.executor.metrics.DEFAULT_MAX_METRICS_FILE_BYTES, repeated to keep this
+# module light; tests/executor/test_metrics.py checks that the two agree.
+DEFAULT_MAX_METRICS_FILE_BYTES = 64 * 1024 * 1024
 
 # The executor agent's retention and log caps: hbd.executor.agent's
 # DEFAULT_RETAIN_SECONDS, DEFAULT_RETAIN_TRIALS, DEFAULT_LOG_CAP_BYTES and
@@ -385,6 +389,8 @@ class ExecutorSettings(_Common):
     slots: int = Field(default=1, ge=1, le=1024)
     workdir: Path = Field(default_factory=default_workdir)
     trial_cwd: Path | None = None  # where trials run; default: the agent's working directory
+    # Bytes of one trial's metrics file ever parsed; the rest is ignored (logged once).
+    max_metrics_file_bytes: int = Field(default=DEFAULT_MAX_METRICS_FILE_BYTES, ge=0)
     # Finished trials are forgotten (memory and disk) this long after the
     # daemon took their result; a re-submission of a forgotten id runs again.
     retain: float = Field(default=DEFAULT_RETAIN_SECONDS, ge=0, le=10 * 366 * 86400.0)

@@ -29,9 +29,17 @@ from hbd.executor.agent import (
     TrialConflict,
 )
 from hbd.executor.logpages import LogUnavailable, read_log_page
+from hbd.executor.metrics import DEFAULT_MAX_METRICS_FILE_BYTES
 from hbd.executor.process import TemplateError
 from hbd.lock import workdir_lock
-from hbd.protocol import Health, TrialStatus, TrialSubmission
+from hbd.protocol import (
+    MAX_METRICS_PAGE_LINES,
+    MAX_METRICS_SEQ,
+    Health,
+    MetricsPage,
+    TrialStatus,
+    TrialSubmission,
+)
 
 # Suggested wait after 429: about how often slots free up on a busy executor.
 RETRY_AFTER_SECONDS = 5
@@ -110,6 +118,17 @@ def create_agent_app(agent: Agent) -> FastAPI:
         except LogUnavailable as exc:
             raise HTTPException(409, f"log of trial {trial_id} unavailable: {exc}") from None
 
+    @trials.get("/{trial_id}/metrics")
+    async def trial_metrics(
+        trial_id: str,
+        after: int = Query(default=0, ge=0, le=MAX_METRICS_SEQ),
+        limit: int = Query(default=MAX_METRICS_PAGE_LINES, ge=1, le=MAX_METRICS_PAGE_LINES),
+    ) -> MetricsPage:
+        page = await agent.metrics_after(trial_id, after, limit)
+        if page is None:
+            raise HTTPException(404, f"unknown trial {trial_id!r}")
+        return page
+
     @trials.post("/{trial_id}/cancel")
     async def cancel_trial(trial_id: str) -> TrialStatus:
         try:
@@ -140,6 +159,7 @@ async def serve_agent(
     transport: httpx.AsyncBaseTransport | None = None,
     trial_cwd: Path | None = None,
     keep_trials_on_exit: bool = False,
+    max_metrics_file_bytes: int = DEFAULT_MAX_METRICS_FILE_BYTES,
     limits: AgentLimits | None = None,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -157,6 +177,7 @@ async def serve_agent(
         transport=transport,
         trial_cwd=trial_cwd,
         keep_trials_on_exit=keep_trials_on_exit,
+        max_metrics_file_bytes=max_metrics_file_bytes,
         limits=limits,
     )
     # One agent per workdir, for the agent's whole life (see hbd/lock.py).

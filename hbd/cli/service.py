@@ -346,6 +346,7 @@ def cmd_executor(args: argparse.Namespace) -> int:
             callback_token=token,
             trial_cwd=settings.trial_cwd,
             keep_trials_on_exit=settings.keep_trials_on_exit,
+            max_metrics_file_bytes=settings.max_metrics_file_bytes,
             limits=AgentLimits(
                 log_cap_bytes=settings.log_cap_bytes,
                 retain_seconds=settings.retain,

@@ -26,13 +26,12 @@ from hbd.daemon.clock import Clock, RealClock
 from hbd.daemon.dispatcher import Dispatcher
 from hbd.daemon.executors import Executor, ExecutorClient, ExecutorPool
 from hbd.daemon.lifecycle import decision_records
+from hbd.daemon.metricsync import MetricsSync
 from hbd.daemon.reconciler import LOST_AFTER, Reconciler
 from hbd.daemon.runner import (
     REPLAY_TYPES,
-    Note,
     Observe,
     SweepRunner,
-    finite_metrics,
     observation_from_status,
     replay,
 )
@@ -113,6 +112,7 @@ class Daemon:
         self.pool = ExecutorPool(self.clock)
         self.dispatcher = Dispatcher(self)
         self.reconciler = Reconciler(self, lost_after=lost_after)
+        self.metricsync = MetricsSync(self)
         self.bus = EventBus()
         self.runners: dict[str, SweepRunner] = {}
         self.callback_url = callback_url
@@ -398,6 +398,7 @@ class Daemon:
         self.dispatcher.trial_ended(trial_id)
         self._last_heard.pop(trial_id, None)
         self.reconciler.forget(trial_id)
+        self.metricsync.forget(trial_id)
 
     async def on_update(self, update: TrialUpdate) -> bool:
         """A callback from an executor; False if no running sweep wants it."""
@@ -406,19 +407,20 @@ class Daemon:
             return False
         self.heard_from(update.trial_id)
         if update.kind == "metrics":
-            payload = {
-                "trial_id": update.trial_id,
-                "metrics": finite_metrics(update.metrics),
-                "seq": update.seq,
-            }
-            await runner.put(Note("trial.metrics", payload))
+            # A batch of lines; a gap before it (a dropped callback, a restart) is fetched.
+            lines = update.metrics_lines()
+            await self.metricsync.deliver(runner, update.trial_id, lines, upto=update.seq)
         elif update.status is not None:
-            await self.on_status(runner, update.status)
+            await self.on_status(runner, update.status, seq=update.seq)
         return True
 
-    async def on_status(self, runner: SweepRunner, status: TrialStatus) -> None:
+    async def on_status(self, runner: SweepRunner, status: TrialStatus, *, seq: int = 0) -> None:
         if self._interrupted:
             return  # the trial is being stopped under its sweep: see interrupt()
+        # Metrics lines the executor has and the log lacks come first, so they
+        # are logged before the verdict (the log drops lines of ended trials).
+        upto = max(seq, status.metrics_seq)
+        await self.metricsync.deliver(runner, status.id, [], upto=upto)
         result = observation_from_status(status, runner.spec.matrix.metric.name)
         if result is not None:
             await runner.put(result)

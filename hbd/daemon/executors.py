@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from hbd.daemon.clock import Clock, RealClock
 from hbd.errors import ExecutorBusy, ExecutorRejected, ExecutorUnavailable, NotFound
-from hbd.protocol import Health, TrialStatus, TrialSubmission
+from hbd.protocol import Health, MetricsPage, TrialStatus, TrialSubmission
 
 log = structlog.get_logger(__name__)
 
@@ -148,6 +148,17 @@ class ExecutorClient:
         if response.status_code != 200:
             raise self._refused(response, f"status of {trial_id}")
         return self._parse(TrialStatus, response, "trial status")
+
+    async def metrics(self, trial_id: str, *, after: int, limit: int) -> MetricsPage:
+        """A page of the trial's metrics lines with seq > ``after`` (NotFound if unknown)."""
+        response = await self._request(
+            "GET", f"/v1/trials/{trial_id}/metrics", params={"after": after, "limit": limit}
+        )
+        if response.status_code == 404:
+            raise NotFound(f"executor {self.url} has no metrics of trial {trial_id}")
+        if response.status_code != 200:
+            raise self._refused(response, f"metrics of {trial_id}")
+        return self._parse(MetricsPage, response, "metrics page")
 
     async def cancel(self, trial_id: str) -> TrialStatus | None:
         response = await self._request("POST", f"/v1/trials/{trial_id}/cancel")

@@ -261,8 +261,14 @@ class Reconciler:
     async def _settle(self, runner: SweepRunner, trial_id: str, status: TrialStatus) -> None:
         if status.finished:
             await self.daemon.on_status(runner, status)
-        elif runner.machine.state is not SweepState.RUNNING:
+            return
+        await self._catch_up_metrics(runner, status)
+        if runner.machine.state is not SweepState.RUNNING:
             self.daemon.cancel_on_executor(runner, trial_id)
+
+    async def _catch_up_metrics(self, runner: SweepRunner, status: TrialStatus) -> None:
+        """Lines a still-running trial wrote while we were down: log them now, not at its end."""
+        await self.daemon.metricsync.deliver(runner, status.id, [], upto=status.metrics_seq)
 
     async def _converge(self, runner: SweepRunner, start: StartTrial, executor: Executor) -> None:
         try:

@@ -34,6 +34,7 @@ from hbd.core.events import (
 from hbd.core.spec import SweepSpec, parse_spec
 from hbd.core.sweep import SweepMachine
 from hbd.daemon.lifecycle import decision_records, started_rungs
+from hbd.daemon.metricsync import MetricsLedger, MetricsLines, bounded
 from hbd.errors import ConflictError, StoreError, StoreWriteError
 from hbd.protocol import TrialStatus
 from hbd.store.log import StoredEvent
@@ -50,6 +51,10 @@ INBOX_SIZE = 10_000
 # Items committed in one transaction: enough to amortise the fsync of
 # synchronous=FULL over a burst of results, small enough to keep a commit short.
 MAX_BATCH = 500
+# Metrics lines committed in one transaction: an item can carry a page of
+# 1000 lines (a catch-up after a restart), and 500 such items would be half a
+# million records held and written at once.
+MAX_BATCH_LINES = 5000
 # Backoff while the database refuses writes (disk full, I/O error).
 WRITE_RETRY_BASE = 0.2
 WRITE_RETRY_CAP = 10.0
@@ -71,7 +76,7 @@ class Note:
     payload: Mapping[str, Any]
 
 
-Item = Observe | Note
+Item = Observe | Note | MetricsLines
 
 
 def finite_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -85,7 +90,8 @@ def finite_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 def observation_from_status(status: TrialStatus, metric: str) -> Observe | None:
     """The observation a terminal executor status stands for; None while it runs."""
-    metrics = finite_metrics(status.metrics)
+    # Bounded as metrics lines are: finite numbers, MAX_METRIC_KEYS keys, the metric kept.
+    metrics = bounded(status.metrics, {metric})
     if status.state == "succeeded":
         return Observe(
             TrialSucceeded(trial_id=status.id, metrics=metrics), {"metric": metrics.get(metric)}
@@ -134,6 +140,14 @@ class SweepRunner:
         self.done = anyio.Event()
         self._started = started_rungs(machine.trials.values())  # rungs already announced
         self._followups: list[Item] = []  # items the runner gives itself (cancel of unsent trials)
+        # Last logged metrics line and admitted keys per open trial (see metricsync).
+        self.metrics = MetricsLedger(spec.matrix.metric.name)
+        self.metrics_loaded = anyio.Event()
+
+    def run_of(self, trial_id: str) -> int:
+        """Which run of the trial is current: 1, or more once trials can run again
+        after an interruption of hbd (the core's ``Trial.runs`` where it has one)."""
+        return int(getattr(self.machine.trials.get(trial_id), "runs", 1) or 1)
 
     def start_of(self, trial_id: str) -> StartTrial:
         """The start decision of a trial the machine knows, rebuilt from its record."""
@@ -156,17 +170,22 @@ class SweepRunner:
         log.info("sweep running", sweep_id=self.sweep_id)
         pending: list[Item] = []
         failures = 0
-        with self._send, self._receive:
+        with self._send, self._receive:  # closed even if cancelled while loading
+            await self._load_metrics()
             while self.machine.finished is None:
                 pending.extend(self._followups)
                 self._followups.clear()
                 if not pending:
                     pending.append(await self._receive.receive())
-                while len(pending) < MAX_BATCH:
+                lines = sum(len(i.lines) for i in pending if isinstance(i, MetricsLines))
+                while len(pending) < MAX_BATCH and lines < MAX_BATCH_LINES:
                     try:
-                        pending.append(self._receive.receive_nowait())
+                        item = self._receive.receive_nowait()
                     except anyio.WouldBlock:
                         break
+                    pending.append(item)
+                    if isinstance(item, MetricsLines):
+                        lines += len(item.lines)
                 try:
                     await self._step(pending)
                 except StoreWriteError as exc:
@@ -191,6 +210,15 @@ class SweepRunner:
             reason=self.machine.finished.reason,
         )
 
+    async def _load_metrics(self) -> None:
+        """Where each open trial's metrics log stands (a repeat is then skipped, not refused)."""
+        try:
+            self.metrics.load(await self.daemon.store.open_trial_metrics(self.sweep_id))
+        except StoreError as exc:
+            # Repeats are then refused by the store, which makes the runner rebuild (and retry this).
+            log.error("cannot read metrics state", sweep_id=self.sweep_id, error=str(exc))
+        self.metrics_loaded.set()
+
     async def _rebuild(self) -> None:
         """Our machine ran ahead of a write that did not happen: start again from the log."""
         while True:
@@ -198,6 +226,7 @@ class SweepRunner:
                 events = await self.daemon.store.sweep_events(self.sweep_id, types=REPLAY_TYPES)
                 self.machine = replay(self.sweep_id, events)
                 self._started = started_rungs(self.machine.trials.values())
+                self.metrics.load(await self.daemon.store.open_trial_metrics(self.sweep_id))
                 return
             except StoreError as exc:
                 log.error("cannot read the event log", sweep_id=self.sweep_id, error=str(exc))
@@ -226,6 +255,7 @@ class SweepRunner:
                 item.observation, TrialSucceeded | TrialFailed | TrialCancelled
             ):
                 self.daemon.trial_finished(item.observation.trial_id)
+                self.metrics.forget(item.observation.trial_id)
         for decision in actions:
             await self.act(decision)
 
@@ -233,6 +263,10 @@ class SweepRunner:
         records: list[Record] = []
         actions: list[Decision] = []
         for item in items:
+            if isinstance(item, MetricsLines):
+                if self._still_open(item.trial_id):
+                    records.extend(self.metrics.records(item))
+                continue
             if isinstance(item, Note):
                 if self._still_open(item.payload.get("trial_id")):
                     records.append((item.type, dict(item.payload)))

@@ -44,21 +44,22 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 import hbd
-from hbd.executor import process, results
+from hbd.executor import metricsfeed, process, results
 from hbd.executor import supervisor as sup
 from hbd.executor.callbacks import CallbackChannel
-from hbd.executor.metrics import MetricsTail
+from hbd.executor.metrics import DEFAULT_MAX_METRICS_FILE_BYTES, MetricsTail
 from hbd.executor.process import (
     SupervisorHandle,
     build_env,
     describe_exit,
     format_value,
-    read_tail,
     render_argv,
 )
+from hbd.executor.trialfiles import read_tail_async
 from hbd.protocol import (
     TIMEOUT_REASON,
     Health,
+    MetricsPage,
     TrialState,
     TrialStatus,
     TrialSubmission,
@@ -169,6 +170,7 @@ class _Trial:
     handle: SupervisorHandle | None = None
     channel: CallbackChannel | None = None
     seq: int = 0  # metric lines seen so far
+    tail: MetricsTail | None = None  # its metrics file, once read
     cancel_requested: bool = False
     taken: bool = False  # the daemon has the finished status
     taken_on_disk: bool = False
@@ -209,6 +211,7 @@ class Agent:
         trial_cwd: Path | None = None,
         keep_trials_on_exit: bool = False,
         limits: AgentLimits | None = None,
+        max_metrics_file_bytes: int = DEFAULT_MAX_METRICS_FILE_BYTES,
     ) -> None:
         if slots < 1:
             raise ValueError("slots must be at least 1")
@@ -221,6 +224,8 @@ class Agent:
         # of training: its trials go on and the next agent on this workdir adopts
         # them. One-shot use (hbd run, tests) stops them.
         self.keep_trials_on_exit = keep_trials_on_exit
+        self.max_metrics_file_bytes = max_metrics_file_bytes
+        self._tail_lock = anyio.Lock()  # one lazy read of a finished trial's metrics at a time
         self.slots = slots
         self.token = token
         self.callback_token = callback_token
@@ -530,32 +535,46 @@ class Agent:
         except OSError as exc:
             log.error("cannot ask the trial to stop", trial_id=trial.submission.id, error=str(exc))
 
-    def _drain(
-        self, trial: _Trial, tail: MetricsTail, *, final: bool = False, notify: bool = True
+    async def _drain(
+        self,
+        trial: _Trial,
+        tail: MetricsTail,
+        *,
+        final: bool = False,
+        notify: bool = True,
+        to_end: bool = False,
     ) -> None:
-        new = tail.read_new(final=final)
-        if not new:
-            return
-        merged = dict(trial.status.metrics)
-        for metrics in new:
-            trial.seq += 1
-            merged.update(metrics)
-            if notify and trial.channel is not None:
-                trial.channel.offer(
-                    TrialUpdate(
-                        kind="metrics",
-                        trial_id=trial.submission.id,
-                        sweep_id=trial.submission.sweep_id,
-                        seq=trial.seq,
-                        metrics=metrics,
+        """New metrics lines, off the loop (see metricsfeed): a chunk, or all with final/to_end."""
+        channel = trial.channel if notify else None
+        trial.status = await metricsfeed.drain(
+            tail, trial.status, channel, trial.submission, final=final, to_end=to_end
+        )
+        trial.seq = tail.seq
+
+    async def metrics_after(self, trial_id: str, after: int, limit: int) -> MetricsPage | None:
+        """The trial's metrics lines with seq > ``after`` (at most ``limit``); None if unknown."""
+        trial = self._trials.get(trial_id)
+        if trial is None:
+            return None
+        if trial.tail is None:
+            async with self._tail_lock:  # finished before this agent started: number it once
+                if trial.tail is None:
+                    trial.tail = await metricsfeed.read_all(
+                        results.trial_dir(self.workdir, trial_id) / results.METRICS_FILE,
+                        trial.submission.metric,
+                        self.max_metrics_file_bytes,
                     )
-                )
-        trial.status = trial.status.model_copy(update={"metrics": merged})
+        return await metricsfeed.page(trial.tail, trial_id, after, limit)
 
     def _tail(self, trial: _Trial) -> MetricsTail:
-        return MetricsTail(
-            results.trial_dir(self.workdir, trial.submission.id) / results.METRICS_FILE
-        )
+        if trial.tail is None:
+            sub = trial.submission
+            trial.tail = MetricsTail(
+                results.trial_dir(self.workdir, sub.id) / results.METRICS_FILE,
+                metric=sub.metric,
+                max_file_bytes=self.max_metrics_file_bytes,
+            )
+        return trial.tail
 
     async def _watch(self, trial: _Trial, tail: MetricsTail | None = None) -> None:
         """Tail metrics until the supervisor is gone, then record the outcome it wrote."""
@@ -564,9 +583,9 @@ class Agent:
         tail = tail or self._tail(trial)
         try:
             while not await handle.finished_async():
-                self._drain(trial, tail)
+                await self._drain(trial, tail)
                 await anyio.sleep(METRICS_POLL_INTERVAL)
-            self._drain(trial, tail, final=True)
+            await self._drain(trial, tail, final=True)
             await self._conclude(trial)
         except anyio.get_cancelled_exc_class():
             if not trial.status.finished and self.keep_trials_on_exit:
@@ -606,7 +625,7 @@ class Agent:
         with anyio.move_on_after(STOP_WAIT_SECONDS):
             await handle.wait(METRICS_POLL_INTERVAL)
         try:
-            self._drain(trial, tail, final=True, notify=notify)
+            await self._drain(trial, tail, final=True, notify=notify)
         except OSError:
             pass
         if await handle.finished_async():
@@ -624,7 +643,7 @@ class Agent:
         state, reason = self._outcome(trial, record)
         tail_text = None
         if state != "succeeded":
-            tail_text = read_tail(_stderr_path(self.workdir, trial), STDERR_TAIL_BYTES)
+            tail_text = await read_tail_async(_stderr_path(self.workdir, trial), STDERR_TAIL_BYTES)
         await self._finish(
             trial,
             state,
@@ -655,7 +674,7 @@ class Agent:
             trial,
             "failed",
             reason=reason,
-            stderr_tail=read_tail(_stderr_path(self.workdir, trial), STDERR_TAIL_BYTES),
+            stderr_tail=await read_tail_async(_stderr_path(self.workdir, trial), STDERR_TAIL_BYTES),
             notify=notify,
         )
 
@@ -743,7 +762,7 @@ class Agent:
         )
         self._trials[sub.id] = trial
         tail = self._tail(trial)
-        self._drain(trial, tail, notify=False)  # what it reported before the restart
+        await self._drain(trial, tail, notify=False, to_end=True)  # reported before the restart
         tg = self._require_tg()
         self._open_channel(tg, trial)
         state = results.state_dir(self.workdir, sub.id)
@@ -763,7 +782,7 @@ class Agent:
             os.close(lock_fd)
             log.info("trial ended while no agent watched", trial_id=sub.id)
             trial.handle = SupervisorHandle(state, None)
-            self._drain(trial, tail, final=True, notify=False)
+            await self._drain(trial, tail, final=True, notify=False)
             await self._conclude(trial)
             return
         # Accepted, but the agent died before the trial could start: start it now.
@@ -795,7 +814,7 @@ class Agent:
             ),
         )
         self._trials[sub.id] = trial
-        self._drain(trial, self._tail(trial), final=True, notify=False)
+        await self._drain(trial, self._tail(trial), final=True, notify=False)
         if pid is not None and process.kill_group(*pid):
             log.warning("stopped a trial an older agent started", trial_id=sub.id, pid=pid[0])
         await self._finish(trial, "failed", reason=RESTART_REASON, notify=False)

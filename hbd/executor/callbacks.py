@@ -1,9 +1,10 @@
 """Pushing TrialUpdates to a trial's ``callback_url``, best effort.
 
 Each trial gets one ordered channel drained by one task in the agent's task
-group: metrics lines are offered without waiting (dropped, logged, when the
-receiver is slow: the daemon also polls), the terminal status is queued last
-and retried with capped exponential backoff and full jitter.
+group: metrics lines are offered in batches without waiting (dropped, logged,
+when the receiver is slow: the daemon fetches lines it missed from the metrics
+route), the terminal status is queued last and retried with capped exponential
+backoff and full jitter.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ BACKOFF_CAP_SECONDS = 15.0
 # Updates buffered per trial while the receiver is slow; beyond it metrics
 # lines are dropped so that memory stays bounded and the trial never waits.
 MAX_PENDING_UPDATES = 256
+# Metric values (one per key per line) queued per trial: a batch holds up to
+# 1000 lines of up to 256 keys, so counting updates alone would let one trial
+# queue hundreds of MB. About 10 MB of Python objects; beyond it batches are
+# dropped and the daemon fetches them from the metrics route.
+MAX_PENDING_METRIC_VALUES = 100_000
 # 4xx answers other than these mean "will never accept it": do not retry.
 RETRYABLE_CLIENT_ERRORS = frozenset({408, 425, 429})
 
@@ -86,13 +92,24 @@ class CallbackChannel:
         self._send, self._receive = anyio.create_memory_object_stream[TrialUpdate](
             MAX_PENDING_UPDATES
         )
+        self._pending_values = 0
+        self._dropped = False  # warned about a drop already (a slow daemon would flood the log)
 
     def offer(self, update: TrialUpdate) -> None:
         """Queue a metrics update without waiting; drop it if the queue is full."""
+        cost = _values(update)
         try:
+            if self._pending_values + cost > MAX_PENDING_METRIC_VALUES:
+                raise anyio.WouldBlock
             self._send.send_nowait(update)
+            self._pending_values += cost
         except anyio.WouldBlock:
-            log.warning("callback queue full; metrics update dropped", trial_id=update.trial_id)
+            if not self._dropped:
+                self._dropped = True
+                log.warning(
+                    "callback queue full; metrics updates dropped (the daemon fetches them)",
+                    trial_id=update.trial_id,
+                )
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             pass
 
@@ -112,6 +129,8 @@ class CallbackChannel:
         """Deliver queued updates in order until the channel is closed."""
         async with self._receive:
             async for update in self._receive:
+                if update.kind == "metrics":
+                    self._pending_values -= _values(update)
                 attempts = (
                     STATUS_CALLBACK_ATTEMPTS
                     if update.kind == "status"
@@ -125,3 +144,8 @@ class CallbackChannel:
                         self.status_delivered = True
                 except Exception:  # e.g. httpx.InvalidURL: log it, keep the agent up
                     log.exception("callback failed", url=self.url, trial_id=update.trial_id)
+
+
+def _values(update: TrialUpdate) -> int:
+    """What a queued metrics update costs: its metric values (at least 1)."""
+    return max(1, sum(len(line.metrics) for line in update.metrics_lines()))

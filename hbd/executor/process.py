@@ -26,6 +26,7 @@ from hbd.core.templating import PLACEHOLDER as PLACEHOLDER
 from hbd.core.templating import TemplateError as TemplateError
 from hbd.core.templating import format_value as format_value
 from hbd.core.templating import render_argv as render_argv
+from hbd.executor import trialfiles
 from hbd.executor.supervisor import LOCK_FILE
 
 
@@ -164,16 +165,8 @@ def describe_exit(returncode: int) -> str:
 
 
 def read_tail(path: Path, limit: int) -> str | None:
-    """The last ``limit`` bytes of a file, decoded leniently; None if empty."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - limit))
-            data = handle.read()
-    except OSError:
-        return None
-    return data.decode("utf-8", errors="replace") or None
+    """The last ``limit`` bytes of a trial-written file (see hbd.executor.trialfiles)."""
+    return trialfiles.read_tail(path, limit)
 
 
 def _proc_stat(pid: int) -> list[str] | None:

@@ -211,6 +211,10 @@ class Store:
             self.db, sweep_id, status=status, bracket=bracket, rung=rung
         )
 
+    async def open_trial_metrics(self, sweep_id: str) -> dict[str, tuple[int, list[str], int]]:
+        """Unfinished trials' (last logged metrics seq, metric keys, run): what a runner resumes with."""
+        return await projections.open_trial_metrics(self.db, sweep_id)
+
     async def trial_counts(self, sweep_id: str) -> dict[str, int]:
         return await projections.trial_counts(self.db, sweep_id)
 

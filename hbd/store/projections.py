@@ -11,7 +11,11 @@ Projection rules, per event type:
 - ``trial.scheduled``: insert the trial, status ``scheduled``.
 - ``trial.dispatched`` / ``trial.running``: status, executor (and started_at).
 - ``trial.metrics``: merge metrics, last value per key (RFC 7396 merge patch:
-  a ``null`` value removes its key).
+  a ``null`` value removes its key), and index the line's ``seq`` in
+  ``metrics_lines`` (primary key (trial_id, run, seq), ``run`` 1 when the
+  payload has none: a line logged twice is a conflict). The daemon bounds what it merges (``hbd.daemon.metricsync``):
+  at most MAX_METRIC_KEYS keys per trial, so a merge costs keys, never
+  keys x lines.
 - ``trial.succeeded`` / ``failed`` / ``cancelled``: terminal status,
   ended_at, metrics merged, metric and reason from the event (a ``lost``
   reason does not outlive a later verdict).
@@ -96,6 +100,7 @@ _INTERRUPTED = (
     "UPDATE trials SET status = 'interrupted', reason = ?, metrics = '{}'"
     f" WHERE id = ? AND {_NOT_FINISHED}"
 )
+_METRICS_LINE = "INSERT INTO metrics_lines (trial_id, run, seq) VALUES (?, ?, ?)"
 _LOST = f"UPDATE trials SET reason = ? WHERE id = ? AND {_NOT_FINISHED}"
 _FINISHED = (
     "UPDATE sweeps SET status = ?, finished_at = ?, best_trial_id = ?, best_metric = ?,"
@@ -177,6 +182,10 @@ def statements(
     """Projection SQL for a batch, in event order. Raises ValueError on a bad payload."""
     out = []
     for event_type, payload, at in events:
+        if event_type == "trial.metrics":
+            seq, run = payload.get("seq"), payload.get("run", 1)
+            if isinstance(seq, int) and not isinstance(seq, bool):
+                out.append((_METRICS_LINE, (_need(event_type, payload, "trial_id"), run, seq)))
         stmt = statement(sweep_id, event_type, payload, at)
         if stmt is not None:
             out.append(stmt)
@@ -313,6 +322,22 @@ async def list_trials(
         f"SELECT {_TRIAL_COLS} FROM trials WHERE {' AND '.join(where)} {_TRIAL_ORDER}", params
     )
     return [_trial(r) for r in rows]
+
+
+async def open_trial_metrics(db: Database, sweep_id: str) -> dict[str, tuple[int, list[str], int]]:
+    """For each unfinished trial of a sweep: (last logged metrics seq, metric keys, run).
+
+    The seq is of the trial's latest run with lines (``run``, 1 if none).
+    """
+    rows = await db.fetchall(
+        "SELECT t.id, t.metrics, m.run, m.seq FROM trials AS t"
+        " LEFT JOIN metrics_lines AS m ON m.trial_id = t.id AND (m.run, m.seq) = ("
+        "  SELECT run, seq FROM metrics_lines WHERE trial_id = t.id"
+        "  ORDER BY run DESC, seq DESC LIMIT 1)"
+        f" WHERE t.sweep_id = ? AND t.{_NOT_FINISHED}",
+        (sweep_id,),
+    )
+    return {r[0]: (int(r[3] or 0), list(_loads_obj(r[1])), int(r[2] or 1)) for r in rows}
 
 
 async def trial_counts(db: Database, sweep_id: str) -> dict[str, int]:

@@ -118,7 +118,32 @@ V2: tuple[str, ...] = (
     "CREATE INDEX trials_executor_status ON trials(executor, status)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (V1, V2)
+# v3: one row per logged metrics line, keyed by (trial, run, the executor's
+# line number), so that the store refuses a line logged twice (the daemon also
+# skips repeats before writing) and the last logged line of each trial is one
+# index lookup away (what the daemon fetches after a restart). ``run`` is the
+# trial's run (1 unless hbd was interrupted under it and it ran again: a new
+# run numbers its lines from 1 again). Back-filled from the log; a repeat
+# already in an old log is kept in the log, indexed once.
+V3: tuple[str, ...] = (
+    """
+    CREATE TABLE metrics_lines (
+        trial_id TEXT NOT NULL,
+        run      INTEGER NOT NULL DEFAULT 1,
+        seq      INTEGER NOT NULL,   -- the executor's line number, from 1
+        PRIMARY KEY (trial_id, run, seq)
+    ) WITHOUT ROWID
+    """,
+    """
+    INSERT OR IGNORE INTO metrics_lines (trial_id, run, seq)
+    SELECT trial_id, COALESCE(json_extract(payload, '$.run'), 1),
+           json_extract(payload, '$.seq') FROM events
+    WHERE type = 'trial.metrics' AND trial_id IS NOT NULL
+      AND json_type(payload, '$.seq') = 'integer'
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (V1, V2, V3)
 CURRENT_VERSION = len(MIGRATIONS)
 
 

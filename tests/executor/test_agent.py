@@ -173,9 +173,10 @@ async def test_callbacks_carry_metrics_then_terminal_status(tmp_path: Path) -> N
     assert {url for url, _, _ in received} == {"http://daemon.test/cb/t1"}
     assert {auth for _, auth, _ in received} == {"Bearer cb-secret"}
     updates = [u for _, _, u in received]
-    metrics = [u for u in updates if u.kind == "metrics"]
-    assert [u.seq for u in metrics] == [1, 2, 3]
-    assert [u.metrics["loss"] for u in metrics] == pytest.approx([1, 1 / 2, 1 / 3])
+    # Metrics lines travel in batches (several lines per callback).
+    metrics = [line for u in updates if u.kind == "metrics" for line in u.metrics_lines()]
+    assert [line.seq for line in metrics] == [1, 2, 3]
+    assert [line.metrics["loss"] for line in metrics] == pytest.approx([1, 1 / 2, 1 / 3])
     last = updates[-1]
     assert last.kind == "status" and last.seq == 3
     assert last.status is not None and last.status.state == "succeeded"

@@ -1,4 +1,4 @@
-"""Argv templating, value formatting, metrics tailing, durable files, report()."""
+"""Argv templating, value formatting, durable files, report() (metrics tailing: test_metrics.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from hbd.executor import results
-from hbd.executor.metrics import MetricsTail
 from hbd.executor.process import TemplateError, describe_exit, format_value, render_argv
 from hbd.protocol import TrialStatus, TrialSubmission
 
@@ -77,20 +76,6 @@ def test_format_value(value: object, text: str) -> None:
 def test_describe_exit() -> None:
     assert describe_exit(3) == "exit code 3"
     assert describe_exit(-9) == "killed by signal SIGKILL"
-
-
-def test_metrics_tail_skips_malformed_and_waits_for_complete_lines(tmp_path: Path) -> None:
-    path = tmp_path / "metrics.jsonl"
-    tail = MetricsTail(path)
-    assert tail.read_new() == []  # file not there yet
-    path.write_bytes(
-        b'{"loss": 1}\nnot json\n[1]\n{"loss": NaN, "acc": 0.5, "tag": "x", "b": true}\n{"lo'
-    )
-    assert tail.read_new() == [{"loss": 1.0}, {"acc": 0.5}]
-    with open(path, "ab") as f:
-        f.write(b'ss": 0.5}\n{"loss": 0.25}')
-    assert tail.read_new() == [{"loss": 0.5}]
-    assert tail.read_new(final=True) == [{"loss": 0.25}]
 
 
 def test_results_round_trip_and_atomic_private_files(tmp_path: Path) -> None:

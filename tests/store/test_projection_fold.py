@@ -108,6 +108,11 @@ def would_conflict(
             if key in seen:
                 return True
             seen.add(key)
+        if kind == "trial.metrics":  # one event per (trial, metrics line)
+            line = ("metrics", f"{payload['trial_id']}:{payload['seq']}")
+            if line in seen:
+                return True
+            seen.add(line)
     return False
 
 
