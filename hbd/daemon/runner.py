@@ -145,9 +145,9 @@ class SweepRunner:
         self.metrics_loaded = anyio.Event()
 
     def run_of(self, trial_id: str) -> int:
-        """Which run of the trial is current: 1, or more once trials can run again
-        after an interruption of hbd (the core's ``Trial.runs`` where it has one)."""
-        return int(getattr(self.machine.trials.get(trial_id), "runs", 1) or 1)
+        """Which run of the trial is current: 1, then one more after each interruption of hbd."""
+        trial = self.machine.trials.get(trial_id)
+        return 1 if trial is None else trial.runs
 
     def start_of(self, trial_id: str) -> StartTrial:
         """The start decision of a trial the machine knows, rebuilt from its record."""
