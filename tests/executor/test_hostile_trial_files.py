@@ -224,7 +224,10 @@ def test_a_fifo_metrics_file_does_not_hang_a_daemon_with_a_local_executor(tmp_pa
             "metric": {"name": "loss", "optimization": "minimize"},
             "params": {"x": {"kind": "choice", "value": [1]}},
         },
-        "component": {"container": {"command": [sys.executable, str(script), str(pids)]}},
+        "component": {
+            "inputs": [{"name": "x", "type": "int"}, {"name": "steps", "type": "int"}],
+            "container": {"command": [sys.executable, str(script), str(pids)]},
+        },
     }
     port = free_port()
     url = f"http://127.0.0.1:{port}"
