@@ -62,6 +62,11 @@ DEFAULT_LOST_AFTER = 60.0
 # repeated because hbd.api.asgi imports this module (importing it here would
 # be circular); tests/test_settings.py checks that the two agree.
 DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
+# Spec limits: hbd.core.limits.DEFAULT_MAX_TRIAL_RUNS and MAX_SPEC_BYTES (why
+# they are what they are is said there), repeated so that reading settings does
+# not import the core; tests/security/test_resource_bombs.py checks they agree.
+DEFAULT_MAX_TRIAL_RUNS = 100_000
+DEFAULT_MAX_SPEC_BYTES = 256 * 1024
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["auto", "json", "console"]
@@ -313,6 +318,9 @@ class DaemonSettings(_Common):
     advertise_url: str | None = None
     lost_after: float = Field(default=DEFAULT_LOST_AFTER, gt=0)
     max_request_bytes: int = Field(default=DEFAULT_MAX_REQUEST_BYTES, ge=1024)
+    # Limits on one submitted spec (issue 10; hbd.core.limits says why each).
+    max_trial_runs: int = Field(default=DEFAULT_MAX_TRIAL_RUNS, ge=1, le=2**63 - 1)
+    max_spec_bytes: int = Field(default=DEFAULT_MAX_SPEC_BYTES, ge=1024, le=64 * 1024 * 1024)
 
     @field_validator("executors")
     @classmethod

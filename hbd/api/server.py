@@ -27,6 +27,7 @@ from hbd.api.asgi import (
 )
 from hbd.api.metrics import metrics_router
 from hbd.api.routes import create_app
+from hbd.core.limits import DEFAULT_SPEC_LIMITS, SpecLimits
 from hbd.daemon.app import Daemon
 from hbd.daemon.clock import Clock
 from hbd.daemon.executors import ExecutorClient
@@ -56,6 +57,7 @@ class DaemonOptions:
     # (a daemon bound to 0.0.0.0, or behind a proxy).
     advertise_url: str | None = None
     max_request_bytes: int = MAX_REQUEST_BODY_BYTES
+    spec_limits: SpecLimits = DEFAULT_SPEC_LIMITS  # see hbd.core.limits
     # The in-process agent leaves its trials running when the daemon stops
     # (hbd serve); one-shot uses and tests stop them.
     keep_local_trials: bool = False
@@ -106,7 +108,9 @@ async def serve_daemon(
     store = await open_store(opts.db)
     try:
         async with anyio.create_task_group() as tg:
-            daemon = Daemon(store, clock=opts.clock, lost_after=opts.lost_after)
+            daemon = Daemon(
+                store, clock=opts.clock, lost_after=opts.lost_after, spec_limits=opts.spec_limits
+            )
             if opts.local_slots:
                 workdir = opts.workdir or opts.db.parent / "executor"
                 port = await tg.start(

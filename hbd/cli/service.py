@@ -253,6 +253,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings.db.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"db: cannot create {settings.db.parent}: {exc.strerror}") from None
+    from hbd.core.limits import SpecLimits
+
     opts = DaemonOptions(
         db=settings.db,
         host=settings.host,
@@ -263,6 +265,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         token=token,
         lost_after=settings.lost_after,
         max_request_bytes=settings.max_request_bytes,
+        spec_limits=SpecLimits(
+            max_trial_runs=settings.max_trial_runs, max_bytes=settings.max_spec_bytes
+        ),
         advertise_url=settings.advertise_url,
         keep_local_trials=settings.keep_trials_on_exit,
     )

@@ -27,6 +27,17 @@ from pydantic import Field, TypeAdapter, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
 from hbd.core.errors import SpecError, SpecProblem
+from hbd.core.limits import (
+    DEFAULT_SPEC_LIMITS,
+    MAX_CONCURRENCY,
+    MAX_NAME_CHARS,
+    MAX_SQL_INT,
+    MIN_SQL_INT,
+    SpecLimits,
+    nul_problems,
+    trial_runs_problem,
+)
+from hbd.core.loader import SpecTooLarge, load_yaml
 from hbd.core.params import (
     NUMERIC_KINDS,
     PARAM_KINDS,
@@ -132,12 +143,12 @@ def placeholders(template: str) -> list[str]:
 
 
 class Resource(Frozen):
-    name: str
+    name: str = Field(min_length=1)
     type: Literal["int", "float"]
 
 
 class Metric(Frozen):
-    name: str
+    name: str = Field(min_length=1)
     optimization: Literal["minimize", "maximize"] = "minimize"
 
 
@@ -174,13 +185,13 @@ EarlyStopping = Annotated[MetricEarlyStopping | FailureEarlyStopping, Field(disc
 class HyperbandMatrix(Frozen):
     kind: Literal["hyperband"]
     params: dict[str, Param]
-    max_iterations: int = Field(ge=1)
+    max_iterations: int = Field(ge=1, le=MAX_SQL_INT)  # resources are stored as SQL integers
     eta: Number = 3
     resource: Resource
     metric: Metric
     resume: bool = False
-    seed: int | None = None
-    concurrency: int | None = Field(default=None, ge=1)
+    seed: int | None = Field(default=None, ge=MIN_SQL_INT, le=MAX_SQL_INT)  # stored in SQL
+    concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)
     tuner: Tuner | None = None
     early_stopping: list[EarlyStopping] = Field(default_factory=list)
 
@@ -234,8 +245,15 @@ class IOSpec(Frozen):
 
 class Container(Frozen):
     image: str | None = None
-    command: list[str]
+    command: list[str] = Field(min_length=1)
     args: list[str] = Field(default_factory=list)
+
+    @field_validator("command")
+    @classmethod
+    def _program(cls, v: list[str]) -> list[str]:
+        if not v[0].strip():
+            raise ValueError("the first element (the program to run) must not be empty")
+        return v
 
 
 class Component(Frozen):
@@ -268,7 +286,7 @@ class Termination(Frozen):
 class SweepSpec(Frozen):
     version: float | None = None
     kind: Literal["operation"] | None = None
-    name: str | None = None
+    name: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
     description: str | None = None
     tags: list[str] | None = None
     termination: Termination | None = None
@@ -288,15 +306,30 @@ class SweepSpec(Frozen):
 # ---------------------------------------------------------------- entry points
 
 
-def load_spec(text: str) -> SweepSpec:
-    """Parse YAML (or JSON, a YAML subset) text into a spec; raise ``SpecError``."""
+def load_spec(text: str, *, limits: SpecLimits = DEFAULT_SPEC_LIMITS) -> SweepSpec:
+    """Parse YAML (or JSON, a YAML subset) text into a spec; raise ``SpecError``.
+
+    The text is parsed within ``limits`` (size, depth, aliases: see
+    ``hbd.core.loader``) and the plan may not exceed ``limits.max_trial_runs``.
+    """
     if not isinstance(text, str):
         raise SpecError([SpecProblem("", f"spec text must be a string, got {type(text).__name__}")])
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text, limits)
+    except SpecTooLarge as exc:
+        raise SpecError([SpecProblem("", str(exc))]) from None
     except yaml.YAMLError as exc:
         raise SpecError([_yaml_problem(exc, text)]) from None
-    return parse_spec(data)
+    problems = nul_problems(data)
+    try:
+        spec = parse_spec(data)
+    except SpecError as exc:
+        raise SpecError(problems + exc.problems) from None
+    m = spec.matrix
+    too_many = trial_runs_problem(m.max_iterations, m.eta, limits.max_trial_runs)
+    if problems or too_many:
+        raise SpecError(problems + ([too_many] if too_many else []))
+    return spec
 
 
 def parse_spec(data: object) -> SweepSpec:
