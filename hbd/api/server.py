@@ -6,6 +6,7 @@ loopback HTTP with the same protocol as a remote one: the embedded default.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -37,6 +38,9 @@ from hbd.store.log import open_store
 log = structlog.get_logger(__name__)
 
 LOCAL_EXECUTOR = "local"
+# Random bytes of the token an embedded agent (and `hbd run`'s daemon) gets:
+# 32 bytes (256 bits), like `openssl rand -hex 32` in the docs.
+EMBEDDED_TOKEN_BYTES = 32
 # Hosts that mean "every interface": not an address anyone can call back.
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
@@ -113,6 +117,10 @@ async def serve_daemon(
             )
             if opts.local_slots:
                 workdir = opts.workdir or opts.db.parent / "executor"
+                # The in-process agent always has its own fresh token, known only
+                # to this process: on loopback without one, any local user could
+                # POST /v1/trials and run commands as us (issue 10.13).
+                agent_token = secrets.token_urlsafe(EMBEDDED_TOKEN_BYTES)
                 port = await tg.start(
                     partial(
                         serve_agent,
@@ -123,12 +131,12 @@ async def serve_daemon(
                     0,
                     workdir,
                     opts.local_slots,
-                    opts.token,
+                    agent_token,
                 )
                 daemon.add_executor(
                     LOCAL_EXECUTOR,
                     ExecutorClient(
-                        f"http://127.0.0.1:{port}", token=opts.token, transport=opts.transport
+                        f"http://127.0.0.1:{port}", token=agent_token, transport=opts.transport
                     ),
                 )
             for url in opts.executors:

@@ -43,6 +43,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from hbd.core.events import SweepFinished
+from hbd.core.limits import MAX_SQL_INT
 from hbd.daemon.app import Daemon
 from hbd.daemon.bus import Batch, Subscription
 from hbd.daemon.lifecycle import EVENT_TYPES
@@ -401,13 +402,17 @@ def parse_cursor(after: int | None, last_event_id: str | None) -> int:
             raise HTTPException(
                 422, f"Last-Event-ID must be an event seq, got {last_event_id[:40]!r}"
             ) from None
-        if seq < 0:
-            raise HTTPException(422, "Last-Event-ID must not be negative")
+        if not 0 <= seq <= MAX_SQL_INT:
+            raise HTTPException(422, f"Last-Event-ID must be an event seq in 0..{MAX_SQL_INT}")
         return seq
     return after or 0
 
 
-After = Annotated[int | None, Query(ge=0, description="stream the events after this seq")]
+# Seqs are SQLite integers: a larger `after` would overflow the query (a 200
+# whose body was cut off), so it is refused with 422 like any bad value.
+After = Annotated[
+    int | None, Query(ge=0, le=MAX_SQL_INT, description="stream the events after this seq")
+]
 Types = Annotated[list[str] | None, Query(alias="type", description="only these event types")]
 Follow = Annotated[bool, Query(description="false: stop at the current end of the log")]
 LastEventId = Annotated[str | None, Header()]
@@ -445,7 +450,9 @@ def create_event_router(daemon: Daemon, limits: StreamLimits | None = None) -> A
             on_close=slots.give_back,
         )
 
-    @router.get("/v1/events", response_class=EventStreamResponse)
+    # status_code given: FastAPI's OpenAPI generator cannot infer it from this
+    # response class (GET /openapi.json was a 500).
+    @router.get("/v1/events", response_class=EventStreamResponse, status_code=200)
     async def all_events(
         after: After = None,
         types: Types = None,
@@ -454,7 +461,7 @@ def create_event_router(daemon: Daemon, limits: StreamLimits | None = None) -> A
     ) -> Response:
         return stream(None, parse_cursor(after, last_event_id), parse_types(types), follow)
 
-    @router.get("/v1/sweeps/{sweep_id}/events", response_class=EventStreamResponse)
+    @router.get("/v1/sweeps/{sweep_id}/events", response_class=EventStreamResponse, status_code=200)
     async def sweep_events(
         sweep_id: str,
         after: After = None,

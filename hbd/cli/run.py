@@ -11,13 +11,14 @@ the sweep, with the interrupted trials recorded as failed.
 from __future__ import annotations
 
 import argparse
+import secrets
 from pathlib import Path
 from typing import Any
 
 import anyio
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hbd.api.server import DaemonOptions, serve_daemon
+from hbd.api.server import EMBEDDED_TOKEN_BYTES, DaemonOptions, serve_daemon
 from hbd.cli.base import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -85,10 +86,13 @@ def _run_error(leaf: BaseException) -> BaseException:
 
 
 async def _run(args: argparse.Namespace, text: str) -> dict[str, Any]:
-    opts = DaemonOptions(db=args.db, port=args.port, local_slots=args.local_executor)
+    # A fresh token, known only to this process: without one, any local user
+    # could submit sweeps (commands run as this user) to the loopback port.
+    token = secrets.token_urlsafe(EMBEDDED_TOKEN_BYTES)
+    opts = DaemonOptions(db=args.db, port=args.port, local_slots=args.local_executor, token=token)
     async with anyio.create_task_group() as tg:
         running = await tg.start(serve_daemon, opts)
-        async with Client(running.url) as client:
+        async with Client(running.url, token=token) as client:
             sweep_id = await client.submit(text)
             with Progress(
                 TextColumn(f"sweep {sweep_id}"),
