@@ -140,7 +140,7 @@ def nul_problems(data: object) -> list[SpecProblem]:
         elif isinstance(value, dict):
             for k, v in value.items():
                 if isinstance(k, str) and "\x00" in k:
-                    shown = k.replace("\x00", "\\x00")
+                    shown = k[:40].encode("unicode_escape").decode("ascii")
                     problems.append(
                         SpecProblem(_path(parts), f"key `{shown}` contains a NUL character")
                     )

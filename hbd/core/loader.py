@@ -20,6 +20,7 @@ Every refusal is a ``SpecError`` with one readable problem.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -109,6 +110,35 @@ def _check_expansion(root: Node, limits: SpecLimits) -> None:
     measure(root, 1)
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _text(value: str) -> str:
+    """``value`` as valid Unicode: escaped surrogate pairs joined, a lone surrogate refused.
+
+    YAML's ``"\\ud83d\\ude00"`` (how JSON writes non-BMP characters) gives two
+    surrogates, not one character; a lone one cannot be encoded as UTF-8 at all,
+    so every response, log line and database row holding it would fail.
+    """
+    if not _SURROGATES.search(value):
+        return value
+    try:
+        return value.encode("utf-16", "surrogatepass").decode("utf-16")
+    except UnicodeDecodeError:
+        raise ValueError("a string holds a lone surrogate escape (\\ud800-\\udfff)") from None
+
+
+def _unicode(data: object) -> object:
+    """``data`` with every string (key or value) made valid Unicode; depth is already bounded."""
+    if isinstance(data, str):
+        return _text(data)
+    if isinstance(data, list):
+        return [_unicode(v) for v in data]
+    if isinstance(data, dict):
+        return {_unicode(k): _unicode(v) for k, v in data.items()}
+    return data
+
+
 def load_yaml(text: str, limits: SpecLimits = DEFAULT_SPEC_LIMITS) -> object:
     """Parse one YAML document within ``limits``.
 
@@ -128,7 +158,7 @@ def load_yaml(text: str, limits: SpecLimits = DEFAULT_SPEC_LIMITS) -> object:
             return None
         _check_expansion(node, limits)
         try:
-            return loader.construct_document(node)
+            return _unicode(loader.construct_document(node))
         except (ValueError, TypeError, OverflowError) as exc:
             # int() of a 5,000-digit literal, an unhashable key reaching a dict...
             raise SpecError([SpecProblem("", f"unreadable YAML value: {exc}")]) from None
