@@ -15,6 +15,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import anyio
+
 from hbd.store import projections
 from hbd.store.db import Database, apply_pragmas, connect
 from hbd.store.projections import SweepRow, TrialRow, dumps
@@ -26,6 +28,12 @@ DEFAULT_READ_LIMIT = 1000
 # Upper bound on one page, so a careless caller cannot pull a whole
 # multi-sweep log into memory (or hold the connection lock) in one call.
 MAX_READ_LIMIT = 10_000
+
+# Batches at least this large are encoded (and decoded back) in a worker
+# thread: a new sweep's first rungs can be tens of thousands of events, seconds
+# of JSON work that would stall every request (issue 10.7); small batches stay
+# on the loop, where a thread hop would cost more than the work.
+THREAD_ENCODE_EVENTS = 1_000
 
 _EVENT_COLS = "seq, sweep_id, type, trial_id, payload, at"
 _INSERT_EVENT = f"INSERT INTO events ({_EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?)"
@@ -41,6 +49,39 @@ class StoredEvent:
     trial_id: str | None
     payload: dict[str, Any]
     at: float
+
+
+_Encoded = list[tuple[str, str | None, str, dict[str, Any]]]
+
+
+def _encode(
+    sweep_id: str, events: Sequence[tuple[str, Mapping[str, Any]]], at: float
+) -> tuple[_Encoded, list[projections.Statement]]:
+    """Each event's JSON text, and the batch's projection SQL (CPU only, no I/O)."""
+    encoded: _Encoded = []
+    for event_type, payload in events:
+        if not isinstance(payload, Mapping):
+            raise TypeError(f"{event_type} payload must be a mapping, not {type(payload)}")
+        plain = dict(payload)
+        text = dumps(plain)
+        trial_id = plain.get("trial_id")
+        encoded.append((event_type, None if trial_id is None else str(trial_id), text, plain))
+    return encoded, projections.statements(sweep_id, ((t, p, at) for t, _, _, p in encoded))
+
+
+def _committed(sweep_id: str, encoded: _Encoded, first: int, at: float) -> list[StoredEvent]:
+    # Decode our own canonical text so callers get exactly what a reader will.
+    return [
+        StoredEvent(
+            seq=first + i,
+            sweep_id=sweep_id,
+            type=event_type,
+            trial_id=trial_id,
+            payload=json.loads(text),
+            at=at,
+        )
+        for i, (event_type, trial_id, text, _) in enumerate(encoded)
+    ]
 
 
 def _event(row: Any) -> StoredEvent:
@@ -89,15 +130,10 @@ class Store:
             return []
         # Encode and build all SQL before BEGIN: a bad payload fails fast and
         # the write lock is held only for the statements themselves.
-        encoded: list[tuple[str, str | None, str, dict[str, Any]]] = []
-        for event_type, payload in events:
-            if not isinstance(payload, Mapping):
-                raise TypeError(f"{event_type} payload must be a mapping, not {type(payload)}")
-            plain = dict(payload)
-            text = dumps(plain)
-            trial_id = plain.get("trial_id")
-            encoded.append((event_type, None if trial_id is None else str(trial_id), text, plain))
-        stmts = projections.statements(sweep_id, ((t, p, at) for t, _, _, p in encoded))
+        if len(events) >= THREAD_ENCODE_EVENTS:
+            encoded, stmts = await anyio.to_thread.run_sync(_encode, sweep_id, events, at)
+        else:
+            encoded, stmts = _encode(sweep_id, events, at)
 
         async with self.db.transaction() as tx:
             rows = await tx.fetchall_tx("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
@@ -114,18 +150,9 @@ class Store:
             last = first + len(encoded) - 1
             await tx.execute(projections.LAST_SEQ, (last, sweep_id))
 
-        # Decode our own canonical text so callers get exactly what a reader will.
-        return [
-            StoredEvent(
-                seq=first + i,
-                sweep_id=sweep_id,
-                type=event_type,
-                trial_id=trial_id,
-                payload=json.loads(text),
-                at=at,
-            )
-            for i, (event_type, trial_id, text, _) in enumerate(encoded)
-        ]
+        if len(encoded) >= THREAD_ENCODE_EVENTS:
+            return await anyio.to_thread.run_sync(_committed, sweep_id, encoded, first, at)
+        return _committed(sweep_id, encoded, first, at)
 
     # -- the log ---------------------------------------------------------------
 

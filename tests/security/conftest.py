@@ -45,10 +45,12 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
         tg.cancel_scope.cancel()
 
 
-async def while_healthy(http: httpx.AsyncClient, request: Awaitable[Any]) -> tuple[Any, float]:
+async def while_healthy(
+    http: httpx.AsyncClient, request: Awaitable[Any], deadline: float = HEALTHZ_DEADLINE
+) -> tuple[Any, float]:
     """Await ``request`` while polling /healthz; return its result and the slowest health answer.
 
-    Fails if any health answer takes longer than HEALTHZ_DEADLINE.
+    Fails if any health answer takes longer than ``deadline``.
     """
     result: list[Any] = []
     slowest = 0.0
@@ -60,13 +62,13 @@ async def while_healthy(http: httpx.AsyncClient, request: Awaitable[Any]) -> tup
         tg.start_soon(hostile)
         while not result:
             start = time.monotonic()
-            with anyio.fail_after(HEALTHZ_DEADLINE * 5):  # fail loudly, not hang
+            with anyio.fail_after(deadline * 5):  # fail loudly, not hang
                 r = await http.get("/healthz")
             took = time.monotonic() - start
             assert r.status_code == 200
             slowest = max(slowest, took)
             await anyio.sleep(0.02)
-    assert slowest < HEALTHZ_DEADLINE, f"/healthz took {slowest:.2f}s during a hostile request"
+    assert slowest < deadline, f"/healthz took {slowest:.2f}s during a hostile request"
     return result[0], slowest
 
 
