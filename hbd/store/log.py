@@ -84,6 +84,24 @@ def _committed(sweep_id: str, encoded: _Encoded, first: int, at: float) -> list[
     ]
 
 
+def _filters(
+    after_seq: int, sweep_id: str | None, types: Collection[str] | None
+) -> tuple[list[str], list[str | int]]:
+    """WHERE terms and parameters of a log read; no terms when ``types`` is empty."""
+    where: list[str] = ["seq > ?"]
+    params: list[str | int] = [after_seq]
+    if sweep_id is not None:
+        where.append("sweep_id = ?")
+        params.append(sweep_id)
+    if types is not None:
+        wanted = sorted(set(types))
+        if not wanted:
+            return [], []
+        where.append(f"type IN ({','.join('?' * len(wanted))})")
+        params.extend(wanted)
+    return where, params
+
+
 def _event(row: Any) -> StoredEvent:
     return StoredEvent(
         seq=row[0],
@@ -167,22 +185,53 @@ class Store:
         """Events with ``seq > after_seq`` in seq order, at most ``limit`` of them."""
         if not 1 <= limit <= MAX_READ_LIMIT:
             raise ValueError(f"limit must be in 1..{MAX_READ_LIMIT}, got {limit}")
-        where: list[str] = ["seq > ?"]
-        params: list[str | int] = [after_seq]
-        if sweep_id is not None:
-            where.append("sweep_id = ?")
-            params.append(sweep_id)
-        if types is not None:
-            wanted = sorted(set(types))
-            if not wanted:
-                return []
-            where.append(f"type IN ({','.join('?' * len(wanted))})")
-            params.extend(wanted)
+        where, params = _filters(after_seq, sweep_id, types)
+        if not where:
+            return []
         rows = await self.db.fetchall(
             f"SELECT {_EVENT_COLS} FROM events WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
             [*params, limit],
         )
         return [_event(r) for r in rows]
+
+    async def read_page(
+        self,
+        after_seq: int,
+        *,
+        sweep_id: str | None = None,
+        types: Collection[str] | None = None,
+        limit: int = DEFAULT_READ_LIMIT,
+        max_bytes: int,
+    ) -> tuple[list[StoredEvent], bool]:
+        """Like ``read_after``, but the page also stops before its payloads exceed
+        ``max_bytes`` (always at least one event); returns (events, whether more
+        may follow). An event stream replaying large events holds one bounded page.
+        """
+        if not 1 <= limit <= MAX_READ_LIMIT:
+            raise ValueError(f"limit must be in 1..{MAX_READ_LIMIT}, got {limit}")
+        where, params = _filters(after_seq, sweep_id, types)
+        if not where:
+            return [], False
+        sizes = await self.db.fetchall(
+            f"SELECT seq, length(CAST(payload AS BLOB)) FROM events WHERE {' AND '.join(where)} "
+            "ORDER BY seq LIMIT ?",
+            [*params, limit],
+        )
+        total, last, cut = 0, None, False
+        for seq, size in sizes:
+            total += size
+            if total > max_bytes and last is not None:
+                cut = True
+                break
+            last = seq
+        if last is None:
+            return [], False
+        rows = await self.db.fetchall(
+            f"SELECT {_EVENT_COLS} FROM events WHERE {' AND '.join(where)} AND seq <= ? "
+            "ORDER BY seq LIMIT ?",
+            [*params, last, limit],
+        )
+        return [_event(r) for r in rows], cut or len(sizes) >= limit
 
     async def sweep_events(
         self, sweep_id: str, *, types: Collection[str] | None = None

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from hbd import settings
+from hbd.api.sse import FRAME_CACHE_BYTES, FrameCache
 from hbd.cli import main
 from hbd.core import geometry, limits
 from hbd.core.errors import SpecError
@@ -28,6 +29,9 @@ from hbd.core.limits import (
     planned_trial_runs,
 )
 from hbd.core.spec import load_spec
+from hbd.daemon.runner import MAX_REASON_CHARS, MAX_STDERR_TAIL_CHARS, observation_from_status
+from hbd.protocol import TrialStatus
+from hbd.store.log import StoredEvent, open_store
 from tests.e2e.conftest import sweep_yaml
 from tests.security.conftest import Live, while_healthy
 
@@ -230,3 +234,55 @@ async def test_a_sweep_near_the_limit_starts_without_blocking_the_api(live: Live
         live.http, live.http.post("/v1/sweeps", content=text), deadline=ACCEPT_DEADLINE
     )
     assert response.status_code == 201
+
+
+# ---------------------------------------------------------------- what streams and rows hold
+
+
+def big_event(seq: int, size: int) -> StoredEvent:
+    return StoredEvent(
+        seq=seq,
+        sweep_id="sw1",
+        type="sweep.submitted",
+        trial_id=None,
+        payload={"x": "a" * size},
+        at=0.0,
+    )
+
+
+def test_the_frame_cache_is_bounded_in_bytes_not_only_in_events() -> None:
+    cache = FrameCache()
+    for seq in range(1, 200):
+        cache.frame(big_event(seq, 512 * 1024))  # 100 MB of frames asked for
+        cache.chunk([big_event(seq, 512 * 1024)])
+    assert 0 < cache.bytes <= FRAME_CACHE_BYTES
+
+
+@pytest.mark.anyio
+async def test_a_replay_page_is_bounded_in_bytes(tmp_path: Path) -> None:
+    async with await open_store(tmp_path / "hbd.db") as store:
+        payload = {"name": "", "spec": "s" * 100_000, "spec_json": {}, "seed": 1}
+        for i in range(10):
+            await store.append(f"sw{i}", [("sweep.submitted", payload)], at=0.0)
+        page, more = await store.read_page(0, limit=500, max_bytes=250_000)
+        assert [e.seq for e in page] == [1, 2] and more
+        page, more = await store.read_page(0, limit=500, max_bytes=10)
+        assert [e.seq for e in page] == [1] and more  # always at least one
+        page, more = await store.read_page(8, limit=500, max_bytes=250_000)
+        assert [e.seq for e in page] == [9, 10] and not more
+
+
+def test_a_status_cannot_put_unbounded_text_in_the_log() -> None:
+    status = TrialStatus(
+        id="t1",
+        sweep_id="sw1",
+        state="failed",
+        reason="r" * 10**6,
+        stderr_tail="e" * 10**6,
+        started_at=0.0,
+    )
+    observed = observation_from_status(status, "loss")
+    assert observed is not None
+    assert len(observed.observation.reason) < MAX_REASON_CHARS + 100  # type: ignore[union-attr]
+    tail = observed.extra["stderr_tail"]
+    assert len(tail) < MAX_STDERR_TAIL_CHARS + 100 and tail.endswith("e")
