@@ -33,6 +33,7 @@ from hbd.cli.sweeps import print_outcome
 from hbd.client import Client, ClientError
 from hbd.errors import HbdError, SchemaTooNew
 from hbd.logs import configure as configure_logging
+from hbd.store.files import private_dir
 
 DEFAULT_DB = Path(".hbd") / "hbd.db"
 DEFAULT_SLOTS = 4
@@ -59,7 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     text, _ = read_spec_text(args.file)
     if args.local_executor < 1:
         raise UserError("--local-executor must be at least 1")
-    args.db.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(args.db.parent)  # 0700 when created (hbd.store.files)
     # The daemon's own log lines would drown the progress bar; warnings still show.
     configure_logging("warning")
     try:

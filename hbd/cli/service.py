@@ -244,13 +244,14 @@ def _start_service(settings: DaemonSettings | ExecutorSettings) -> tuple[str | N
 def cmd_serve(args: argparse.Namespace) -> int:
     from hbd.api.server import DaemonOptions, serve_daemon
     from hbd.daemon.systemd import watchdog
+    from hbd.store.files import private_dir
 
     settings: DaemonSettings = _load(DaemonSettings, args, _DAEMON_FLAGS)
     token, notifier = _start_service(settings)
     if not settings.executors and not settings.local_executor:
         log.warning("no executors configured: sweeps will wait; set executors or local_executor")
     try:
-        settings.db.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.db.parent)  # 0700 when created (hbd.store.files)
     except OSError as exc:
         raise UserError(f"db: cannot create {settings.db.parent}: {exc.strerror}") from None
     from hbd.core.limits import SpecLimits

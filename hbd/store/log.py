@@ -19,6 +19,7 @@ import anyio
 
 from hbd.store import projections
 from hbd.store.db import Database, apply_pragmas, connect
+from hbd.store.files import private_dir, private_file
 from hbd.store.projections import SweepRow, TrialRow, dumps
 from hbd.store.schema import check_not_too_new, migrate, user_version
 
@@ -326,6 +327,11 @@ async def open_store(path: Path | str) -> Store:
     Raises :class:`~hbd.errors.SchemaTooNew`, leaving the file untouched, when
     it was written by a newer hbd.
     """
+    if str(path) != ":memory:" and not str(path).startswith("file:"):
+        # Private from the first byte: the folder (if hbd creates it) 0700, the
+        # database 0600, and so its -wal and -shm files (see hbd.store.files).
+        private_dir(Path(path).parent)
+        private_file(Path(path))
     db = await connect(path)
     try:
         # Check before any PRAGMA that writes (journal_mode) or any migration.
