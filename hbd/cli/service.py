@@ -37,6 +37,7 @@ from hbd.cli.base import (
     print_json,
     say,
 )
+from hbd.cli.token_env import hide_token_from_environ
 from hbd.errors import ConfigError, ExecutorError, HbdError
 from hbd.protocol import PROTOCOL_VERSION
 
@@ -246,6 +247,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from hbd.daemon.systemd import watchdog
     from hbd.store.files import private_dir
 
+    hide_token_from_environ("serve")  # may re-exec (hbd.cli.token_env)
     settings: DaemonSettings = _load(DaemonSettings, args, _DAEMON_FLAGS)
     token, notifier = _start_service(settings)
     if not settings.executors and not settings.local_executor:
@@ -309,6 +311,7 @@ def cmd_executor(args: argparse.Namespace) -> int:
     from hbd.api.agent_routes import serve_agent
     from hbd.daemon.systemd import watchdog
 
+    hide_token_from_environ("executor")  # may re-exec (hbd.cli.token_env)
     settings: ExecutorSettings = _load(ExecutorSettings, args, _EXECUTOR_FLAGS)
     token, notifier = _start_service(settings)
 

@@ -16,6 +16,7 @@ import pytest
 
 from hbd.api.server import DaemonOptions, Running, serve_daemon
 from hbd.core.limits import SpecLimits
+from tests.test_service import notify_socket, procs  # noqa: F401 (fixtures: real services)
 
 # /healthz must answer within this while a hostile request is being refused
 # (issue 10: "the service stays responsive").

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import pytest
 from hbd.api.server import LOCAL_EXECUTOR, DaemonOptions, serve_daemon
 from hbd.store.files import DB_DIR_MODE, DB_FILE_MODE, private_dir
 from hbd.store.log import open_store
+from tests.test_service import STOP_SECONDS, clean_env, start, wait_for
 
 TOKEN = "daemon-token-" + "0123456789abcdef" * 2
 
@@ -103,3 +107,40 @@ def test_an_existing_folder_keeps_its_mode(tmp_path: Path) -> None:
     assert mode(shared) == 0o750
     private_dir(shared / "a" / "b")
     assert mode(shared / "a") == DB_DIR_MODE and mode(shared / "a" / "b") == DB_DIR_MODE
+
+
+# ---------------------------------------------------------------- the token in /proc/PID/environ
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["serve", "executor"])
+def test_a_service_started_with_hbd_token_does_not_keep_it_in_its_environment_block(
+    tmp_path: Path,
+    notify_socket: socket.socket,
+    procs: list[subprocess.Popen[bytes]],
+    command: str,
+) -> None:
+    args = (
+        ["--db", str(tmp_path / "hbd.db"), "--local-executor", "1"]
+        if command == "serve"
+        else ["--workdir", str(tmp_path / "w")]
+    )
+    env = clean_env(NOTIFY_SOCKET=notify_socket.getsockname(), HBD_TOKEN=TOKEN)
+    p = start(procs, command, "--port", "0", *args, env=env, stderr=tmp_path / "err.log")
+    status = wait_for(notify_socket, "READY")["STATUS"]
+    # What any process of this user (a trial) can read, of the very process serving:
+    block = Path(f"/proc/{p.pid}/environ").read_bytes()
+    assert TOKEN.encode() not in block
+    assert b"HBD_TOKEN=" not in block
+    if command == "serve":
+        url = status.removeprefix("serving on ")
+        path = "/v1/sweeps"
+    else:
+        url = f"http://127.0.0.1:{int(status.split('port ')[1].split()[0])}"
+        path = "/v1/trials"
+    # ...and the service still has the token: it was handed over, not lost.
+    assert httpx.get(f"{url}{path}", timeout=10).status_code == 401
+    authorized = httpx.get(f"{url}{path}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    assert authorized.status_code == 200
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=STOP_SECONDS) == 0
