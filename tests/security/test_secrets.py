@@ -7,6 +7,8 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import pytest
 from hbd.api.server import LOCAL_EXECUTOR, DaemonOptions, serve_daemon
 from hbd.store.files import DB_DIR_MODE, DB_FILE_MODE, private_dir
 from hbd.store.log import open_store
+from tests.e2e.conftest import sweep_yaml
 from tests.test_service import STOP_SECONDS, clean_env, start, wait_for
 
 TOKEN = "daemon-token-" + "0123456789abcdef" * 2
@@ -144,3 +147,38 @@ def test_a_service_started_with_hbd_token_does_not_keep_it_in_its_environment_bl
     assert authorized.status_code == 200
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=STOP_SECONDS) == 0
+
+
+@pytest.mark.slow
+def test_hbd_run_serves_its_api_only_to_itself(tmp_path: Path) -> None:
+    # A free port for `hbd run --port` (bound and released: the kernel does not
+    # hand it out again at once).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(sweep_yaml(tmp_path / "trials.jsonl", sleep=1.0, max_iterations=3))
+    argv = [sys.executable, "-m", "hbd", "run", str(spec), "--db", str(tmp_path / "hbd.db")]
+    p = subprocess.Popen(
+        [*argv, "--port", str(port)],
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        answer = None
+        while answer is None and p.poll() is None and time.monotonic() < deadline:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/v1/sweeps", timeout=5)
+            except httpx.TransportError:
+                time.sleep(0.05)
+        assert answer is not None, "hbd run never answered"
+        assert answer.status_code == 401  # any local user would have seen (and run) sweeps
+    finally:
+        p.send_signal(signal.SIGINT)  # Ctrl-C: hbd run stops its trials, then exits
+        try:
+            p.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
