@@ -45,6 +45,8 @@ def private_file(path: Path) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, DB_FILE_MODE)
     except FileExistsError:
         return  # an existing database keeps its mode (the operator's choice)
+    except OSError:
+        return  # no folder, no permission: SQLite's open reports it in its own words
     try:
         os.fchmod(fd, DB_FILE_MODE)  # O_CREAT's mode is filtered by the umask
     finally:

@@ -19,7 +19,7 @@ import anyio
 
 from hbd.store import projections
 from hbd.store.db import Database, apply_pragmas, connect
-from hbd.store.files import private_dir, private_file
+from hbd.store.files import private_file
 from hbd.store.projections import SweepRow, TrialRow, dumps
 from hbd.store.schema import check_not_too_new, migrate, user_version
 
@@ -328,9 +328,9 @@ async def open_store(path: Path | str) -> Store:
     it was written by a newer hbd.
     """
     if str(path) != ":memory:" and not str(path).startswith("file:"):
-        # Private from the first byte: the folder (if hbd creates it) 0700, the
-        # database 0600, and so its -wal and -shm files (see hbd.store.files).
-        private_dir(Path(path).parent)
+        # Private from the first byte: the database 0600, and so its -wal and
+        # -shm files (see hbd.store.files). The folder is the caller's (the
+        # CLI creates it 0700); a missing one is reported by connect below.
         private_file(Path(path))
     db = await connect(path)
     try:

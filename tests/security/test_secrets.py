@@ -88,6 +88,7 @@ async def test_database_wal_and_shm_are_private_whatever_the_umask(
     tmp_path: Path, umask: int
 ) -> None:
     db = tmp_path / "new" / "state" / "hbd.db"
+    private_dir(db.parent)  # what hbd serve and hbd run do first
     async with await open_store(db) as store:
         await store.append(
             "sw1",
