@@ -90,6 +90,12 @@ def parse_duration(value: Any) -> Any:
     return value
 
 
+# Spec limits: hbd.core.limits.DEFAULT_MAX_TRIAL_RUNS and MAX_SPEC_BYTES (why
+# they are what they are is said there), repeated so that reading settings does
+# not import the core; tests/security/test_resource_bombs.py checks they agree.
+DEFAULT_MAX_TRIAL_RUNS = 100_000
+DEFAULT_MAX_SPEC_BYTES = 256 * 1024
+
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["auto", "json", "console"]
 
@@ -343,6 +349,9 @@ class DaemonSettings(_Common):
     # A sweep whose first N finished trial runs all failed stops (hbd.core.sweep's
     # FIRST_FAILURES_STOP; 0: never). Recorded in each sweep when submitted.
     first_failures_stop: int = Field(default=10, ge=0, le=1_000_000)
+    # Limits on one submitted spec (issue 10; hbd.core.limits says why each).
+    max_trial_runs: int = Field(default=DEFAULT_MAX_TRIAL_RUNS, ge=1, le=2**63 - 1)
+    max_spec_bytes: int = Field(default=DEFAULT_MAX_SPEC_BYTES, ge=1024, le=64 * 1024 * 1024)
 
     @field_validator("executors")
     @classmethod

@@ -123,6 +123,16 @@ def bearer_check(token: str | None) -> Callable[..., Awaitable[None]]:
     return check
 
 
+# Scope key BearerAuth sets: whether the caller proved the token (an exempt
+# route such as /healthz answers everyone but says less to strangers).
+AUTHENTICATED = "hbd.authenticated"
+
+
+def is_authenticated(scope: Scope) -> bool:
+    """Whether BearerAuth let this request in with the token (True without a token)."""
+    return bool(scope.get(AUTHENTICATED, False))
+
+
 class BearerAuth:
     """ASGI middleware: every request but those to ``exempt`` paths needs the token.
 
@@ -140,11 +150,13 @@ class BearerAuth:
         self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.token is None or scope["type"] != "http" or scope["path"] in self.exempt:
+        if self.token is None or scope["type"] != "http":
+            scope[AUTHENTICATED] = True  # no token: every caller may see everything
             await self.app(scope, receive, send)
             return
         header = next((v for k, v in scope.get("headers", []) if k == b"authorization"), None)
-        if token_matches(header, self.token):
+        scope[AUTHENTICATED] = token_matches(header, self.token)
+        if scope[AUTHENTICATED] or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
         client = scope.get("client")

@@ -152,7 +152,7 @@ def metrics_router(daemon: Daemon) -> APIRouter:
     metrics = DaemonMetrics(daemon)
     router = APIRouter()
 
-    @router.get("/metrics", include_in_schema=False)
+    @router.get("/metrics", summary="Prometheus metrics (text format)")
     async def get_metrics() -> Response:
         return Response(await metrics.render(), media_type=CONTENT_TYPE_LATEST)
 

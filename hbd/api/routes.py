@@ -17,9 +17,12 @@ from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 import hbd
+from hbd.api.asgi import is_authenticated
+from hbd.api.docs import add_docs
 from hbd.api.sse import create_event_router
 from hbd.api.views import resource_type, sweep_detail, sweep_summary, trial_view
 from hbd.core.errors import SpecError
+from hbd.core.limits import MAX_SQL_INT
 from hbd.core.spec import sweep_id_problem
 from hbd.daemon.app import Daemon, SweepChanged
 from hbd.errors import ConflictError, ExecutorError, NotFound, NotReady, StoreError
@@ -54,7 +57,15 @@ async def not_ready_response(request: Request, exc: Exception) -> JSONResponse:
 
 
 def create_app(daemon: Daemon) -> FastAPI:
-    app = FastAPI(title="hbd", version=hbd.__version__, summary="Hyperband sweep daemon")
+    # /docs is hbd.api.docs' offline page: FastAPI's pages load assets from a CDN.
+    app = FastAPI(
+        title="hbd",
+        version=hbd.__version__,
+        summary="Hyperband sweep daemon",
+        docs_url=None,
+        redoc_url=None,
+    )
+    add_docs(app)
     app.add_exception_handler(NotReady, not_ready_response)
     router = APIRouter()
 
@@ -131,8 +142,8 @@ def create_app(daemon: Daemon) -> FastAPI:
     async def list_trials(
         sweep_id: str,
         status: Annotated[str | None, Query(pattern="^(" + "|".join(TRIAL_STATUSES) + ")$")] = None,
-        bracket: Annotated[int | None, Query(ge=0)] = None,
-        rung: Annotated[int | None, Query(ge=0)] = None,
+        bracket: Annotated[int | None, Query(ge=0, le=MAX_SQL_INT)] = None,
+        rung: Annotated[int | None, Query(ge=0, le=MAX_SQL_INT)] = None,
     ) -> list[dict[str, Any]]:
         sweep = await sweep_or_404(sweep_id)
         rtype = resource_type(sweep)
@@ -181,7 +192,7 @@ def create_app(daemon: Daemon) -> FastAPI:
         return Response(status_code=204)
 
     @router.get("/healthz", response_model=None)
-    async def healthz() -> dict[str, Any] | JSONResponse:
+    async def healthz(request: Request) -> dict[str, Any] | JSONResponse:
         # Sweeps that could not be resumed at start (their log did not replay):
         # the daemon serves the rest, so this stays 200 but says "degraded".
         broken = sorted(daemon.broken_sweeps)
@@ -197,6 +208,9 @@ def create_app(daemon: Daemon) -> FastAPI:
                 },
                 status_code=503,
             )
+        # Liveness probes carry no token: they get the same answer without
+        # where the executors are (a remote executor's name is its URL).
+        private = is_authenticated(request.scope)
         return {
             "status": "degraded" if broken else "ok",
             "version": hbd.__version__,
@@ -205,8 +219,7 @@ def create_app(daemon: Daemon) -> FastAPI:
             "queued_trials": daemon.dispatcher.queued(),
             "executors": [
                 {
-                    "name": e.name,
-                    "url": e.client.url,
+                    **({"name": e.name, "url": e.client.url} if private else {}),
                     "healthy": e.healthy,
                     "slots": e.slots,
                     "free": e.free,

@@ -6,6 +6,7 @@ loopback HTTP with the same protocol as a remote one: the embedded default.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -27,6 +28,7 @@ from hbd.api.asgi import (
 )
 from hbd.api.metrics import metrics_router
 from hbd.api.routes import create_app
+from hbd.core.limits import DEFAULT_SPEC_LIMITS, SpecLimits
 from hbd.core.sweep import FIRST_FAILURES_STOP
 from hbd.daemon.app import Daemon
 from hbd.daemon.clock import Clock
@@ -39,6 +41,9 @@ from hbd.web.app import WebPage
 log = structlog.get_logger(__name__)
 
 LOCAL_EXECUTOR = "local"
+# Random bytes of the token an embedded agent (and `hbd run`'s daemon) gets:
+# 32 bytes (256 bits), like `openssl rand -hex 32` in the docs.
+EMBEDDED_TOKEN_BYTES = 32
 # Hosts that mean "every interface": not an address anyone can call back.
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
@@ -59,6 +64,7 @@ class DaemonOptions:
     # (a daemon bound to 0.0.0.0, or behind a proxy).
     advertise_url: str | None = None
     max_request_bytes: int = MAX_REQUEST_BODY_BYTES
+    spec_limits: SpecLimits = DEFAULT_SPEC_LIMITS  # see hbd.core.limits
     # The in-process agent leaves its trials running when the daemon stops
     # (hbd serve); one-shot uses and tests stop them.
     keep_local_trials: bool = False
@@ -125,9 +131,14 @@ async def _serve_locked(opts: DaemonOptions, *, task_status: TaskStatus[Running]
                 clock=opts.clock,
                 lost_after=opts.lost_after,
                 first_failures_stop=opts.first_failures_stop,
+                spec_limits=opts.spec_limits,
             )
             if opts.local_slots:
                 workdir = opts.workdir or opts.db.parent / "executor"
+                # The in-process agent always has its own fresh token, known only
+                # to this process: on loopback without one, any local user could
+                # POST /v1/trials and run commands as us (issue 10.13).
+                agent_token = secrets.token_urlsafe(EMBEDDED_TOKEN_BYTES)
                 port = await tg.start(
                     partial(
                         serve_agent,
@@ -138,12 +149,12 @@ async def _serve_locked(opts: DaemonOptions, *, task_status: TaskStatus[Running]
                     0,
                     workdir,
                     opts.local_slots,
-                    opts.token,
+                    agent_token,
                 )
                 daemon.add_executor(
                     LOCAL_EXECUTOR,
                     ExecutorClient(
-                        f"http://127.0.0.1:{port}", token=opts.token, transport=opts.transport
+                        f"http://127.0.0.1:{port}", token=agent_token, transport=opts.transport
                     ),
                 )
             for url in opts.executors:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -43,6 +43,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from hbd.core.events import SweepFinished
+from hbd.core.limits import MAX_SQL_INT
 from hbd.daemon.app import Daemon
 from hbd.daemon.bus import Batch, Subscription
 from hbd.daemon.lifecycle import EVENT_TYPES
@@ -82,6 +83,19 @@ COALESCE_BELOW_EVENTS = 32
 # Encoded frames kept for reuse: every subscriber sends the same bytes for
 # one event, so each is encoded once while the burst it came in is fanned out.
 FRAME_CACHE_SIZE = 4096
+# ...and at most this many bytes of them: events can be large (a submitted
+# spec is up to max_spec_bytes, twice: text and JSON), and 4,096 of those
+# would be gigabytes. 16 MiB holds thousands of ordinary events.
+FRAME_CACHE_BYTES = 16 * 1024 * 1024
+# A commit's frames are joined once and shared by every unfiltered stream
+# only up to this size; a larger commit is written frame by frame.
+MAX_SHARED_CHUNK_BYTES = 256 * 1024
+# What one stream holds at once, in bytes: a replay page read from the log
+# (its payloads) and one write to the socket. Issue 10.11: 60 streams replaying
+# 40 sweeps with 900 KB names took a daemon from 129 MB to 2.9 GB when pages
+# and writes were bounded by event count only.
+STREAM_PAGE_BYTES = 1024 * 1024
+MAX_WRITE_BYTES = 256 * 1024
 
 SWEEP_FINISHED = SweepFinished.TYPE
 EVENT_STREAM_HEADERS = {
@@ -101,6 +115,8 @@ class StreamLimits:
     max_subscribers: int = MAX_SUBSCRIBERS
     max_events_per_write: int = MAX_EVENTS_PER_WRITE
     coalesce: float = COALESCE_SECONDS
+    page_bytes: int = STREAM_PAGE_BYTES
+    write_bytes: int = MAX_WRITE_BYTES
 
 
 # ---- encoding ----
@@ -138,29 +154,54 @@ class FrameCache:
     stream sends the same bytes: joined once, sent by all.
     """
 
-    def __init__(self, size: int = FRAME_CACHE_SIZE) -> None:
+    def __init__(self, size: int = FRAME_CACHE_SIZE, max_bytes: int = FRAME_CACHE_BYTES) -> None:
         self._size = size
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._frames: OrderedDict[int, bytes] = OrderedDict()
         self._chunks: OrderedDict[tuple[int, int, int], bytes | None] = OrderedDict()
 
     def chunk(self, batch: Sequence[StoredEvent]) -> bytes | None:
-        """All frames of ``batch`` joined; None if it ends a sweep (streams stop there)."""
+        """All frames of ``batch`` joined; None if it cannot be shared whole (it ends a
+        sweep, where streams stop, or is larger than MAX_SHARED_CHUNK_BYTES)."""
         key = (batch[0].seq, batch[-1].seq, len(batch))
         if key in self._chunks:
             return self._chunks[key]
-        ends = any(e.type == SWEEP_FINISHED for e in batch)
-        chunk = self._chunks[key] = None if ends else b"".join(self.frame(e) for e in batch)
-        if len(self._chunks) > self._size:
-            self._chunks.popitem(last=False)
+        chunk: bytes | None = None
+        if not any(e.type == SWEEP_FINISHED for e in batch):
+            frames, size = [], 0
+            for event in batch:
+                frames.append(self.frame(event))
+                size += len(frames[-1])
+                if size > MAX_SHARED_CHUNK_BYTES:
+                    break
+            else:
+                chunk = b"".join(frames)
+        self._chunks[key] = chunk
+        self._bytes += len(chunk or b"")
+        self._trim()
         return chunk
 
     def frame(self, event: StoredEvent) -> bytes:
         frame = self._frames.get(event.seq)
         if frame is None:
-            frame = self._frames[event.seq] = encode_event(event)
-            if len(self._frames) > self._size:
-                self._frames.popitem(last=False)
+            frame = encode_event(event)
+            if len(frame) <= self._max_bytes // 16:  # a huge frame would evict everything
+                self._frames[event.seq] = frame
+                self._bytes += len(frame)
+                self._trim()
         return frame
+
+    def _trim(self) -> None:
+        while self._frames and (len(self._frames) > self._size or self._bytes > self._max_bytes):
+            self._bytes -= len(self._frames.popitem(last=False)[1])
+        while self._chunks and (len(self._chunks) > self._size or self._bytes > self._max_bytes):
+            self._bytes -= len(self._chunks.popitem(last=False)[1] or b"")
+
+    @property
+    def bytes(self) -> int:
+        """Bytes held (tests check the bound)."""
+        return self._bytes
 
 
 # ---- the stream ----
@@ -192,37 +233,46 @@ class EventStream:
         self._query_types = types if types is None or sweep_id is None else types | {SWEEP_FINISHED}
         self._ended = False
 
-    def _take_batches(self, batches: Sequence[Sequence[StoredEvent]]) -> bytes:
+    def _take_batches(self, batches: Sequence[Sequence[StoredEvent]]) -> Iterator[bytes]:
         """Frames of the batches' events past the cursor; a whole fresh batch is shared."""
-        frames = []
         for batch in batches:
             if self._ended:
-                break
+                return
             shared = None
             if self.types is None and batch[0].seq > self.cursor:
                 shared = self.cache.chunk(batch)
             if shared is not None:
-                frames.append(shared)
                 self.cursor = batch[-1].seq
+                yield shared
             else:
-                frames.append(self._take(batch))
-        return b"".join(frames)
+                yield from self._take(batch)
 
-    def _take(self, events: Collection[StoredEvent]) -> bytes:
-        """Frames of the events past the cursor; the cursor moves past all of them."""
-        frames = []
+    def _take(self, events: Collection[StoredEvent]) -> Iterator[bytes]:
+        """Frames of the events past the cursor, encoded one at a time as they are written."""
         for event in events:
             if event.seq <= self.cursor:
                 continue  # read from the log already: the bus repeats it
             self.cursor = event.seq
             if self.sweep_id is not None and event.type == SWEEP_FINISHED:
                 # always sent: its id is the sweep's last seq, the 204 point for a reconnect
-                frames.append(self.cache.frame(event))
                 self._ended = True
-                break
+                yield self.cache.frame(event)
+                return
             if self.types is None or event.type in self.types:
-                frames.append(self.cache.frame(event))
-        return b"".join(frames)
+                yield self.cache.frame(event)
+
+    def _writes(self, frames: Iterator[bytes]) -> Iterator[bytes]:
+        """``frames`` grouped into writes of about ``write_bytes`` (a bigger frame goes alone)."""
+        pending: list[bytes] = []
+        size = 0
+        for frame in frames:
+            if pending and size + len(frame) > self.limits.write_bytes:
+                yield b"".join(pending)
+                pending, size = [], 0
+            pending.append(frame)
+            size += len(frame)
+        if pending:
+            yield b"".join(pending)
 
     async def frames(self) -> AsyncIterator[bytes]:
         yield encode_retry(self.limits.retry_ms)
@@ -231,16 +281,17 @@ class EventStream:
             sub = bus.subscribe(self.sweep_id)  # first: nothing committed from now on is missed
             try:
                 while True:  # replay from the log
-                    page = await self.daemon.store.read_after(
+                    page, more = await self.daemon.store.read_page(
                         self.cursor,
                         sweep_id=self.sweep_id,
                         types=self._query_types,
                         limit=self.limits.page,
+                        max_bytes=self.limits.page_bytes,
                     )
-                    chunk = self._take(page)
-                    if chunk:
+                    for chunk in self._writes(self._take(page)):
                         yield chunk
-                    if self._ended or len(page) < self.limits.page:
+                    del page  # the biggest thing a stream holds: not kept while it waits
+                    if self._ended or not more:
                         break
                 if self._ended or not self.follow:
                     return
@@ -251,9 +302,9 @@ class EventStream:
                     if not batch:
                         yield encode_comment("heartbeat")
                         continue
-                    chunk = self._take_batches(batch)
-                    if chunk:
+                    for chunk in self._writes(self._take_batches(batch)):
                         yield chunk
+                    del batch
                     if self._ended:
                         return
             finally:
@@ -401,13 +452,17 @@ def parse_cursor(after: int | None, last_event_id: str | None) -> int:
             raise HTTPException(
                 422, f"Last-Event-ID must be an event seq, got {last_event_id[:40]!r}"
             ) from None
-        if seq < 0:
-            raise HTTPException(422, "Last-Event-ID must not be negative")
+        if not 0 <= seq <= MAX_SQL_INT:
+            raise HTTPException(422, f"Last-Event-ID must be an event seq in 0..{MAX_SQL_INT}")
         return seq
     return after or 0
 
 
-After = Annotated[int | None, Query(ge=0, description="stream the events after this seq")]
+# Seqs are SQLite integers: a larger `after` would overflow the query (a 200
+# whose body was cut off), so it is refused with 422 like any bad value.
+After = Annotated[
+    int | None, Query(ge=0, le=MAX_SQL_INT, description="stream the events after this seq")
+]
 Types = Annotated[list[str] | None, Query(alias="type", description="only these event types")]
 Follow = Annotated[bool, Query(description="false: stop at the current end of the log")]
 LastEventId = Annotated[str | None, Header()]
@@ -445,7 +500,9 @@ def create_event_router(daemon: Daemon, limits: StreamLimits | None = None) -> A
             on_close=slots.give_back,
         )
 
-    @router.get("/v1/events", response_class=EventStreamResponse)
+    # status_code given: FastAPI's OpenAPI generator cannot infer it from this
+    # response class (GET /openapi.json was a 500).
+    @router.get("/v1/events", response_class=EventStreamResponse, status_code=200)
     async def all_events(
         after: After = None,
         types: Types = None,
@@ -454,7 +511,7 @@ def create_event_router(daemon: Daemon, limits: StreamLimits | None = None) -> A
     ) -> Response:
         return stream(None, parse_cursor(after, last_event_id), parse_types(types), follow)
 
-    @router.get("/v1/sweeps/{sweep_id}/events", response_class=EventStreamResponse)
+    @router.get("/v1/sweeps/{sweep_id}/events", response_class=EventStreamResponse, status_code=200)
     async def sweep_events(
         sweep_id: str,
         after: After = None,

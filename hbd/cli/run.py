@@ -16,6 +16,7 @@ uninterrupted run would have.
 from __future__ import annotations
 
 import argparse
+import secrets
 import shlex
 import signal
 import sys
@@ -38,6 +39,7 @@ from hbd.cli.base import (
 from hbd.cli.remote import cli_error
 from hbd.cli.sweeps import print_outcome
 from hbd.errors import HbdError, SchemaTooNew
+from hbd.store.files import private_dir
 
 if TYPE_CHECKING:
     import anyio.abc
@@ -83,7 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from hbd.logs import configure as configure_logging
 
-    args.db.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(args.db.parent)  # 0700 when created (hbd.store.files)
     # The daemon's own log lines would drown the progress bar; warnings still show.
     configure_logging("warning")
     try:
@@ -185,16 +187,19 @@ async def _serve_and_follow(
 ) -> dict[str, Any] | Interrupted:
     import anyio
 
-    from hbd.api.server import DaemonOptions, serve_daemon
+    from hbd.api.server import EMBEDDED_TOKEN_BYTES, DaemonOptions, serve_daemon
     from hbd.client import Client
 
-    opts = DaemonOptions(db=args.db, port=args.port, local_slots=args.local_executor)
+    # A fresh token, known only to this process: without one, any local user
+    # could submit sweeps (commands run as this user) to the loopback port.
+    token = secrets.token_urlsafe(EMBEDDED_TOKEN_BYTES)
+    opts = DaemonOptions(db=args.db, port=args.port, local_slots=args.local_executor, token=token)
     sweep_id: str | None = None
     detail: dict[str, Any] = {}
     async with anyio.create_task_group() as tg:
         running = await tg.start(serve_daemon, opts)
         with work:
-            async with Client(running.url) as client:
+            async with Client(running.url, token=token) as client:
                 sweep_id = await running.daemon.unfinished_with_spec(text)
                 if sweep_id is not None:
                     say(f"resuming sweep {sweep_id} (interrupted earlier) from {args.db}")

@@ -34,6 +34,7 @@ from hbd.cli.base import (
     print_json,
     say,
 )
+from hbd.cli.token_env import hide_token_from_environ
 from hbd.errors import ConfigError, ExecutorError, HbdError
 
 if TYPE_CHECKING:  # imported where used: `hbd --help` must not load the server's libraries
@@ -256,15 +257,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from hbd.api.server import DaemonOptions, serve_daemon
     from hbd.daemon.systemd import watchdog
     from hbd.settings import DaemonSettings
+    from hbd.store.files import private_dir
 
+    hide_token_from_environ("serve")  # may re-exec (hbd.cli.token_env)
     settings: DaemonSettings = _load(DaemonSettings, args, _DAEMON_FLAGS)
     token, notifier = _start_service(settings)
     if not settings.executors and not settings.local_executor:
         _log().warning("no executors configured: sweeps will wait; set executors or local_executor")
     try:
-        settings.db.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.db.parent)  # 0700 when created (hbd.store.files)
     except OSError as exc:
         raise UserError(f"db: cannot create {settings.db.parent}: {exc.strerror}") from None
+    from hbd.core.limits import SpecLimits
+
     opts = DaemonOptions(
         db=settings.db,
         host=settings.host,
@@ -275,6 +280,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         token=token,
         lost_after=settings.lost_after,
         max_request_bytes=settings.max_request_bytes,
+        spec_limits=SpecLimits(
+            max_trial_runs=settings.max_trial_runs, max_bytes=settings.max_spec_bytes
+        ),
         advertise_url=settings.advertise_url,
         keep_local_trials=settings.keep_trials_on_exit,
         first_failures_stop=settings.first_failures_stop,
@@ -337,6 +345,7 @@ def cmd_executor(args: argparse.Namespace) -> int:
     from hbd.executor.agent import AgentLimits
     from hbd.settings import ExecutorSettings
 
+    hide_token_from_environ("executor")  # may re-exec (hbd.cli.token_env)
     settings: ExecutorSettings = _load(ExecutorSettings, args, _EXECUTOR_FLAGS)
     token, notifier = _start_service(settings)
 

@@ -57,18 +57,18 @@ def s_max(max_iterations: int, eta: float | Fraction) -> int:
     return s
 
 
-def _ceil(x: Fraction) -> int:
+def ceil_fraction(x: Fraction) -> int:
     return -((-x.numerator) // x.denominator)
 
 
-def _floor(x: Fraction) -> int:
+def floor_fraction(x: Fraction) -> int:
     return x.numerator // x.denominator
 
 
 def cast_resource(exact: Fraction, resource_type: ResourceType) -> int | float:
     if resource_type == "float":
         return float(exact)
-    return max(1, _floor(exact + Fraction(1, 2)))
+    return max(1, floor_fraction(exact + Fraction(1, 2)))
 
 
 def bracket(
@@ -78,11 +78,11 @@ def bracket(
     if not 0 <= s <= top:
         raise ValueError(f"bracket {s} is outside 0..{top}")
     e, r = as_fraction(eta), Fraction(max_iterations)
-    n = _ceil(Fraction(top + 1, s + 1) * e**s)
+    n = ceil_fraction(Fraction(top + 1, s + 1) * e**s)
     rungs = []
     for i in range(s + 1):
         exact = r * e ** (i - s)
-        configs = _floor(n / e**i)
+        configs = floor_fraction(n / e**i)
         rungs.append(Rung(i, configs, cast_resource(exact, resource_type), exact))
     return Bracket(s, tuple(rungs))
 

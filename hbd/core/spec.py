@@ -42,6 +42,17 @@ from hbd.core.component import (
     split_command,
 )
 from hbd.core.errors import SpecError, SpecProblem
+from hbd.core.limits import (
+    DEFAULT_SPEC_LIMITS,
+    MAX_CONCURRENCY,
+    MAX_NAME_CHARS,
+    MAX_SQL_INT,
+    MIN_SQL_INT,
+    SpecLimits,
+    nul_problems,
+    trial_runs_problem,
+)
+from hbd.core.loader import SpecTooLarge, load_yaml
 from hbd.core.params import (
     NUMERIC_KINDS,
     PARAM_KINDS,
@@ -117,12 +128,12 @@ def placeholders(template: str) -> list[str]:
 
 
 class Resource(Frozen):
-    name: str
+    name: str = Field(min_length=1)
     type: Literal["int", "float"]
 
 
 class Metric(Frozen):
-    name: str
+    name: str = Field(min_length=1)
     optimization: Literal["minimize", "maximize"] = "minimize"
 
 
@@ -159,13 +170,13 @@ EarlyStopping = Annotated[MetricEarlyStopping | FailureEarlyStopping, Field(disc
 class HyperbandMatrix(Frozen):
     kind: Literal["hyperband"]
     params: dict[str, Param]
-    max_iterations: int = Field(ge=1)
+    max_iterations: int = Field(ge=1, le=MAX_SQL_INT)  # resources are stored as SQL integers
     eta: Number = 3
     resource: Resource
     metric: Metric
     resume: bool = False
-    seed: int | None = None
-    concurrency: int | None = Field(default=None, ge=1)
+    seed: int | None = Field(default=None, ge=MIN_SQL_INT, le=MAX_SQL_INT)  # stored in SQL
+    concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)
     tuner: Tuner | None = None
     early_stopping: list[EarlyStopping] = Field(default_factory=list)
 
@@ -238,7 +249,7 @@ class SweepSpec(Frozen):
     CLUSTER_KEYS: ClassVar[dict[str, str]] = OPERATION_CLUSTER_KEYS
     version: float | None = None
     kind: Literal["operation"] | None = None
-    name: str | None = None
+    name: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
     description: str | None = None
     tags: list[str] | None = None
     termination: Termination | None = None
@@ -312,17 +323,33 @@ class SweepSpec(Frozen):
 # ---------------------------------------------------------------- entry points
 
 
-def load_spec(text: str) -> SweepSpec:
-    """Parse YAML (or JSON, a YAML subset) text into a spec; raise ``SpecError``."""
-    return parse_spec(load_data(text))
+def load_spec(text: str, *, limits: SpecLimits = DEFAULT_SPEC_LIMITS) -> SweepSpec:
+    """Parse YAML (or JSON, a YAML subset) text into a spec; raise ``SpecError``.
+
+    The text is parsed within ``limits`` (size, depth, aliases: see
+    ``hbd.core.loader``) and the plan may not exceed ``limits.max_trial_runs``.
+    """
+    data = load_data(text, limits)
+    problems = nul_problems(data)
+    try:
+        spec = parse_spec(data)
+    except SpecError as exc:
+        raise SpecError(problems + exc.problems) from None
+    m = spec.matrix
+    too_many = trial_runs_problem(m.max_iterations, m.eta, limits.max_trial_runs)
+    if problems or too_many:
+        raise SpecError(problems + ([too_many] if too_many else []))
+    return spec
 
 
-def load_data(text: str) -> object:
-    """The data of YAML (or JSON) text; raise ``SpecError`` for a syntax error."""
+def load_data(text: str, limits: SpecLimits = DEFAULT_SPEC_LIMITS) -> object:
+    """The data of YAML (or JSON) text, parsed within ``limits``; raise ``SpecError``."""
     if not isinstance(text, str):
         raise SpecError([SpecProblem("", f"spec text must be a string, got {type(text).__name__}")])
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text, limits)
+    except SpecTooLarge as exc:
+        raise SpecError([SpecProblem("", str(exc))]) from None
     except yaml.YAMLError as exc:
         raise SpecError([_yaml_problem(exc, text)]) from None
 

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-from hbd.core.codec import SUBMITTED, observation_record
+from hbd.core.codec import SUBMITTED, Record, observation_record
 from hbd.core.errors import SpecError
-from hbd.core.events import Begin, StopRequested, TrialInterrupted
+from hbd.core.events import Begin, Decision, StopRequested, TrialInterrupted
+from hbd.core.limits import DEFAULT_SPEC_LIMITS, SpecLimits
 from hbd.core.spec import SweepSpec, load_spec, parse_spec, spec_warnings
 from hbd.core.sweep import FIRST_FAILURES_STOP, SweepMachine
 from hbd.core.trialcommand import trial_command
@@ -66,6 +68,13 @@ CANCELS_PER_EXECUTOR = 2
 # submit between its commit and its runner's start) before writing the stop
 # into the log for the next start to act on.
 RUNNER_WAIT = 5.0
+# Specs parsed (and sweeps planned) at once, each in a worker thread: parsing
+# is bounded (hbd.core.limits) but pure Python, so hostile submits in parallel
+# queue here instead of taking every worker thread and the GIL from the API.
+SPEC_WORKERS = 2
+# Queueing a large first rung yields to other tasks this often (an enqueue is
+# microseconds; 1,000 keep each slice of the event loop in the milliseconds).
+ACTS_PER_CHECKPOINT = 1_000
 
 
 # While the event log cannot be written, a write is tried this often, so that
@@ -92,6 +101,17 @@ def new_sweep_id() -> str:
     return "sw" + secrets.token_hex(SWEEP_ID_BYTES)
 
 
+def _start(
+    spec: SweepSpec, sweep_id: str, seed: int, first_failures_stop: int
+) -> tuple[SweepMachine, list[Decision], list[Record]]:
+    """A new sweep's machine, its first decisions and their log records (pure, CPU-bound)."""
+    machine = SweepMachine.for_spec(
+        spec, sweep_id=sweep_id, seed=seed, first_failures_stop=first_failures_stop
+    )
+    decisions = machine.handle(Begin())
+    return machine, decisions, decision_records(decisions, set())
+
+
 class SweepChanged(HbdError):
     """A submission reused a sweep id with a different spec (HTTP 409); nothing was stored."""
 
@@ -105,9 +125,12 @@ class Daemon:
         callback_url: str | None = None,
         lost_after: float = LOST_AFTER,
         first_failures_stop: int = FIRST_FAILURES_STOP,
+        spec_limits: SpecLimits = DEFAULT_SPEC_LIMITS,
     ) -> None:
         self.store = store
         self.first_failures_stop = first_failures_stop  # recorded in each sweep.submitted
+        self.spec_limits = spec_limits
+        self._spec_workers = anyio.CapacityLimiter(SPEC_WORKERS)
         self.clock = clock or RealClock()
         self.pool = ExecutorPool(self.clock)
         self.dispatcher = Dispatcher(self)
@@ -263,7 +286,10 @@ class Daemon:
         self, text: str, *, sweep_id: str | None = None
     ) -> tuple[str, bool, list[str]]:
         """``submit``, also returning the spec's warnings (logged once, for a new sweep)."""
-        spec = load_spec(text)
+        # Off the event loop: a spec at the limits takes a while to parse.
+        spec = await anyio.to_thread.run_sync(
+            partial(load_spec, text, limits=self.spec_limits), limiter=self._spec_workers
+        )
         warnings = spec_warnings(spec)
         sweep_id, created = await self._submit(spec, text, sweep_id)
         if created:
@@ -287,10 +313,12 @@ class Daemon:
                     )
             sweep_id = sweep_id or new_sweep_id()
             seed = spec.matrix.seed if spec.matrix.seed is not None else secrets.randbelow(2**31)
-            machine = SweepMachine.for_spec(
-                spec, sweep_id=sweep_id, seed=seed, first_failures_stop=self.first_failures_stop
+            # Planning the first rungs (up to max_trial_runs trials) takes seconds
+            # at the limit: in a worker thread too, so /healthz keeps answering.
+            machine, decisions, started = await anyio.to_thread.run_sync(
+                partial(_start, spec, sweep_id, seed, self.first_failures_stop),
+                limiter=self._spec_workers,
             )
-            decisions = machine.handle(Begin())
             submitted = {
                 "name": spec.name or "",
                 "spec": text,
@@ -299,7 +327,7 @@ class Daemon:
                 # what replay needs to rebuild the same machine (SweepMachine.for_submitted)
                 "first_failures_stop": self.first_failures_stop,
             }
-            records = [(SUBMITTED, submitted), *decision_records(decisions, set())]
+            records = [(SUBMITTED, submitted), *started]
             committed = await self.store.append(sweep_id, records, at=self.clock.wall())
         self.published(committed)
         log.info("sweep submitted", sweep_id=sweep_id, seed=seed, trials=len(decisions))
@@ -310,8 +338,10 @@ class Daemon:
             return sweep_id, True
         runner = SweepRunner(self, spec, machine)
         self.start_runner(runner)
-        for decision in decisions:
+        for i, decision in enumerate(decisions, 1):
             await runner.act(decision)
+            if i % ACTS_PER_CHECKPOINT == 0:
+                await anyio.lowlevel.checkpoint()  # a large first rung must not hold the loop
         return sweep_id, True
 
     async def unfinished_with_spec(self, text: str) -> str | None:

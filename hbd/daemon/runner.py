@@ -55,6 +55,12 @@ MAX_BATCH = 500
 # 1000 lines (a catch-up after a restart), and 500 such items would be half a
 # million records held and written at once.
 MAX_BATCH_LINES = 5000
+# What an executor's status may put in the log, in characters (a status is
+# untrusted: any executor, any size). The agent sends 4 KiB of stderr
+# (hbd.executor.agent.STDERR_TAIL_BYTES); a reason is a sentence. Every
+# stored row is replayed to every event stream, so each field is bounded.
+MAX_REASON_CHARS = 2_000
+MAX_STDERR_TAIL_CHARS = 8_192
 # Backoff while the database refuses writes (disk full, I/O error).
 WRITE_RETRY_BASE = 0.2
 WRITE_RETRY_CAP = 10.0
@@ -88,6 +94,14 @@ def finite_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
+def clip(text: str | None, limit: int, *, keep: str = "head") -> str | None:
+    """``text`` cut to ``limit`` characters, keeping its head (or tail), marked as cut."""
+    if text is None or len(text) <= limit:
+        return text
+    mark = f"[... {len(text) - limit} characters cut]"
+    return text[:limit] + mark if keep == "head" else mark + text[-limit:]
+
+
 def observation_from_status(status: TrialStatus, metric: str) -> Observe | None:
     """The observation a terminal executor status stands for; None while it runs."""
     # Bounded as metrics lines are: finite numbers, MAX_METRIC_KEYS keys, the metric kept.
@@ -100,11 +114,13 @@ def observation_from_status(status: TrialStatus, metric: str) -> Observe | None:
         extra = {
             "metrics": metrics,
             "exit_code": status.exit_code,
-            "stderr_tail": status.stderr_tail,
+            "stderr_tail": clip(status.stderr_tail, MAX_STDERR_TAIL_CHARS, keep="tail"),
         }
-        return Observe(TrialFailed(trial_id=status.id, reason=status.reason or "failed"), extra)
+        reason = clip(status.reason, MAX_REASON_CHARS) or "failed"
+        return Observe(TrialFailed(trial_id=status.id, reason=reason), extra)
     if status.state == "cancelled":
-        return Observe(TrialCancelled(trial_id=status.id, reason=status.reason or "cancelled"), {})
+        reason = clip(status.reason, MAX_REASON_CHARS) or "cancelled"
+        return Observe(TrialCancelled(trial_id=status.id, reason=reason), {})
     return None
 
 

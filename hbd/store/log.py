@@ -15,8 +15,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import anyio
+
 from hbd.store import projections
 from hbd.store.db import Database, WriteHealth, apply_pragmas, connect
+from hbd.store.files import private_file
 from hbd.store.projections import SweepRow, TrialRow, dumps
 from hbd.store.schema import check_not_too_new, migrate, user_version
 
@@ -26,6 +29,12 @@ DEFAULT_READ_LIMIT = 1000
 # Upper bound on one page, so a careless caller cannot pull a whole
 # multi-sweep log into memory (or hold the connection lock) in one call.
 MAX_READ_LIMIT = 10_000
+
+# Batches at least this large are encoded (and decoded back) in a worker
+# thread: a new sweep's first rungs can be tens of thousands of events, seconds
+# of JSON work that would stall every request (issue 10.7); small batches stay
+# on the loop, where a thread hop would cost more than the work.
+THREAD_ENCODE_EVENTS = 1_000
 
 _EVENT_COLS = "seq, sweep_id, type, trial_id, payload, at"
 _INSERT_EVENT = f"INSERT INTO events ({_EVENT_COLS}) VALUES (?, ?, ?, ?, ?, ?)"
@@ -41,6 +50,57 @@ class StoredEvent:
     trial_id: str | None
     payload: dict[str, Any]
     at: float
+
+
+_Encoded = list[tuple[str, str | None, str, dict[str, Any]]]
+
+
+def _encode(
+    sweep_id: str, events: Sequence[tuple[str, Mapping[str, Any]]], at: float
+) -> tuple[_Encoded, list[projections.Statement]]:
+    """Each event's JSON text, and the batch's projection SQL (CPU only, no I/O)."""
+    encoded: _Encoded = []
+    for event_type, payload in events:
+        if not isinstance(payload, Mapping):
+            raise TypeError(f"{event_type} payload must be a mapping, not {type(payload)}")
+        plain = dict(payload)
+        text = dumps(plain)
+        trial_id = plain.get("trial_id")
+        encoded.append((event_type, None if trial_id is None else str(trial_id), text, plain))
+    return encoded, projections.statements(sweep_id, ((t, p, at) for t, _, _, p in encoded))
+
+
+def _committed(sweep_id: str, encoded: _Encoded, first: int, at: float) -> list[StoredEvent]:
+    # Decode our own canonical text so callers get exactly what a reader will.
+    return [
+        StoredEvent(
+            seq=first + i,
+            sweep_id=sweep_id,
+            type=event_type,
+            trial_id=trial_id,
+            payload=json.loads(text),
+            at=at,
+        )
+        for i, (event_type, trial_id, text, _) in enumerate(encoded)
+    ]
+
+
+def _filters(
+    after_seq: int, sweep_id: str | None, types: Collection[str] | None
+) -> tuple[list[str], list[str | int]]:
+    """WHERE terms and parameters of a log read; no terms when ``types`` is empty."""
+    where: list[str] = ["seq > ?"]
+    params: list[str | int] = [after_seq]
+    if sweep_id is not None:
+        where.append("sweep_id = ?")
+        params.append(sweep_id)
+    if types is not None:
+        wanted = sorted(set(types))
+        if not wanted:
+            return [], []
+        where.append(f"type IN ({','.join('?' * len(wanted))})")
+        params.extend(wanted)
+    return where, params
 
 
 def _event(row: Any) -> StoredEvent:
@@ -89,15 +149,10 @@ class Store:
             return []
         # Encode and build all SQL before BEGIN: a bad payload fails fast and
         # the write lock is held only for the statements themselves.
-        encoded: list[tuple[str, str | None, str, dict[str, Any]]] = []
-        for event_type, payload in events:
-            if not isinstance(payload, Mapping):
-                raise TypeError(f"{event_type} payload must be a mapping, not {type(payload)}")
-            plain = dict(payload)
-            text = dumps(plain)
-            trial_id = plain.get("trial_id")
-            encoded.append((event_type, None if trial_id is None else str(trial_id), text, plain))
-        stmts = projections.statements(sweep_id, ((t, p, at) for t, _, _, p in encoded))
+        if len(events) >= THREAD_ENCODE_EVENTS:
+            encoded, stmts = await anyio.to_thread.run_sync(_encode, sweep_id, events, at)
+        else:
+            encoded, stmts = _encode(sweep_id, events, at)
 
         async with self.db.transaction() as tx:
             rows = await tx.fetchall_tx("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
@@ -114,18 +169,9 @@ class Store:
             last = first + len(encoded) - 1
             await tx.execute(projections.LAST_SEQ, (last, sweep_id))
 
-        # Decode our own canonical text so callers get exactly what a reader will.
-        return [
-            StoredEvent(
-                seq=first + i,
-                sweep_id=sweep_id,
-                type=event_type,
-                trial_id=trial_id,
-                payload=json.loads(text),
-                at=at,
-            )
-            for i, (event_type, trial_id, text, _) in enumerate(encoded)
-        ]
+        if len(encoded) >= THREAD_ENCODE_EVENTS:
+            return await anyio.to_thread.run_sync(_committed, sweep_id, encoded, first, at)
+        return _committed(sweep_id, encoded, first, at)
 
     # -- the log ---------------------------------------------------------------
 
@@ -140,22 +186,53 @@ class Store:
         """Events with ``seq > after_seq`` in seq order, at most ``limit`` of them."""
         if not 1 <= limit <= MAX_READ_LIMIT:
             raise ValueError(f"limit must be in 1..{MAX_READ_LIMIT}, got {limit}")
-        where: list[str] = ["seq > ?"]
-        params: list[str | int] = [after_seq]
-        if sweep_id is not None:
-            where.append("sweep_id = ?")
-            params.append(sweep_id)
-        if types is not None:
-            wanted = sorted(set(types))
-            if not wanted:
-                return []
-            where.append(f"type IN ({','.join('?' * len(wanted))})")
-            params.extend(wanted)
+        where, params = _filters(after_seq, sweep_id, types)
+        if not where:
+            return []
         rows = await self.db.fetchall(
             f"SELECT {_EVENT_COLS} FROM events WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
             [*params, limit],
         )
         return [_event(r) for r in rows]
+
+    async def read_page(
+        self,
+        after_seq: int,
+        *,
+        sweep_id: str | None = None,
+        types: Collection[str] | None = None,
+        limit: int = DEFAULT_READ_LIMIT,
+        max_bytes: int,
+    ) -> tuple[list[StoredEvent], bool]:
+        """Like ``read_after``, but the page also stops before its payloads exceed
+        ``max_bytes`` (always at least one event); returns (events, whether more
+        may follow). An event stream replaying large events holds one bounded page.
+        """
+        if not 1 <= limit <= MAX_READ_LIMIT:
+            raise ValueError(f"limit must be in 1..{MAX_READ_LIMIT}, got {limit}")
+        where, params = _filters(after_seq, sweep_id, types)
+        if not where:
+            return [], False
+        sizes = await self.db.fetchall(
+            f"SELECT seq, length(CAST(payload AS BLOB)) FROM events WHERE {' AND '.join(where)} "
+            "ORDER BY seq LIMIT ?",
+            [*params, limit],
+        )
+        total, last, cut = 0, None, False
+        for seq, size in sizes:
+            total += size
+            if total > max_bytes and last is not None:
+                cut = True
+                break
+            last = seq
+        if last is None:
+            return [], False
+        rows = await self.db.fetchall(
+            f"SELECT {_EVENT_COLS} FROM events WHERE {' AND '.join(where)} AND seq <= ? "
+            "ORDER BY seq LIMIT ?",
+            [*params, last, limit],
+        )
+        return [_event(r) for r in rows], cut or len(sizes) >= limit
 
     async def sweep_events(
         self, sweep_id: str, *, types: Collection[str] | None = None
@@ -267,6 +344,11 @@ async def open_store(path: Path | str) -> Store:
     Raises :class:`~hbd.errors.SchemaTooNew`, leaving the file untouched, when
     it was written by a newer hbd.
     """
+    if str(path) != ":memory:" and not str(path).startswith("file:"):
+        # Private from the first byte: the database 0600, and so its -wal and
+        # -shm files (see hbd.store.files). The folder is the caller's (the
+        # CLI creates it 0700); a missing one is reported by connect below.
+        private_file(Path(path))
     db = await connect(path)
     try:
         # Check before any PRAGMA that writes (journal_mode) or any migration.

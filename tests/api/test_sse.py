@@ -9,7 +9,7 @@ with the sweep).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -249,10 +249,24 @@ async def test_idle_stream_gets_heartbeats(served: Served, tmp_path: Path) -> No
     assert lines.count(": heartbeat") >= 2
 
 
+class OverflowingBus(EventBus):
+    """Every commit overflows every subscriber once delivered, as a full buffer would.
+
+    (A buffer of 0 overflowed only if a commit happened to land while the stream
+    was not parked in receive, and the stream had to reach its live tail before
+    the sweep ended: both depended on timing.)
+    """
+
+    def publish(self, events: Iterable[StoredEvent]) -> None:
+        super().publish(events)  # delivered first, so a waiting stream wakes and sees it
+        for sub in self._subs:
+            sub.behind = True
+
+
 async def test_a_subscriber_that_falls_behind_catches_up_from_the_log(
     served: Served, tmp_path: Path
 ) -> None:
-    served.daemon.bus = EventBus(buffer=0)  # overflows whenever the stream is not waiting on it
+    served.daemon.bus = OverflowingBus()
     sweep_id = await served.submit(tmp_path)
     got: list[dict[str, Any]] = []
     lines: list[str] = []
@@ -268,10 +282,20 @@ async def test_a_subscriber_that_falls_behind_catches_up_from_the_log(
                         got.append(json.loads(frame[2]))
                         await anyio.sleep(0.01)
 
+    async def caught_up() -> None:
+        last = (await served.log(sweep_id))[-1].seq
+        while not got or got[-1]["seq"] < last:
+            await anyio.sleep(0.01)
+
     async with anyio.create_task_group() as tg:
         tg.start_soon(slow_consumer)
-        await anyio.sleep(0.1)
-        await served.run_to_end(sweep_id)
+        with anyio.fail_after(30):  # generous: CI machines are shared
+            # Each step starts once the stream has caught up, so its commits
+            # reach the stream in its live tail (where it can fall behind).
+            while sweep_id in served.daemon.runners:
+                await caught_up()
+                await served.finish_one_rung_step(sweep_id)
+                await anyio.sleep(0.02)
     assert seqs(got) == seqs(await served.log(sweep_id))
     assert any(line.startswith(": behind") for line in lines)
 
