@@ -39,7 +39,6 @@ from hbd.cli.base import (
 from hbd.cli.remote import cli_error
 from hbd.cli.sweeps import print_outcome
 from hbd.errors import HbdError, SchemaTooNew
-from hbd.store.files import private_dir
 
 if TYPE_CHECKING:
     import anyio.abc
@@ -84,6 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import anyio
 
     from hbd.logs import configure as configure_logging
+    from hbd.store.files import private_dir
 
     private_dir(args.db.parent)  # 0700 when created (hbd.store.files)
     # The daemon's own log lines would drown the progress bar; warnings still show.

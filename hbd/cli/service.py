@@ -34,7 +34,6 @@ from hbd.cli.base import (
     print_json,
     say,
 )
-from hbd.cli.token_env import hide_token_from_environ
 from hbd.errors import ConfigError, ExecutorError, HbdError
 
 if TYPE_CHECKING:  # imported where used: `hbd --help` must not load the server's libraries
@@ -255,6 +254,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import httpx
 
     from hbd.api.server import DaemonOptions, serve_daemon
+    from hbd.cli.token_env import hide_token_from_environ
     from hbd.daemon.systemd import watchdog
     from hbd.settings import DaemonSettings
     from hbd.store.files import private_dir
@@ -341,6 +341,7 @@ def cmd_executor(args: argparse.Namespace) -> int:
     import httpx
 
     from hbd.api.agent_routes import serve_agent
+    from hbd.cli.token_env import hide_token_from_environ
     from hbd.daemon.systemd import watchdog
     from hbd.executor.agent import AgentLimits
     from hbd.settings import ExecutorSettings

@@ -354,6 +354,14 @@ class Container(_Warned):
     def _split(cls, v: object) -> object:
         return split_command(v)
 
+    @field_validator("command")
+    @classmethod
+    def _program(cls, v: list[str]) -> list[str]:
+        # An empty program fails every trial run at exec, far from the spec that said it.
+        if not v[0].strip():
+            raise ValueError("the first element (the program to run) must not be empty")
+        return v
+
     @field_validator("env", mode="before")
     @classmethod
     def _env(cls, v: object) -> object:

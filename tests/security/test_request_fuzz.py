@@ -100,8 +100,10 @@ def every_route(routes: list[Any]) -> list[tuple[str, str]]:
 
 def test_openapi_lists_every_route_and_docs_show_them_offline(daemon_url: str) -> None:
     # The same app the daemon serves (protected_app adds /metrics), unwrapped.
-    app = protected_app(Daemon(cast(Store, None)), None, 1024 * 1024)
-    routes = every_route(app.app.app.routes)  # type: ignore[attr-defined]  # BearerAuth(BodySizeLimit(.))
+    app: Any = protected_app(Daemon(cast(Store, None)), None, 1024 * 1024)
+    while not hasattr(app, "routes"):  # WebPage(BearerAuth(BodySizeLimit(FastAPI)))
+        app = app.app
+    routes = every_route(app.routes)
     for expected in [("/v1/events", "get"), ("/metrics", "get"), ("/v1/sweeps", "post")]:
         assert expected in routes
     with httpx.Client(base_url=daemon_url, timeout=30) as http:
