@@ -375,7 +375,10 @@ class Agent:
     async def expire(self, now: float | None = None) -> list[str]:
         """Forget finished trials past retention (memory and disk); returns their ids."""
         now = time.time() if now is None else now
-        for trial in self._trials.values():
+        # A snapshot: each disk write below yields to the event loop, where a
+        # submission may add a trial (iterating the live dict would then raise
+        # and stop the whole agent).
+        for trial in list(self._trials.values()):
             if trial.channel is not None and trial.channel.status_delivered:
                 trial.taken = True
             if trial.taken and not trial.taken_on_disk and trial.status.finished:
