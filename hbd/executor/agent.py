@@ -75,8 +75,8 @@ CANCEL_GRACE_SECONDS = 10.0
 # How long POST /cancel waits for the trial to be gone before answering with
 # its current (still running) status; the kill proceeds in the supervisor.
 CANCEL_WAIT_SECONDS = CANCEL_GRACE_SECONDS + 2.0
-# Metrics file and supervisor poll interval: a trial's progress and its end
-# reach the daemon within this.
+# Metrics file poll interval: a trial's progress reaches the daemon within
+# this. Its end is seen at once (the supervisor's exit wakes the watch).
 METRICS_POLL_INTERVAL = 0.1
 # Stderr kept in a failed trial's status: enough for a traceback, small enough
 # to travel in every poll.
@@ -587,7 +587,7 @@ class Agent:
         try:
             while not await handle.finished_async():
                 await self._drain(trial, tail)
-                await anyio.sleep(METRICS_POLL_INTERVAL)
+                await handle.exited_within(METRICS_POLL_INTERVAL)
             await self._drain(trial, tail, final=True)
             await self._conclude(trial)
         except anyio.get_cancelled_exc_class():
