@@ -75,8 +75,8 @@ CANCEL_GRACE_SECONDS = 10.0
 # How long POST /cancel waits for the trial to be gone before answering with
 # its current (still running) status; the kill proceeds in the supervisor.
 CANCEL_WAIT_SECONDS = CANCEL_GRACE_SECONDS + 2.0
-# Metrics file and supervisor poll interval: a trial's progress and its end
-# reach the daemon within this.
+# Metrics file poll interval: a trial's progress reaches the daemon within
+# this. Its end is seen at once (the supervisor's exit wakes the watch).
 METRICS_POLL_INTERVAL = 0.1
 # Stderr kept in a failed trial's status: enough for a traceback, small enough
 # to travel in every poll.
@@ -375,7 +375,10 @@ class Agent:
     async def expire(self, now: float | None = None) -> list[str]:
         """Forget finished trials past retention (memory and disk); returns their ids."""
         now = time.time() if now is None else now
-        for trial in self._trials.values():
+        # A snapshot: each disk write below yields to the event loop, where a
+        # submission may add a trial (iterating the live dict would then raise
+        # and stop the whole agent).
+        for trial in list(self._trials.values()):
             if trial.channel is not None and trial.channel.status_delivered:
                 trial.taken = True
             if trial.taken and not trial.taken_on_disk and trial.status.finished:
@@ -584,7 +587,7 @@ class Agent:
         try:
             while not await handle.finished_async():
                 await self._drain(trial, tail)
-                await anyio.sleep(METRICS_POLL_INTERVAL)
+                await handle.exited_within(METRICS_POLL_INTERVAL)
             await self._drain(trial, tail, final=True)
             await self._conclude(trial)
         except anyio.get_cancelled_exc_class():

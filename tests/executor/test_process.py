@@ -7,12 +7,19 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from hbd.executor import results
-from hbd.executor.process import TemplateError, describe_exit, format_value, render_argv
+from hbd.executor.process import (
+    SupervisorHandle,
+    TemplateError,
+    describe_exit,
+    format_value,
+    render_argv,
+)
 from hbd.protocol import TrialStatus, TrialSubmission
 
 from .helpers import REPO_ROOT
@@ -171,3 +178,50 @@ def test_the_supervisor_imports_only_the_standard_library() -> None:
         [sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
+
+
+# A trial's end is on a sweep's critical path: the supervisor (waiting for its
+# trial) and the agent (waiting for the supervisor) are woken by the exit
+# itself, not by their next poll. The timeouts here are far longer than the
+# test may take, so a wait that only ends by timing out fails it.
+EXIT_WAIT_TIMEOUT = 60.0
+
+
+def _quick_child() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.2)"])
+
+
+def test_the_supervisor_wakes_when_its_trial_exits_not_at_its_next_poll() -> None:
+    from hbd.executor import supervisor
+
+    child = _quick_child()
+    exit_fd = supervisor.exit_notifier(child.pid)
+    assert exit_fd is not None  # Linux >= 5.3, as everywhere hbd runs
+    try:
+        started = time.monotonic()
+        supervisor.wait_exit(exit_fd, EXIT_WAIT_TIMEOUT)
+        assert time.monotonic() - started < EXIT_WAIT_TIMEOUT / 2
+        assert child.wait(5) == 0
+    finally:
+        os.close(exit_fd)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+@pytest.mark.anyio
+async def test_the_agent_wakes_when_a_supervisor_exits_not_at_its_next_poll(
+    tmp_path: Path,
+) -> None:
+    child = _quick_child()
+    handle = SupervisorHandle(tmp_path, child)
+    try:
+        started = time.monotonic()
+        await handle.exited_within(EXIT_WAIT_TIMEOUT)
+        assert time.monotonic() - started < EXIT_WAIT_TIMEOUT / 2
+        assert handle.finished()
+        await handle.exited_within(0.01)  # after the exit (its pidfd closed): a plain sleep
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()

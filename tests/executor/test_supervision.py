@@ -320,6 +320,37 @@ async def test_the_count_cap_forgets_the_oldest_finished_trials(tmp_path: Path) 
     assert starts(tmp_path, "t3") == 1
 
 
+async def test_a_trial_submitted_while_retention_records_a_taken_result_is_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention awaits a disk write per newly taken trial; a submission in between
+    used to change the trial table under its loop, and the RuntimeError stopped the
+    whole agent (every running trial failed, every daemon then waited forever)."""
+    import threading
+
+    monkeypatch.setattr(agent_module, "RETENTION_SWEEP_INTERVAL", 0.05)
+    entered, release = threading.Event(), threading.Event()
+    real_mark_taken = results.mark_taken
+
+    def slow_mark_taken(workdir: Path, trial_id: str) -> None:
+        entered.set()
+        release.wait(10)
+        real_mark_taken(workdir, trial_id)
+
+    monkeypatch.setattr(results, "mark_taken", slow_mark_taken)
+    work = tmp_path / "work"
+    async with running_agent(work, slots=2) as client:
+        assert (await client.post("/v1/trials", json=submission(tmp_path, "t1"))).status_code == 201
+        await wait_for(client, "t1")  # served finished: taken, recorded by the next sweep
+        await wait_until(entered.is_set)  # retention is inside its loop over the trials
+        assert (await client.post("/v1/trials", json=submission(tmp_path, "t2"))).status_code == 201
+        release.set()
+        assert (await wait_for(client, "t2"))["state"] == "succeeded"
+        assert (await client.get("/v1/health")).status_code == 200
+    assert (work / "state/t1/taken").exists()
+    assert starts(tmp_path, "t2") == 1
+
+
 async def _sleep(seconds: float) -> None:
     import anyio
 
