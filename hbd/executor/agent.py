@@ -412,7 +412,12 @@ class Agent:
     async def _retention_loop(self) -> None:
         while True:
             await anyio.sleep(RETENTION_SWEEP_INTERVAL)
-            await self.expire()
+            try:
+                await self.expire()
+            except Exception:
+                # Housekeeping: a bug here must not stop the trials (it once
+                # did); the next sweep tries again, and the log says why.
+                log.exception("retention sweep failed; trials go on")
 
     async def _start(self, tg: TaskGroup, trial: _Trial, argv: list[str]) -> None:
         """Record the trial and start its supervisor; undo everything if that fails.
