@@ -72,7 +72,7 @@ def healthy(url: str) -> bool:
 
 def test_sigterm_and_restart_of_hbd_serve_resumes_the_sweep_exactly(tmp_path: Path) -> None:
     trials_log = tmp_path / "trials.jsonl"
-    text = sweep_yaml(trials_log, concurrency=4, sleep=0.8)
+    text = sweep_yaml(trials_log, concurrency=4, sleep=2.5)
     db, port = tmp_path / "hbd.db", free_port()
     url = f"http://127.0.0.1:{port}"
     procs: list[subprocess.Popen[bytes]] = []

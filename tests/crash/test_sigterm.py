@@ -35,8 +35,9 @@ def _alive(pid: int) -> bool:
 def test_sigterm_leaves_trials_running_and_the_next_start_adopts_them(tmp_path: Path) -> None:
     sweep_id = "term"
     trials_log = tmp_path / "trials.jsonl"
-    # Trials long enough to be caught running, short enough to keep the test quick.
-    text = sweep_yaml(trials_log, concurrency=4, sleep=0.8)
+    # Trials long enough to be caught running after a SIGTERMed daemon has exited
+    # (up to ~2.5 s on a loaded machine), short enough to keep the test quick.
+    text = sweep_yaml(trials_log, concurrency=4, sleep=2.5)
     spec = tmp_path / "spec.yaml"
     spec.write_text(text)
     db, port, agent_port = tmp_path / "hbd.db", free_port(), free_port()
