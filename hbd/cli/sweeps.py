@@ -55,7 +55,16 @@ RESULT_FIELDS = (
     "duration",
 )
 TRIAL_FIELDS = ("id", "bracket", "rung", "resource", "status", "metric", "config", "reason")
-TRIAL_STATUSES = ("scheduled", "dispatched", "running", "succeeded", "failed", "cancelled")
+# As hbd.api.routes.TRIAL_STATUSES (not imported: `hbd --help` stays free of the server).
+TRIAL_STATUSES = (
+    "scheduled",
+    "dispatched",
+    "running",
+    "interrupted",
+    "succeeded",
+    "failed",
+    "cancelled",
+)
 # The last lines of a failed trial's stderr shown under a failed sweep.
 STDERR_LINES_SHOWN = 8
 # Metric names listed when the sweep's metric is missing.

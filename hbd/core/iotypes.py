@@ -57,7 +57,10 @@ def _as_float(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("a bool is not a float")
     if isinstance(value, (int, float)):
-        out = float(value)
+        try:
+            out = float(value)
+        except OverflowError:  # an int of hundreds of digits
+            raise ValueError("too large for a float") from None
     elif isinstance(value, str):
         try:
             out = float(value.strip())

@@ -286,3 +286,11 @@ def test_a_status_cannot_put_unbounded_text_in_the_log() -> None:
     assert len(observed.observation.reason) < MAX_REASON_CHARS + 100  # type: ignore[union-attr]
     tail = observed.extra["stderr_tail"]
     assert len(tail) < MAX_STDERR_TAIL_CHARS + 100 and tail.endswith("e")
+
+
+def test_an_integer_too_large_for_a_float_input_is_refused_not_a_crash() -> None:
+    # float(10**400) raises OverflowError: once a 500 on submit and a traceback in validate.
+    data = json.loads(spec_text())
+    data["component"]["inputs"].append({"name": "big", "type": "float", "value": 10**400})
+    problems = problems_of(json.dumps(data))
+    assert any("too large for a float" in p for p in problems), problems
