@@ -43,7 +43,6 @@ from hbd.errors import (
     NotFound,
     NotReady,
     StoreError,
-    StoreWriteError,
 )
 from hbd.protocol import (
     TRIAL_RESOURCE_NAMES,
@@ -181,7 +180,7 @@ class Daemon:
         was_ok = health.ok
         try:
             await self.store.probe_write()
-        except StoreWriteError as exc:
+        except StoreError as exc:  # a read too fails while no connection can be opened
             if was_ok:
                 log.error("cannot write the event log; retrying", error=str(exc))
             return

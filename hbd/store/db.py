@@ -226,8 +226,8 @@ class Database:
         failing one heals without waiting for a sweep to need it. Raises
         StoreWriteError while it cannot.
         """
-        version = int(await self.scalar("PRAGMA user_version"))
-        async with self.transaction() as tx:
+        async with self.transaction() as tx:  # the read too: a dead connection is reopened
+            version = int((await tx.fetchall_tx("PRAGMA user_version"))[0][0])
             await tx.execute(f"PRAGMA user_version = {version}")
 
     async def checkpoint(self) -> tuple[int, int, int]:
@@ -264,6 +264,13 @@ class Database:
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         async with self._lock:
+            if self._reopen:
+                # The last write dropped its connection and could not open a new
+                # one: reading from the closed one would not be an sqlite3 error.
+                try:
+                    await self._reopen_connection()
+                except StoreWriteError as exc:
+                    raise StoreReadError(f"read failed: {exc}") from exc
             try:
                 return list(await self.conn.execute_fetchall(sql, params))
             except sqlite3.Error as exc:

@@ -10,7 +10,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from hbd.daemon.app import WAL_STUCK_FRAMES, Daemon
-from hbd.errors import StoreWriteError
+from hbd.errors import StoreReadError, StoreWriteError
 from hbd.store.log import open_store
 
 pytestmark = pytest.mark.anyio
@@ -58,3 +58,33 @@ async def test_a_wal_pinned_by_a_reader_is_logged(tmp_path: Path) -> None:
 
 def _submitted() -> dict[str, object]:
     return {"name": "", "spec": "x" * 40_000, "spec_json": {}, "seed": 1}
+
+
+async def test_reads_fail_as_store_errors_while_no_connection_can_be_reopened(
+    tmp_path: Path,
+) -> None:
+    # A failed write dropped its connection and the reopen failed too: reads
+    # then met a closed aiosqlite connection (ValueError), which escaped the
+    # daemon's store probe and took the daemon down.
+    folder = tmp_path / "db"
+    folder.mkdir()
+    store = await open_store(folder / "hbd.db")
+    moved = tmp_path / "moved"
+    try:
+        await store.db.conn.execute("PRAGMA query_only = ON")  # the next write poisons
+        store.db._reopen = True
+        folder.rename(moved)  # and no new connection can be opened at the old path
+        with pytest.raises(StoreWriteError):
+            await store.probe_write()
+        with pytest.raises(StoreReadError):
+            await store.db.fetchall("SELECT 1")
+        daemon = Daemon(store)
+        await daemon.probe_store()  # logged, not raised
+        assert not store.write_health.ok
+        moved.rename(folder)  # healed: the next read and write reopen
+        await store.probe_write()
+        assert store.write_health.ok
+    finally:
+        if moved.exists():
+            moved.rename(folder)
+        await store.close()
