@@ -1,22 +1,23 @@
 """Kill -9 the daemon right after its N-th commit, for N over a whole sweep, and compare.
 
 A small seeded sweep (maxIterations=9, eta=3: 22 trials) runs once
-uninterrupted against a standalone executor agent; that run makes about 60
-commits. Then, for each sampled N, a fresh database is driven by a daemon
-started with HBD_FAULT_EXIT_AFTER_COMMITS=N, which dies with status 137 right
-after its N-th COMMIT; a second daemon (no fault) resumes it to the end. Every
-resumed sweep must match the uninterrupted one: the same trials with the same
-configs and results, the same promotions, the same best trial; one result and
-one scheduling per trial, gap-free seqs, integrity_check ok; and each trial
-process started exactly once (the agent outlives every daemon crash).
+uninterrupted against a standalone executor agent; that run makes about 85
+commits (scheduling, dispatch, results, metrics lines, decisions). Then, for
+each sampled N, a fresh database is driven by a daemon started with
+HBD_FAULT_EXIT_AFTER_COMMITS=N, which dies with status 137 right after its
+N-th COMMIT; a second daemon (no fault) resumes it to the end. Every resumed
+sweep must match the uninterrupted one: the same trials with the same configs
+and results, the same promotions, the same best trial; one result and one
+scheduling per trial, gap-free seqs, integrity_check ok; and each trial
+process started exactly once (the agent outlives every daemon crash, and runs
+longer than its 60 s retention sweep, which once stopped it).
 
-Sampling: one iteration costs ~1.9 s of wall time and ~1.2 s of CPU (two
-daemon start-ups of ~0.6 s each), so on a 2-core machine the full walk of
-~62 commits takes ~110 s and every 2nd commit ~56 s. By default every 3rd
-commit is taken (N = 1, 4, 7, ...: 21 iterations, ~40 s); every kind of
-commit (submit, schedule, dispatched, running, result + promotion, finish)
-recurs throughout the sweep, so each is still crashed after many times. Set
-HBD_CRASH_WALK_STEP=1 for the full walk.
+Sampling: one iteration costs ~5 s of wall time (two daemon start-ups and 22
+trials, each through its own supervisor process), so on a 2-core machine the
+full walk takes ~4 minutes. By default every 6th commit is taken (N = 1, 7,
+13, ...: ~15 iterations); every kind of commit recurs throughout the sweep, so
+each is still crashed after many times. Set HBD_CRASH_WALK_STEP=1 for the full
+walk.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from tests.e2e.conftest import sweep_yaml
 
 pytestmark = pytest.mark.slow
 
-COMMIT_WALK_STEP = int(os.environ.get("HBD_CRASH_WALK_STEP", "3"))
+COMMIT_WALK_STEP = int(os.environ.get("HBD_CRASH_WALK_STEP", "6"))
 # Iterations run side by side: each is mostly waiting on subprocess start-up.
 WORKERS = 3
 # One daemon run of this small sweep takes ~1 s; this only catches a hang.
