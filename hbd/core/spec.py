@@ -820,7 +820,11 @@ def _cross_check(data: Mapping[str, Any]) -> list[SpecProblem]:
     if resource is not None and resource.name not in unreadable:
         if resource.name not in inputs:
             problems.append(
-                SpecProblem("matrix.resource.name", f"no component input named `{resource.name}`")
+                SpecProblem(
+                    "matrix.resource.name",
+                    f"no component input named `{resource.name}`; declare it "
+                    f"as an input of type {resource.type} so that trials receive it",
+                )
             )
         else:
             got = inputs[resource.name][1].type
