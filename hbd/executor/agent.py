@@ -104,6 +104,7 @@ CANCEL_REASON = "cancelled by request"
 RESTART_REASON = "executor restarted while the trial ran"
 SUPERVISOR_LOST_REASON = "the trial's supervisor died; its outcome is unknown"
 SHUTDOWN_REASON = "executor shut down while the trial ran"
+RECOVERY_FAILED_REASON = "executor could not recover the trial at restart"
 
 # Test hook for the crash tests (tests/executor/test_crash_windows.py): with
 # HBD_TEST_AGENT_CRASH_AT=<point> in the environment the agent SIGKILLs itself
@@ -252,10 +253,7 @@ class Agent:
             try:
                 legacy = dict(await anyio.to_thread.run_sync(results.import_legacy, self.workdir))
                 for stored in await anyio.to_thread.run_sync(results.load_trials, self.workdir):
-                    if stored.result is None and stored.submission.id in legacy:
-                        await self._fail_legacy(stored, legacy[stored.submission.id])
-                    else:
-                        await self._recover(stored)
+                    await self._recover_one(stored, legacy)
                 await self.expire()
                 tg.start_soon(self._retention_loop)
                 task_status.started()
@@ -748,6 +746,46 @@ class Agent:
                 )
             else:
                 trial.channel.close()
+
+    async def _recover_one(
+        self,
+        stored: results.StoredTrial,
+        legacy: dict[str, tuple[int, str | None] | None],
+    ) -> None:
+        """Recover one trial; one that cannot be (its state dir is hostile, the disk fails)
+        is failed with the reason, never stopping the agent from starting."""
+        trial_id = stored.submission.id
+        try:
+            if stored.result is None and trial_id in legacy:
+                await self._fail_legacy(stored, legacy[trial_id])
+            else:
+                await self._recover(stored)
+        except Exception as exc:
+            log.exception("trial could not be recovered", trial_id=trial_id)
+            trial = self._trials.get(trial_id)
+            if trial is not None and trial.status.finished:
+                return
+            if trial is None:
+                sub = stored.submission
+                trial = _Trial(
+                    submission=sub,
+                    status=TrialStatus(
+                        id=sub.id,
+                        sweep_id=sub.sweep_id,
+                        state="running",
+                        started_at=stored.started_at,
+                    ),
+                )
+                self._trials[trial_id] = trial
+            try:
+                await self._finish(
+                    trial, "failed", reason=f"{RECOVERY_FAILED_REASON}: {exc!r}", notify=False
+                )
+            except Exception as again:
+                log.error("trial skipped at recovery", trial_id=trial_id, error=repr(again))
+                if trial.channel is not None:
+                    trial.channel.close()
+                self._trials.pop(trial_id, None)
 
     async def _recover(self, stored: results.StoredTrial) -> None:
         """Rebuild one trial from disk: serve it, adopt its supervisor, conclude it or start it."""
