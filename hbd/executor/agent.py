@@ -175,6 +175,9 @@ class _Trial:
     cancel_requested: bool = False
     taken: bool = False  # the daemon has the finished status
     taken_on_disk: bool = False
+    # Failed while its supervisor had not exited (it outlived the stop wait): the
+    # slot stays taken, and the id is not started again, until it has.
+    lingering: bool = False
 
 
 # Where results are pushed is routing, not part of what the trial is: a daemon
@@ -271,12 +274,30 @@ class Agent:
     def running_ids(self) -> list[str]:
         return [t.submission.id for t in self._trials.values() if t.status.state == "running"]
 
+    def _supervisor_lingers(self, trial: _Trial) -> bool:
+        if not trial.lingering:
+            return False
+        try:
+            gone = trial.handle is None or trial.handle.finished()
+        except OSError:
+            gone = False  # its lock cannot be read: not proven gone
+        trial.lingering = not gone
+        return trial.lingering
+
+    def _slots_taken(self) -> int:
+        """Running trials and failed ones whose supervisor has not exited yet."""
+        return sum(
+            1
+            for t in self._trials.values()
+            if t.status.state == "running" or self._supervisor_lingers(t)
+        )
+
     def health(self) -> Health:
         running = self.running_ids()
         return Health(
             version=hbd.__version__,
             slots=self.slots,
-            free_slots=max(0, self.slots - len(running)),
+            free_slots=max(0, self.slots - self._slots_taken()),
             running=running,
         )
 
@@ -317,6 +338,13 @@ class Agent:
                 # unless the earlier one still runs (then it is this run).
                 if not known.status.finished:
                     return known.status, False
+                # Failed, but its supervisor may still run (it outlived the stop
+                # wait): removing its state would free its lock for a second one.
+                state = results.state_dir(self.workdir, submission.id)
+                if self._supervisor_lingers(known) or await anyio.to_thread.run_sync(
+                    _supervisor_alive, state
+                ):
+                    return known.status, False
                 # Forgotten on disk first (result, metrics and logs of the earlier
                 # run): a crash midway leaves nothing, and the daemon sends it again.
                 await anyio.to_thread.run_sync(results.remove_trial, self.workdir, submission.id)
@@ -339,7 +367,7 @@ class Agent:
             )
             _check_no_nul(argv, dict(submission.env))
             tg = self._require_tg()
-            if len(self.running_ids()) >= self.slots:
+            if self._slots_taken() >= self.slots:
                 raise NoFreeSlot("no free slot")
             trial = _Trial(
                 submission=submission,
@@ -389,7 +417,9 @@ class Agent:
                     log.warning(
                         "cannot record a taken result", trial_id=trial.submission.id, error=str(exc)
                     )
-        doomed = _expired(list(self._trials.values()), now, self.limits)
+        # Not one whose supervisor still runs: removing its state frees its lock.
+        candidates = [t for t in self._trials.values() if not self._supervisor_lingers(t)]
+        doomed = _expired(candidates, now, self.limits)
         for trial in doomed:
             trial_id = trial.submission.id
             # Disk first: while it is still known it is answered from memory,
@@ -619,7 +649,8 @@ class Agent:
                             trial_id=trial.submission.id,
                             error=repr(again),
                         )
-                    if not trial.status.finished:  # the slot is freed whatever failed
+                    if not trial.status.finished:  # the slot is freed once the supervisor is gone
+                        trial.lingering = True
                         await self._finish(trial, "failed", reason=reason)
 
     async def _stop_and_conclude(
@@ -637,6 +668,7 @@ class Agent:
         if await handle.finished_async():
             await self._conclude(trial, notify=notify)
         else:
+            trial.lingering = True
             await self._finish(trial, "failed", reason=reason, notify=notify)
 
     async def _conclude(self, trial: _Trial, *, notify: bool = True) -> None:
@@ -864,6 +896,16 @@ class Agent:
         if pid is not None and process.kill_group(*pid):
             log.warning("stopped a trial an older agent started", trial_id=sub.id, pid=pid[0])
         await self._finish(trial, "failed", reason=RESTART_REASON, notify=False)
+
+
+def _supervisor_alive(state: Path) -> bool:
+    """Whether a supervisor holds this state directory's lock (unreadable: assumed so)."""
+    if not state.is_dir():
+        return False
+    try:
+        return process.supervisor_alive(state)
+    except OSError:
+        return True
 
 
 def _expired(trials: list[_Trial], now: float, limits: AgentLimits) -> list[_Trial]:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from hbd.executor import agent as agent_module
 from hbd.executor import process, results
 from hbd.executor.agent import RECOVERY_FAILED_REASON
 from hbd.protocol import TrialSubmission
 
-from .helpers import running_agent, starts, submission, wait_for
+from .helpers import running_agent, starts, submission, wait_for, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -35,3 +38,56 @@ async def test_a_trial_whose_state_cannot_be_recovered_is_failed_and_the_agent_s
         assert (await client.post("/v1/trials", json=ok)).status_code == 201
         assert (await wait_for(client, "good"))["state"] == "succeeded"
     assert starts(tmp_path, "bad") == 0
+
+
+_IGNORES_SIGTERM = (
+    "import os, signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "open(os.environ['MARKER'], 'a').write(os.environ['HBD_TRIAL_ID'] + '\\n')\n"
+    "open(sys.argv[1], 'w').close()\n"
+    "time.sleep(60)\n"
+)
+
+
+@pytest.mark.slow
+async def test_a_failed_trial_whose_supervisor_lingers_is_not_started_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The supervisor outlives the agent's stop wait: its trial ignores SIGTERM for
+    # the whole grace, and the agent waits far less than that.
+    grace = 8.0
+    monkeypatch.setattr(agent_module, "CANCEL_GRACE_SECONDS", grace)
+    monkeypatch.setattr(agent_module, "STOP_WAIT_SECONDS", 0.1)
+    ready = tmp_path / "ready"
+    original = agent_module.Agent._drain
+
+    async def failing_drain(self: Any, trial: Any, tail: Any, **kwargs: Any) -> None:
+        if not kwargs.get("final") and ready.exists():
+            raise RuntimeError("injected supervision bug")
+        await original(self, trial, tail, **kwargs)
+
+    monkeypatch.setattr(agent_module.Agent, "_drain", failing_drain)
+    body = submission(tmp_path, "t1", metric=None)
+    body["command"] = [sys.executable, "-c", _IGNORES_SIGTERM, str(ready)]
+    work = tmp_path / "work"
+    async with running_agent(work, slots=1) as client:
+        assert (await client.post("/v1/trials", json=body)).status_code == 201
+        status = await wait_for(client, "t1")
+        assert status["state"] == "failed" and "injected" in status["reason"]
+        state = results.state_dir(work, "t1")
+        assert process.supervisor_alive(state)  # else this test proves nothing
+        # While it lives: the next run is answered with the status, not started,
+        # and its slot stays taken.
+        again = await client.post("/v1/trials", json=body | {"run": 2})
+        assert again.status_code == 200 and again.json()["state"] == "failed"
+        assert (await client.get("/v1/health")).json()["free_slots"] == 0
+        assert (await client.post("/v1/trials", json=submission(tmp_path, "t2"))).status_code == 429
+        assert starts(tmp_path, "t1") == 1
+        await wait_until(lambda: not process.supervisor_alive(state), timeout=grace + 20)
+        # Gone: the slot is free and the next run starts afresh.
+        assert (await client.get("/v1/health")).json()["free_slots"] == 1
+        ready.unlink()  # no more injected faults
+        ok = submission(tmp_path, "t1", "--mode=ok") | {"run": 2}
+        assert (await client.post("/v1/trials", json=ok)).status_code == 201
+        assert (await wait_for(client, "t1"))["state"] == "succeeded"
+    assert starts(tmp_path, "t1") == 2
