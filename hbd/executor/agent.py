@@ -202,6 +202,16 @@ def _check_no_nul(argv: list[str], env: dict[str, str]) -> None:
             raise InvalidSubmission("env", f"environment variable {name!r} is not valid")
 
 
+def _check_state_size(field: str, what: str, data: bytes) -> None:
+    """Refuse what could not be read back from the state directory (supervisor, restart)."""
+    if len(data) > sup.MAX_STATE_FILE_BYTES:
+        raise InvalidSubmission(
+            field,
+            f"the {what} would take {len(data)} bytes on disk, over the limit of "
+            f"{sup.MAX_STATE_FILE_BYTES} bytes (MAX_STATE_FILE_BYTES)",
+        )
+
+
 class Agent:
     """Runs submitted trials on this host, at most ``slots`` at a time."""
 
@@ -496,6 +506,7 @@ class Agent:
 
     def _launch_locked(self, trial: _Trial, argv: list[str], lock_fd: int | None) -> None:
         sub = trial.submission
+        _check_state_size("body", "submission", results.submission_bytes(sub))
         directory = results.write_submission(self.workdir, sub)
         env = self._trial_env(sub, directory)
         _check_no_nul(argv, env)
@@ -508,7 +519,10 @@ class Agent:
             "grace_seconds": CANCEL_GRACE_SECONDS,
             "timeout_seconds": sub.timeout_seconds,
         }
-        results.write_state_file(self.workdir, sub.id, sup.LAUNCH_FILE, json.dumps(launch).encode())
+        # UTF-8 as it is: escaped, CJK text would take twice the room, emoji three times.
+        data = json.dumps(launch, ensure_ascii=False).encode()
+        _check_state_size("command", "rendered command and environment", data)
+        results.write_state_file(self.workdir, sub.id, sup.LAUNCH_FILE, data)
         state = results.state_dir(self.workdir, sub.id)
         fd = lock_fd if lock_fd is not None else process.try_lock(state)
         if fd is None:

@@ -110,8 +110,23 @@ def write_file_at(dir_fd: int, name: str, data: bytes) -> None:
     os.fsync(dir_fd)
 
 
-def read_file_at(dir_fd: int, name: str, limit: int = 1 << 20) -> bytes | None:
-    """A small regular file of ``dir_fd`` (no links, no FIFOs), None if absent."""
+# The largest state file (submission, launch, result) read back: it bounds the
+# memory a state directory can cost the agent and the supervisor. The agent
+# refuses a submission whose files would be larger (422), so that whatever it
+# accepted can be read back, by the supervisor and after a restart.
+MAX_STATE_FILE_BYTES = 1 << 20
+
+
+class StateFileTooLarge(OSError):
+    """A state file is larger than it may be read (never silently truncated)."""
+
+
+def read_file_at(dir_fd: int, name: str, limit: int = MAX_STATE_FILE_BYTES) -> bytes | None:
+    """A small regular file of ``dir_fd`` (no links, no FIFOs), None if absent.
+
+    Raises StateFileTooLarge past ``limit`` bytes: a truncated JSON file would
+    only fail later, further from its cause.
+    """
     try:
         fd = os.open(
             name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd
@@ -121,7 +136,13 @@ def read_file_at(dir_fd: int, name: str, limit: int = 1 << 20) -> bytes | None:
     try:
         if not _is_regular(fd):
             raise OSError(f"{name} is not a regular file")
-        return os.read(fd, limit)
+        data = bytearray()
+        while len(data) <= limit:
+            chunk = os.read(fd, limit + 1 - len(data))
+            if not chunk:
+                return bytes(data)
+            data += chunk
+        raise StateFileTooLarge(f"{name} is larger than the limit of {limit} bytes")
     finally:
         os.close(fd)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from hbd.executor import agent as agent_module
-from hbd.executor import process, results
+from hbd.executor import process, results, supervisor
 from hbd.executor.agent import RECOVERY_FAILED_REASON
 from hbd.protocol import TrialSubmission
 
@@ -91,3 +92,53 @@ async def test_a_failed_trial_whose_supervisor_lingers_is_not_started_twice(
         assert (await client.post("/v1/trials", json=ok)).status_code == 201
         assert (await wait_for(client, "t1"))["state"] == "succeeded"
     assert starts(tmp_path, "t1") == 2
+
+
+# ------------------------------------------------------- state file size (review 3)
+
+
+def test_a_state_file_over_the_limit_is_an_error_never_truncated(tmp_path: Path) -> None:
+    limit = supervisor.MAX_STATE_FILE_BYTES
+    (tmp_path / "fits").write_bytes(b"x" * limit)
+    (tmp_path / "big").write_bytes(b"x" * (limit + 1))
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert supervisor.read_file_at(fd, "fits") == b"x" * limit
+        with pytest.raises(supervisor.StateFileTooLarge, match="limit"):
+            supervisor.read_file_at(fd, "big")
+    finally:
+        os.close(fd)
+
+
+def _post_utf8(body: dict[str, Any]) -> dict[str, Any]:
+    """Send the body as UTF-8 JSON (not escaped), as a client may."""
+    data = json.dumps(body, ensure_ascii=False).encode()
+    return {"content": data, "headers": {"content-type": "application/json"}}
+
+
+async def test_a_large_non_ascii_submission_that_fits_runs(tmp_path: Path) -> None:
+    # 600 kB as UTF-8, 1.2 MB were it written with \\u escapes (in pieces: one
+    # environment string may not pass 128 KiB on Linux).
+    body = submission(tmp_path, "t1", "--mode=ok")
+    body["env"] = body["env"] | {f"BIG{i}": "中" * 33_000 for i in range(6)}
+    async with running_agent(tmp_path / "work") as client:
+        response = await client.post("/v1/trials", **_post_utf8(body))
+        assert response.status_code == 201, response.text
+        status = await wait_for(client, "t1")
+        assert status["state"] == "succeeded", status
+
+
+async def test_a_submission_whose_files_would_pass_the_limit_is_refused_422(
+    tmp_path: Path,
+) -> None:
+    body = submission(tmp_path, "t1", "--mode=ok")
+    body["params"] = {"blob": "a" * 400_000}  # under the body limit, thrice in the command
+    body["command"] = [*body["command"], "{{ blob }}", "{{ blob }}", "{{ blob }}"]
+    work = tmp_path / "work"
+    async with running_agent(work, slots=1) as client:
+        response = await client.post("/v1/trials", json=body)
+        assert response.status_code == 422, response.text
+        assert str(supervisor.MAX_STATE_FILE_BYTES) in response.text
+        assert (await client.get("/v1/health")).json()["free_slots"] == 1
+        assert (await client.get("/v1/trials/t1")).status_code == 404
+    assert starts(tmp_path, "t1") == 0
