@@ -43,6 +43,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import select
 import signal
 import stat
@@ -196,6 +197,22 @@ class CappedLog:
             written = os.pwrite(self.fd, piece, self.size)
             self.size += written
             view = view[written:]
+
+    @classmethod
+    def layout(cls, cap: int) -> tuple[int, int]:
+        """(where the marker starts, where the kept tail starts) in a log capped at ``cap``."""
+        head = cap // 2
+        return head, head + len(cls.MARKER.format(0).encode())
+
+    @classmethod
+    def read_omitted(cls, fd: int, cap: int) -> int:
+        """How many bytes the log at ``fd`` has dropped so far (0: none, or no marker)."""
+        head, tail_start = cls.layout(cap)
+        found = re.fullmatch(
+            rb"\n\[hbd: output capped; +(\d+) bytes omitted\]\n",
+            os.pread(fd, tail_start - head, head),
+        )
+        return int(found.group(1)) if found else 0
 
     def _compact(self) -> None:
         region = self.head + (self.marker_len if self.omitted else 0)
