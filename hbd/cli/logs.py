@@ -17,6 +17,9 @@ from typing import Any
 from hbd.cli.base import EXIT_OK, Command, UserError
 from hbd.cli.remote import add_source_args, call
 
+# Printed where --follow lost output to the executor's log cap (the file keeps
+# its head and most recent output; see docs/operations.md).
+CUT_MARKER = "\n[... output cut to the log cap ...]\n"
 # How often --follow asks for more output of a running trial.
 FOLLOW_POLL_SECONDS = 1.0
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -42,9 +45,16 @@ def cmd_logs(args: argparse.Namespace) -> int:
     async def show(client: Any) -> None:
         import anyio
 
-        offset = 0
+        offset = omitted = 0
         while True:
             page = await client.logs(args.trial, stream=stream, offset=offset)
+            moved = _resync(offset, omitted, page)
+            omitted = page.get("omitted") or 0
+            if moved is not None:  # the log was cut to its cap under us: find our place
+                offset, cut = moved
+                if cut:
+                    _write(CUT_MARKER)
+                continue
             _write(page["data"])
             offset = page["next_offset"]
             if offset < page["size"]:
@@ -61,6 +71,34 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
     call(args, show)
     return EXIT_OK
+
+
+def _resync(offset: int, seen_omitted: int, page: dict[str, Any]) -> tuple[int, bool] | None:
+    """Where to read next if the log was cut to its cap since ``offset`` was reached
+    (with ``seen_omitted`` bytes dropped then): None if the page is in place, else
+    (new offset, whether output we never printed was dropped).
+
+    A capped log keeps its head, a marker, then its most recent output, which
+    moves to lower offsets as older output is dropped: the same byte of output
+    is found again through the count of bytes dropped before it.
+    """
+    omitted = page.get("omitted") or 0
+    size = int(page["size"])
+    if omitted == seen_omitted and offset <= size:
+        return None
+    marker, tail = page.get("marker_start"), page.get("tail_start")
+    if not isinstance(marker, int) or not isinstance(tail, int):
+        return min(offset, size), offset > size  # shrunk, layout unknown: from its end
+    if seen_omitted == 0 or offset <= marker:
+        position = offset  # bytes of output before offset
+    else:
+        position = max(offset, tail) - tail + marker + seen_omitted
+    if position <= marker:
+        return position, False  # still in the head, which is never cut
+    new = position - marker - omitted + tail
+    if new < tail:
+        return tail, True
+    return min(new, size), False
 
 
 def _local_logs(db: Path, trial_id: str, stream: str) -> int:

@@ -187,7 +187,18 @@ class ExecutorClient:
             raise ExecutorRejected(f"malformed log page from executor {self.url}") from None
         if not isinstance(page, dict) or not isinstance(page.get("data"), str):
             raise ExecutorRejected(f"malformed log page from executor {self.url}")
-        return {k: page.get(k) for k in ("offset", "next_offset", "size", "data")}
+        return {
+            k: page.get(k)
+            for k in (
+                "offset",
+                "next_offset",
+                "size",
+                "data",
+                "omitted",
+                "marker_start",
+                "tail_start",
+            )
+        }
 
     async def health(self, *, single: bool = False) -> Health:
         """The executor's health; ``single``: one attempt within HEALTH_TIMEOUT (periodic checks)."""

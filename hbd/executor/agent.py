@@ -104,6 +104,7 @@ CANCEL_REASON = "cancelled by request"
 RESTART_REASON = "executor restarted while the trial ran"
 SUPERVISOR_LOST_REASON = "the trial's supervisor died; its outcome is unknown"
 SHUTDOWN_REASON = "executor shut down while the trial ran"
+RECOVERY_FAILED_REASON = "executor could not recover the trial at restart"
 
 # Test hook for the crash tests (tests/executor/test_crash_windows.py): with
 # HBD_TEST_AGENT_CRASH_AT=<point> in the environment the agent SIGKILLs itself
@@ -174,6 +175,9 @@ class _Trial:
     cancel_requested: bool = False
     taken: bool = False  # the daemon has the finished status
     taken_on_disk: bool = False
+    # Failed while its supervisor had not exited (it outlived the stop wait): the
+    # slot stays taken, and the id is not started again, until it has.
+    lingering: bool = False
 
 
 # Where results are pushed is routing, not part of what the trial is: a daemon
@@ -196,6 +200,16 @@ def _check_no_nul(argv: list[str], env: dict[str, str]) -> None:
     for name, value in env.items():
         if "\0" in name or "\0" in value or "=" in name:
             raise InvalidSubmission("env", f"environment variable {name!r} is not valid")
+
+
+def _check_state_size(field: str, what: str, data: bytes) -> None:
+    """Refuse what could not be read back from the state directory (supervisor, restart)."""
+    if len(data) > sup.MAX_STATE_FILE_BYTES:
+        raise InvalidSubmission(
+            field,
+            f"the {what} would take {len(data)} bytes on disk, over the limit of "
+            f"{sup.MAX_STATE_FILE_BYTES} bytes (MAX_STATE_FILE_BYTES)",
+        )
 
 
 class Agent:
@@ -252,10 +266,7 @@ class Agent:
             try:
                 legacy = dict(await anyio.to_thread.run_sync(results.import_legacy, self.workdir))
                 for stored in await anyio.to_thread.run_sync(results.load_trials, self.workdir):
-                    if stored.result is None and stored.submission.id in legacy:
-                        await self._fail_legacy(stored, legacy[stored.submission.id])
-                    else:
-                        await self._recover(stored)
+                    await self._recover_one(stored, legacy)
                 await self.expire()
                 tg.start_soon(self._retention_loop)
                 task_status.started()
@@ -273,12 +284,30 @@ class Agent:
     def running_ids(self) -> list[str]:
         return [t.submission.id for t in self._trials.values() if t.status.state == "running"]
 
+    def _supervisor_lingers(self, trial: _Trial) -> bool:
+        if not trial.lingering:
+            return False
+        try:
+            gone = trial.handle is None or trial.handle.finished()
+        except OSError:
+            gone = False  # its lock cannot be read: not proven gone
+        trial.lingering = not gone
+        return trial.lingering
+
+    def _slots_taken(self) -> int:
+        """Running trials and failed ones whose supervisor has not exited yet."""
+        return sum(
+            1
+            for t in self._trials.values()
+            if t.status.state == "running" or self._supervisor_lingers(t)
+        )
+
     def health(self) -> Health:
         running = self.running_ids()
         return Health(
             version=hbd.__version__,
             slots=self.slots,
-            free_slots=max(0, self.slots - len(running)),
+            free_slots=max(0, self.slots - self._slots_taken()),
             running=running,
         )
 
@@ -319,6 +348,13 @@ class Agent:
                 # unless the earlier one still runs (then it is this run).
                 if not known.status.finished:
                     return known.status, False
+                # Failed, but its supervisor may still run (it outlived the stop
+                # wait): removing its state would free its lock for a second one.
+                state = results.state_dir(self.workdir, submission.id)
+                if self._supervisor_lingers(known) or await anyio.to_thread.run_sync(
+                    _supervisor_alive, state
+                ):
+                    return known.status, False
                 # Forgotten on disk first (result, metrics and logs of the earlier
                 # run): a crash midway leaves nothing, and the daemon sends it again.
                 await anyio.to_thread.run_sync(results.remove_trial, self.workdir, submission.id)
@@ -341,7 +377,7 @@ class Agent:
             )
             _check_no_nul(argv, dict(submission.env))
             tg = self._require_tg()
-            if len(self.running_ids()) >= self.slots:
+            if self._slots_taken() >= self.slots:
                 raise NoFreeSlot("no free slot")
             trial = _Trial(
                 submission=submission,
@@ -391,7 +427,9 @@ class Agent:
                     log.warning(
                         "cannot record a taken result", trial_id=trial.submission.id, error=str(exc)
                     )
-        doomed = _expired(list(self._trials.values()), now, self.limits)
+        # Not one whose supervisor still runs: removing its state frees its lock.
+        candidates = [t for t in self._trials.values() if not self._supervisor_lingers(t)]
+        doomed = _expired(candidates, now, self.limits)
         for trial in doomed:
             trial_id = trial.submission.id
             # Disk first: while it is still known it is answered from memory,
@@ -468,6 +506,7 @@ class Agent:
 
     def _launch_locked(self, trial: _Trial, argv: list[str], lock_fd: int | None) -> None:
         sub = trial.submission
+        _check_state_size("body", "submission", results.submission_bytes(sub))
         directory = results.write_submission(self.workdir, sub)
         env = self._trial_env(sub, directory)
         _check_no_nul(argv, env)
@@ -480,7 +519,10 @@ class Agent:
             "grace_seconds": CANCEL_GRACE_SECONDS,
             "timeout_seconds": sub.timeout_seconds,
         }
-        results.write_state_file(self.workdir, sub.id, sup.LAUNCH_FILE, json.dumps(launch).encode())
+        # UTF-8 as it is: escaped, CJK text would take twice the room, emoji three times.
+        data = json.dumps(launch, ensure_ascii=False).encode()
+        _check_state_size("command", "rendered command and environment", data)
+        results.write_state_file(self.workdir, sub.id, sup.LAUNCH_FILE, data)
         state = results.state_dir(self.workdir, sub.id)
         fd = lock_fd if lock_fd is not None else process.try_lock(state)
         if fd is None:
@@ -621,7 +663,8 @@ class Agent:
                             trial_id=trial.submission.id,
                             error=repr(again),
                         )
-                    if not trial.status.finished:  # the slot is freed whatever failed
+                    if not trial.status.finished:  # the slot is freed once the supervisor is gone
+                        trial.lingering = True
                         await self._finish(trial, "failed", reason=reason)
 
     async def _stop_and_conclude(
@@ -639,6 +682,7 @@ class Agent:
         if await handle.finished_async():
             await self._conclude(trial, notify=notify)
         else:
+            trial.lingering = True
             await self._finish(trial, "failed", reason=reason, notify=notify)
 
     async def _conclude(self, trial: _Trial, *, notify: bool = True) -> None:
@@ -749,6 +793,46 @@ class Agent:
             else:
                 trial.channel.close()
 
+    async def _recover_one(
+        self,
+        stored: results.StoredTrial,
+        legacy: dict[str, tuple[int, str | None] | None],
+    ) -> None:
+        """Recover one trial; one that cannot be (its state dir is hostile, the disk fails)
+        is failed with the reason, never stopping the agent from starting."""
+        trial_id = stored.submission.id
+        try:
+            if stored.result is None and trial_id in legacy:
+                await self._fail_legacy(stored, legacy[trial_id])
+            else:
+                await self._recover(stored)
+        except Exception as exc:
+            log.exception("trial could not be recovered", trial_id=trial_id)
+            trial = self._trials.get(trial_id)
+            if trial is not None and trial.status.finished:
+                return
+            if trial is None:
+                sub = stored.submission
+                trial = _Trial(
+                    submission=sub,
+                    status=TrialStatus(
+                        id=sub.id,
+                        sweep_id=sub.sweep_id,
+                        state="running",
+                        started_at=stored.started_at,
+                    ),
+                )
+                self._trials[trial_id] = trial
+            try:
+                await self._finish(
+                    trial, "failed", reason=f"{RECOVERY_FAILED_REASON}: {exc!r}", notify=False
+                )
+            except Exception as again:
+                log.error("trial skipped at recovery", trial_id=trial_id, error=repr(again))
+                if trial.channel is not None:
+                    trial.channel.close()
+                self._trials.pop(trial_id, None)
+
     async def _recover(self, stored: results.StoredTrial) -> None:
         """Rebuild one trial from disk: serve it, adopt its supervisor, conclude it or start it."""
         sub = stored.submission
@@ -826,6 +910,16 @@ class Agent:
         if pid is not None and process.kill_group(*pid):
             log.warning("stopped a trial an older agent started", trial_id=sub.id, pid=pid[0])
         await self._finish(trial, "failed", reason=RESTART_REASON, notify=False)
+
+
+def _supervisor_alive(state: Path) -> bool:
+    """Whether a supervisor holds this state directory's lock (unreadable: assumed so)."""
+    if not state.is_dir():
+        return False
+    try:
+        return process.supervisor_alive(state)
+    except OSError:
+        return True
 
 
 def _expired(trials: list[_Trial], now: float, limits: AgentLimits) -> list[_Trial]:

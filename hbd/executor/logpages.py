@@ -10,12 +10,14 @@ so the agent's memory never grows with a trial's output.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
 from typing import Any, Literal
 
 from hbd.executor import results
+from hbd.executor.supervisor import LAUNCH_FILE, CappedLog
 
 # One page of a log: a screenful or two of text, and small next to a 1 MiB
 # request limit; `hbd logs --follow` asks again for the rest.
@@ -56,18 +58,49 @@ def read_log_page(
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise LogUnavailable(f"{FILES[stream]}: not a regular file")
-            data = os.pread(fd, limit, offset) if offset < info.st_size else b""
-            return _page(data, offset, info.st_size)
+            cap = _log_cap(workdir, trial_id)
+            # Past its cap the file shrinks (head, marker, most recent tail): the
+            # page says how much was dropped so far, and where the kept tail
+            # starts, for a follower to find its place again. Read until the
+            # count holds still around the data (the supervisor compacts meanwhile).
+            for _ in range(5):
+                omitted = CappedLog.read_omitted(fd, cap) if cap else 0
+                size = os.fstat(fd).st_size
+                data = os.pread(fd, limit, offset) if offset < size else b""
+                if not cap or CappedLog.read_omitted(fd, cap) == omitted:
+                    break
+            layout = CappedLog.layout(cap) if cap and omitted else None
+            return _page(data, offset, size, omitted, layout)
         finally:
             os.close(fd)
     finally:
         os.close(dir_fd)
 
 
-def _page(data: bytes, offset: int, size: int) -> dict[str, Any]:
+def _log_cap(workdir: Path, trial_id: str) -> int | None:
+    """The trial's log cap, from its launch record (None: unknown, then no marker is looked for)."""
+    try:
+        raw = results.read_state_file(workdir, trial_id, LAUNCH_FILE)
+        cap = json.loads(raw or b"null")["log_cap_bytes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return cap if isinstance(cap, int) and 0 < cap < 1 << 62 else None
+
+
+def _page(
+    data: bytes,
+    offset: int,
+    size: int,
+    omitted: int = 0,
+    layout: tuple[int, int] | None = None,
+) -> dict[str, Any]:
     return {
         "offset": offset,
         "next_offset": offset + len(data),
         "size": size,
         "data": data.decode("utf-8", errors="replace"),
+        "omitted": omitted,  # bytes dropped so far by the log cap
+        # Once anything was dropped: where the cap's marker and the kept recent output start.
+        "marker_start": None if layout is None else layout[0],
+        "tail_start": None if layout is None else layout[1],
     }

@@ -139,11 +139,16 @@ def state_file_exists(workdir: Path, trial_id: str, name: str) -> bool:
         return False
 
 
+def submission_bytes(submission: TrialSubmission) -> bytes:
+    """What ``submission.json`` holds (UTF-8, non-ASCII unescaped)."""
+    return submission.model_dump_json().encode()
+
+
 def write_submission(workdir: Path, submission: TrialSubmission) -> Path:
     """Create both directories and record what was asked; returns the trial's directory."""
     make_private_dir(state_dir(workdir, submission.id))
     make_private_dir(trial_dir(workdir, submission.id))
-    data = submission.model_dump_json().encode()
+    data = submission_bytes(submission)
     # Already there (a trial started after an agent restart): left as it is, so
     # that its mtime stays the time the trial was accepted.
     try:

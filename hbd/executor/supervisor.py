@@ -43,6 +43,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import select
 import signal
 import stat
@@ -110,8 +111,23 @@ def write_file_at(dir_fd: int, name: str, data: bytes) -> None:
     os.fsync(dir_fd)
 
 
-def read_file_at(dir_fd: int, name: str, limit: int = 1 << 20) -> bytes | None:
-    """A small regular file of ``dir_fd`` (no links, no FIFOs), None if absent."""
+# The largest state file (submission, launch, result) read back: it bounds the
+# memory a state directory can cost the agent and the supervisor. The agent
+# refuses a submission whose files would be larger (422), so that whatever it
+# accepted can be read back, by the supervisor and after a restart.
+MAX_STATE_FILE_BYTES = 1 << 20
+
+
+class StateFileTooLarge(OSError):
+    """A state file is larger than it may be read (never silently truncated)."""
+
+
+def read_file_at(dir_fd: int, name: str, limit: int = MAX_STATE_FILE_BYTES) -> bytes | None:
+    """A small regular file of ``dir_fd`` (no links, no FIFOs), None if absent.
+
+    Raises StateFileTooLarge past ``limit`` bytes: a truncated JSON file would
+    only fail later, further from its cause.
+    """
     try:
         fd = os.open(
             name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd
@@ -121,7 +137,13 @@ def read_file_at(dir_fd: int, name: str, limit: int = 1 << 20) -> bytes | None:
     try:
         if not _is_regular(fd):
             raise OSError(f"{name} is not a regular file")
-        return os.read(fd, limit)
+        data = bytearray()
+        while len(data) <= limit:
+            chunk = os.read(fd, limit + 1 - len(data))
+            if not chunk:
+                return bytes(data)
+            data += chunk
+        raise StateFileTooLarge(f"{name} is larger than the limit of {limit} bytes")
     finally:
         os.close(fd)
 
@@ -175,6 +197,22 @@ class CappedLog:
             written = os.pwrite(self.fd, piece, self.size)
             self.size += written
             view = view[written:]
+
+    @classmethod
+    def layout(cls, cap: int) -> tuple[int, int]:
+        """(where the marker starts, where the kept tail starts) in a log capped at ``cap``."""
+        head = cap // 2
+        return head, head + len(cls.MARKER.format(0).encode())
+
+    @classmethod
+    def read_omitted(cls, fd: int, cap: int) -> int:
+        """How many bytes the log at ``fd`` has dropped so far (0: none, or no marker)."""
+        head, tail_start = cls.layout(cap)
+        found = re.fullmatch(
+            rb"\n\[hbd: output capped; +(\d+) bytes omitted\]\n",
+            os.pread(fd, tail_start - head, head),
+        )
+        return int(found.group(1)) if found else 0
 
     def _compact(self) -> None:
         region = self.head + (self.marker_len if self.omitted else 0)

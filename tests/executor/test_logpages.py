@@ -39,7 +39,15 @@ def test_a_missing_file_or_trial_is_an_empty_page(tmp_path: Path) -> None:
     trial(tmp_path)
     for tid in ("sw-s0-r0-c0", "sw-s0-r0-c9"):
         page = read_log_page(tmp_path, tid, "stderr", 0)
-        assert page == {"offset": 0, "next_offset": 0, "size": 0, "data": ""}
+        assert page == {
+            "offset": 0,
+            "next_offset": 0,
+            "size": 0,
+            "data": "",
+            "omitted": 0,
+            "marker_start": None,
+            "tail_start": None,
+        }
 
 
 def test_an_offset_past_the_end_is_empty_even_at_2_63(tmp_path: Path) -> None:
