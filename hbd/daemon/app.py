@@ -450,7 +450,11 @@ class Daemon:
         # Metrics lines the executor has and the log lacks come first, so they
         # are logged before the verdict (the log drops lines of ended trials).
         upto = max(seq, status.metrics_seq)
-        await self.metricsync.deliver(runner, status.id, [], upto=upto)
+        missing = await self.metricsync.deliver(runner, status.id, [], upto=upto)
+        if missing and status.finished and self.metricsync.hold_verdict(status.id, missing):
+            # No later status of a finished trial comes by itself: the reconciler
+            # polls the still in-flight trial, and that status fetches the lines again.
+            return
         result = observation_from_status(status, runner.spec.matrix.metric.name)
         if result is not None:
             await runner.put(result)
