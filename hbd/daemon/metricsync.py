@@ -35,7 +35,7 @@ import structlog
 
 from hbd.core.codec import Record
 from hbd.daemon.lifecycle import TRIAL_METRICS
-from hbd.errors import ExecutorError, NotFound
+from hbd.errors import ExecutorError, ExecutorRejected, NotFound
 from hbd.protocol import MAX_METRIC_KEY_BYTES, MAX_METRIC_KEYS, MAX_METRICS_PAGE_LINES, MetricsLine
 
 if TYPE_CHECKING:
@@ -116,6 +116,10 @@ class MetricsLedger:
             return 0
         return self._last.get(trial_id, 0)
 
+    def run(self, trial_id: str) -> int:
+        """The run whose lines the log holds last for the trial (1 before any)."""
+        return self._run.get(trial_id, 1)
+
     def forget(self, trial_id: str) -> None:
         self._last.pop(trial_id, None)
         self._keys.pop(trial_id, None)
@@ -193,18 +197,29 @@ class MetricsSync:
         return False
 
     async def deliver(
-        self, runner: SweepRunner, trial_id: str, lines: list[MetricsLine], upto: int
+        self,
+        runner: SweepRunner,
+        trial_id: str,
+        lines: list[MetricsLine],
+        upto: int,
+        run: int = 1,
     ) -> int:
-        """Hand over ``lines`` and anything missing up to seq ``upto``, in order.
+        """Hand over ``lines`` of the trial's ``run`` and anything missing up to seq ``upto``.
 
-        Returns how many lines up to ``upto`` are still missing (0: all handed over).
+        ``run`` is the run the executor says the lines are of (not the machine's
+        current run: an adopted run that succeeded before hbd was interrupted is
+        one behind it), so they are logged under it, or dropped if a later run
+        already logged lines. Returns how many lines up to ``upto`` are still
+        missing (0: all handed over, or nothing is wanted of this run).
         """
         if not lines and upto <= 0:
             return 0
         await runner.metrics_loaded.wait()
         lock = self._locks.setdefault(trial_id, anyio.Lock())
         async with lock:
-            run = runner.run_of(trial_id)
+            if run < runner.metrics.run(trial_id):
+                log.info("metrics lines of an earlier run dropped", trial_id=trial_id, run=run)
+                return 0
             handed_run, handed = self._handed.get(trial_id, (run, 0))
             have = max(runner.metrics.last_seq(trial_id, run), handed if handed_run == run else 0)
             fresh = [line for line in lines if line.seq > have]
@@ -235,9 +250,11 @@ class MetricsSync:
                 page = await executor.client.metrics(
                     trial_id, after=have, limit=MAX_METRICS_PAGE_LINES
                 )
-            except NotFound as exc:
-                # An executor without the metrics route (or that forgot the trial).
-                # Asking again cannot help: a finished trial's verdict need not wait.
+            except (NotFound, ExecutorRejected) as exc:
+                # An executor without the metrics route (or that forgot the trial, or
+                # answers with something that is not a page): asking again cannot
+                # help, so a finished trial's verdict need not wait. Only an
+                # unreachable executor (ExecutorUnavailable) is asked again.
                 log.info(
                     "executor cannot serve missing metrics lines", trial_id=trial_id, error=str(exc)
                 )
@@ -250,6 +267,15 @@ class MetricsSync:
                     executor=executor.name,
                     after=have,
                     error=str(exc),
+                )
+                return have
+            if page.run != run:
+                # The executor moved on to another run of the trial: its lines are not these.
+                log.info(
+                    "metrics page of another run; not logged",
+                    trial_id=trial_id,
+                    run=run,
+                    page_run=page.run,
                 )
                 return have
             lines = [line for line in page.lines if line.seq > have]

@@ -311,3 +311,62 @@ async def test_lines_an_executor_never_serves_hold_a_verdict_only_so_long(
     # Asked once by the status, then once per hold; then the verdict went on.
     attempts = 10**9 - executor.failures
     assert executor.fetches == [] and attempts == (MAX_VERDICT_HOLDS + 1) * MAX_ATTEMPTS
+
+
+async def test_an_adopted_run_that_succeeded_logs_its_lines_under_itself_once(
+    tmp_path: Path,
+) -> None:
+    """Review of 9.4: run 1, interrupted but succeeded, was logged again as run 2."""
+    db = tmp_path / "hbd.db"
+    executor = LinesExecutor()
+    async with running_daemon(db, executor) as daemon:
+        trial = await _running_trial(daemon, executor, tmp_path)
+        executor.write(trial, 10)
+        await daemon.on_update(_update(trial, executor.lines[trial][:5]))
+        await _wait_lines(db, trial, 5)
+        await daemon.interrupt("hbd run interrupted")  # the trial goes on on the executor
+    assert "trial.interrupted" in event_types(db, trial)
+    executor.trials[trial] = executor.finish(trial).model_copy(update={"metrics_seq": 10})
+    for other in executor.running():  # only this trial is adopted; the rest run again
+        del executor.trials[other]
+    async with running_daemon(db, executor) as daemon:
+        with anyio.fail_after(WAIT_TIMEOUT):
+            while (await daemon.store.get_trial(trial)).status != "succeeded":  # type: ignore[union-attr]
+                await anyio.sleep(0.02)
+    events = _metrics_events(db, trial)
+    assert [(e["seq"], e.get("run", 1)) for e in events] == [(s, 1) for s in range(1, 11)]
+    assert executor.fetches[-1] == (trial, 5)  # fetched after what run 1 logged
+
+
+async def test_lines_of_an_earlier_run_are_never_logged_under_a_later_one(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "hbd.db"
+    executor = LinesExecutor()
+    async with running_daemon(db, executor) as daemon:
+        trial = await _running_trial(daemon, executor, tmp_path)
+        runner = daemon.runners["s"]
+        run2 = [MetricsLine(seq=s, metrics={"loss": float(s)}) for s in (1, 2)]
+        update = _update(trial, run2).model_copy(update={"run": 2})
+        await daemon.on_update(update)
+        await _wait_lines(db, trial, 2)
+        late = _update(trial, [MetricsLine(seq=3, metrics={"loss": 3.0})])  # run 1's
+        await daemon.on_update(late)
+        # A page of run 1 answering a status of run 2 is not logged either.
+        executor.write(trial, 9)
+        missing = await daemon.metricsync.deliver(runner, trial, [], upto=9, run=2)
+        assert missing == 7
+    events = _metrics_events(db, trial)
+    assert [(e["seq"], e.get("run", 1)) for e in events] == [(1, 2), (2, 2)]
+
+
+def test_a_status_update_and_page_carry_their_run() -> None:
+    status = TrialStatus(id="t", sweep_id="s", state="running", started_at=0.0, run=3)
+    assert TrialStatus.model_validate_json(status.model_dump_json()).run == 3
+    page = MetricsPage(trial_id="t", lines=[], last_seq=0, run=3)
+    assert MetricsPage.model_validate_json(page.model_dump_json()).run == 3
+    assert MetricsPage(trial_id="t", lines=[], last_seq=0).run == 1  # an older executor
+    with pytest.raises(ValueError, match=r"status\.run"):
+        TrialUpdate(kind="status", trial_id="t", sweep_id="s", seq=0, status=status, run=2)
+    with pytest.raises(ValueError):
+        TrialStatus(id="t", sweep_id="s", state="running", started_at=0.0, run=0)
