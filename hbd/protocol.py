@@ -21,6 +21,8 @@ When the executor has a token, every route but health needs
 ``Authorization: Bearer <token>`` (else 401). Bodies above a limit get 413.
 Progress and terminal state are pushed to ``TrialSubmission.callback_url`` as
 ``TrialUpdate`` bodies; the daemon also polls, so callbacks are best effort.
+Statuses, updates and pages carry the submission's ``run``: each run of a
+trial numbers its metrics lines from 1, and the daemon logs them under it.
 """
 
 from __future__ import annotations
@@ -222,6 +224,9 @@ class TrialStatus(BaseModel):
     # Metrics lines the executor has read so far (the seq of the last one): a
     # daemon that logged fewer fetches the rest from the metrics route.
     metrics_seq: int = Field(default=0, ge=0, le=MAX_METRICS_SEQ)
+    # The trial's run this is about (TrialSubmission.run; 1 from executors that
+    # predate runs): metrics lines of one run are numbered apart from another's.
+    run: int = Field(default=1, ge=1, le=MAX_TRIAL_RUNS)
 
     @property
     def finished(self) -> bool:
@@ -241,6 +246,9 @@ class MetricsPage(BaseModel):
     trial_id: str
     lines: list[MetricsLine] = Field(max_length=MAX_METRICS_PAGE_LINES)
     last_seq: int = Field(ge=0, le=MAX_METRICS_SEQ)  # lines the executor has read so far
+    # The trial's run this is about (TrialSubmission.run; 1 from executors that
+    # predate runs): metrics lines of one run are numbered apart from another's.
+    run: int = Field(default=1, ge=1, le=MAX_TRIAL_RUNS)
 
 
 class TrialUpdate(BaseModel):
@@ -258,6 +266,9 @@ class TrialUpdate(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     status: TrialStatus | None = None
     lines: list[MetricsLine] = Field(default_factory=list, max_length=MAX_METRICS_PAGE_LINES)
+    # The trial's run this is about (TrialSubmission.run; 1 from executors that
+    # predate runs): metrics lines of one run are numbered apart from another's.
+    run: int = Field(default=1, ge=1, le=MAX_TRIAL_RUNS)
 
     def metrics_lines(self) -> list[MetricsLine]:
         """The lines this update carries (the single-line form included)."""
@@ -275,6 +286,8 @@ class TrialUpdate(BaseModel):
                 raise ValueError(
                     f"status.sweep_id {self.status.sweep_id!r} is not sweep_id {self.sweep_id!r}"
                 )
+            if self.status.run != self.run:
+                raise ValueError(f"status.run {self.status.run} is not run {self.run}")
         return self
 
 

@@ -438,7 +438,9 @@ class Daemon:
         if update.kind == "metrics":
             # A batch of lines; a gap before it (a dropped callback, a restart) is fetched.
             lines = update.metrics_lines()
-            await self.metricsync.deliver(runner, update.trial_id, lines, upto=update.seq)
+            await self.metricsync.deliver(
+                runner, update.trial_id, lines, upto=update.seq, run=update.run
+            )
         elif update.status is not None:
             await self.on_status(runner, update.status, seq=update.seq)
         return True
@@ -449,7 +451,11 @@ class Daemon:
         # Metrics lines the executor has and the log lacks come first, so they
         # are logged before the verdict (the log drops lines of ended trials).
         upto = max(seq, status.metrics_seq)
-        await self.metricsync.deliver(runner, status.id, [], upto=upto)
+        missing = await self.metricsync.deliver(runner, status.id, [], upto=upto, run=status.run)
+        if missing and status.finished and self.metricsync.hold_verdict(status.id, missing):
+            # No later status of a finished trial comes by itself: the reconciler
+            # polls the still in-flight trial, and that status fetches the lines again.
+            return
         result = observation_from_status(status, runner.spec.matrix.metric.name)
         if result is not None:
             await runner.put(result)

@@ -35,7 +35,7 @@ import structlog
 
 from hbd.core.codec import Record
 from hbd.daemon.lifecycle import TRIAL_METRICS
-from hbd.errors import ExecutorError, NotFound
+from hbd.errors import ExecutorError, ExecutorRejected, NotFound
 from hbd.protocol import MAX_METRIC_KEY_BYTES, MAX_METRIC_KEYS, MAX_METRICS_PAGE_LINES, MetricsLine
 
 if TYPE_CHECKING:
@@ -49,6 +49,13 @@ log = structlog.get_logger(__name__)
 # file cap (64 MiB) holds even of the smallest lines (8 bytes, '{"a":1}').
 # A trial with more is caught up by its next status or callback.
 MAX_FETCH_PAGES = 10_000
+# Times a finished trial's verdict is held back because its missing lines could
+# not be fetched (the executor unreachable, a page that stops short): each
+# hold waits for the reconciler to poll the trial again (about
+# reconciler.SILENCE seconds), so ~6 tries span half a minute of a flaky
+# executor; after that the verdict is logged anyway, with a warning naming the
+# lines lost, so an executor that really lost them cannot hang a sweep.
+MAX_VERDICT_HOLDS = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +116,10 @@ class MetricsLedger:
             return 0
         return self._last.get(trial_id, 0)
 
+    def run(self, trial_id: str) -> int:
+        """The run whose lines the log holds last for the trial (1 before any)."""
+        return self._run.get(trial_id, 1)
+
     def forget(self, trial_id: str) -> None:
         self._last.pop(trial_id, None)
         self._keys.pop(trial_id, None)
@@ -155,21 +166,60 @@ class MetricsSync:
         self.daemon = daemon
         self._locks: dict[str, anyio.Lock] = {}
         self._handed: dict[str, tuple[int, int]] = {}  # (run, seq) of the last line handed over
+        self._holds: dict[str, int] = {}  # verdicts held back per trial (MAX_VERDICT_HOLDS)
 
     def forget(self, trial_id: str) -> None:
         self._locks.pop(trial_id, None)
         self._handed.pop(trial_id, None)
+        self._holds.pop(trial_id, None)
+
+    def hold_verdict(self, trial_id: str, missing: int) -> bool:
+        """A finished trial lacks ``missing`` lines: True to wait for its next status.
+
+        False once MAX_VERDICT_HOLDS were spent (or the executor cannot serve
+        the lines at all): the verdict goes on and the lines are lost, said loudly.
+        """
+        held = self._holds.get(trial_id, 0)
+        if held < MAX_VERDICT_HOLDS:
+            self._holds[trial_id] = held + 1
+            log.info(
+                "trial finished with metrics lines missing; its verdict waits for them",
+                trial_id=trial_id,
+                missing=missing,
+                held=held + 1,
+            )
+            return True
+        log.warning(
+            "metrics lines lost: the executor did not serve them; logging the verdict anyway",
+            trial_id=trial_id,
+            missing=missing,
+        )
+        return False
 
     async def deliver(
-        self, runner: SweepRunner, trial_id: str, lines: list[MetricsLine], upto: int
-    ) -> None:
-        """Hand over ``lines`` and anything missing up to seq ``upto``, in order."""
+        self,
+        runner: SweepRunner,
+        trial_id: str,
+        lines: list[MetricsLine],
+        upto: int,
+        run: int = 1,
+    ) -> int:
+        """Hand over ``lines`` of the trial's ``run`` and anything missing up to seq ``upto``.
+
+        ``run`` is the run the executor says the lines are of (not the machine's
+        current run: an adopted run that succeeded before hbd was interrupted is
+        one behind it), so they are logged under it, or dropped if a later run
+        already logged lines. Returns how many lines up to ``upto`` are still
+        missing (0: all handed over, or nothing is wanted of this run).
+        """
         if not lines and upto <= 0:
-            return
+            return 0
         await runner.metrics_loaded.wait()
         lock = self._locks.setdefault(trial_id, anyio.Lock())
         async with lock:
-            run = runner.run_of(trial_id)
+            if run < runner.metrics.run(trial_id):
+                log.info("metrics lines of an earlier run dropped", trial_id=trial_id, run=run)
+                return 0
             handed_run, handed = self._handed.get(trial_id, (run, 0))
             have = max(runner.metrics.last_seq(trial_id, run), handed if handed_run == run else 0)
             fresh = [line for line in lines if line.seq > have]
@@ -185,6 +235,7 @@ class MetricsSync:
             if have < target:
                 have = await self._fetch(runner, trial_id, run, have, target)
             self._handed[trial_id] = (run, have)
+            return max(0, upto - have)
 
     async def _fetch(
         self, runner: SweepRunner, trial_id: str, run: int, have: int, target: int
@@ -199,19 +250,32 @@ class MetricsSync:
                 page = await executor.client.metrics(
                     trial_id, after=have, limit=MAX_METRICS_PAGE_LINES
                 )
-            except NotFound as exc:
-                # An executor without the metrics route (or that forgot the trial).
+            except (NotFound, ExecutorRejected) as exc:
+                # An executor without the metrics route (or that forgot the trial, or
+                # answers with something that is not a page): asking again cannot
+                # help, so a finished trial's verdict need not wait. Only an
+                # unreachable executor (ExecutorUnavailable) is asked again.
                 log.info(
                     "executor cannot serve missing metrics lines", trial_id=trial_id, error=str(exc)
                 )
+                self._holds[trial_id] = MAX_VERDICT_HOLDS
                 return have
             except ExecutorError as exc:
                 log.warning(
-                    "cannot fetch missing metrics lines; will retry with the next status",
+                    "cannot fetch missing metrics lines; will retry with the next status or poll",
                     trial_id=trial_id,
                     executor=executor.name,
                     after=have,
                     error=str(exc),
+                )
+                return have
+            if page.run != run:
+                # The executor moved on to another run of the trial: its lines are not these.
+                log.info(
+                    "metrics page of another run; not logged",
+                    trial_id=trial_id,
+                    run=run,
+                    page_run=page.run,
                 )
                 return have
             lines = [line for line in page.lines if line.seq > have]
@@ -224,4 +288,4 @@ class MetricsSync:
         return have
 
 
-__all__ = ["MetricsLedger", "MetricsLines", "MetricsSync", "bounded"]
+__all__ = ["MAX_VERDICT_HOLDS", "MetricsLedger", "MetricsLines", "MetricsSync", "bounded"]

@@ -268,7 +268,9 @@ class Reconciler:
 
     async def _catch_up_metrics(self, runner: SweepRunner, status: TrialStatus) -> None:
         """Lines a still-running trial wrote while we were down: log them now, not at its end."""
-        await self.daemon.metricsync.deliver(runner, status.id, [], upto=status.metrics_seq)
+        await self.daemon.metricsync.deliver(
+            runner, status.id, [], upto=status.metrics_seq, run=status.run
+        )
 
     async def _converge(self, runner: SweepRunner, start: StartTrial, executor: Executor) -> None:
         try:

@@ -384,6 +384,7 @@ class Agent:
                 status=TrialStatus(
                     id=submission.id,
                     sweep_id=submission.sweep_id,
+                    run=submission.run,
                     state="running",
                     started_at=time.time(),
                 ),
@@ -614,7 +615,7 @@ class Agent:
                         trial.submission.metric,
                         self.max_metrics_file_bytes,
                     )
-        return await metricsfeed.page(trial.tail, trial_id, after, limit)
+        return await metricsfeed.page(trial.tail, trial_id, after, limit, trial.submission.run)
 
     def _tail(self, trial: _Trial) -> MetricsTail:
         if trial.tail is None:
@@ -785,6 +786,7 @@ class Agent:
                         kind="status",
                         trial_id=status.id,
                         sweep_id=status.sweep_id,
+                        run=status.run,
                         seq=trial.seq,
                         metrics=status.metrics,
                         status=status,
@@ -839,7 +841,8 @@ class Agent:
         if stored.result is not None:
             trial = _Trial(
                 submission=sub,
-                status=stored.result,
+                # A result written before statuses carried their run.
+                status=stored.result.model_copy(update={"run": sub.run}),
                 taken=stored.taken,
                 taken_on_disk=stored.taken,
             )
@@ -849,7 +852,11 @@ class Agent:
         trial = _Trial(
             submission=sub,
             status=TrialStatus(
-                id=sub.id, sweep_id=sub.sweep_id, state="running", started_at=stored.started_at
+                id=sub.id,
+                sweep_id=sub.sweep_id,
+                run=sub.run,
+                state="running",
+                started_at=stored.started_at,
             ),
         )
         self._trials[sub.id] = trial
@@ -902,7 +909,11 @@ class Agent:
         trial = _Trial(
             submission=sub,
             status=TrialStatus(
-                id=sub.id, sweep_id=sub.sweep_id, state="running", started_at=stored.started_at
+                id=sub.id,
+                sweep_id=sub.sweep_id,
+                run=sub.run,
+                state="running",
+                started_at=stored.started_at,
             ),
         )
         self._trials[sub.id] = trial

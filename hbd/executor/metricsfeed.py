@@ -53,6 +53,7 @@ async def drain(
                             kind="metrics",
                             trial_id=submission.id,
                             sweep_id=submission.sweep_id,
+                            run=submission.run,
                             seq=batch[-1].seq,
                             lines=[MetricsLine(seq=x.seq, metrics=x.metrics) for x in batch],
                         )
@@ -69,13 +70,16 @@ async def read_all(path: Path, metric: str | None, max_file_bytes: int) -> Metri
     return tail
 
 
-async def page(tail: MetricsTail, trial_id: str, after: int, limit: int) -> MetricsPage:
-    """Lines with seq > ``after`` (at most ``limit``) among those ``tail`` has read."""
+async def page(
+    tail: MetricsTail, trial_id: str, after: int, limit: int, run: int = 1
+) -> MetricsPage:
+    """Lines with seq > ``after`` (at most ``limit``) among those ``tail`` (of ``run``) has read."""
     lines = await anyio.to_thread.run_sync(tail.lines_after, after, limit)
     return MetricsPage(
         trial_id=trial_id,
         lines=[MetricsLine(seq=x.seq, metrics=x.metrics) for x in lines],
         last_seq=tail.seq,
+        run=run,
     )
 
 

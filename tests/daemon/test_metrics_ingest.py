@@ -12,7 +12,9 @@ import httpx
 import pytest
 
 from hbd.daemon.app import Daemon
-from hbd.daemon.metricsync import MetricsLedger, MetricsLines
+from hbd.daemon.clock import FakeClock
+from hbd.daemon.executors import MAX_ATTEMPTS
+from hbd.daemon.metricsync import MAX_VERDICT_HOLDS, MetricsLedger, MetricsLines
 from hbd.errors import ConflictError
 from hbd.protocol import (
     MAX_METRIC_KEYS,
@@ -21,7 +23,7 @@ from hbd.protocol import (
     TrialStatus,
     TrialUpdate,
 )
-from tests.daemon.helpers import WAIT_TIMEOUT, FakeExecutor, running_daemon
+from tests.daemon.helpers import WAIT_TIMEOUT, FakeExecutor, event_types, running_daemon
 from tests.e2e.conftest import sweep_yaml
 
 pytestmark = pytest.mark.anyio
@@ -251,3 +253,120 @@ async def test_an_executor_without_the_metrics_route_only_loses_the_missing_line
         with anyio.fail_after(WAIT_TIMEOUT):
             while (await daemon.store.get_trial(trial)).status != "succeeded":  # type: ignore[union-attr]
                 await anyio.sleep(0.02)
+
+
+class FlakyLinesExecutor(LinesExecutor):
+    """Its metrics route fails (HTTP 500) for the first ``failures`` fetches."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def handler(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/metrics") and self.failures > 0:
+            self.failures -= 1
+            return httpx.Response(500, json={"detail": "disk busy"})
+        return await super().handler(request)
+
+
+async def _finished_with_lines_uncalled(
+    daemon: Daemon, executor: LinesExecutor, tmp_path: Path, n: int
+) -> str:
+    """A trial that wrote ``n`` lines (no callback came) and whose finished status arrives."""
+    trial = await _running_trial(daemon, executor, tmp_path)
+    executor.write(trial, n)
+    status = executor.finish(trial).model_copy(update={"metrics_seq": n})
+    executor.trials[trial] = status
+    await daemon.on_update(
+        TrialUpdate(kind="status", trial_id=trial, sweep_id="s", seq=n, status=status)
+    )
+    with anyio.fail_after(WAIT_TIMEOUT):
+        while (await daemon.store.get_trial(trial)).status != "succeeded":  # type: ignore[union-attr]
+            await anyio.sleep(0.02)
+    return trial
+
+
+async def test_a_verdict_waits_for_lines_a_failed_fetch_missed(tmp_path: Path) -> None:
+    """Review of 9.4: a failed fetch at a trial's end lost its lines for good."""
+    db = tmp_path / "hbd.db"
+    # The status' fetch and the first poll's fail (each after the client's retries).
+    executor = FlakyLinesExecutor(failures=2 * MAX_ATTEMPTS)
+    async with running_daemon(db, executor, clock=FakeClock()) as daemon:
+        trial = await _finished_with_lines_uncalled(daemon, executor, tmp_path, 30)
+    assert [e["seq"] for e in _metrics_events(db, trial)] == list(range(1, 31))
+    kinds = event_types(db, trial)
+    assert kinds.index("trial.succeeded") > max(
+        i for i, k in enumerate(kinds) if k == "trial.metrics"
+    )
+
+
+async def test_lines_an_executor_never_serves_hold_a_verdict_only_so_long(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "hbd.db"
+    executor = FlakyLinesExecutor(failures=10**9)  # the lines are gone for good
+    async with running_daemon(db, executor, clock=FakeClock()) as daemon:
+        trial = await _finished_with_lines_uncalled(daemon, executor, tmp_path, 30)
+    assert _metrics_events(db, trial) == []
+    # Asked once by the status, then once per hold; then the verdict went on.
+    attempts = 10**9 - executor.failures
+    assert executor.fetches == [] and attempts == (MAX_VERDICT_HOLDS + 1) * MAX_ATTEMPTS
+
+
+async def test_an_adopted_run_that_succeeded_logs_its_lines_under_itself_once(
+    tmp_path: Path,
+) -> None:
+    """Review of 9.4: run 1, interrupted but succeeded, was logged again as run 2."""
+    db = tmp_path / "hbd.db"
+    executor = LinesExecutor()
+    async with running_daemon(db, executor) as daemon:
+        trial = await _running_trial(daemon, executor, tmp_path)
+        executor.write(trial, 10)
+        await daemon.on_update(_update(trial, executor.lines[trial][:5]))
+        await _wait_lines(db, trial, 5)
+        await daemon.interrupt("hbd run interrupted")  # the trial goes on on the executor
+    assert "trial.interrupted" in event_types(db, trial)
+    executor.trials[trial] = executor.finish(trial).model_copy(update={"metrics_seq": 10})
+    for other in executor.running():  # only this trial is adopted; the rest run again
+        del executor.trials[other]
+    async with running_daemon(db, executor) as daemon:
+        with anyio.fail_after(WAIT_TIMEOUT):
+            while (await daemon.store.get_trial(trial)).status != "succeeded":  # type: ignore[union-attr]
+                await anyio.sleep(0.02)
+    events = _metrics_events(db, trial)
+    assert [(e["seq"], e.get("run", 1)) for e in events] == [(s, 1) for s in range(1, 11)]
+    assert executor.fetches[-1] == (trial, 5)  # fetched after what run 1 logged
+
+
+async def test_lines_of_an_earlier_run_are_never_logged_under_a_later_one(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "hbd.db"
+    executor = LinesExecutor()
+    async with running_daemon(db, executor) as daemon:
+        trial = await _running_trial(daemon, executor, tmp_path)
+        runner = daemon.runners["s"]
+        run2 = [MetricsLine(seq=s, metrics={"loss": float(s)}) for s in (1, 2)]
+        update = _update(trial, run2).model_copy(update={"run": 2})
+        await daemon.on_update(update)
+        await _wait_lines(db, trial, 2)
+        late = _update(trial, [MetricsLine(seq=3, metrics={"loss": 3.0})])  # run 1's
+        await daemon.on_update(late)
+        # A page of run 1 answering a status of run 2 is not logged either.
+        executor.write(trial, 9)
+        missing = await daemon.metricsync.deliver(runner, trial, [], upto=9, run=2)
+        assert missing == 7
+    events = _metrics_events(db, trial)
+    assert [(e["seq"], e.get("run", 1)) for e in events] == [(1, 2), (2, 2)]
+
+
+def test_a_status_update_and_page_carry_their_run() -> None:
+    status = TrialStatus(id="t", sweep_id="s", state="running", started_at=0.0, run=3)
+    assert TrialStatus.model_validate_json(status.model_dump_json()).run == 3
+    page = MetricsPage(trial_id="t", lines=[], last_seq=0, run=3)
+    assert MetricsPage.model_validate_json(page.model_dump_json()).run == 3
+    assert MetricsPage(trial_id="t", lines=[], last_seq=0).run == 1  # an older executor
+    with pytest.raises(ValueError, match=r"status\.run"):
+        TrialUpdate(kind="status", trial_id="t", sweep_id="s", seq=0, status=status, run=2)
+    with pytest.raises(ValueError):
+        TrialStatus(id="t", sweep_id="s", state="running", started_at=0.0, run=0)

@@ -194,6 +194,40 @@ async def test_the_metrics_route_pages_lines_and_numbers_them_the_same_after_a_r
         assert again == page
 
 
+@pytest.mark.anyio
+async def test_callbacks_status_and_pages_say_which_run_of_the_trial_they_are(
+    tmp_path: Path,
+) -> None:
+    """Review of 9.4: the daemon logs lines under the run they came from, so they carry it."""
+    import httpx
+
+    from hbd.protocol import TrialUpdate
+    from tests.executor.helpers import running_agent, submission, wait_for, wait_until
+
+    received: list[TrialUpdate] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        received.append(TrialUpdate.model_validate_json(request.content))
+        return httpx.Response(204)
+
+    work = tmp_path / "work"
+    body = submission(tmp_path, "t1", "--mode=ok", callback_url="http://daemon.test/cb") | {
+        "run": 2
+    }
+    async with running_agent(work, transport=httpx.MockTransport(handler)) as client:
+        assert (await client.post("/v1/trials", json=body)).status_code == 201
+        assert (await wait_for(client, "t1"))["run"] == 2
+        await wait_until(lambda: any(u.kind == "status" for u in received))
+        page = (await client.get("/v1/trials/t1/metrics", params={"after": 0})).json()
+        assert page["run"] == 2 and len(page["lines"]) == 3
+    assert {u.run for u in received} == {2}
+    assert {u.status.run for u in received if u.status is not None} == {2}
+    async with running_agent(work) as client:  # the result on disk keeps its run
+        assert (await client.get("/v1/trials/t1")).json()["run"] == 2
+        again = (await client.get("/v1/trials/t1/metrics", params={"after": 0})).json()
+        assert again["run"] == 2
+
+
 def test_queued_callbacks_are_bounded_by_metric_values_not_only_by_count() -> None:
     from hbd.executor import callbacks
     from hbd.protocol import MetricsLine, TrialUpdate
