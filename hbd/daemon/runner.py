@@ -160,11 +160,6 @@ class SweepRunner:
         self.metrics = MetricsLedger(spec.matrix.metric.name)
         self.metrics_loaded = anyio.Event()
 
-    def run_of(self, trial_id: str) -> int:
-        """Which run of the trial is current: 1, then one more after each interruption of hbd."""
-        trial = self.machine.trials.get(trial_id)
-        return 1 if trial is None else trial.runs
-
     def start_of(self, trial_id: str) -> StartTrial:
         """The start decision of a trial the machine knows, rebuilt from its record."""
         return self.machine.trials[trial_id].start(resume=self.spec.matrix.resume)
