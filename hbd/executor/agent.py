@@ -179,6 +179,14 @@ class _Trial:
     # slot stays taken, and the id is not started again, until it has.
     lingering: bool = False
 
+    @classmethod
+    def running(cls, sub: TrialSubmission, started_at: float) -> _Trial:
+        """A trial of ``sub`` whose run is under way (or about to be)."""
+        status = TrialStatus(
+            id=sub.id, sweep_id=sub.sweep_id, run=sub.run, state="running", started_at=started_at
+        )
+        return cls(submission=sub, status=status)
+
 
 # Where results are pushed is routing, not part of what the trial is: a daemon
 # restarted on another port re-sends its trials with a new callback URL, and
@@ -379,16 +387,7 @@ class Agent:
             tg = self._require_tg()
             if self._slots_taken() >= self.slots:
                 raise NoFreeSlot("no free slot")
-            trial = _Trial(
-                submission=submission,
-                status=TrialStatus(
-                    id=submission.id,
-                    sweep_id=submission.sweep_id,
-                    run=submission.run,
-                    state="running",
-                    started_at=time.time(),
-                ),
-            )
+            trial = _Trial.running(submission, time.time())
             self._trials[submission.id] = trial  # the slot is taken from here on
             await self._start(tg, trial, argv)
             return trial.status, True
@@ -815,15 +814,7 @@ class Agent:
                 return
             if trial is None:
                 sub = stored.submission
-                trial = _Trial(
-                    submission=sub,
-                    status=TrialStatus(
-                        id=sub.id,
-                        sweep_id=sub.sweep_id,
-                        state="running",
-                        started_at=stored.started_at,
-                    ),
-                )
+                trial = _Trial.running(sub, stored.started_at)
                 self._trials[trial_id] = trial
             try:
                 await self._finish(
@@ -849,16 +840,7 @@ class Agent:
             trial.done.set()
             self._trials[sub.id] = trial
             return
-        trial = _Trial(
-            submission=sub,
-            status=TrialStatus(
-                id=sub.id,
-                sweep_id=sub.sweep_id,
-                run=sub.run,
-                state="running",
-                started_at=stored.started_at,
-            ),
-        )
+        trial = _Trial.running(sub, stored.started_at)
         self._trials[sub.id] = trial
         tail = self._tail(trial)
         await self._drain(trial, tail, notify=False, to_end=True)  # reported before the restart
@@ -906,16 +888,7 @@ class Agent:
         self, stored: results.StoredTrial, pid: tuple[int, str | None] | None
     ) -> None:
         sub = stored.submission
-        trial = _Trial(
-            submission=sub,
-            status=TrialStatus(
-                id=sub.id,
-                sweep_id=sub.sweep_id,
-                run=sub.run,
-                state="running",
-                started_at=stored.started_at,
-            ),
-        )
+        trial = _Trial.running(sub, stored.started_at)
         self._trials[sub.id] = trial
         await self._drain(trial, self._tail(trial), final=True, notify=False)
         if pid is not None and process.kill_group(*pid):
