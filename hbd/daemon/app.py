@@ -134,7 +134,7 @@ class Daemon:
         self.pool = ExecutorPool(self.clock)
         self.dispatcher = Dispatcher(self)
         self.reconciler = Reconciler(self, lost_after=lost_after)
-        self.metricsync = MetricsSync(self)
+        self.metricsync = MetricsSync(self.executor_running)
         self.bus = EventBus()
         self.runners: dict[str, SweepRunner] = {}
         self.callback_url = callback_url
@@ -464,11 +464,15 @@ class Daemon:
         if self.dispatcher.sending(trial_id):
             self.dispatcher.cancel_after_send(trial_id)  # sent once its POST returns
             return
-        name = self.dispatcher.executor_of(trial_id)
-        executor = self.pool.executors.get(name) if name else None
+        executor = self.executor_running(trial_id)
         if executor is None:
             return
         self.send_cancel(executor, trial_id, runner)
+
+    def executor_running(self, trial_id: str) -> Executor | None:
+        """The configured executor the trial was sent to, if any."""
+        name = self.dispatcher.executor_of(trial_id)
+        return self.pool.executors.get(name) if name else None
 
     def send_cancel(self, executor: Executor, trial_id: str, runner: SweepRunner | None) -> None:
         """Cancel a trial on an executor in the background; its status goes to ``runner``."""

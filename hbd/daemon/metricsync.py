@@ -26,7 +26,7 @@ then over at most that many keys, never over a trial's whole history.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +39,7 @@ from hbd.errors import ExecutorError, ExecutorRejected, NotFound
 from hbd.protocol import MAX_METRIC_KEY_BYTES, MAX_METRIC_KEYS, MAX_METRICS_PAGE_LINES, MetricsLine
 
 if TYPE_CHECKING:
-    from hbd.daemon.app import Daemon
+    from hbd.daemon.executors import Executor
     from hbd.daemon.runner import SweepRunner
 
 log = structlog.get_logger(__name__)
@@ -162,8 +162,9 @@ class MetricsLedger:
 class MetricsSync:
     """Hands metrics lines to runners in order, fetching what callbacks did not bring."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, executor_of: Callable[[str], Executor | None]) -> None:
+        # Only this of the daemon: where a trial runs (its lines are fetched there).
+        self._executor_of = executor_of
         self._locks: dict[str, anyio.Lock] = {}
         self._handed: dict[str, tuple[int, int]] = {}  # (run, seq) of the last line handed over
         self._holds: dict[str, int] = {}  # verdicts held back per trial (MAX_VERDICT_HOLDS)
@@ -241,8 +242,7 @@ class MetricsSync:
         self, runner: SweepRunner, trial_id: str, run: int, have: int, target: int
     ) -> int:
         """Fetch lines after ``have`` up to ``target`` from the trial's executor; the new ``have``."""
-        name = self.daemon.dispatcher.executor_of(trial_id)
-        executor = self.daemon.pool.executors.get(name) if name else None
+        executor = self._executor_of(trial_id)
         if executor is None:
             return have
         for _ in range(MAX_FETCH_PAGES):
