@@ -87,6 +87,10 @@ class ResourceValue(BaseModel):
 # Resource names a submission may carry (Polyaxon's container resources that
 # mean something to a host or a scheduler).
 TRIAL_RESOURCE_NAMES = ("cpu", "memory", "nvidia.com/gpu")
+GPU_RESOURCE = "nvidia.com/gpu"
+# Devices one trial may ask for: more than any one host carries, and a bound
+# that keeps the count a small integer (Kubernetes takes whole GPUs only).
+MAX_TRIAL_GPUS = 64
 
 
 class TrialResources(BaseModel):
@@ -111,7 +115,18 @@ class TrialResources(BaseModel):
                 )
             if not quantity or len(quantity) > 64:
                 raise ValueError(f"{name}: invalid quantity {quantity!r}")
+        gpus = value.get(GPU_RESOURCE)
+        if gpus is not None and not (gpus.isdigit() and int(gpus) <= MAX_TRIAL_GPUS):
+            raise ValueError(
+                f"{GPU_RESOURCE}: {gpus!r} is not a whole number of devices (0..{MAX_TRIAL_GPUS})"
+            )
         return value
+
+    @property
+    def gpus(self) -> int:
+        """Whole GPU devices the trial asks for: its limit, else its request, else 0."""
+        quantity = self.limits.get(GPU_RESOURCE) or self.requests.get(GPU_RESOURCE)
+        return int(quantity) if quantity else 0
 
 
 class TrialSubmission(BaseModel):
@@ -298,14 +313,20 @@ class Health(BaseModel):
     slots: int
     free_slots: int
     running: list[str]
+    # GPU device ids the executor hands to trials, and those no running trial
+    # holds (empty on hosts without GPUs and from executors that predate them).
+    gpus: list[str] = Field(default_factory=list)
+    free_gpus: list[str] = Field(default_factory=list)
 
 
 __all__ = [
+    "GPU_RESOURCE",
     "MAX_METRICS_PAGE_LINES",
     "MAX_METRICS_SEQ",
     "MAX_METRIC_KEYS",
     "MAX_METRIC_KEY_BYTES",
     "MAX_TIMEOUT_SECONDS",
+    "MAX_TRIAL_GPUS",
     "MAX_TRIAL_ID_LENGTH",
     "PROTOCOL_VERSION",
     "TERMINAL_STATES",

@@ -79,6 +79,9 @@ class ExecutorClient:
         self.attempts = 0  # requests sent, retries included (tests bound it)
         self.calls = 0  # logical requests (each is tried at most max_attempts times)
 
+    def describe(self) -> str:
+        return f"hbd agent at {self.url}"
+
     async def aclose(self) -> None:
         await self._http.aclose()
 
