@@ -79,6 +79,9 @@ class Trial:
     state: TrialState = TrialState.SCHEDULED
     metrics: Mapping[str, float] = field(default_factory=dict)
     reason: str | None = None
+    # The configuration as the sampler proposed it, before casting to inputs
+    # (what a learning sampler is shown); None for trials built elsewhere.
+    sampled: Mapping[str, JSON] | None = None
 
     def start(self, *, resume: bool) -> StartTrial:
         """The decision that starts this trial (``resume``: continue from its parent)."""

@@ -35,6 +35,7 @@ from hbd.core.events import (
     Decision,
     EarlyStopped,
     Observation,
+    RungDecided,
     StartTrial,
     StopRequested,
     SweepFinished,
@@ -45,7 +46,7 @@ from hbd.core.events import (
     TrialSucceeded,
 )
 from hbd.core.ranking import Direction, metric_value, rank, reached
-from hbd.core.space import sample_config
+from hbd.core.sampler import RandomSampler, RunResult, Sampler
 from hbd.core.spec import (
     FailureEarlyStopping,
     HyperbandMatrix,
@@ -87,8 +88,11 @@ class SweepMachine:
         max_retries: int = 0,
         cast: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
         first_failures_stop: int | None = None,
+        sampler: Sampler | None = None,
     ) -> None:
         self.matrix = matrix
+        # Where new configurations come from (default: keyed random draws).
+        self.sampler: Sampler = sampler or RandomSampler(matrix.params, seed=seed)
         # Sampled values as their inputs receive them (3.0 on an int input is 3).
         self._cast = cast
         self.sweep_id = sweep_id
@@ -110,10 +114,18 @@ class SweepMachine:
         self._final_failures = 0  # failed runs with no retry left (the first-failures rule)
         self._stopping: _Stopping | None = None
         self._finished: SweepFinished | None = None
+        # Results of the trials of every decided rung: a sampler's history (see sampler.py).
+        self._decided: dict[str, RunResult] = {}
 
     @classmethod
     def for_spec(
-        cls, spec: SweepSpec, *, sweep_id: str, seed: int, first_failures_stop: int | None = None
+        cls,
+        spec: SweepSpec,
+        *,
+        sweep_id: str,
+        seed: int,
+        first_failures_stop: int | None = None,
+        sampler: Sampler | None = None,
     ) -> SweepMachine:
         return cls(
             spec.matrix,
@@ -122,6 +134,7 @@ class SweepMachine:
             max_retries=spec.max_retries,
             cast=spec.cast_config,
             first_failures_stop=first_failures_stop,
+            sampler=sampler,
         )
 
     @classmethod
@@ -300,6 +313,7 @@ class SweepMachine:
         if not run.trial_ended():
             return []
         decision, promoted = run.decide(self.metric, self.direction)
+        self._record_decided(decision)
         decisions: list[Decision] = [decision]
         if promoted:
             decisions.extend(self._open_rung(run, [(t.index, t) for t in promoted]))
@@ -331,15 +345,29 @@ class SweepMachine:
             resource=failed.resource,
             parent=failed.parent,
             attempt=attempt,
+            sampled=failed.sampled,
         )
         run.replace(failed, retry)
         self._trials[retry.trial_id] = retry
         self._running[retry.trial_id] = None
         return retry.start(resume=self.matrix.resume)
 
-    def _sample(self, bracket: int, index: int) -> dict[str, Any]:
-        config = sample_config(self.matrix.params, seed=self.seed, bracket=bracket, index=index)
-        return config if self._cast is None else self._cast(config)
+    def history(self) -> list[RunResult]:
+        """What a sampler is shown now: every decided rung's results, by trial id."""
+        return [self._decided[tid] for tid in sorted(self._decided)]
+
+    def _record_decided(self, decision: RungDecided) -> None:
+        for ranked in decision.ranking:
+            t = self._trials[ranked.trial_id]
+            value = (
+                metric_value(t.metrics, self.metric) if t.state is TrialState.SUCCEEDED else None
+            )
+            loss = None if value is None else (-value if self.direction == "maximize" else value)
+            self._decided[t.trial_id] = RunResult(
+                config=t.sampled if t.sampled is not None else t.config,
+                resource=float(t.resource),
+                loss=loss,
+            )
 
     def _open_rung(
         self, run: BracketRun, slots: list[tuple[int, Trial | None]]
@@ -347,8 +375,15 @@ class SweepMachine:
         rung = 0 if not run.trials else run.rung + 1
         plan = run.plan.rungs[rung]
         trials = []
+        history = self.history() if any(p is None for _, p in slots) else []
         for index, parent in slots:
-            config = parent.config if parent else self._sample(run.s, index)
+            sampled: Mapping[str, Any] | None
+            config: Mapping[str, Any]
+            if parent is None:
+                proposed = self.sampler.propose(bracket=run.s, index=index, history=history)
+                sampled, config = proposed, proposed if self._cast is None else self._cast(proposed)
+            else:
+                sampled, config = parent.sampled, parent.config
             trials.append(
                 Trial(
                     trial_id=trial_id(self.sweep_id, run.s, rung, index),
@@ -358,6 +393,7 @@ class SweepMachine:
                     config=config,
                     resource=plan.resource,
                     parent=parent.trial_id if parent else None,
+                    sampled=sampled,
                 )
             )
         run.open_rung(trials)
