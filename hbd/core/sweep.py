@@ -4,18 +4,21 @@
 the event against the tables in ``bracket.py`` before touching anything, so an
 illegal event raises ``InvalidTransition`` and leaves the machine unchanged.
 
-All brackets run side by side. Within a bracket a rung is decided only when
-every one of its trials has ended, from the complete set of results, so which
-configurations are promoted never depends on the order in which results
-arrived. Configurations are sampled by (seed, bracket, index), so a machine fed
-the same observations in the same order makes the same decisions, bit for bit:
-that is how the daemon resumes after a restart.
+The machine keeps what every algorithm needs: the trial registry, retries,
+early stopping, stop and finish. The algorithm is two collaborators it is
+given: a ``Scheduler`` (scheduler.py: which trial runs start, when a rung is
+decided, what is promoted; synchronous Hyperband by default, every bracket
+side by side, promotions independent of arrival order) and a ``Sampler``
+(sampler.py: new configurations, keyed by (seed, bracket, index) by default,
+shown the results of the rungs decided so far). A machine fed the same
+observations in the same order makes the same decisions, bit for bit: that is
+how the daemon resumes after a restart (replay.py checks it against the log).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +26,6 @@ from hbd.core import geometry
 from hbd.core.bracket import (
     SWEEP_TRANSITIONS,
     TRIAL_TRANSITIONS,
-    BracketRun,
     SweepState,
     Trial,
     TrialState,
@@ -47,6 +49,7 @@ from hbd.core.events import (
 )
 from hbd.core.ranking import Direction, metric_value, rank, reached
 from hbd.core.sampler import RandomSampler, RunResult, Sampler
+from hbd.core.scheduler import Scheduler, Slot, SynchronousHyperband
 from hbd.core.spec import (
     FailureEarlyStopping,
     HyperbandMatrix,
@@ -89,6 +92,7 @@ class SweepMachine:
         cast: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
         first_failures_stop: int | None = None,
         sampler: Sampler | None = None,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self.matrix = matrix
         # Where new configurations come from (default: keyed random draws).
@@ -106,7 +110,10 @@ class SweepMachine:
         self.direction: Direction = matrix.metric.optimization
         self.plan = geometry.brackets(matrix.max_iterations, matrix.eta, matrix.resource.type)
         self.state = SweepState.CREATED
-        self._brackets = [BracketRun(plan=b, position=p) for p, b in enumerate(self.plan)]
+        # Which trial runs start, when rungs are decided, what is promoted.
+        self.scheduler: Scheduler = scheduler or SynchronousHyperband(
+            self.plan, metric=self.metric, direction=self.direction
+        )
         self._trials: dict[str, Trial] = {}
         # Derived from _trials, kept so that no step scans every trial of a long sweep.
         self._running: dict[str, None] = {}  # scheduled, not ended; an ordered set
@@ -126,6 +133,7 @@ class SweepMachine:
         seed: int,
         first_failures_stop: int | None = None,
         sampler: Sampler | None = None,
+        scheduler: Scheduler | None = None,
     ) -> SweepMachine:
         return cls(
             spec.matrix,
@@ -135,6 +143,7 @@ class SweepMachine:
             cast=spec.cast_config,
             first_failures_stop=first_failures_stop,
             sampler=sampler,
+            scheduler=scheduler,
         )
 
     @classmethod
@@ -165,12 +174,12 @@ class SweepMachine:
 
     def best(self) -> BestTrial | None:
         """The best trial so far over all brackets and rungs (Li et al. return the same)."""
-        position = {b.s: b.position for b in self._brackets}
+        position = self.scheduler.position
         done = [t for t in self._trials.values() if t.state is TrialState.SUCCEEDED]
         ranked = rank(
             done,
             value=lambda t: metric_value(t.metrics, self.metric),
-            order_key=lambda t: t.order_key(position[t.bracket]),
+            order_key=lambda t: t.order_key(position(t.bracket)),
             direction=self.direction,
         )
         if not ranked:
@@ -195,10 +204,7 @@ class SweepMachine:
             "stopping": None
             if self._stopping is None
             else (self._stopping.status, self._stopping.reason),
-            "brackets": [
-                (b.s, b.rung, b.done, [[t.trial_id for t in r] for r in b.trials])
-                for b in self._brackets
-            ],
+            "brackets": self.scheduler.snapshot(),
             "trials": {
                 tid: (
                     t.state.value,
@@ -225,12 +231,7 @@ class SweepMachine:
         if isinstance(event, TrialInterrupted):
             return self._on_interrupted(event)
         self.state = SweepState.RUNNING
-        decisions: list[Decision] = []
-        for run in self._brackets:
-            decisions.extend(
-                self._open_rung(run, [(i, None) for i in range(run.plan.rungs[0].configs)])
-            )
-        return decisions
+        return list(self._start(self.scheduler.begin()))
 
     # ---- validation: raise before anything changes ----
 
@@ -294,30 +295,26 @@ class SweepMachine:
             trial.reason = event.reason
         if isinstance(event, TrialFailed) and trial.attempt >= self.max_retries:
             self._final_failures += 1
-        # The previous rungs of this bracket are closed, so the trial is in the open one.
-        run = self._brackets[self._position(trial.bracket)]
         if self.state is SweepState.STOPPING:
-            run.trial_ended()
+            self.scheduler.ended(trial, decide=False)
             return self._finish_if_idle()
         stop = self._early_stop_condition(trial)
         if stop is not None:
             condition, status, reason = stop
             self.state = SweepState.STOPPING
-            run.trial_ended()
+            self.scheduler.ended(trial, decide=False)
             return [
                 EarlyStopped(condition=condition, reason=reason),
                 *self._begin_stop(status, reason),
             ]
         if isinstance(event, TrialFailed) and trial.attempt < self.max_retries:
-            return [self._retry(run, trial)]  # the rung waits for the new attempt
-        if not run.trial_ended():
-            return []
-        decision, promoted = run.decide(self.metric, self.direction)
-        self._record_decided(decision)
-        decisions: list[Decision] = [decision]
-        if promoted:
-            decisions.extend(self._open_rung(run, [(t.index, t) for t in promoted]))
-        if all(b.done for b in self._brackets):
+            return [self._retry(trial)]  # the rung waits for the new attempt
+        step = self.scheduler.ended(trial)
+        # Decided rungs join the history before anything new is sampled (sampler.py).
+        for decision in step.decided:
+            self._record_decided(decision)
+        decisions: list[Decision] = [*step.decided, *self._start(step.starts)]
+        if self.scheduler.done:
             decisions.append(self._finish_all())
         return decisions
 
@@ -333,7 +330,7 @@ class SweepMachine:
         trial.runs += 1
         return []
 
-    def _retry(self, run: BracketRun, failed: Trial) -> StartTrial:
+    def _retry(self, failed: Trial) -> StartTrial:
         """Start the failed trial's run again: same config, rung and resource, a new id."""
         attempt = failed.attempt + 1
         retry = Trial(
@@ -347,7 +344,7 @@ class SweepMachine:
             attempt=attempt,
             sampled=failed.sampled,
         )
-        run.replace(failed, retry)
+        self.scheduler.replaced(failed, retry)
         self._trials[retry.trial_id] = retry
         self._running[retry.trial_id] = None
         return retry.start(resume=self.matrix.resume)
@@ -369,34 +366,34 @@ class SweepMachine:
                 loss=loss,
             )
 
-    def _open_rung(
-        self, run: BracketRun, slots: list[tuple[int, Trial | None]]
-    ) -> list[StartTrial]:
-        rung = 0 if not run.trials else run.rung + 1
-        plan = run.plan.rungs[rung]
+    def _start(self, slots: Sequence[Slot]) -> list[StartTrial]:
+        """Make and register the trials of ``slots`` (sampling new configs), in order."""
+        history = self.history() if any(s.parent is None for s in slots) else []
         trials = []
-        history = self.history() if any(p is None for _, p in slots) else []
-        for index, parent in slots:
+        for slot in slots:
             sampled: Mapping[str, Any] | None
             config: Mapping[str, Any]
+            parent = slot.parent
             if parent is None:
-                proposed = self.sampler.propose(bracket=run.s, index=index, history=history)
+                proposed = self.sampler.propose(
+                    bracket=slot.bracket, index=slot.index, history=history
+                )
                 sampled, config = proposed, proposed if self._cast is None else self._cast(proposed)
             else:
                 sampled, config = parent.sampled, parent.config
             trials.append(
                 Trial(
-                    trial_id=trial_id(self.sweep_id, run.s, rung, index),
-                    bracket=run.s,
-                    rung=rung,
-                    index=index,
+                    trial_id=trial_id(self.sweep_id, slot.bracket, slot.rung, slot.index),
+                    bracket=slot.bracket,
+                    rung=slot.rung,
+                    index=slot.index,
                     config=config,
-                    resource=plan.resource,
+                    resource=slot.resource,
                     parent=parent.trial_id if parent else None,
                     sampled=sampled,
                 )
             )
-        run.open_rung(trials)
+        self.scheduler.started(trials)
         for t in trials:
             self._trials[t.trial_id] = t
             self._running[t.trial_id] = None
@@ -462,6 +459,3 @@ class SweepMachine:
         self.state = SweepState.FINISHED
         self._finished = SweepFinished(status=status, reason=reason, best=self.best())
         return self._finished
-
-    def _position(self, bracket: int) -> int:
-        return self._brackets[0].s - bracket
