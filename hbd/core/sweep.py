@@ -24,11 +24,16 @@ from typing import Any
 
 from hbd.core import geometry
 from hbd.core.bracket import (
+    ALL_DONE,
+    EARLY_STOPPED,
+    IDLE,
+    SWEEP_MOVES,
     SWEEP_TRANSITIONS,
     TRIAL_TRANSITIONS,
     SweepState,
     Trial,
     TrialState,
+    fire,
 )
 from hbd.core.errors import DuplicateEvent, InvalidTransition
 from hbd.core.events import (
@@ -224,13 +229,13 @@ class SweepMachine:
     def handle(self, event: Observation) -> list[Decision]:
         self._check(event)
         if isinstance(event, StopRequested):
-            self.state = SweepState.STOPPING
+            self._move(event.TYPE)
             return self._begin_stop("stopped", event.reason)
         if isinstance(event, TrialSucceeded | TrialFailed | TrialCancelled):
             return self._on_result(event)
         if isinstance(event, TrialInterrupted):
             return self._on_interrupted(event)
-        self.state = SweepState.RUNNING
+        self._move(event.TYPE)
         return list(self._start(self.scheduler.begin()))
 
     # ---- validation: raise before anything changes ----
@@ -286,7 +291,7 @@ class SweepMachine:
 
     def _on_result(self, event: TrialSucceeded | TrialFailed | TrialCancelled) -> list[Decision]:
         trial = self._trials[event.trial_id]
-        trial.state = TRIAL_TRANSITIONS[(trial.state, event.TYPE)]
+        trial.fire(event.TYPE, sweep_id=self.sweep_id)
         del self._running[trial.trial_id]
         self._ended[trial.state] += 1
         if isinstance(event, TrialSucceeded):
@@ -301,7 +306,7 @@ class SweepMachine:
         stop = self._early_stop_condition(trial)
         if stop is not None:
             condition, status, reason = stop
-            self.state = SweepState.STOPPING
+            self._move(EARLY_STOPPED)
             self.scheduler.ended(trial, decide=False)
             return [
                 EarlyStopped(condition=condition, reason=reason),
@@ -326,7 +331,7 @@ class SweepMachine:
         run ``runs``; a rung barrier still waits for it.
         """
         trial = self._trials[event.trial_id]
-        trial.state = TRIAL_TRANSITIONS[(trial.state, event.TYPE)]
+        trial.fire(event.TYPE, sweep_id=self.sweep_id)
         trial.runs += 1
         return []
 
@@ -448,14 +453,18 @@ class SweepMachine:
         if self.running_trial_ids():
             return []
         stopping = self._stopping or _Stopping("stopped", "stopped")
-        return [self._finish(stopping.status, stopping.reason)]
+        return [self._finish(stopping.status, stopping.reason, IDLE)]
 
     def _finish_all(self) -> SweepFinished:
         if self.best() is None:
-            return self._finish("failed", f"no trial reported the metric {self.metric!r}")
-        return self._finish("succeeded", "all brackets completed")
+            return self._finish("failed", f"no trial reported the metric {self.metric!r}", ALL_DONE)
+        return self._finish("succeeded", "all brackets completed", ALL_DONE)
 
-    def _finish(self, status: SweepStatus, reason: str) -> SweepFinished:
-        self.state = SweepState.FINISHED
+    def _finish(self, status: SweepStatus, reason: str, condition: str) -> SweepFinished:
+        self._move(condition)
         self._finished = SweepFinished(status=status, reason=reason, best=self.best())
         return self._finished
+
+    def _move(self, trigger: str) -> None:
+        """Move the sweep by an event or a condition, through the tables in bracket.py."""
+        self.state = fire(SWEEP_MOVES, self.state, trigger, sweep_id=self.sweep_id)
