@@ -75,6 +75,10 @@ def create_app(daemon: Daemon) -> FastAPI:
             raise HTTPException(404, f"no sweep {sweep_id}")
         return sweep
 
+    def broken(sweep_id: str) -> str | None:
+        """Why a sweep could not be resumed (its log did not replay), if it could not."""
+        return daemon.broken_reasons.get(sweep_id) if sweep_id in daemon.broken_sweeps else None
+
     def live_state(sweep_id: str) -> str | None:
         runner = daemon.runners.get(sweep_id)
         return None if runner is None else runner.machine.state.value
@@ -119,7 +123,10 @@ def create_app(daemon: Daemon) -> FastAPI:
 
     @router.get("/v1/sweeps")
     async def list_sweeps(status: str | None = None) -> list[dict[str, Any]]:
-        return [sweep_summary(s, live_state(s.id)) for s in await daemon.store.list_sweeps(status)]
+        return [
+            sweep_summary(s, live_state(s.id), broken(s.id))
+            for s in await daemon.store.list_sweeps(status)
+        ]
 
     @router.get("/v1/sweeps/{sweep_id}")
     async def get_sweep(sweep_id: str) -> dict[str, Any]:
@@ -136,6 +143,7 @@ def create_app(daemon: Daemon) -> FastAPI:
             await daemon.store.trial_counts(sweep_id),
             best_row,
             live_state(sweep_id),
+            broken(sweep_id),
         )
 
     @router.get("/v1/sweeps/{sweep_id}/trials")

@@ -40,18 +40,21 @@ def trial_view(trial: TrialRow, rtype: str) -> dict[str, Any]:
     }
 
 
-def sweep_summary(sweep: SweepRow, live_state: str | None = None) -> dict[str, Any]:
+def sweep_summary(
+    sweep: SweepRow, live_state: str | None = None, broken: str | None = None
+) -> dict[str, Any]:
+    """``broken``: why the daemon could not resume this sweep (e.g. ReplayDiverged)."""
     matrix = sweep.spec_json["matrix"]
     return {
         "id": sweep.id,
         "name": sweep.name or None,
         # the projection says running until the end; the live machine knows "stopping"
-        "status": live_state if live_state == "stopping" else sweep.status,
+        "status": "broken" if broken else live_state if live_state == "stopping" else sweep.status,
         "seed": sweep.seed,
         "metric": matrix["metric"],
         "created_at": sweep.created_at,
         "finished_at": sweep.finished_at,
-        "reason": sweep.reason,
+        "reason": broken or sweep.reason,
         "best_trial_id": sweep.best_trial_id,
         "best_metric": sweep.best_metric,
     }
@@ -63,6 +66,7 @@ def sweep_detail(
     counts: dict[str, int],
     best: TrialRow | None,
     live_state: str | None,
+    broken: str | None = None,
 ) -> dict[str, Any]:
     spec = parse_spec(sweep.spec_json)
     matrix = spec.matrix
@@ -84,7 +88,7 @@ def sweep_detail(
             )
         brackets.append({"bracket": b.s, "rungs": rungs})
     return {
-        **sweep_summary(sweep, live_state),
+        **sweep_summary(sweep, live_state, broken),
         "resource": {"name": matrix.resource.name, "type": matrix.resource.type},
         "max_iterations": matrix.max_iterations,
         "eta": matrix.eta,

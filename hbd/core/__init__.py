@@ -4,7 +4,14 @@ Nothing here performs I/O, reads a clock or uses a global RNG; the daemon drives
 it (see ``SweepMachine.handle``).
 """
 
-from hbd.core.errors import CoreError, DuplicateEvent, InvalidTransition, SpecError, SpecProblem
+from hbd.core.errors import (
+    CoreError,
+    DuplicateEvent,
+    InvalidTransition,
+    ReplayDiverged,
+    SpecError,
+    SpecProblem,
+)
 from hbd.core.events import (
     Begin,
     BestTrial,
@@ -23,6 +30,8 @@ from hbd.core.events import (
     TrialSucceeded,
 )
 from hbd.core.geometry import Bracket, Rung, brackets
+from hbd.core.sampler import RandomSampler, RunResult, Sampler
+from hbd.core.scheduler import Scheduler, Slot, Step, SynchronousHyperband
 from hbd.core.spec import SweepSpec, load_spec, parse_spec
 from hbd.core.sweep import SweepMachine, trial_id
 
@@ -37,16 +46,24 @@ __all__ = [
     "EarlyStopped",
     "InvalidTransition",
     "Observation",
+    "RandomSampler",
     "RankedTrial",
+    "ReplayDiverged",
+    "RunResult",
     "Rung",
     "RungDecided",
+    "Sampler",
+    "Scheduler",
+    "Slot",
     "SpecError",
     "SpecProblem",
     "StartTrial",
+    "Step",
     "StopRequested",
     "SweepFinished",
     "SweepMachine",
     "SweepSpec",
+    "SynchronousHyperband",
     "TrialCancelled",
     "TrialFailed",
     "TrialInterrupted",

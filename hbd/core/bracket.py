@@ -5,6 +5,10 @@ next state; an event absent from the table is illegal in that state. The
 README's state diagram is generated from these tables
 (``state_diagram()``; a test keeps them in step). What cannot be a table entry, the rung
 barrier and promotion, is ``BracketRun`` below.
+
+No state is assigned by hand: ``fire`` computes the next state from a table
+and raises ``InvalidTransition`` (a ``CoreError``) for a move the table does
+not hold; ``Trial.fire`` and the machine's sweep moves go through it.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TypeVar
 
 from hbd.core import geometry
+from hbd.core.errors import InvalidTransition
 from hbd.core.events import JSON, RankedTrial, RungDecided, StartTrial
 from hbd.core.ranking import Direction, metric_value, rank
 
@@ -58,11 +64,48 @@ SWEEP_TRANSITIONS: Mapping[tuple[SweepState, str], SweepState] = {
     (SweepState.STOPPING, "trial.cancelled"): SweepState.STOPPING,
     (SweepState.STOPPING, "trial.interrupted"): SweepState.STOPPING,
 }
+# The conditions under which the machine moves by itself (names of MACHINE_TRANSITIONS).
+EARLY_STOPPED = "early stopping condition met"
+ALL_DONE = "every bracket done"
+IDLE = "no trial left running"
 MACHINE_TRANSITIONS: Mapping[tuple[SweepState, str], SweepState] = {
-    (SweepState.RUNNING, "early stopping condition met"): SweepState.STOPPING,
-    (SweepState.RUNNING, "every bracket done"): SweepState.FINISHED,
-    (SweepState.STOPPING, "no trial left running"): SweepState.FINISHED,
+    (SweepState.RUNNING, EARLY_STOPPED): SweepState.STOPPING,
+    (SweepState.RUNNING, ALL_DONE): SweepState.FINISHED,
+    (SweepState.STOPPING, IDLE): SweepState.FINISHED,
 }
+# Every move of a sweep: on an event, or by itself on a condition (the keys differ).
+SWEEP_MOVES: Mapping[tuple[SweepState, str], SweepState] = {
+    **SWEEP_TRANSITIONS,
+    **MACHINE_TRANSITIONS,
+}
+
+_S = TypeVar("_S", TrialState, SweepState)
+
+
+def fire(
+    table: Mapping[tuple[_S, str], _S],
+    state: _S,
+    trigger: str,
+    *,
+    sweep_id: str,
+    trial_id: str | None = None,
+) -> _S:
+    """The state ``trigger`` (an event type or a condition) moves ``state`` to.
+
+    The one place a state changes: anything absent from ``table`` raises
+    ``InvalidTransition`` and the caller has changed nothing yet.
+    """
+    nxt = table.get((state, trigger))
+    if nxt is None:
+        kind = "trial " if isinstance(state, TrialState) else ""
+        raise InvalidTransition(
+            event=trigger,
+            state=f"{kind}{state.value}",
+            sweep_id=sweep_id,
+            trial_id=trial_id,
+            detail="not in the transition table",
+        )
+    return nxt
 
 
 @dataclass(slots=True)
@@ -79,6 +122,16 @@ class Trial:
     state: TrialState = TrialState.SCHEDULED
     metrics: Mapping[str, float] = field(default_factory=dict)
     reason: str | None = None
+    # The configuration as the sampler proposed it, before casting to inputs
+    # (what a learning sampler is shown); None for trials built elsewhere.
+    sampled: Mapping[str, JSON] | None = None
+
+    def fire(self, event: str, *, sweep_id: str) -> TrialState:
+        """Move this trial by ``event`` through ``TRIAL_TRANSITIONS``; the new state."""
+        self.state = fire(
+            TRIAL_TRANSITIONS, self.state, event, sweep_id=sweep_id, trial_id=self.trial_id
+        )
+        return self.state
 
     def start(self, *, resume: bool) -> StartTrial:
         """The decision that starts this trial (``resume``: continue from its parent)."""

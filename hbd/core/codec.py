@@ -45,16 +45,17 @@ DECISION_TYPES = frozenset(
 )
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A value as JSON holds it: mappings as dicts, tuples as lists."""
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
 def decision_record(decision: Decision) -> Record:
-    payload = _plain(asdict(decision))
+    payload = plain(asdict(decision))
     if isinstance(decision, StartTrial):
         payload["trial_id"] = decision.trial_id
     return decision.TYPE, payload
@@ -64,7 +65,7 @@ def observation_record(observation: Observation, **extra: Any) -> Record:
     """``extra`` carries what the core does not need but the log keeps (stderr, executor)."""
     if isinstance(observation, Begin):
         raise ValueError("Begin is recorded as the sweep.submitted event")
-    return observation.TYPE, {**_plain(asdict(observation)), **extra}
+    return observation.TYPE, {**plain(asdict(observation)), **extra}
 
 
 def observation_from_record(type_: str, payload: Mapping[str, Any]) -> Observation | None:

@@ -2,8 +2,9 @@
 
     CoreError
     ├── SpecError            a sweep spec is invalid; carries every problem found
-    └── InvalidTransition    an event is illegal in the machine's current state
-        └── DuplicateEvent   the same event was already applied (safe to ignore)
+    ├── InvalidTransition    an event is illegal in the machine's current state
+    │   └── DuplicateEvent   the same event was already applied (safe to ignore)
+    └── ReplayDiverged       a replay re-derived a decision other than the logged one
 
 Any other exception escaping ``hbd.core`` is a bug.
 """
@@ -60,3 +61,41 @@ class InvalidTransition(CoreError):
 
 class DuplicateEvent(InvalidTransition):
     """The event repeats one already applied; callers may drop it."""
+
+
+# The most of one value (a config, a list of promoted ids) a ReplayDiverged
+# message shows, in characters: the message goes to the log and to /healthz,
+# and a config may hold hundreds of parameters. The full values stay on the
+# exception's attributes.
+MAX_SHOWN_CHARS = 500
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    if len(text) <= MAX_SHOWN_CHARS:
+        return text
+    return f"{text[:MAX_SHOWN_CHARS]}[... {len(text) - MAX_SHOWN_CHARS} characters cut]"
+
+
+class ReplayDiverged(CoreError):
+    """Replaying a sweep's log re-derived a decision other than the one logged.
+
+    The log is the truth: the sweep must not continue on the re-derived
+    decisions (an installed numpy that draws other numbers, a changed core).
+    ``seq`` is the first logged event that differs (or where a derived
+    decision is missing from the log), ``what`` names the field, and
+    ``logged`` / ``derived`` are both values (None where one side has nothing).
+    """
+
+    def __init__(
+        self, *, sweep_id: str, seq: int, what: str, logged: object, derived: object
+    ) -> None:
+        self.sweep_id = sweep_id
+        self.seq = seq
+        self.what = what
+        self.logged = logged
+        self.derived = derived
+        super().__init__(
+            f"sweep {sweep_id}: replay diverged from the log at seq {seq} ({what}): "
+            f"logged {_shown(logged)}, re-derived {_shown(derived)}"
+        )

@@ -4,29 +4,36 @@
 the event against the tables in ``bracket.py`` before touching anything, so an
 illegal event raises ``InvalidTransition`` and leaves the machine unchanged.
 
-All brackets run side by side. Within a bracket a rung is decided only when
-every one of its trials has ended, from the complete set of results, so which
-configurations are promoted never depends on the order in which results
-arrived. Configurations are sampled by (seed, bracket, index), so a machine fed
-the same observations in the same order makes the same decisions, bit for bit:
-that is how the daemon resumes after a restart.
+The machine keeps what every algorithm needs: the trial registry, retries,
+early stopping, stop and finish. The algorithm is two collaborators it is
+given: a ``Scheduler`` (scheduler.py: which trial runs start, when a rung is
+decided, what is promoted; synchronous Hyperband by default, every bracket
+side by side, promotions independent of arrival order) and a ``Sampler``
+(sampler.py: new configurations, keyed by (seed, bracket, index) by default,
+shown the results of the rungs decided so far). A machine fed the same
+observations in the same order makes the same decisions, bit for bit: that is
+how the daemon resumes after a restart (replay.py checks it against the log).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from hbd.core import geometry
 from hbd.core.bracket import (
+    ALL_DONE,
+    EARLY_STOPPED,
+    IDLE,
+    SWEEP_MOVES,
     SWEEP_TRANSITIONS,
     TRIAL_TRANSITIONS,
-    BracketRun,
     SweepState,
     Trial,
     TrialState,
+    fire,
 )
 from hbd.core.errors import DuplicateEvent, InvalidTransition
 from hbd.core.events import (
@@ -35,6 +42,7 @@ from hbd.core.events import (
     Decision,
     EarlyStopped,
     Observation,
+    RungDecided,
     StartTrial,
     StopRequested,
     SweepFinished,
@@ -45,7 +53,8 @@ from hbd.core.events import (
     TrialSucceeded,
 )
 from hbd.core.ranking import Direction, metric_value, rank, reached
-from hbd.core.space import sample_config
+from hbd.core.sampler import RandomSampler, RunResult, Sampler
+from hbd.core.scheduler import Scheduler, Slot, SynchronousHyperband
 from hbd.core.spec import (
     FailureEarlyStopping,
     HyperbandMatrix,
@@ -87,8 +96,12 @@ class SweepMachine:
         max_retries: int = 0,
         cast: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
         first_failures_stop: int | None = None,
+        sampler: Sampler | None = None,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self.matrix = matrix
+        # Where new configurations come from (default: keyed random draws).
+        self.sampler: Sampler = sampler or RandomSampler(matrix.params, seed=seed)
         # Sampled values as their inputs receive them (3.0 on an int input is 3).
         self._cast = cast
         self.sweep_id = sweep_id
@@ -102,7 +115,10 @@ class SweepMachine:
         self.direction: Direction = matrix.metric.optimization
         self.plan = geometry.brackets(matrix.max_iterations, matrix.eta, matrix.resource.type)
         self.state = SweepState.CREATED
-        self._brackets = [BracketRun(plan=b, position=p) for p, b in enumerate(self.plan)]
+        # Which trial runs start, when rungs are decided, what is promoted.
+        self.scheduler: Scheduler = scheduler or SynchronousHyperband(
+            self.plan, metric=self.metric, direction=self.direction
+        )
         self._trials: dict[str, Trial] = {}
         # Derived from _trials, kept so that no step scans every trial of a long sweep.
         self._running: dict[str, None] = {}  # scheduled, not ended; an ordered set
@@ -110,10 +126,19 @@ class SweepMachine:
         self._final_failures = 0  # failed runs with no retry left (the first-failures rule)
         self._stopping: _Stopping | None = None
         self._finished: SweepFinished | None = None
+        # Results of the trials of every decided rung: a sampler's history (see sampler.py).
+        self._decided: dict[str, RunResult] = {}
 
     @classmethod
     def for_spec(
-        cls, spec: SweepSpec, *, sweep_id: str, seed: int, first_failures_stop: int | None = None
+        cls,
+        spec: SweepSpec,
+        *,
+        sweep_id: str,
+        seed: int,
+        first_failures_stop: int | None = None,
+        sampler: Sampler | None = None,
+        scheduler: Scheduler | None = None,
     ) -> SweepMachine:
         return cls(
             spec.matrix,
@@ -122,6 +147,8 @@ class SweepMachine:
             max_retries=spec.max_retries,
             cast=spec.cast_config,
             first_failures_stop=first_failures_stop,
+            sampler=sampler,
+            scheduler=scheduler,
         )
 
     @classmethod
@@ -152,12 +179,12 @@ class SweepMachine:
 
     def best(self) -> BestTrial | None:
         """The best trial so far over all brackets and rungs (Li et al. return the same)."""
-        position = {b.s: b.position for b in self._brackets}
+        position = self.scheduler.position
         done = [t for t in self._trials.values() if t.state is TrialState.SUCCEEDED]
         ranked = rank(
             done,
             value=lambda t: metric_value(t.metrics, self.metric),
-            order_key=lambda t: t.order_key(position[t.bracket]),
+            order_key=lambda t: t.order_key(position(t.bracket)),
             direction=self.direction,
         )
         if not ranked:
@@ -182,10 +209,7 @@ class SweepMachine:
             "stopping": None
             if self._stopping is None
             else (self._stopping.status, self._stopping.reason),
-            "brackets": [
-                (b.s, b.rung, b.done, [[t.trial_id for t in r] for r in b.trials])
-                for b in self._brackets
-            ],
+            "brackets": self.scheduler.snapshot(),
             "trials": {
                 tid: (
                     t.state.value,
@@ -205,19 +229,14 @@ class SweepMachine:
     def handle(self, event: Observation) -> list[Decision]:
         self._check(event)
         if isinstance(event, StopRequested):
-            self.state = SweepState.STOPPING
+            self._move(event.TYPE)
             return self._begin_stop("stopped", event.reason)
         if isinstance(event, TrialSucceeded | TrialFailed | TrialCancelled):
             return self._on_result(event)
         if isinstance(event, TrialInterrupted):
             return self._on_interrupted(event)
-        self.state = SweepState.RUNNING
-        decisions: list[Decision] = []
-        for run in self._brackets:
-            decisions.extend(
-                self._open_rung(run, [(i, None) for i in range(run.plan.rungs[0].configs)])
-            )
-        return decisions
+        self._move(event.TYPE)
+        return list(self._start(self.scheduler.begin()))
 
     # ---- validation: raise before anything changes ----
 
@@ -272,7 +291,7 @@ class SweepMachine:
 
     def _on_result(self, event: TrialSucceeded | TrialFailed | TrialCancelled) -> list[Decision]:
         trial = self._trials[event.trial_id]
-        trial.state = TRIAL_TRANSITIONS[(trial.state, event.TYPE)]
+        trial.fire(event.TYPE, sweep_id=self.sweep_id)
         del self._running[trial.trial_id]
         self._ended[trial.state] += 1
         if isinstance(event, TrialSucceeded):
@@ -281,29 +300,26 @@ class SweepMachine:
             trial.reason = event.reason
         if isinstance(event, TrialFailed) and trial.attempt >= self.max_retries:
             self._final_failures += 1
-        # The previous rungs of this bracket are closed, so the trial is in the open one.
-        run = self._brackets[self._position(trial.bracket)]
         if self.state is SweepState.STOPPING:
-            run.trial_ended()
+            self.scheduler.ended(trial, decide=False)
             return self._finish_if_idle()
         stop = self._early_stop_condition(trial)
         if stop is not None:
             condition, status, reason = stop
-            self.state = SweepState.STOPPING
-            run.trial_ended()
+            self._move(EARLY_STOPPED)
+            self.scheduler.ended(trial, decide=False)
             return [
                 EarlyStopped(condition=condition, reason=reason),
                 *self._begin_stop(status, reason),
             ]
         if isinstance(event, TrialFailed) and trial.attempt < self.max_retries:
-            return [self._retry(run, trial)]  # the rung waits for the new attempt
-        if not run.trial_ended():
-            return []
-        decision, promoted = run.decide(self.metric, self.direction)
-        decisions: list[Decision] = [decision]
-        if promoted:
-            decisions.extend(self._open_rung(run, [(t.index, t) for t in promoted]))
-        if all(b.done for b in self._brackets):
+            return [self._retry(trial)]  # the rung waits for the new attempt
+        step = self.scheduler.ended(trial)
+        # Decided rungs join the history before anything new is sampled (sampler.py).
+        for decision in step.decided:
+            self._record_decided(decision)
+        decisions: list[Decision] = [*step.decided, *self._start(step.starts)]
+        if self.scheduler.done:
             decisions.append(self._finish_all())
         return decisions
 
@@ -315,11 +331,11 @@ class SweepMachine:
         run ``runs``; a rung barrier still waits for it.
         """
         trial = self._trials[event.trial_id]
-        trial.state = TRIAL_TRANSITIONS[(trial.state, event.TYPE)]
+        trial.fire(event.TYPE, sweep_id=self.sweep_id)
         trial.runs += 1
         return []
 
-    def _retry(self, run: BracketRun, failed: Trial) -> StartTrial:
+    def _retry(self, failed: Trial) -> StartTrial:
         """Start the failed trial's run again: same config, rung and resource, a new id."""
         attempt = failed.attempt + 1
         retry = Trial(
@@ -331,36 +347,58 @@ class SweepMachine:
             resource=failed.resource,
             parent=failed.parent,
             attempt=attempt,
+            sampled=failed.sampled,
         )
-        run.replace(failed, retry)
+        self.scheduler.replaced(failed, retry)
         self._trials[retry.trial_id] = retry
         self._running[retry.trial_id] = None
         return retry.start(resume=self.matrix.resume)
 
-    def _sample(self, bracket: int, index: int) -> dict[str, Any]:
-        config = sample_config(self.matrix.params, seed=self.seed, bracket=bracket, index=index)
-        return config if self._cast is None else self._cast(config)
+    def history(self) -> list[RunResult]:
+        """What a sampler is shown now: every decided rung's results, by trial id."""
+        return [self._decided[tid] for tid in sorted(self._decided)]
 
-    def _open_rung(
-        self, run: BracketRun, slots: list[tuple[int, Trial | None]]
-    ) -> list[StartTrial]:
-        rung = 0 if not run.trials else run.rung + 1
-        plan = run.plan.rungs[rung]
+    def _record_decided(self, decision: RungDecided) -> None:
+        for ranked in decision.ranking:
+            t = self._trials[ranked.trial_id]
+            value = (
+                metric_value(t.metrics, self.metric) if t.state is TrialState.SUCCEEDED else None
+            )
+            loss = None if value is None else (-value if self.direction == "maximize" else value)
+            self._decided[t.trial_id] = RunResult(
+                config=t.sampled if t.sampled is not None else t.config,
+                resource=float(t.resource),
+                loss=loss,
+            )
+
+    def _start(self, slots: Sequence[Slot]) -> list[StartTrial]:
+        """Make and register the trials of ``slots`` (sampling new configs), in order."""
+        history = self.history() if any(s.parent is None for s in slots) else []
         trials = []
-        for index, parent in slots:
-            config = parent.config if parent else self._sample(run.s, index)
+        for slot in slots:
+            sampled: Mapping[str, Any] | None
+            config: Mapping[str, Any]
+            parent = slot.parent
+            if parent is None:
+                proposed = self.sampler.propose(
+                    bracket=slot.bracket, index=slot.index, history=history
+                )
+                sampled, config = proposed, proposed if self._cast is None else self._cast(proposed)
+            else:
+                sampled, config = parent.sampled, parent.config
             trials.append(
                 Trial(
-                    trial_id=trial_id(self.sweep_id, run.s, rung, index),
-                    bracket=run.s,
-                    rung=rung,
-                    index=index,
+                    trial_id=trial_id(self.sweep_id, slot.bracket, slot.rung, slot.index),
+                    bracket=slot.bracket,
+                    rung=slot.rung,
+                    index=slot.index,
                     config=config,
-                    resource=plan.resource,
+                    resource=slot.resource,
                     parent=parent.trial_id if parent else None,
+                    sampled=sampled,
                 )
             )
-        run.open_rung(trials)
+        self.scheduler.started(trials)
         for t in trials:
             self._trials[t.trial_id] = t
             self._running[t.trial_id] = None
@@ -415,17 +453,18 @@ class SweepMachine:
         if self.running_trial_ids():
             return []
         stopping = self._stopping or _Stopping("stopped", "stopped")
-        return [self._finish(stopping.status, stopping.reason)]
+        return [self._finish(stopping.status, stopping.reason, IDLE)]
 
     def _finish_all(self) -> SweepFinished:
         if self.best() is None:
-            return self._finish("failed", f"no trial reported the metric {self.metric!r}")
-        return self._finish("succeeded", "all brackets completed")
+            return self._finish("failed", f"no trial reported the metric {self.metric!r}", ALL_DONE)
+        return self._finish("succeeded", "all brackets completed", ALL_DONE)
 
-    def _finish(self, status: SweepStatus, reason: str) -> SweepFinished:
-        self.state = SweepState.FINISHED
+    def _finish(self, status: SweepStatus, reason: str, condition: str) -> SweepFinished:
+        self._move(condition)
         self._finished = SweepFinished(status=status, reason=reason, best=self.best())
         return self._finished
 
-    def _position(self, bracket: int) -> int:
-        return self._brackets[0].s - bracket
+    def _move(self, trigger: str) -> None:
+        """Move the sweep by an event or a condition, through the tables in bracket.py."""
+        self.state = fire(SWEEP_MOVES, self.state, trigger, sweep_id=self.sweep_id)

@@ -146,6 +146,7 @@ class Daemon:
         self._submit_lock = anyio.Lock()  # check-and-append of a sweep id is atomic
         self._cancel_limiters: dict[str, anyio.CapacityLimiter] = {}
         self.broken_sweeps: list[str] = []  # unfinished sweeps whose log cannot be resumed
+        self.broken_reasons: dict[str, str] = {}  # why, by sweep id (hbd status shows it)
 
     # ---- lifecycle ----
 

@@ -121,12 +121,12 @@ class Reconciler:
             try:
                 await self.resume(sweep_id)
             except UNRESUMABLE as exc:
-                log.error(
-                    "cannot resume sweep; skipped",
-                    sweep_id=sweep_id,
-                    error=f"{type(exc).__name__}: {exc}",
-                )
+                # ReplayDiverged among them: the log is the truth, so a sweep
+                # whose replay re-derives other decisions stops here, loudly.
+                error = f"{type(exc).__name__}: {exc}"
+                log.error("cannot resume sweep; skipped", sweep_id=sweep_id, error=error)
                 self.daemon.broken_sweeps.append(sweep_id)
+                self.daemon.broken_reasons[sweep_id] = error
 
     async def resume(self, sweep_id: str) -> None:
         # The machine's inputs, plus where each trial was sent.

@@ -19,7 +19,8 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from hbd.core.codec import OBSERVATION_TYPES, Record, observation_from_record, observation_record
+from hbd.core import replay as core_replay
+from hbd.core.codec import Record, observation_record
 from hbd.core.errors import DuplicateEvent, InvalidTransition
 from hbd.core.events import (
     CancelTrials,
@@ -129,19 +130,19 @@ def sweep_spec(events: Sequence[StoredEvent]) -> tuple[SweepSpec, int]:
     return parse_spec(submitted["spec_json"]), int(submitted["seed"])
 
 
-# The log records a replay needs: the machine's inputs. Everything else in a
-# sweep's log (dispatched, running, metrics, decisions) is derived or log-only.
-REPLAY_TYPES = OBSERVATION_TYPES
+# The log records a replay needs: the machine's inputs, and the decisions it
+# checks what it re-derives against (hbd.core.replay). Everything else in a
+# sweep's log (dispatched, running, metrics, markers) is log-only.
+REPLAY_TYPES = core_replay.REPLAY_TYPES
 
 
 def replay(sweep_id: str, events: Sequence[StoredEvent]) -> SweepMachine:
-    """A fresh machine fed every observation in the log, in log order."""
-    machine = SweepMachine.for_submitted(events[0].payload, sweep_id=sweep_id)
-    for event in events:
-        observation = observation_from_record(event.type, event.payload)
-        if observation is not None:
-            machine.handle(observation)
-    return machine
+    """A fresh machine fed every observation in the log, in log order.
+
+    Raises ``ReplayDiverged`` (a ``CoreError``: the sweep cannot be resumed)
+    when a decision it re-derives differs from the logged one.
+    """
+    return core_replay.replay(sweep_id, events)
 
 
 class SweepRunner:
