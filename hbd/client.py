@@ -22,6 +22,8 @@ from typing import Any, NoReturn
 import anyio
 import httpx
 
+from hbd.http import auth_headers, base_url
+
 DEFAULT_URL = "http://127.0.0.1:8765"
 # The daemon answers API calls from its database in milliseconds; a call that
 # takes longer than this means the daemon is stuck or the URL is wrong.
@@ -172,11 +174,11 @@ class Client:
         token: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
+        self.url = base_url(url)
         if problem := url_problem(self.url):
             raise ClientError(problem)
         self._token_sent = bool(token)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = auth_headers(token)
         self._http = httpx.AsyncClient(
             base_url=self.url, headers=headers, timeout=DEFAULT_TIMEOUT, transport=transport
         )

@@ -43,6 +43,7 @@ from hbd.client import (
     SpecRejected,
     SSEDecoder,
 )
+from hbd.http import auth_headers, base_url
 
 if TYPE_CHECKING:
     import pandas
@@ -111,9 +112,9 @@ class Client:
         *,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.url = (url or default_url()).rstrip("/")
+        self.url = base_url(url or default_url())
         token = token if token is not None else default_token()
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = auth_headers(token)
         self._http = httpx.Client(
             base_url=self.url, headers=headers, timeout=DEFAULT_TIMEOUT, transport=transport
         )

@@ -37,8 +37,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-import hbd
 from hbd.daemon.app import Daemon
+from hbd.version import __version__
 
 # Dispatch is a local queue plus one HTTP round trip: milliseconds when a
 # slot is free, up to minutes when every slot is busy.
@@ -61,9 +61,9 @@ class DaemonMetrics:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.registry = r = CollectorRegistry(auto_describe=True)
-        Gauge("hbd_info", "hbd build information", ["version"], registry=r).labels(
-            hbd.__version__
-        ).set(1)
+        Gauge("hbd_info", "hbd build information", ["version"], registry=r).labels(__version__).set(
+            1
+        )
         self.sweeps = Gauge("hbd_sweeps", "Sweeps by state", ["state"], registry=r)
         self.trials = Gauge("hbd_trials", "Trials by state", ["state"], registry=r)
         self.dispatch_latency = Histogram(

@@ -16,7 +16,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-import hbd
 from hbd.api.asgi import is_authenticated
 from hbd.api.docs import add_docs
 from hbd.api.sse import create_event_router
@@ -27,6 +26,7 @@ from hbd.core.spec import sweep_id_problem
 from hbd.daemon.app import Daemon, SweepChanged
 from hbd.errors import ConflictError, ExecutorError, NotFound, NotReady, StoreError
 from hbd.protocol import TrialUpdate
+from hbd.version import __version__
 
 # Retry-After of a 503 while the daemon starts (resuming sweeps from the log
 # takes a moment) or stops: the same 2 s an event stream is told to wait.
@@ -60,7 +60,7 @@ def create_app(daemon: Daemon) -> FastAPI:
     # /docs is hbd.api.docs' offline page: FastAPI's pages load assets from a CDN.
     app = FastAPI(
         title="hbd",
-        version=hbd.__version__,
+        version=__version__,
         summary="Hyperband sweep daemon",
         docs_url=None,
         redoc_url=None,
@@ -213,7 +213,7 @@ def create_app(daemon: Daemon) -> FastAPI:
         private = is_authenticated(request.scope)
         return {
             "status": "degraded" if broken else "ok",
-            "version": hbd.__version__,
+            "version": __version__,
             "running_sweeps": len(daemon.runners),
             "broken_sweeps": broken,
             "queued_trials": daemon.dispatcher.queued(),

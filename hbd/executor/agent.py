@@ -43,7 +43,6 @@ import httpx
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-import hbd
 from hbd.executor import metricsfeed, process, results
 from hbd.executor import supervisor as sup
 from hbd.executor.callbacks import CallbackChannel
@@ -65,6 +64,7 @@ from hbd.protocol import (
     TrialSubmission,
     TrialUpdate,
 )
+from hbd.version import __version__
 
 log = structlog.get_logger(__name__)
 
@@ -313,7 +313,7 @@ class Agent:
     def health(self) -> Health:
         running = self.running_ids()
         return Health(
-            version=hbd.__version__,
+            version=__version__,
             slots=self.slots,
             free_slots=max(0, self.slots - self._slots_taken()),
             running=running,
