@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 import anyio
 import httpx
 
+from hbd.core.vocabulary import FINAL_SWEEP_STATUSES, EventType
 from hbd.http import auth_headers, base_url
 
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -40,7 +41,7 @@ RECONNECT_DELAY_CAP_SECONDS = 10.0
 # Reconnects in a row that bring no event before events() gives up: with the
 # delays above, about a minute of a daemon that is down or refusing.
 MAX_FAILED_RECONNECTS = 8
-SWEEP_FINISHED = "sweep.finished"
+SWEEP_FINISHED = EventType.SWEEP_FINISHED
 
 
 def url_problem(url: str) -> str | None:
@@ -103,9 +104,9 @@ class SpecRejected(ClientError):
         )
 
 
-# Final sweep statuses (hbd.store's FINISHED_SWEEP_STATUSES also keeps the
-# never-written "cancelled" of old schemas; a cancelled sweep ends "stopped").
-FINISHED = frozenset({"succeeded", "stopped", "failed"})
+# Final sweep statuses (FINISHED_SWEEP_STATUSES also keeps the never-written
+# "cancelled" of old schemas; a cancelled sweep ends "stopped").
+FINISHED = FINAL_SWEEP_STATUSES
 
 
 @dataclass(frozen=True, slots=True)

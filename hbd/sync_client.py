@@ -43,6 +43,7 @@ from hbd.client import (
     SpecRejected,
     SSEDecoder,
 )
+from hbd.core.vocabulary import TERMINAL_TRIAL_STATUSES
 from hbd.http import auth_headers, base_url
 
 if TYPE_CHECKING:
@@ -187,7 +188,7 @@ class Client:
         metric-less runs last, then by trial order, as the daemon ranks them)."""
         detail = self.status(sweep)
         sign = -1.0 if detail["metric"]["optimization"] == "maximize" else 1.0
-        ended = [t for t in self.trials(sweep) if t["status"] in ENDED_TRIAL_STATUSES]
+        ended = [t for t in self.trials(sweep) if t["status"] in TERMINAL_TRIAL_STATUSES]
 
         def key(t: Mapping[str, Any]) -> tuple[bool, float]:
             m = t["metric"]
@@ -347,9 +348,6 @@ class Client:
         for col in ("duration", "metric", *(f"metric.{m}" for m in metrics)):
             frame[col] = pd.to_numeric(frame[col], errors="coerce")
         return frame
-
-
-ENDED_TRIAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 
 def _event(data: str) -> Event:

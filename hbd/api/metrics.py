@@ -37,6 +37,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from hbd.core.vocabulary import SweepStatus, TrialStatus
 from hbd.daemon.app import Daemon
 from hbd.version import __version__
 
@@ -44,16 +45,8 @@ from hbd.version import __version__
 # slot is free, up to minutes when every slot is busy.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 # The sweep statuses the daemon writes (a cancelled sweep ends "stopped").
-SWEEP_STATES = ("running", "succeeded", "stopped", "failed")
-TRIAL_STATES = (
-    "scheduled",
-    "dispatched",
-    "running",
-    "interrupted",
-    "succeeded",
-    "failed",
-    "cancelled",
-)
+SWEEP_STATES = (SweepStatus.RUNNING, SweepStatus.SUCCEEDED, SweepStatus.STOPPED, SweepStatus.FAILED)
+TRIAL_STATES = tuple(TrialStatus)
 IDLE_REASONS = ("executor_unavailable", "concurrency_cap", "rung_barrier", "no_work")
 
 

@@ -23,6 +23,7 @@ from hbd.api.views import resource_type, sweep_detail, sweep_summary, trial_view
 from hbd.core.errors import SpecError
 from hbd.core.limits import MAX_SQL_INT
 from hbd.core.spec import sweep_id_problem
+from hbd.core.vocabulary import TrialStatus
 from hbd.daemon.app import Daemon, SweepChanged
 from hbd.errors import ConflictError, ExecutorError, NotFound, NotReady, StoreError
 from hbd.protocol import TrialUpdate
@@ -31,15 +32,7 @@ from hbd.version import __version__
 # Retry-After of a 503 while the daemon starts (resuming sweeps from the log
 # takes a moment) or stops: the same 2 s an event stream is told to wait.
 NOT_READY_RETRY_AFTER_SECONDS = 2
-TRIAL_STATUSES = (
-    "scheduled",
-    "dispatched",
-    "running",
-    "interrupted",
-    "succeeded",
-    "failed",
-    "cancelled",
-)
+TRIAL_STATUSES = tuple(TrialStatus)
 
 
 def spec_problem_response(exc: SpecError) -> JSONResponse:

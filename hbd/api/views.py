@@ -6,6 +6,7 @@ from typing import Any
 
 from hbd.core import geometry
 from hbd.core.spec import parse_spec
+from hbd.core.vocabulary import SweepStatus
 from hbd.store.projections import SweepRow, TrialRow
 
 
@@ -46,7 +47,7 @@ def sweep_summary(sweep: SweepRow, live_state: str | None = None) -> dict[str, A
         "id": sweep.id,
         "name": sweep.name or None,
         # the projection says running until the end; the live machine knows "stopping"
-        "status": live_state if live_state == "stopping" else sweep.status,
+        "status": live_state if live_state == SweepStatus.STOPPING else sweep.status,
         "seed": sweep.seed,
         "metric": matrix["metric"],
         "created_at": sweep.created_at,

@@ -57,9 +57,9 @@ from hbd.executor.process import (
 from hbd.executor.trialfiles import read_tail_async
 from hbd.protocol import (
     TIMEOUT_REASON,
+    AgentTrialState,
     Health,
     MetricsPage,
-    TrialState,
     TrialStatus,
     TrialSubmission,
     TrialUpdate,
@@ -730,7 +730,9 @@ class Agent:
             notify=notify,
         )
 
-    def _outcome(self, trial: _Trial, record: results.ExitRecord) -> tuple[TrialState, str | None]:
+    def _outcome(
+        self, trial: _Trial, record: results.ExitRecord
+    ) -> tuple[AgentTrialState, str | None]:
         """The verdict from the supervisor's record: the same whether or not the agent restarted."""
         metric = trial.submission.metric
         if record.error is not None:
@@ -752,7 +754,7 @@ class Agent:
     async def _finish(
         self,
         trial: _Trial,
-        state: TrialState,
+        state: AgentTrialState,
         *,
         reason: str | None = None,
         exit_code: int | None = None,
