@@ -84,3 +84,22 @@ def test_the_web_page_speaks_the_vocabulary(const: str) -> None:
     assert words
     known = set(EventType) | set(TrialStatus) | set(SweepStatus)
     assert words - known == set()
+
+
+def test_the_daemon_logs_every_type_of_the_vocabulary_but_the_machines_own() -> None:
+    from hbd.daemon.lifecycle import EVENT_TYPES
+
+    assert set(EVENT_TYPES) == set(EventType) - {EventType.SWEEP_BEGIN}
+
+
+def test_the_cli_filters_by_the_statuses_the_api_accepts() -> None:
+    import argparse
+
+    from hbd.api.routes import TRIAL_STATUSES
+    from hbd.cli.sweeps import _args_trials
+
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    _args_trials(parser)
+    assert TRIAL_STATUSES == tuple(TrialStatus)
+    for status in TRIAL_STATUSES:  # `hbd trials --status interrupted` was once refused
+        assert parser.parse_args(["SWEEP", "--status", status]).status == status
