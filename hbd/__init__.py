@@ -8,11 +8,10 @@ that ``import hbd`` in a trial stays light (no httpx).
 from typing import TYPE_CHECKING, Any
 
 from hbd.report import report
+from hbd.version import __version__
 
 if TYPE_CHECKING:
     from hbd.sync_client import Client
-
-__version__ = "0.1.0"
 
 __all__ = ["Client", "__version__", "report"]
 

@@ -17,10 +17,13 @@ import json
 from collections.abc import AsyncGenerator, Callable, Collection
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import anyio
 import httpx
+
+from hbd.core.vocabulary import FINAL_SWEEP_STATUSES, EventType
+from hbd.http import auth_headers, base_url
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 # The daemon answers API calls from its database in milliseconds; a call that
@@ -38,7 +41,7 @@ RECONNECT_DELAY_CAP_SECONDS = 10.0
 # Reconnects in a row that bring no event before events() gives up: with the
 # delays above, about a minute of a daemon that is down or refusing.
 MAX_FAILED_RECONNECTS = 8
-SWEEP_FINISHED = "sweep.finished"
+SWEEP_FINISHED = EventType.SWEEP_FINISHED
 
 
 def url_problem(url: str) -> str | None:
@@ -101,9 +104,9 @@ class SpecRejected(ClientError):
         )
 
 
-# Final sweep statuses (hbd.store's FINISHED_SWEEP_STATUSES also keeps the
-# never-written "cancelled" of old schemas; a cancelled sweep ends "stopped").
-FINISHED = frozenset({"succeeded", "stopped", "failed"})
+# Final sweep statuses (FINISHED_SWEEP_STATUSES also keeps the never-written
+# "cancelled" of old schemas; a cancelled sweep ends "stopped").
+FINISHED = FINAL_SWEEP_STATUSES
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +167,96 @@ def _event(frame: tuple[str | None, str, str]) -> Event:
     )
 
 
+class EventStream:
+    """One subscription's reconnect policy, sans I/O: both clients' ``events()`` drive it.
+
+    The caller opens ``GET path?params`` with ``headers()``, hands over the
+    answer's status (``answer``), each line of its body (``feed``) and any
+    transport error (``broken``), and when the attempt is over asks ``retry()``
+    how long to wait before the next one (``on_retry`` hears of each failed
+    attempt). ``Last-Event-ID`` carries the last
+    event seen, so each event arrives once, in order.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        sweep: str | None,
+        *,
+        after: int | None,
+        types: Collection[str] | None,
+        follow: bool,
+        on_retry: Callable[[str], None] | None = None,
+    ) -> None:
+        self.url = url
+        self.on_retry = on_retry
+        self.sweep = sweep
+        self.follow = follow
+        self.path = f"/v1/sweeps/{sweep}/events" if sweep else "/v1/events"
+        self.params: list[tuple[str, str | int | float | bool | None]] = [
+            ("type", t) for t in types or ()
+        ]
+        if not follow:
+            self.params.append(("follow", "false"))
+        self.last = after
+        self.delay = RECONNECT_DELAY_SECONDS
+        self.failures = 0
+        self.problem = ""
+        self._got_any = False
+        self._decoder = SSEDecoder()
+
+    def headers(self) -> dict[str, str]:
+        """Start an attempt: the request's headers."""
+        self._got_any = False
+        self.problem = "the stream ended"
+        self._decoder = SSEDecoder()
+        return {"Last-Event-ID": str(self.last)} if self.last is not None else {}
+
+    def answer(self, status: int) -> Literal["read", "done", "refused", "retry"]:
+        """What to do with a response of ``status``: read its body, stop (204: the
+        sweep has ended and its end was seen), raise for it, or try again later."""
+        if status == 204:
+            return "done"
+        if status < 400:
+            return "read"
+        self.problem = f"HTTP {status}"
+        return "refused" if status < 500 and status != 429 else "retry"
+
+    def feed(self, line: str) -> Event | None:
+        """One body line; the event it completes, if any."""
+        frame = self._decoder.feed(line)
+        if self._decoder.retry_ms is not None:
+            self.delay = min(RECONNECT_DELAY_CAP_SECONDS, self._decoder.retry_ms / 1000)
+        if frame is None or frame[1] == "message":
+            return None
+        event = _event(frame)
+        self.last, self._got_any, self.failures = event.seq, True, 0
+        return event
+
+    def ends_with(self, event: Event) -> bool:
+        """Whether ``event`` is the last of this stream (a sweep's ``sweep.finished``)."""
+        return self.sweep is not None and event.type == SWEEP_FINISHED
+
+    def broken(self, exc: Exception) -> None:
+        """The connection failed (refused, reset, timed out)."""
+        self.problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+    def retry(self) -> float:
+        """Seconds to wait before the next attempt (0 after one that brought events:
+        progress bounds the loop); raises ClientError after too many empty ones."""
+        if self._got_any:
+            return 0.0
+        self.failures += 1
+        if self.on_retry is not None:
+            self.on_retry(f"{self.problem} (attempt {self.failures} of {MAX_FAILED_RECONNECTS})")
+        if self.failures >= MAX_FAILED_RECONNECTS:
+            raise ClientError(
+                f"lost the event stream of {self.url} ({self.problem}); "
+                f"gave up after {self.failures} tries"
+            )
+        return self.delay * min(1 << (self.failures - 1), 8)
+
+
 class Client:
     def __init__(
         self,
@@ -172,11 +265,11 @@ class Client:
         token: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
+        self.url = base_url(url)
         if problem := url_problem(self.url):
             raise ClientError(problem)
         self._token_sent = bool(token)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = auth_headers(token)
         self._http = httpx.AsyncClient(
             base_url=self.url, headers=headers, timeout=DEFAULT_TIMEOUT, transport=transport
         )
@@ -275,57 +368,37 @@ class Client:
         ``MAX_FAILED_RECONNECTS`` attempts in a row that brought nothing.
         ``on_retry(problem)`` hears of each failed attempt (``hbd watch`` shows it).
         """
-        path = f"/v1/sweeps/{sweep}/events" if sweep else "/v1/events"
-        params: list[tuple[str, str | int | float | bool | None]] = [
-            ("type", t) for t in types or ()
-        ]
-        if not follow:
-            params.append(("follow", "false"))
-        last = after
-        delay = RECONNECT_DELAY_SECONDS
-        failures = 0
+        stream = EventStream(
+            self.url, sweep, after=after, types=types, follow=follow, on_retry=on_retry
+        )
         while True:
-            headers = {"Last-Event-ID": str(last)} if last is not None else {}
-            got_any = False
-            problem = "the stream ended"
+            headers = stream.headers()
             try:
                 async with self._http.stream(
-                    "GET", path, params=params, headers=headers, timeout=STREAM_TIMEOUT
+                    "GET",
+                    stream.path,
+                    params=stream.params,
+                    headers=headers,
+                    timeout=STREAM_TIMEOUT,
                 ) as response:
-                    if response.status_code == 204:
-                        return  # the sweep has finished and we have seen its end
-                    if response.status_code >= 400:
-                        await response.aread()
-                        if response.status_code < 500 and response.status_code != 429:
-                            self._raise_for(response)
-                        problem = f"HTTP {response.status_code}"
-                    else:
-                        decoder = SSEDecoder()
+                    todo = stream.answer(response.status_code)
+                    if todo == "done":
+                        return
+                    if todo == "read":
                         async for line in response.aiter_lines():
-                            frame = decoder.feed(line)
-                            if decoder.retry_ms is not None:
-                                delay = min(RECONNECT_DELAY_CAP_SECONDS, decoder.retry_ms / 1000)
-                            if frame is None or frame[1] == "message":
-                                continue
-                            event = _event(frame)
-                            last, got_any, failures = event.seq, True, 0
-                            yield event
-                            if sweep is not None and event.type == SWEEP_FINISHED:
-                                return
+                            if (event := stream.feed(line)) is not None:
+                                yield event
+                                if stream.ends_with(event):
+                                    return
                         if not follow:
                             return
+                    else:
+                        await response.aread()
+                        if todo == "refused":
+                            self._raise_for(response)
             except httpx.TransportError as exc:  # refused, reset, timed out: reconnect
-                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            if got_any:
-                continue  # it was working: pick up where it broke at once (progress bounds this loop)
-            failures += 1
-            if on_retry is not None:
-                on_retry(f"{problem} (attempt {failures} of {MAX_FAILED_RECONNECTS})")
-            if failures >= MAX_FAILED_RECONNECTS:
-                raise ClientError(
-                    f"lost the event stream of {self.url} ({problem}); gave up after {failures} tries"
-                )
-            await anyio.sleep(delay * min(2 ** (failures - 1), 8))
+                stream.broken(exc)
+            await anyio.sleep(stream.retry())
 
     def _raise_for(self, response: httpx.Response) -> NoReturn:
         status = response.status_code

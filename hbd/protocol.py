@@ -71,8 +71,12 @@ MAX_METRIC_KEY_BYTES = 200
 # deep, and the body-size limit bounds the rest (no recursion limit reached).
 MAX_NUL_SCAN_DEPTH = 64
 
-TrialState = Literal["running", "succeeded", "failed", "cancelled"]
-TERMINAL_STATES: frozenset[TrialState] = frozenset({"succeeded", "failed", "cancelled"})
+# What an executor agent says about the run it holds: running, or an outcome.
+# Not the daemon's view of a trial (hbd.core.vocabulary.TrialStatus, which also
+# has scheduled, dispatched and interrupted); these words are a subset of it,
+# and tests/test_vocabulary.py keeps them so.
+AgentTrialState = Literal["running", "succeeded", "failed", "cancelled"]
+TERMINAL_STATES: frozenset[AgentTrialState] = frozenset({"succeeded", "failed", "cancelled"})
 
 
 class ResourceValue(BaseModel):
@@ -229,7 +233,7 @@ class TrialStatus(BaseModel):
 
     id: str
     sweep_id: str
-    state: TrialState
+    state: AgentTrialState
     metrics: dict[str, float] = Field(default_factory=dict)  # last value of each key
     reason: str | None = None
     exit_code: int | None = None  # negative: killed by that signal number
@@ -332,12 +336,12 @@ __all__ = [
     "TERMINAL_STATES",
     "TIMEOUT_REASON",
     "TRIAL_RESOURCE_NAMES",
+    "AgentTrialState",
     "Health",
     "MetricsLine",
     "MetricsPage",
     "ResourceValue",
     "TrialResources",
-    "TrialState",
     "TrialStatus",
     "TrialSubmission",
     "TrialUpdate",

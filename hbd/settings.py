@@ -45,6 +45,7 @@ from pydantic_settings import (
 )
 
 from hbd.errors import ConfigError
+from hbd.http import base_url, local_url
 
 TOKEN_ENV = "HBD_TOKEN"
 # A token shorter than this is guessable by anyone who can reach the port;
@@ -361,7 +362,7 @@ class DaemonSettings(_Common):
             scheme, sep, rest = url.partition("://")
             if not sep or scheme not in ("http", "https") or not rest.strip("/"):
                 raise ValueError(f"entry {i}: {url!r} is not an http(s) URL")
-            out.append(url.rstrip("/"))
+            out.append(base_url(url))
         if len(set(out)) != len(out):
             raise ValueError("the same executor URL appears twice")
         return out
@@ -376,14 +377,7 @@ class DaemonSettings(_Common):
     @property
     def url(self) -> str:
         """Where a client on this host reaches the daemon."""
-        host = self.host
-        if host in ("0.0.0.0", ""):
-            host = "127.0.0.1"
-        elif host == "::":
-            host = "[::1]"
-        elif ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return local_url(self.host, self.port)
 
 
 class ExecutorSettings(_Common):

@@ -44,6 +44,7 @@ from hbd.core.events import (
 from hbd.core.ranking import metric_value
 from hbd.core.spec import SweepSpec
 from hbd.core.sweep import FIRST_FAILURES_STOP, SweepMachine
+from hbd.core.vocabulary import TrialStatus
 from hbd.errors import HbdError
 
 __all__ = [
@@ -237,7 +238,7 @@ class TrialOutcome:
     config: Mapping[str, Any]
     resource: int | float
     parent: str | None
-    status: Literal["succeeded", "failed", "cancelled"]
+    status: TrialStatus  # one of TERMINAL_TRIAL_STATUSES
     metric: float | None  # the spec's metric, when the trial succeeded with a finite one
     reason: str | None  # why it failed or was cancelled
 
@@ -377,8 +378,10 @@ def simulate(
                 config=t.config,
                 resource=t.resource,
                 parent=t.parent,
-                status=t.state.value,  # type: ignore[arg-type]  # every trial has ended
-                metric=metric_value(t.metrics, metric) if t.state.value == "succeeded" else None,
+                status=TrialStatus(t.state.value),  # every trial has ended
+                metric=metric_value(t.metrics, metric)
+                if t.state.value == TrialStatus.SUCCEEDED
+                else None,
                 reason=t.reason,
             )
         )

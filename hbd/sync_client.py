@@ -32,17 +32,15 @@ from hbd.client import (
     DEFAULT_TIMEOUT,
     DEFAULT_URL,
     FINISHED,
-    MAX_FAILED_RECONNECTS,
-    RECONNECT_DELAY_CAP_SECONDS,
-    RECONNECT_DELAY_SECONDS,
     STREAM_TIMEOUT,
-    SWEEP_FINISHED,
     WAIT_POLL_SECONDS,
     ClientError,
     Event,
+    EventStream,
     SpecRejected,
-    SSEDecoder,
 )
+from hbd.core.vocabulary import TERMINAL_TRIAL_STATUSES
+from hbd.http import auth_headers, base_url
 
 if TYPE_CHECKING:
     import pandas
@@ -111,9 +109,9 @@ class Client:
         *,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.url = (url or default_url()).rstrip("/")
+        self.url = base_url(url or default_url())
         token = token if token is not None else default_token()
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = auth_headers(token)
         self._http = httpx.Client(
             base_url=self.url, headers=headers, timeout=DEFAULT_TIMEOUT, transport=transport
         )
@@ -186,7 +184,7 @@ class Client:
         metric-less runs last, then by trial order, as the daemon ranks them)."""
         detail = self.status(sweep)
         sign = -1.0 if detail["metric"]["optimization"] == "maximize" else 1.0
-        ended = [t for t in self.trials(sweep) if t["status"] in ENDED_TRIAL_STATUSES]
+        ended = [t for t in self.trials(sweep) if t["status"] in TERMINAL_TRIAL_STATUSES]
 
         def key(t: Mapping[str, Any]) -> tuple[bool, float]:
             m = t["metric"]
@@ -238,55 +236,35 @@ class Client:
         ``follow=False`` ends at the current end of the log. Close the iterator
         (or leave the ``for`` loop) to drop the connection.
         """
-        path = f"/v1/sweeps/{sweep}/events" if sweep else "/v1/events"
-        params: list[tuple[str, str | int | float | bool | None]] = [
-            ("type", t) for t in types or ()
-        ]
-        if not follow:
-            params.append(("follow", "false"))
-        last = after
-        delay = RECONNECT_DELAY_SECONDS
-        failures = 0
+        stream = EventStream(self.url, sweep, after=after, types=types, follow=follow)
         while True:
-            headers = {"Last-Event-ID": str(last)} if last is not None else {}
-            got_any = False
-            problem = "the stream ended"
+            headers = stream.headers()
             try:
                 with self._http.stream(
-                    "GET", path, params=params, headers=headers, timeout=STREAM_TIMEOUT
+                    "GET",
+                    stream.path,
+                    params=stream.params,
+                    headers=headers,
+                    timeout=STREAM_TIMEOUT,
                 ) as response:
-                    if response.status_code == 204:
+                    todo = stream.answer(response.status_code)
+                    if todo == "done":
                         return
-                    if response.status_code >= 400:
-                        response.read()
-                        if response.status_code < 500 and response.status_code != 429:
-                            _raise_for(response)
-                        problem = f"HTTP {response.status_code}"
-                    else:
-                        decoder = SSEDecoder()
+                    if todo == "read":
                         for line in response.iter_lines():
-                            frame = decoder.feed(line)
-                            if decoder.retry_ms is not None:
-                                delay = min(RECONNECT_DELAY_CAP_SECONDS, decoder.retry_ms / 1000)
-                            if frame is None or frame[1] == "message":
-                                continue
-                            event = _event(frame[2])
-                            last, got_any, failures = event.seq, True, 0
-                            yield event
-                            if sweep is not None and event.type == SWEEP_FINISHED:
-                                return
+                            if (event := stream.feed(line)) is not None:
+                                yield event
+                                if stream.ends_with(event):
+                                    return
                         if not follow:
                             return
+                    else:
+                        response.read()
+                        if todo == "refused":
+                            _raise_for(response)
             except httpx.TransportError as exc:
-                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            if got_any:
-                continue
-            failures += 1
-            if failures >= MAX_FAILED_RECONNECTS:
-                raise ClientError(
-                    f"lost the event stream of {self.url} ({problem}); gave up after {failures} tries"
-                )
-            time.sleep(delay * min(2 ** (failures - 1), 8))
+                stream.broken(exc)
+            time.sleep(stream.retry())
 
     def optuna_study(
         self, sweep: str, *, storage: Any = None, study_name: str | None = None
@@ -346,21 +324,6 @@ class Client:
         for col in ("duration", "metric", *(f"metric.{m}" for m in metrics)):
             frame[col] = pd.to_numeric(frame[col], errors="coerce")
         return frame
-
-
-ENDED_TRIAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-
-
-def _event(data: str) -> Event:
-    body = json.loads(data)
-    return Event(
-        seq=int(body["seq"]),
-        type=str(body["type"]),
-        sweep_id=str(body["sweep_id"]),
-        trial_id=body.get("trial_id"),
-        at=float(body["at"]),
-        payload=dict(body.get("payload") or {}),
-    )
 
 
 def _raise_for(response: httpx.Response) -> NoReturn:

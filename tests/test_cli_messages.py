@@ -587,10 +587,3 @@ def test_progress_says_when_a_sweep_waits_for_capacity() -> None:
         now[0] = 42
         p.detail(starved)
     assert buf.getvalue().count("waiting for capacity") == 2
-
-
-def test_the_cli_knows_every_trial_status_the_api_filters_by() -> None:
-    from hbd.api.routes import TRIAL_STATUSES as API_STATUSES
-    from hbd.cli.sweeps import TRIAL_STATUSES as CLI_STATUSES
-
-    assert CLI_STATUSES == API_STATUSES  # `hbd trials --status interrupted` was refused

@@ -10,7 +10,6 @@ import httpx
 from anyio.abc import TaskStatus
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Response
 
-import hbd
 from hbd.api.asgi import (
     MAX_REQUEST_BODY_BYTES,
     BearerAuth,
@@ -40,6 +39,7 @@ from hbd.protocol import (
     TrialStatus,
     TrialSubmission,
 )
+from hbd.version import __version__
 
 # Suggested wait after 429: about how often slots free up on a busy executor.
 RETRY_AFTER_SECONDS = 5
@@ -51,7 +51,7 @@ def create_agent_app(agent: Agent) -> FastAPI:
     """The executor's ``/v1`` routes over ``agent`` (see ``hbd.protocol``)."""
     app = FastAPI(
         title="hbd executor",
-        version=hbd.__version__,
+        version=__version__,
         docs_url=None,
         redoc_url=None,
         openapi_url="/v1/openapi.json",

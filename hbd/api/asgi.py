@@ -8,18 +8,17 @@ known before readiness is signalled.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import socket
-from collections.abc import Awaitable, Callable, Generator, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Generator
 
 import anyio
 import structlog
 import uvicorn
 from anyio.abc import TaskStatus
 from fastapi import Header, HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hbd.http import BEARER, token_matches
 from hbd.settings import is_loopback
 
 log = structlog.get_logger(__name__)
@@ -32,11 +31,7 @@ STARTUP_TIMEOUT_SECONDS = 10.0
 # Open connections get this long to finish when a server stops.
 GRACEFUL_SHUTDOWN_SECONDS = 5
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+__all__ = ["ASGIApp", "Message", "Receive", "Scope", "Send", "token_matches"]
 
 
 class BodySizeLimit:
@@ -98,26 +93,13 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-def token_matches(authorization: str | bytes | None, token: str) -> bool:
-    """Whether an ``Authorization`` header carries ``token``, in constant time.
-
-    Both sides are hashed first so that the comparison does not even reveal
-    the token's length.
-    """
-    given = (
-        authorization.encode("latin-1") if isinstance(authorization, str) else authorization or b""
-    )
-    expected = f"Bearer {token}".encode()
-    return hmac.compare_digest(hashlib.sha256(given).digest(), hashlib.sha256(expected).digest())
-
-
 def bearer_check(token: str | None) -> Callable[..., Awaitable[None]]:
     """A FastAPI dependency requiring ``token`` (no check when it is None)."""
 
     async def check(authorization: str | None = Header(default=None)) -> None:
         if token is not None and not token_matches(authorization, token):
             raise HTTPException(
-                401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
+                401, "missing or invalid bearer token", headers={"WWW-Authenticate": BEARER}
             )
 
     return check
@@ -175,7 +157,7 @@ class BearerAuth:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b"Bearer"),
+                    (b"www-authenticate", BEARER.encode()),
                 ],
             }
         )

@@ -37,23 +37,16 @@ from prometheus_client import (
     generate_latest,
 )
 
-import hbd
+from hbd.core.vocabulary import SweepStatus, TrialStatus
 from hbd.daemon.app import Daemon
+from hbd.version import __version__
 
 # Dispatch is a local queue plus one HTTP round trip: milliseconds when a
 # slot is free, up to minutes when every slot is busy.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 # The sweep statuses the daemon writes (a cancelled sweep ends "stopped").
-SWEEP_STATES = ("running", "succeeded", "stopped", "failed")
-TRIAL_STATES = (
-    "scheduled",
-    "dispatched",
-    "running",
-    "interrupted",
-    "succeeded",
-    "failed",
-    "cancelled",
-)
+SWEEP_STATES = (SweepStatus.RUNNING, SweepStatus.SUCCEEDED, SweepStatus.STOPPED, SweepStatus.FAILED)
+TRIAL_STATES = tuple(TrialStatus)
 IDLE_REASONS = ("executor_unavailable", "concurrency_cap", "rung_barrier", "no_work")
 
 
@@ -61,9 +54,9 @@ class DaemonMetrics:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.registry = r = CollectorRegistry(auto_describe=True)
-        Gauge("hbd_info", "hbd build information", ["version"], registry=r).labels(
-            hbd.__version__
-        ).set(1)
+        Gauge("hbd_info", "hbd build information", ["version"], registry=r).labels(__version__).set(
+            1
+        )
         self.sweeps = Gauge("hbd_sweeps", "Sweeps by state", ["state"], registry=r)
         self.trials = Gauge("hbd_trials", "Trials by state", ["state"], registry=r)
         self.dispatch_latency = Histogram(

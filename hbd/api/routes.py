@@ -16,7 +16,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-import hbd
 from hbd.api.asgi import is_authenticated
 from hbd.api.docs import add_docs
 from hbd.api.sse import create_event_router
@@ -24,22 +23,16 @@ from hbd.api.views import resource_type, sweep_detail, sweep_summary, trial_view
 from hbd.core.errors import SpecError
 from hbd.core.limits import MAX_SQL_INT
 from hbd.core.spec import sweep_id_problem
+from hbd.core.vocabulary import TrialStatus
 from hbd.daemon.app import Daemon, SweepChanged
 from hbd.errors import ConflictError, ExecutorError, NotFound, NotReady, StoreError
 from hbd.protocol import TrialUpdate
+from hbd.version import __version__
 
 # Retry-After of a 503 while the daemon starts (resuming sweeps from the log
 # takes a moment) or stops: the same 2 s an event stream is told to wait.
 NOT_READY_RETRY_AFTER_SECONDS = 2
-TRIAL_STATUSES = (
-    "scheduled",
-    "dispatched",
-    "running",
-    "interrupted",
-    "succeeded",
-    "failed",
-    "cancelled",
-)
+TRIAL_STATUSES = tuple(TrialStatus)
 
 
 def spec_problem_response(exc: SpecError) -> JSONResponse:
@@ -60,7 +53,7 @@ def create_app(daemon: Daemon) -> FastAPI:
     # /docs is hbd.api.docs' offline page: FastAPI's pages load assets from a CDN.
     app = FastAPI(
         title="hbd",
-        version=hbd.__version__,
+        version=__version__,
         summary="Hyperband sweep daemon",
         docs_url=None,
         redoc_url=None,
@@ -221,7 +214,7 @@ def create_app(daemon: Daemon) -> FastAPI:
         private = is_authenticated(request.scope)
         return {
             "status": "degraded" if broken else "ok",
-            "version": hbd.__version__,
+            "version": __version__,
             "running_sweeps": len(daemon.runners),
             "broken_sweeps": broken,
             "queued_trials": daemon.dispatcher.queued(),

@@ -34,6 +34,7 @@ from hbd.daemon.app import Daemon
 from hbd.daemon.clock import Clock
 from hbd.daemon.executors import ExecutorClient
 from hbd.daemon.reconciler import LOST_AFTER
+from hbd.http import WILDCARD_HOSTS, base_url, host_url
 from hbd.lock import database_lock
 from hbd.store.log import open_store
 from hbd.web.app import WebPage
@@ -45,7 +46,6 @@ LOCAL_EXECUTOR = "local"
 # 32 bytes (256 bits), like `openssl rand -hex 32` in the docs.
 EMBEDDED_TOKEN_BYTES = 32
 # Hosts that mean "every interface": not an address anyone can call back.
-WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
 
 @dataclass
@@ -81,17 +81,10 @@ class Running:
 PUBLIC_PATHS = frozenset({"/healthz"})
 
 
-def http_url(host: str, port: int) -> str:
-    """``http://host:port``, with an IPv6 address in brackets."""
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
-
-
 def callback_base(host: str, port: int, advertise_url: str | None) -> str:
     """Where executors reach this daemon: ``advertise_url``, else this host and port."""
     if advertise_url:
-        return advertise_url.rstrip("/")
+        return base_url(advertise_url)
     if host in WILDCARD_HOSTS:
         log.warning(
             "listening on a wildcard address; executors are told to call back on 127.0.0.1, "
@@ -99,7 +92,7 @@ def callback_base(host: str, port: int, advertise_url: str | None) -> str:
             host=host,
         )
         host = "127.0.0.1"
-    return http_url(host, port)
+    return host_url(host, port)
 
 
 def protected_app(daemon: Daemon, token: str | None, max_request_bytes: int) -> ASGIApp:
@@ -168,7 +161,7 @@ async def _serve_locked(opts: DaemonOptions, *, task_status: TaskStatus[Running]
             sock = bind_socket(opts.host, opts.port)
             try:
                 port = sock.getsockname()[1]
-                url = http_url(opts.host, port)
+                url = host_url(opts.host, port)
                 daemon.callback_url = (
                     f"{callback_base(opts.host, port, opts.advertise_url)}/v1/callbacks"
                 )

@@ -6,6 +6,7 @@ from typing import Any
 
 from hbd.core import geometry
 from hbd.core.spec import parse_spec
+from hbd.core.vocabulary import SweepStatus
 from hbd.store.projections import SweepRow, TrialRow
 
 
@@ -49,7 +50,11 @@ def sweep_summary(
         "id": sweep.id,
         "name": sweep.name or None,
         # the projection says running until the end; the live machine knows "stopping"
-        "status": "broken" if broken else live_state if live_state == "stopping" else sweep.status,
+        "status": "broken"
+        if broken
+        else live_state
+        if live_state == SweepStatus.STOPPING
+        else sweep.status,
         "seed": sweep.seed,
         "metric": matrix["metric"],
         "created_at": sweep.created_at,

@@ -25,7 +25,6 @@ import os
 import sys
 from collections.abc import Sequence
 
-from hbd import __version__
 from hbd.cli import export, init, logs, run, service, spec_commands, sweeps, watch
 from hbd.cli.base import (
     EXIT_FAILURE,
@@ -37,6 +36,7 @@ from hbd.cli.base import (
     UserError,
     error,
 )
+from hbd.version import __version__
 
 __all__ = ["COMMANDS", "Command", "UserError", "build_parser", "main"]
 

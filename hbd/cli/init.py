@@ -20,9 +20,7 @@ CONFIG_TEMPLATES = ("hbd.toml", "hbd-executor.toml")
 
 def template(folder: str, name: str) -> bytes:
     """The template ``name``: from the installed package, else from the checkout."""
-    import hbd
-
-    package = Path(hbd.__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent  # hbd/, without importing its façade
     for path in (package / "templates" / name, package.parent / folder / name):
         if path.is_file():
             return path.read_bytes()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hbd.cli.base import UserError
+from hbd.core.vocabulary import TrialStatus
 
 
 class Source(Protocol):
@@ -79,7 +80,9 @@ class LocalSource:
             metric = row.spec_json["matrix"]["metric"]
             done = [
                 t
-                for t in await projections.list_trials(self.db, sweep_id, status="succeeded")
+                for t in await projections.list_trials(
+                    self.db, sweep_id, status=TrialStatus.SUCCEEDED
+                )
                 if t.metric is not None
             ]
             sign = -1 if metric.get("optimization") == "maximize" else 1

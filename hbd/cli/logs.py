@@ -16,13 +16,13 @@ from typing import Any
 
 from hbd.cli.base import EXIT_OK, Command, UserError
 from hbd.cli.remote import add_source_args, call
+from hbd.core.vocabulary import TERMINAL_TRIAL_STATUSES
 
 # Printed where --follow lost output to the executor's log cap (the file keeps
 # its head and most recent output; see docs/operations.md).
 CUT_MARKER = "\n[... output cut to the log cap ...]\n"
 # How often --follow asks for more output of a running trial.
 FOLLOW_POLL_SECONDS = 1.0
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def _args_logs(p: argparse.ArgumentParser) -> None:
@@ -59,7 +59,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
             offset = page["next_offset"]
             if offset < page["size"]:
                 continue  # more of the file than one page
-            if not args.follow or (await client.trial(args.trial))["status"] in TERMINAL:
+            if (
+                not args.follow
+                or (await client.trial(args.trial))["status"] in TERMINAL_TRIAL_STATUSES
+            ):
                 if args.follow:  # what it wrote between the last page and its end
                     while (page := await client.logs(args.trial, stream=stream, offset=offset))[
                         "data"

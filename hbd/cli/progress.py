@@ -17,6 +17,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
 
 from hbd.cli.base import format_number
+from hbd.core.vocabulary import (
+    FINAL_SWEEP_STATUSES,
+    TERMINAL_TRIAL_STATUSES,
+    EventType,
+    SweepStatus,
+    TrialStatus,
+)
 
 if TYPE_CHECKING:
     from hbd.client import Client, Event
@@ -29,9 +36,9 @@ PROGRESS_INTERVAL_SECONDS = 10.0
 CAPACITY_WAIT_SECONDS = 10.0
 # How often the sweep is polled while waiting: what hbd.client.wait uses.
 POLL_SECONDS = 0.5
-ENDED_STATUSES = ("succeeded", "failed", "cancelled")
+ENDED_STATUSES = tuple(TERMINAL_TRIAL_STATUSES)
 # Event types worth a line of their own.
-DECISION_TYPES = ("rung.decided", "sweep.early_stopped")
+DECISION_TYPES = (EventType.RUNG_DECIDED, EventType.SWEEP_EARLY_STOPPED)
 
 
 def counts_line(detail: Mapping[str, Any]) -> str:
@@ -41,8 +48,8 @@ def counts_line(detail: Mapping[str, Any]) -> str:
     parts = [f"{ended}/{detail.get('planned_trial_runs', '?')} trial runs ended"]
     if ended:
         parts[0] += f" ({trials.get('succeeded', 0)} ok, {trials.get('failed', 0)} failed)"
-    running = trials.get("running", 0) + trials.get("dispatched", 0)
-    queued = trials.get("scheduled", 0)
+    running = trials.get(TrialStatus.RUNNING, 0) + trials.get(TrialStatus.DISPATCHED, 0)
+    queued = trials.get(TrialStatus.SCHEDULED, 0)
     parts.append(f"{running} running, {queued} queued")
     best = detail.get("best")
     if best and best.get("metric") is not None:
@@ -52,7 +59,7 @@ def counts_line(detail: Mapping[str, Any]) -> str:
 
 def decision_line(event: Event) -> str:
     p = event.payload
-    if event.type == "rung.decided":
+    if event.type == EventType.RUNG_DECIDED:
         head = f"bracket {p.get('bracket')} rung {p.get('rung')} decided: "
         promoted, stopped = len(p.get("promoted") or ()), len(p.get("stopped") or ())
         if promoted or stopped:
@@ -149,8 +156,12 @@ class SweepProgress:
 
     def _watch_capacity(self, detail: Mapping[str, Any]) -> None:
         trials: Mapping[str, int] = detail.get("trials", {})
-        running = trials.get("running", 0) + trials.get("dispatched", 0)
-        if running or not trials.get("scheduled") or detail.get("status") != "running":
+        running = trials.get(TrialStatus.RUNNING, 0) + trials.get(TrialStatus.DISPATCHED, 0)
+        if (
+            running
+            or not trials.get(TrialStatus.SCHEDULED)
+            or detail.get("status") != SweepStatus.RUNNING
+        ):
             self._starved_since, self._said_starved = None, False
             return
         now = self.clock()
@@ -172,8 +183,6 @@ async def follow(client: Client, sweep_id: str, progress: SweepProgress) -> dict
     """Poll ``sweep_id`` until it has finished, showing progress; its final detail."""
     import anyio
 
-    from hbd.client import FINISHED
-
     after = 0
     while True:
         detail = await client.sweep(sweep_id)
@@ -183,6 +192,6 @@ async def follow(client: Client, sweep_id: str, progress: SweepProgress) -> dict
                 after = event.seq
                 progress.event(event)
         progress.detail(detail)
-        if detail["status"] in FINISHED:
+        if detail["status"] in FINAL_SWEEP_STATUSES:
             return detail
         await anyio.sleep(POLL_SECONDS)

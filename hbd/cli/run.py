@@ -38,6 +38,7 @@ from hbd.cli.base import (
 )
 from hbd.cli.remote import cli_error
 from hbd.cli.sweeps import print_outcome
+from hbd.core.vocabulary import SweepStatus
 from hbd.errors import HbdError, SchemaTooNew
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_interrupted(args, result)
         return EXIT_INTERRUPTED
     print_outcome(result)
-    return EXIT_OK if result["status"] == "succeeded" else EXIT_FAILURE
+    return EXIT_OK if result["status"] == SweepStatus.SUCCEEDED else EXIT_FAILURE
 
 
 def resume_command(args: argparse.Namespace) -> str:

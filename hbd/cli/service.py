@@ -22,7 +22,6 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import hbd
 from hbd.cli.base import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -35,6 +34,8 @@ from hbd.cli.base import (
     say,
 )
 from hbd.errors import ConfigError, ExecutorError, HbdError
+from hbd.http import auth_headers, local_url
+from hbd.version import __version__
 
 if TYPE_CHECKING:  # imported where used: `hbd --help` must not load the server's libraries
     import anyio.abc
@@ -138,14 +139,6 @@ def _load(
 def _forget_secrets_in_environment() -> None:
     # Trial processes inherit the environment: they must not get the token.
     os.environ.pop(TOKEN_ENV, None)
-
-
-def _self_url(host: str, port: int) -> str:
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 async def _run_until_signalled(
@@ -291,8 +284,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     async def serve(tg: anyio.abc.TaskGroup, _: anyio.CancelScope) -> None:
         running = await tg.start(serve_daemon, opts)
         port = int(running.url.rsplit(":", 1)[1])
-        self_url = _self_url(settings.host, port)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self_url = local_url(settings.host, port)
+        headers = auth_headers(token)
 
         async def healthy() -> bool:
             # The API answers and the database answers: the loops are alive. A 503
@@ -366,7 +359,7 @@ def cmd_executor(args: argparse.Namespace) -> int:
         port = await tg.start(
             agent, settings.host, settings.port, settings.workdir, settings.slots, token
         )
-        url = _self_url(settings.host, port)
+        url = local_url(settings.host, port)
 
         async def healthy() -> bool:
             async with httpx.AsyncClient(timeout=SELF_CHECK_TIMEOUT_SECONDS) as http:
@@ -497,7 +490,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from hbd.cli.remote import daemon_url
 
     explicit = bool(args.url or os.environ.get("HBD_URL"))
-    url = daemon_url(args) if explicit else _self_url(settings.host, settings.port)
+    url = daemon_url(args) if explicit else local_url(settings.host, settings.port)
     anyio.run(_doctor_remote, settings, f, url, explicit)
     say("")
     if f.failures:
@@ -668,14 +661,14 @@ async def _doctor_configured_executors(settings: DaemonSettings, f: _Findings) -
                 "give the daemon and the executor the same token file",
             )
         else:
-            note = "" if health.version == hbd.__version__ else f" (hbd {hbd.__version__} here)"
+            note = "" if health.version == __version__ else f" (hbd {__version__} here)"
             f.ok(
                 f"executor {url}: hbd {health.version}{note}, {health.slots} slot(s), "
                 f"{health.free_slots} free"
             )
             if note:
                 f.warn(
-                    f"executor {url}: version {health.version} differs from {hbd.__version__}",
+                    f"executor {url}: version {health.version} differs from {__version__}",
                     "upgrade executors together with the daemon",
                 )
 
@@ -683,7 +676,7 @@ async def _doctor_configured_executors(settings: DaemonSettings, f: _Findings) -
 async def _executor_accepts_token(url: str, token: str | None) -> bool | None:
     import httpx
 
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers = auth_headers(token)
     try:
         async with httpx.AsyncClient(timeout=DOCTOR_TIMEOUT_SECONDS, headers=headers) as http:
             response = await http.get(f"{url}/v1/trials", params={"sweep_id": "-"})

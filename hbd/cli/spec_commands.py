@@ -24,6 +24,7 @@ from hbd.cli.base import (
     spec_dir,
     warn,
 )
+from hbd.core.vocabulary import TrialStatus
 
 if TYPE_CHECKING:  # imported where used: `hbd --help` must not load pydantic, numpy or rich
     from hbd.planview import Plan
@@ -195,7 +196,11 @@ def _short_id(trial_id: str) -> str:
     return trial_id.rsplit("-", 1)[-1]  # "sim-s4-r0-c12" -> "c12": the config index
 
 
-_STATUS_WORDS = {"succeeded": "ok", "failed": "failed", "cancelled": "cancelled"}
+_STATUS_WORDS = {
+    TrialStatus.SUCCEEDED: "ok",
+    TrialStatus.FAILED: "failed",
+    TrialStatus.CANCELLED: "cancelled",
+}
 
 
 def _print_simulation(path: str, objective: str, sim: Simulation, plan: Plan) -> None:
@@ -266,7 +271,7 @@ def _print_simulation(path: str, objective: str, sim: Simulation, plan: Plan) ->
             out.line(note)
 
     out.line("")
-    failed = [t for t in sim.trials if t.status == "failed"]
+    failed = [t for t in sim.trials if t.status == TrialStatus.FAILED]
     if failed:
         reasons: dict[str, list[str]] = {}  # reason -> trial ids, in first-seen order
         for t in failed:
@@ -279,12 +284,10 @@ def _print_simulation(path: str, objective: str, sim: Simulation, plan: Plan) ->
             out.line(
                 f"  ... and {len(reasons) - MAX_FAILURES_SHOWN} other reasons (--json lists every trial)"
             )
-    counts = {
-        s: sum(t.status == s for t in sim.trials) for s in ("succeeded", "failed", "cancelled")
-    }
+    counts = {s: sum(t.status == s for t in sim.trials) for s in _STATUS_WORDS}
     out.line(
         f"Trials: {len(sim.trials)} of {plan.total_trial_runs} planned "
-        f"({counts['succeeded']} succeeded, {counts['failed']} failed, {counts['cancelled']} cancelled)"
+        f"({', '.join(f'{n} {s}' for s, n in counts.items())})"
     )
     if sim.best is None:
         out.line(f"Best: none (no trial reported {sim.metric})")

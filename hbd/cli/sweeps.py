@@ -34,6 +34,13 @@ from hbd.cli.base import (
     warn,
 )
 from hbd.cli.remote import add_connection_args, add_source_args, call, call_source
+from hbd.core.vocabulary import (
+    FINAL_SWEEP_STATUSES,
+    LIVE_SWEEP_STATUSES,
+    EventType,
+    SweepStatus,
+    TrialStatus,
+)
 
 if TYPE_CHECKING:
     from hbd.cli.localdb import Source
@@ -55,16 +62,6 @@ RESULT_FIELDS = (
     "duration",
 )
 TRIAL_FIELDS = ("id", "bracket", "rung", "resource", "status", "metric", "config", "reason")
-# As hbd.api.routes.TRIAL_STATUSES (not imported: `hbd --help` stays free of the server).
-TRIAL_STATUSES = (
-    "scheduled",
-    "dispatched",
-    "running",
-    "interrupted",
-    "succeeded",
-    "failed",
-    "cancelled",
-)
 # The last lines of a failed trial's stderr shown under a failed sweep.
 STDERR_LINES_SHOWN = 8
 # Metric names listed when the sweep's metric is missing.
@@ -118,7 +115,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if detail is None:
         return EXIT_OK
     print_outcome(detail, why)
-    return EXIT_OK if detail["status"] == "succeeded" else EXIT_FAILURE
+    return EXIT_OK if detail["status"] == SweepStatus.SUCCEEDED else EXIT_FAILURE
 
 
 # ---------------------------------------------------------------- outcome and why
@@ -130,7 +127,7 @@ def print_outcome(detail: Mapping[str, Any], why: Sequence[str] = ()) -> None:
     best = detail.get("best")
     if best:
         metric = detail["metric"]["name"]
-        label = "best" if detail["status"] in ("succeeded", "stopped", "failed") else "best so far"
+        label = "best" if detail["status"] in FINAL_SWEEP_STATUSES else "best so far"
         out.line(
             f"{label}: {metric}={format_number(best['metric'])} at {detail['resource']['name']}={best['resource']}"
             f" (bracket {best['bracket']}, rung {best['rung']}, trial {best['id']})"
@@ -150,7 +147,7 @@ def explain(
     the metrics trials did report when none reported the sweep's."""
     lines: list[str] = []
     metric = detail["metric"]["name"]
-    failed = [t for t in trials if t["status"] == "failed"]
+    failed = [t for t in trials if t["status"] == TrialStatus.FAILED]
     if failed:
         reasons = Counter(str(t.get("reason") or "failed") for t in failed)
         lines.append(f"{len(failed)} of {len(trials)} trial runs failed; most common reasons:")
@@ -166,7 +163,7 @@ def explain(
             lines.append(f"last lines of trial {tid}'s stderr:")
             lines.extend(f"  | {ln}" for ln in tail.splitlines()[-STDERR_LINES_SHOWN:])
         lines.append(f"its logs: hbd logs {tid} --stderr")
-    if detail.get("best") is None and detail["status"] != "running":
+    if detail.get("best") is None and detail["status"] != SweepStatus.RUNNING:
         seen: Counter[str] = Counter()
         for t in trials:
             seen.update(k for k in (t.get("metrics") or {}) if k != metric)
@@ -177,7 +174,7 @@ def explain(
                 f"Is matrix.metric.name right?"
             )
         elif any(
-            t["status"] == "succeeded" or "never reported" in str(t.get("reason") or "")
+            t["status"] == TrialStatus.SUCCEEDED or "never reported" in str(t.get("reason") or "")
             for t in trials
         ):  # they ran to the end: the metric is what is missing
             lines.append(
@@ -191,15 +188,15 @@ async def failure_report(source: Any, detail: Mapping[str, Any]) -> list[str]:
     """``explain`` for a sweep that did not simply succeed, read through ``source``
     (a Client or a local database); nothing when all went well."""
     counts = detail.get("trials", {})
-    if detail["status"] == "succeeded" and not counts.get("failed"):
+    if detail["status"] == SweepStatus.SUCCEEDED and not counts.get(TrialStatus.FAILED):
         return []
-    if detail["status"] in ("running", "stopping") and not counts.get("failed"):
+    if detail["status"] in LIVE_SWEEP_STATUSES and not counts.get(TrialStatus.FAILED):
         return []
     from contextlib import aclosing
 
     trials = await source.trials(detail["id"])
     first: dict[str, Any] | None = None
-    events = source.events(detail["id"], after=0, types=["trial.failed"], follow=False)
+    events = source.events(detail["id"], after=0, types=[EventType.TRIAL_FAILED], follow=False)
     async with aclosing(events) as stream:
         async for event in stream:
             if first is None:
@@ -225,7 +222,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         async def listing(source: Source) -> list[dict[str, Any]]:
             sweeps = await source.sweeps()
             for s in sweeps:  # the list says the best only once finished: ask the live ones
-                if s["status"] in ("running", "stopping") and s.get("best_metric") is None:
+                if s["status"] in LIVE_SWEEP_STATUSES and s.get("best_metric") is None:
                     best = (await source.sweep(s["id"])).get("best")
                     s["best_metric"] = best["metric"] if best else None
             return sweeps
@@ -286,7 +283,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _args_trials(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweep")
-    p.add_argument("--status", default=None, choices=TRIAL_STATUSES)
+    p.add_argument("--status", default=None, choices=tuple(TrialStatus))
     p.add_argument("--bracket", type=int, default=None)
     p.add_argument("--rung", type=int, default=None)
     p.add_argument(
@@ -396,7 +393,7 @@ def sort_rows(
 
     def value(row: dict[str, Any]) -> Any:
         v = row["metric"] if key == "metric" else row["metrics"].get(key, row.get(key))
-        if key == metric and row["status"] != "succeeded":
+        if key == metric and row["status"] != TrialStatus.SUCCEEDED:
             v = None  # a failed run's partial metric does not rank it
         return v
 

@@ -19,6 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from hbd.cli.base import EXIT_FAILURE, EXIT_OK, Command, UserError, format_config, format_number
 from hbd.cli.remote import add_connection_args, call
+from hbd.core.vocabulary import (
+    LIVE_SWEEP_STATUSES,
+    TERMINAL_EVENT_TYPES,
+    EventType,
+    SweepStatus,
+    TrialStatus,
+)
 
 if TYPE_CHECKING:  # imported where used: `hbd --help` must not load rich or httpx
     from rich.console import RenderableType
@@ -30,7 +37,7 @@ RECENT_DECISIONS = 8
 RUNNING_SHOWN = 10
 # Redraws of the live view per second: smooth enough, cheap for a terminal.
 REFRESH_PER_SECOND = 4
-ENDED = frozenset({"trial.succeeded", "trial.failed", "trial.cancelled"})
+ENDED = frozenset(TERMINAL_EVENT_TYPES)
 
 
 # ---------------------------------------------------------------- hbd events
@@ -58,39 +65,39 @@ def summary(event: Event) -> str:
     """One human line of an event's payload: the fields a person looks at first."""
     p = event.payload
     t = event.type
-    if t == "trial.scheduled":
+    if t == EventType.TRIAL_SCHEDULED:
         return f"b{p['bracket']} r{p['rung']} resource={p['resource']} {format_config(p.get('config', {}))}"
-    if t in ("trial.dispatched", "trial.running"):
+    if t in (EventType.TRIAL_DISPATCHED, EventType.TRIAL_RUNNING):
         return f"on {p.get('executor')}"
-    if t == "trial.metrics":
+    if t == EventType.TRIAL_METRICS:
         return format_config(p.get("metrics", {}))
-    if t == "trial.succeeded":
+    if t == EventType.TRIAL_SUCCEEDED:
         return format_config(p.get("metrics", {}))
-    if t in ("trial.failed", "trial.cancelled", "sweep.stop_requested"):
+    if t in (EventType.TRIAL_FAILED, EventType.TRIAL_CANCELLED, EventType.SWEEP_STOP_REQUESTED):
         return str(p.get("reason", ""))
-    if t == "rung.decided":
+    if t == EventType.RUNG_DECIDED:
         return (
             f"b{p['bracket']} r{p['rung']} cutoff={format_number(p.get('cutoff'))} "
             f"promoted={len(p.get('promoted', []))} stopped={len(p.get('stopped', []))}"
         )
-    if t == "rung.started":
+    if t == EventType.RUNG_STARTED:
         return f"b{p['bracket']} r{p['rung']} trials={p['trials']} resource={p['resource']}"
-    if t == "bracket.started":
+    if t == EventType.BRACKET_STARTED:
         return f"b{p['bracket']} trials={p['trials']}"
-    if t == "capacity.idle":
+    if t == EventType.CAPACITY_IDLE:
         return f"{p['reason']}: queued={p['queued']} running={p['running']} free={p['free_slots']}"
-    if t == "sweep.early_stopped":
+    if t == EventType.SWEEP_EARLY_STOPPED:
         return f"{p.get('condition')}: {p.get('reason')}"
-    if t == "sweep.finished":
+    if t == EventType.SWEEP_FINISHED:
         best = p.get("best") or {}
         return f"{p['status']}: {p.get('reason', '')}" + (
             f" best={best.get('trial_id')} metric={format_number(best.get('metric'))}"
             if best
             else ""
         )
-    if t == "trial.cancel_requested":
+    if t == EventType.TRIAL_CANCEL_REQUESTED:
         return f"{len(p.get('trial_ids', []))} trial(s): {p.get('reason', '')}"
-    if t == "sweep.submitted":
+    if t == EventType.SWEEP_SUBMITTED:
         return f"name={p.get('name') or '-'} seed={p.get('seed')}"
     return ""
 
@@ -156,7 +163,7 @@ class WatchState:
     metric: str
     minimize: bool
     rungs: dict[tuple[int, int], RungView]
-    status: str = "running"
+    status: str = SweepStatus.RUNNING
     trials: dict[str, dict[str, Any]] = field(default_factory=dict)
     running: dict[str, str] = field(default_factory=dict)  # trial id -> state
     best: tuple[float, str] | None = None
@@ -184,14 +191,14 @@ class WatchState:
         self.last_seq = event.seq
         self.unreachable = None
         p, t, tid = event.payload, event.type, event.trial_id
-        if t == "trial.scheduled" and tid:
+        if t == EventType.TRIAL_SCHEDULED and tid:
             self.trials[tid] = p
             rung = self.rungs.get((p["bracket"], p["rung"]))
             if rung is not None:
                 rung.scheduled += 1
             self.running[tid] = "queued"
-        elif t in ("trial.dispatched", "trial.running") and tid in self.running:
-            self.running[tid] = t.removeprefix("trial.")
+        elif t in (EventType.TRIAL_DISPATCHED, EventType.TRIAL_RUNNING) and tid in self.running:
+            self.running[tid] = TrialStatus(t.removeprefix("trial."))
             self.idle = None
         elif t in ENDED and tid:
             self.running.pop(tid, None)
@@ -200,14 +207,14 @@ class WatchState:
             if rung is not None:
                 rung.ended += 1
             value = p.get("metric")
-            if t == "trial.succeeded" and isinstance(value, int | float):
+            if t == EventType.TRIAL_SUCCEEDED and isinstance(value, int | float):
                 if self.best is None or (
                     value < self.best[0] if self.minimize else value > self.best[0]
                 ):
                     self.best = (float(value), tid)
-            if t == "trial.failed":
+            if t == EventType.TRIAL_FAILED:
                 self.recent.append(f"{tid} failed: {p.get('reason', '')}")
-        elif t == "rung.decided":
+        elif t == EventType.RUNG_DECIDED:
             rung = self.rungs.get((p["bracket"], p["rung"]))
             line = f"bracket {p['bracket']} rung {p['rung']}: " + (
                 f"promoted {len(p.get('promoted', []))}, stopped {len(p.get('stopped', []))}, "
@@ -218,12 +225,12 @@ class WatchState:
             if rung is not None:
                 rung.decided = f"cutoff {format_number(p.get('cutoff'))}"
             self.recent.append(line)
-        elif t == "capacity.idle":
+        elif t == EventType.CAPACITY_IDLE:
             self.idle = f"{p['reason']}: {p.get('detail', '')}"
-        elif t in ("sweep.early_stopped", "sweep.stop_requested"):
+        elif t in (EventType.SWEEP_EARLY_STOPPED, EventType.SWEEP_STOP_REQUESTED):
             self.recent.append(f"{t.removeprefix('sweep.')}: {p.get('reason', '')}")
-            self.status = "stopping"
-        elif t == "sweep.finished":
+            self.status = SweepStatus.STOPPING
+        elif t == EventType.SWEEP_FINISHED:
             self.status = str(p.get("status"))
             self.recent.append(summary(event))
             self.running.clear()
@@ -271,7 +278,7 @@ class WatchState:
                 )
         if queued:
             parts.append(Text(f"queued: {queued} trial run(s) waiting for a free slot"))
-        if self.idle and self.status == "running":
+        if self.idle and self.status == SweepStatus.RUNNING:
             parts.append(Text(f"idle slots: {self.idle}"))
         if self.recent:
             parts.append(Text("recent decisions:", style="bold"))
@@ -295,7 +302,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     async def watch(client: Client) -> str:
         sweep_id = args.sweep
         if sweep_id is None:
-            running = [s for s in await client.sweeps() if s["status"] in ("running", "stopping")]
+            running = [s for s in await client.sweeps() if s["status"] in LIVE_SWEEP_STATUSES]
             if not running:
                 raise UserError("no sweep is running; name one: hbd watch SWEEP")
             sweep_id = max(running, key=lambda s: s.get("created_at") or 0)["id"]
@@ -316,7 +323,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         return state.status
 
     status = call(args, watch)
-    return EXIT_OK if status in ("succeeded", "stopped") else EXIT_FAILURE
+    return EXIT_OK if status in (SweepStatus.SUCCEEDED, SweepStatus.STOPPED) else EXIT_FAILURE
 
 
 COMMANDS: tuple[Command, ...] = (

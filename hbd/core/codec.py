@@ -25,11 +25,12 @@ from hbd.core.events import (
     TrialInterrupted,
     TrialSucceeded,
 )
+from hbd.core.vocabulary import EventType
 
 Record = tuple[str, dict[str, Any]]
 
 # The log stores the submission as "sweep.submitted"; to the machine it is Begin.
-SUBMITTED = "sweep.submitted"
+SUBMITTED = EventType.SWEEP_SUBMITTED
 OBSERVATION_TYPES = frozenset(
     {
         SUBMITTED,

@@ -103,6 +103,19 @@ _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?([eE][0-9]+|m|k|Ki|M|Mi|G|Gi|T|Ti|P|P
 
 _POD = "a Kubernetes pod setting"
 _CLUSTER = "a Polyaxon cluster setting"
+# Cluster settings an operation and a component both carry (hbd.core.spec adds
+# the operation's own): accepted, kept and warned about by name.
+SHARED_CLUSTER_KEYS = (
+    "presets",
+    "queue",
+    "namespace",
+    "cache",
+    "plugins",
+    "build",
+    "hooks",
+    "is_approved",
+    "cost",
+)
 _IMAGE = "hbd runs the command on the host, not in an image"
 
 
@@ -428,16 +441,7 @@ class JobRun(_Warned):
 
 class Component(_Warned):
     CLUSTER_KEYS: ClassVar[dict[str, str]] = {
-        "presets": _CLUSTER,
-        "queue": _CLUSTER,
-        "namespace": _CLUSTER,
-        "cache": _CLUSTER,
-        "plugins": _CLUSTER,
-        "build": _CLUSTER,
-        "hooks": _CLUSTER,
-        "is_approved": _CLUSTER,
-        "cost": _CLUSTER,
-        "template": _CLUSTER,
+        name: _CLUSTER for name in (*SHARED_CLUSTER_KEYS, "template")
     }
     version: float | None = None
     kind: Literal["component"] | None = None

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from hbd.core.vocabulary import EventType
+
 JSON = Any  # a JSON-native value: configs and metrics travel through the event log as JSON
 
 
@@ -21,26 +23,26 @@ JSON = Any  # a JSON-native value: configs and metrics travel through the event 
 class Begin:
     """The sweep was submitted and may start its first rungs."""
 
-    TYPE: ClassVar[str] = "sweep.begin"
+    TYPE: ClassVar[EventType] = EventType.SWEEP_BEGIN
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrialSucceeded:
-    TYPE: ClassVar[str] = "trial.succeeded"
+    TYPE: ClassVar[EventType] = EventType.TRIAL_SUCCEEDED
     trial_id: str
     metrics: Mapping[str, float]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrialFailed:
-    TYPE: ClassVar[str] = "trial.failed"
+    TYPE: ClassVar[EventType] = EventType.TRIAL_FAILED
     trial_id: str
     reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrialCancelled:
-    TYPE: ClassVar[str] = "trial.cancelled"
+    TYPE: ClassVar[EventType] = EventType.TRIAL_CANCELLED
     trial_id: str
     reason: str = "cancelled"
 
@@ -55,7 +57,7 @@ class TrialInterrupted:
     the interrupted one.
     """
 
-    TYPE: ClassVar[str] = "trial.interrupted"
+    TYPE: ClassVar[EventType] = EventType.TRIAL_INTERRUPTED
     trial_id: str
     reason: str = "interrupted"
 
@@ -64,7 +66,7 @@ class TrialInterrupted:
 class StopRequested:
     """Someone asked the sweep to stop: nothing new starts, running trials are cancelled."""
 
-    TYPE: ClassVar[str] = "sweep.stop_requested"
+    TYPE: ClassVar[EventType] = EventType.SWEEP_STOP_REQUESTED
     reason: str = "cancelled by user"
 
 
@@ -80,7 +82,7 @@ Observation = (
 class StartTrial:
     """Run ``config`` at ``resource``. ``parent`` is the trial it was promoted from."""
 
-    TYPE: ClassVar[str] = "trial.scheduled"
+    TYPE: ClassVar[EventType] = EventType.TRIAL_SCHEDULED
     trial_id: str
     bracket: int
     rung: int
@@ -103,7 +105,7 @@ class RankedTrial:
 class RungDecided:
     """A rung's trials have all ended; the best ``promoted`` go on to the next rung."""
 
-    TYPE: ClassVar[str] = "rung.decided"
+    TYPE: ClassVar[EventType] = EventType.RUNG_DECIDED
     bracket: int
     rung: int
     ranking: tuple[RankedTrial, ...]
@@ -115,14 +117,14 @@ class RungDecided:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CancelTrials:
-    TYPE: ClassVar[str] = "trial.cancel_requested"
+    TYPE: ClassVar[EventType] = EventType.TRIAL_CANCEL_REQUESTED
     trial_ids: tuple[str, ...]
     reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EarlyStopped:
-    TYPE: ClassVar[str] = "sweep.early_stopped"
+    TYPE: ClassVar[EventType] = EventType.SWEEP_EARLY_STOPPED
     condition: str
     reason: str
 
@@ -137,12 +139,13 @@ class BestTrial:
     metric: float
 
 
+# hbd.core.vocabulary.FINAL_SWEEP_STATUSES, as a type (a test keeps them equal).
 SweepStatus = Literal["succeeded", "stopped", "failed"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SweepFinished:
-    TYPE: ClassVar[str] = "sweep.finished"
+    TYPE: ClassVar[EventType] = EventType.SWEEP_FINISHED
     status: SweepStatus
     reason: str
     best: BestTrial | None = field(default=None)

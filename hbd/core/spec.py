@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_valid
 from pydantic.alias_generators import to_camel
 
 from hbd.core.component import (
+    SHARED_CLUSTER_KEYS,
     Component,
     Container,
     IOSpec,
@@ -205,18 +206,10 @@ class HyperbandMatrix(Frozen):
 OPERATION_CLUSTER_KEYS = {
     name: "a Polyaxon cluster setting"
     for name in (
-        "presets",
-        "queue",
-        "namespace",
-        "cache",
-        "plugins",
-        "build",
-        "hooks",
+        *SHARED_CLUSTER_KEYS,
         "run_patch",
         "patch_strategy",
         "is_preset",
-        "is_approved",
-        "cost",
         "schedule",
         "events",
         "joins",

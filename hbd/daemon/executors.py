@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from hbd.daemon.clock import Clock, RealClock
 from hbd.errors import ExecutorBusy, ExecutorRejected, ExecutorUnavailable, NotFound
+from hbd.http import auth_headers, base_url
 from hbd.protocol import Health, MetricsPage, TrialStatus, TrialSubmission
 
 log = structlog.get_logger(__name__)
@@ -63,8 +64,8 @@ class ExecutorClient:
         max_attempts: int = MAX_ATTEMPTS,
         rng: random.Random | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.url = base_url(url)
+        headers = auth_headers(token)
         self._http = httpx.AsyncClient(
             base_url=self.url,
             headers=headers,

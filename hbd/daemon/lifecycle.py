@@ -18,16 +18,19 @@ from typing import Any
 
 from hbd.core.codec import DECISION_TYPES, OBSERVATION_TYPES, Record, decision_record
 from hbd.core.events import Decision, StartTrial
+from hbd.core.vocabulary import EventType
 
 # Log-only facts: written by the runner from a Note, never replayed.
-TRIAL_DISPATCHED = "trial.dispatched"
-TRIAL_RUNNING = "trial.running"
-TRIAL_METRICS = "trial.metrics"
-TRIAL_LOST = "trial.lost"  # the reconciler gave up on a trial's executor; its trial.failed follows
-CAPACITY_IDLE = "capacity.idle"
+TRIAL_DISPATCHED = EventType.TRIAL_DISPATCHED
+TRIAL_RUNNING = EventType.TRIAL_RUNNING
+TRIAL_METRICS = EventType.TRIAL_METRICS
+TRIAL_LOST = (
+    EventType.TRIAL_LOST
+)  # the reconciler gave up on a trial's executor; its trial.failed follows
+CAPACITY_IDLE = EventType.CAPACITY_IDLE
 # Markers derived from the decisions of one step.
-BRACKET_STARTED = "bracket.started"
-RUNG_STARTED = "rung.started"
+BRACKET_STARTED = EventType.BRACKET_STARTED
+RUNG_STARTED = EventType.RUNG_STARTED
 
 NOTE_TYPES = frozenset({TRIAL_DISPATCHED, TRIAL_RUNNING, TRIAL_METRICS, TRIAL_LOST, CAPACITY_IDLE})
 MARKER_TYPES = frozenset({BRACKET_STARTED, RUNG_STARTED})

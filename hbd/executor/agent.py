@@ -43,7 +43,6 @@ import httpx
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
-import hbd
 from hbd.executor import metricsfeed, process, results
 from hbd.executor import supervisor as sup
 from hbd.executor.callbacks import CallbackChannel
@@ -58,13 +57,14 @@ from hbd.executor.process import (
 from hbd.executor.trialfiles import read_tail_async
 from hbd.protocol import (
     TIMEOUT_REASON,
+    AgentTrialState,
     Health,
     MetricsPage,
-    TrialState,
     TrialStatus,
     TrialSubmission,
     TrialUpdate,
 )
+from hbd.version import __version__
 
 log = structlog.get_logger(__name__)
 
@@ -313,7 +313,7 @@ class Agent:
     def health(self) -> Health:
         running = self.running_ids()
         return Health(
-            version=hbd.__version__,
+            version=__version__,
             slots=self.slots,
             free_slots=max(0, self.slots - self._slots_taken()),
             running=running,
@@ -730,7 +730,9 @@ class Agent:
             notify=notify,
         )
 
-    def _outcome(self, trial: _Trial, record: results.ExitRecord) -> tuple[TrialState, str | None]:
+    def _outcome(
+        self, trial: _Trial, record: results.ExitRecord
+    ) -> tuple[AgentTrialState, str | None]:
         """The verdict from the supervisor's record: the same whether or not the agent restarted."""
         metric = trial.submission.metric
         if record.error is not None:
@@ -752,7 +754,7 @@ class Agent:
     async def _finish(
         self,
         trial: _Trial,
-        state: TrialState,
+        state: AgentTrialState,
         *,
         reason: str | None = None,
         exit_code: int | None = None,

@@ -15,6 +15,7 @@ import anyio
 import httpx
 import structlog
 
+from hbd.http import auth_headers
 from hbd.protocol import TrialUpdate
 
 log = structlog.get_logger(__name__)
@@ -50,7 +51,7 @@ async def post_update(
     client: httpx.AsyncClient, url: str, update: TrialUpdate, *, token: str | None, attempts: int
 ) -> bool:
     """POST ``update`` to ``url``; True once a 2xx arrives."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers = auth_headers(token)
     body = update.model_dump_json().encode()
     headers["Content-Type"] = "application/json"
     for attempt in range(attempts):

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from pathlib import Path
 from typing import Any, Literal
 
 from hbd.executor import results
 from hbd.executor.supervisor import LAUNCH_FILE, CappedLog
+from hbd.executor.trialfiles import OPEN_FLAGS, open_regular
 
 # One page of a log: a screenful or two of text, and small next to a 1 MiB
 # request limit; `hbd logs --follow` asks again for the rest.
@@ -38,26 +38,20 @@ def read_log_page(
     ``size`` the file's size when read. A missing file (the trial has not
     started yet) is an empty page at offset 0."""
     limit = max(1, min(limit, MAX_LOG_PAGE_BYTES))
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
-        dir_fd = os.open(
-            results.trial_dir(workdir, trial_id), flags | getattr(os, "O_DIRECTORY", 0)
-        )
+        dir_fd = os.open(results.trial_dir(workdir, trial_id), OPEN_FLAGS | os.O_DIRECTORY)
     except FileNotFoundError:
         return _page(b"", offset, 0)
     except OSError as exc:
         raise LogUnavailable(f"trial directory: {exc.strerror}") from None
     try:
         try:
-            fd = os.open(FILES[stream], flags, dir_fd=dir_fd)
+            fd = open_regular(FILES[stream], dir_fd=dir_fd)
         except FileNotFoundError:
             return _page(b"", offset, 0)
-        except OSError as exc:  # ELOOP: a symlink; ENXIO: a FIFO with no writer
+        except OSError as exc:  # a symlink, a FIFO, a directory, unreadable
             raise LogUnavailable(f"{FILES[stream]}: {exc.strerror}") from None
         try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise LogUnavailable(f"{FILES[stream]}: not a regular file")
             cap = _log_cap(workdir, trial_id)
             # Past its cap the file shrinks (head, marker, most recent tail): the
             # page says how much was dropped so far, and where the kept tail

@@ -26,7 +26,6 @@ from hbd.core.templating import PLACEHOLDER as PLACEHOLDER
 from hbd.core.templating import TemplateError as TemplateError
 from hbd.core.templating import format_value as format_value
 from hbd.core.templating import render_argv as render_argv
-from hbd.executor import trialfiles
 from hbd.executor.supervisor import LOCK_FILE, exit_notifier
 
 
@@ -186,11 +185,6 @@ def describe_exit(returncode: int) -> str:
             name = f"signal {-returncode}"
         return f"killed by signal {name}"
     return f"exit code {returncode}"
-
-
-def read_tail(path: Path, limit: int) -> str | None:
-    """The last ``limit`` bytes of a trial-written file (see hbd.executor.trialfiles)."""
-    return trialfiles.read_tail(path, limit)
 
 
 def _proc_stat(pid: int) -> list[str] | None:

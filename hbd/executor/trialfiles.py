@@ -35,15 +35,16 @@ class NotRegularFile(OSError):
     """The path is a FIFO, device, directory, socket or symlink: refused unread."""
 
 
-def open_regular(path: Path) -> int:
+def open_regular(path: Path | str, *, dir_fd: int | None = None) -> int:
     """A read-only descriptor of ``path`` if it is a regular file (not through a symlink).
 
+    ``dir_fd``: ``path`` is relative to that open directory (``os.open``'s).
     Raises FileNotFoundError when it does not exist, NotRegularFile when it is
     anything but a regular file, another OSError when it cannot be opened.
     The caller closes the descriptor.
     """
     try:
-        fd = os.open(path, OPEN_FLAGS)
+        fd = os.open(path, OPEN_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # the last component is a symlink
             raise NotRegularFile(exc.errno, "is a symbolic link", str(path)) from None

@@ -42,6 +42,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hbd.core.vocabulary import TERMINAL_TRIAL_STATUSES, EventType, TrialStatus
+
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
     from optuna.trial import FrozenTrial
@@ -52,7 +54,7 @@ CATEGORICAL_KINDS = frozenset({"choice", "pchoice"})
 LOG_KINDS = frozenset(
     {"loguniform", "qloguniform", "lognormal", "qlognormal", "logspace", "geomspace"}
 )
-ENDED = frozenset({"succeeded", "failed", "cancelled"})
+ENDED = TERMINAL_TRIAL_STATUSES
 # Optuna's intermediate steps are ints; a reported step beyond this is not a
 # step count (and would not fit SQLite-backed Optuna storages either).
 MAX_STEP = 2**63 - 1
@@ -202,9 +204,9 @@ def frozen_trials(
     out = []
     for t in ended:
         value = t["metric"] if _is_number(t["metric"]) else None
-        if t["status"] == "succeeded" and value is not None:
+        if t["status"] == TrialStatus.SUCCEEDED and value is not None:
             st = state.COMPLETE
-        elif t["status"] == "cancelled":
+        elif t["status"] == TrialStatus.CANCELLED:
             st, value = state.PRUNED, None
         else:
             st, value = state.FAIL, None
@@ -263,7 +265,7 @@ class SweepData:
 
 
 # Events an export reads: the spec (for the parameters' kinds) and the curves.
-EXPORT_EVENT_TYPES = ("sweep.submitted", "trial.metrics")
+EXPORT_EVENT_TYPES = (EventType.SWEEP_SUBMITTED, EventType.TRIAL_METRICS)
 
 
 def sweep_data(
@@ -275,9 +277,9 @@ def sweep_data(
     params: Mapping[str, Any] = {}
     reports: dict[str, list[Mapping[str, Any]]] = {}
     for etype, trial_id, payload in events:
-        if etype == "sweep.submitted":
+        if etype == EventType.SWEEP_SUBMITTED:
             params = dict((payload.get("spec_json") or {}).get("matrix", {}).get("params") or {})
-        elif etype == "trial.metrics" and trial_id:
+        elif etype == EventType.TRIAL_METRICS and trial_id:
             reports.setdefault(trial_id, []).append(payload)
     return SweepData(detail, params, trials, reports)
 

@@ -39,16 +39,17 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hbd.core.vocabulary import (
+    FINISHED_SWEEP_STATUSES,
+    TERMINAL_EVENT_TYPES,
+    TERMINAL_TRIAL_STATUSES,
+    EventType,
+    SweepStatus,
+    TrialStatus,
+    sql_list,
+)
 from hbd.store.db import Database
 from hbd.store.schema import TERMINAL_SQL
-
-TERMINAL_TRIAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-FINISHED_SWEEP_STATUSES = frozenset({"succeeded", "stopped", "failed", "cancelled"})
-TERMINAL_EVENT_TYPES = {
-    "trial.succeeded": "succeeded",
-    "trial.failed": "failed",
-    "trial.cancelled": "cancelled",
-}
 
 Statement = tuple[str, tuple[Any, ...]]
 
@@ -72,18 +73,16 @@ _NOT_FINISHED = f"status NOT IN {TERMINAL_SQL}"
 
 _INSERT_SWEEP = (
     "INSERT INTO sweeps (id, name, status, spec, spec_json, seed, created_at)"
-    " VALUES (?, ?, 'running', ?, ?, ?, ?)"
+    f" VALUES (?, ?, '{SweepStatus.RUNNING}', ?, ?, ?, ?)"
 )
 _INSERT_TRIAL = (
     "INSERT INTO trials (id, sweep_id, bracket, rung, idx, config, resource, parent,"
     " resume_from, status, metrics, scheduled_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'scheduled', '{}', ?)"
+    f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '{TrialStatus.SCHEDULED}', '{{}}', ?)"
 )
-_DISPATCHED = (
-    f"UPDATE trials SET status = 'dispatched', executor = ? WHERE id = ? AND {_NOT_FINISHED}"
-)
+_DISPATCHED = f"UPDATE trials SET status = '{TrialStatus.DISPATCHED}', executor = ? WHERE id = ? AND {_NOT_FINISHED}"
 _RUNNING = (
-    "UPDATE trials SET status = 'running', executor = COALESCE(?, executor), started_at = ?"
+    f"UPDATE trials SET status = '{TrialStatus.RUNNING}', executor = COALESCE(?, executor), started_at = ?"
     f" WHERE id = ? AND {_NOT_FINISHED}"
 )
 _METRICS = (
@@ -97,7 +96,7 @@ _TERMINAL = (
 )
 # An interrupted run's metrics go: the next run reports its own from the start.
 _INTERRUPTED = (
-    "UPDATE trials SET status = 'interrupted', reason = ?, metrics = '{}'"
+    f"UPDATE trials SET status = '{TrialStatus.INTERRUPTED}', reason = ?, metrics = '{{}}'"
     f" WHERE id = ? AND {_NOT_FINISHED}"
 )
 _METRICS_LINE = "INSERT INTO metrics_lines (trial_id, run, seq) VALUES (?, ?, ?)"
@@ -121,7 +120,7 @@ def statement(
 ) -> Statement | None:
     """The SQL that projects one event, or None for a log-only event."""
     p, t = payload, event_type
-    if t == "sweep.submitted":
+    if t == EventType.SWEEP_SUBMITTED:
         spec_json = dumps(_need(t, p, "spec_json"))
         return _INSERT_SWEEP, (
             sweep_id,
@@ -131,7 +130,7 @@ def statement(
             int(_need(t, p, "seed")),
             at,
         )
-    if t == "sweep.finished":
+    if t == EventType.SWEEP_FINISHED:
         best = p.get("best") or {}
         return _FINISHED, (
             _need(t, p, "status"),
@@ -141,7 +140,7 @@ def statement(
             p.get("reason"),
             sweep_id,
         )
-    if t == "trial.scheduled":
+    if t == EventType.TRIAL_SCHEDULED:
         return _INSERT_TRIAL, (
             _need(t, p, "trial_id"),
             sweep_id,
@@ -154,11 +153,11 @@ def statement(
             p.get("resume_from"),
             at,
         )
-    if t == "trial.dispatched":
+    if t == EventType.TRIAL_DISPATCHED:
         return _DISPATCHED, (p.get("executor"), _need(t, p, "trial_id"))
-    if t == "trial.running":
+    if t == EventType.TRIAL_RUNNING:
         return _RUNNING, (p.get("executor"), at, _need(t, p, "trial_id"))
-    if t == "trial.metrics":
+    if t == EventType.TRIAL_METRICS:
         return _METRICS, (dumps(p.get("metrics") or {}), _need(t, p, "trial_id"))
     if t in TERMINAL_EVENT_TYPES:
         return _TERMINAL, (
@@ -169,9 +168,9 @@ def statement(
             p.get("reason"),
             _need(t, p, "trial_id"),
         )
-    if t == "trial.interrupted":
+    if t == EventType.TRIAL_INTERRUPTED:
         return _INTERRUPTED, (p.get("reason"), _need(t, p, "trial_id"))
-    if t == "trial.lost":
+    if t == EventType.TRIAL_LOST:
         return _LOST, (p.get("reason"), _need(t, p, "trial_id"))
     return None
 
@@ -182,7 +181,7 @@ def statements(
     """Projection SQL for a batch, in event order. Raises ValueError on a bad payload."""
     out = []
     for event_type, payload, at in events:
-        if event_type == "trial.metrics":
+        if event_type == EventType.TRIAL_METRICS:
             seq, run = payload.get("seq"), payload.get("run", 1)
             if isinstance(seq, int) and not isinstance(seq, bool):
                 out.append((_METRICS_LINE, (_need(event_type, payload, "trial_id"), run, seq)))
@@ -261,7 +260,7 @@ _TRIAL_COLS = (
 )
 _TRIAL_ORDER = "ORDER BY bracket DESC, rung, idx, id"
 _SWEEP_ORDER = "ORDER BY created_at, id"
-_FINISHED_SWEEPS_SQL = "(" + ",".join(f"'{s}'" for s in sorted(FINISHED_SWEEP_STATUSES)) + ")"
+_FINISHED_SWEEPS_SQL = sql_list(FINISHED_SWEEP_STATUSES)
 
 
 def _sweep(row: sqlite3.Row) -> SweepRow:

@@ -8,12 +8,16 @@ with the ``user_version`` bump, so a crash mid-upgrade leaves the old version.
 
 from __future__ import annotations
 
+from hbd.core.vocabulary import TERMINAL_EVENT_TYPES, TERMINAL_TRIAL_STATUSES, EventType, sql_list
 from hbd.errors import SchemaTooNew
 from hbd.store.db import Database
 
-# Terminal trial statuses, spelled once for the SQL below. A trial in one of
-# these can never change again (the trials_finished_is_final trigger).
-TERMINAL_SQL = "('succeeded','failed','cancelled')"
+# Terminal trial statuses, from hbd.core.vocabulary, for the SQL below. A trial
+# in one of these can never change again (the trials_finished_is_final trigger).
+# The generated text is the one released databases were built with:
+# ('succeeded','failed','cancelled') (tests/store/test_schema.py keeps it so).
+TERMINAL_SQL = sql_list(TERMINAL_TRIAL_STATUSES)
+TERMINAL_EVENTS_SQL = sql_list(EventType(t) for t in TERMINAL_EVENT_TYPES)
 
 _FINISHED_TRIAL_TRIGGER = f"""
 CREATE TRIGGER trials_finished_is_final BEFORE UPDATE ON trials
@@ -35,21 +39,21 @@ V1: tuple[str, ...] = (
     "CREATE INDEX events_sweep_seq ON events(sweep_id, seq)",
     # Idempotence in the schema: one terminal event and one scheduling per trial,
     # one submit and one finish per sweep. A duplicate fails the whole batch.
-    """
+    f"""
     CREATE UNIQUE INDEX events_one_terminal_per_trial ON events(trial_id)
-    WHERE type IN ('trial.succeeded','trial.failed','trial.cancelled')
+    WHERE type IN {TERMINAL_EVENTS_SQL}
     """,
-    """
+    f"""
     CREATE UNIQUE INDEX events_one_schedule_per_trial ON events(trial_id)
-    WHERE type = 'trial.scheduled'
+    WHERE type = '{EventType.TRIAL_SCHEDULED}'
     """,
-    """
+    f"""
     CREATE UNIQUE INDEX events_one_submit_per_sweep ON events(sweep_id)
-    WHERE type = 'sweep.submitted'
+    WHERE type = '{EventType.SWEEP_SUBMITTED}'
     """,
-    """
+    f"""
     CREATE UNIQUE INDEX events_one_finish_per_sweep ON events(sweep_id)
-    WHERE type = 'sweep.finished'
+    WHERE type = '{EventType.SWEEP_FINISHED}'
     """,
     # The log is append-only: history is never rewritten.
     """
@@ -108,10 +112,10 @@ V1: tuple[str, ...] = (
 V2: tuple[str, ...] = (
     "ALTER TABLE trials ADD COLUMN resume_from TEXT",
     "DROP TRIGGER trials_finished_is_final",
-    """
+    f"""
     UPDATE trials SET resume_from = (
         SELECT json_extract(e.payload, '$.resume_from') FROM events AS e
-        WHERE e.trial_id = trials.id AND e.type = 'trial.scheduled'
+        WHERE e.trial_id = trials.id AND e.type = '{EventType.TRIAL_SCHEDULED}'
     )
     """,
     _FINISHED_TRIAL_TRIGGER,
@@ -134,11 +138,11 @@ V3: tuple[str, ...] = (
         PRIMARY KEY (trial_id, run, seq)
     ) WITHOUT ROWID
     """,
-    """
+    f"""
     INSERT OR IGNORE INTO metrics_lines (trial_id, run, seq)
     SELECT trial_id, COALESCE(json_extract(payload, '$.run'), 1),
            json_extract(payload, '$.seq') FROM events
-    WHERE type = 'trial.metrics' AND trial_id IS NOT NULL
+    WHERE type = '{EventType.TRIAL_METRICS}' AND trial_id IS NOT NULL
       AND json_type(payload, '$.seq') = 'integer'
     """,
 )

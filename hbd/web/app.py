@@ -5,7 +5,7 @@ cannot send that header, so the page authenticates once with a login form:
 
 1. ``GET /`` without a valid session answers the login form (no data in it).
 2. ``POST /login`` with the token compares it with the daemon's in constant
-   time (``hbd.api.asgi.token_matches``) and, when it matches, sets the cookie
+   time (``hbd.http.token_matches``) and, when it matches, sets the cookie
    ``hbd_session=<expiry>.<hmac>``: an HMAC-SHA256 keyed by the token of the
    expiry time. ``HttpOnly`` (scripts cannot read it), ``SameSite=Strict``
    (no other site's page can make the browser send it), ``Secure`` when served
@@ -36,8 +36,9 @@ from importlib import resources
 from urllib.parse import parse_qs
 
 import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hbd.api.asgi import ASGIApp, Message, Receive, Scope, Send, token_matches
+from hbd.http import bearer, token_matches
 
 log = structlog.get_logger(__name__)
 
@@ -189,7 +190,7 @@ class WebPage:
         ):
             headers = [
                 *scope.get("headers", []),
-                (b"authorization", f"Bearer {self.token}".encode()),
+                (b"authorization", bearer(self.token).encode()),
             ]
             scope = {**scope, "headers": headers}
         await self.app(scope, receive, send)
@@ -221,7 +222,7 @@ class WebPage:
             await _respond(send, 413, b"login form too large", b"text/plain; charset=utf-8")
             return
         given = parse_qs(body.decode("latin-1"), max_num_fields=4).get("token", [""])[0].strip()
-        if not token_matches(f"Bearer {given}", self.token):
+        if not token_matches(bearer(given), self.token):
             client = scope.get("client")
             log.info("web login refused: wrong token", client=client[0] if client else None)
             await _respond(send, 401, _login_page("That token was not accepted."))

@@ -17,9 +17,9 @@ import anyio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hbd.core.vocabulary import TERMINAL_EVENT_TYPES, TERMINAL_TRIAL_STATUSES
 from hbd.errors import ConflictError
 from hbd.store import Store, open_store
-from hbd.store.projections import TERMINAL_EVENT_TYPES, TERMINAL_TRIAL_STATUSES
 
 from .conftest import SWEEP, submitted
 
