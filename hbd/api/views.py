@@ -50,7 +50,7 @@ def sweep_summary(
         "id": sweep.id,
         "name": sweep.name or None,
         # the projection says running until the end; the live machine knows "stopping"
-        "status": "broken"
+        "status": SweepStatus.BROKEN
         if broken
         else live_state
         if live_state == SweepStatus.STOPPING

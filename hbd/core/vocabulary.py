@@ -62,10 +62,11 @@ class TrialStatus(StrEnum):
 
 
 class SweepStatus(StrEnum):
-    """Where a sweep is in its life (the ``sweeps.status`` column, and ``stopping`` live)."""
+    """Where a sweep is in its life (the ``sweeps.status`` column; ``stopping`` and ``broken`` live)."""
 
     RUNNING = "running"
     STOPPING = "stopping"  # only live: no new trials, waiting for the running ones
+    BROKEN = "broken"  # only live: the daemon cannot resume it (e.g. ReplayDiverged)
     SUCCEEDED = "succeeded"
     STOPPED = "stopped"  # a cancelled sweep ends stopped
     FAILED = "failed"
