@@ -64,6 +64,7 @@ from hbd.core.space import JSONValue, sample_config
 from hbd.core.tpe import BOHBSampler, BOHBSettings, RunResult, Sampler
 
 MAX_ITERATIONS, ETA = 81, 3
+BOHB_SETTINGS = BOHBSettings()  # the defaults, as a sweep gets them; --bohb overrides
 BUDGET_POINTS = (0.5, 1.0, 5.0)  # in Hyperband iterations
 PARAM: TypeAdapter[Any] = TypeAdapter(Param)
 
@@ -330,13 +331,13 @@ def run_textbook(problem: Problem, ledger: Ledger, seed: int) -> None:
     """Li et al. 2018, Algorithm 1, with float arithmetic and one numpy stream."""
     rng = np.random.default_rng(seed + 7919)
     R, eta = MAX_ITERATIONS, ETA
-    s_max = int(math.floor(math.log(R) / math.log(eta) + 1e-9))
+    s_max = math.floor(math.log(R) / math.log(eta) + 1e-9)
     B = (s_max + 1) * R
     while not ledger.exhausted:
         for s in range(s_max, -1, -1):
             if ledger.exhausted:
                 return
-            n = int(math.ceil(B / R * eta**s / (s + 1)))
+            n = math.ceil(B / R * eta**s / (s + 1))
             r = R * eta ** (-s)
             configs = [_random_config(problem, rng) for _ in range(n)]
             previous = 0.0
@@ -398,7 +399,7 @@ def run_optuna(problem: Problem, ledger: Ledger, seed: int) -> None:
 METHODS: dict[str, Callable[[Problem, Ledger, int], None]] = {
     "hbd-random": lambda pr, led, seed: run_hbd(RandomSampler(pr.params, seed=seed), led),
     "hbd-bohb": lambda pr, led, seed: run_hbd(
-        BOHBSampler(pr.params, seed=seed, settings=BOHBSettings()), led
+        BOHBSampler(pr.params, seed=seed, settings=BOHB_SETTINGS), led
     ),
     "hyperband": run_textbook,
     "optuna-tpe": run_optuna,
@@ -410,7 +411,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--problems", default=",".join(PROBLEMS))
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--bohb", default="{}", help="BOHB settings as JSON (tuner.params)")
     args = ap.parse_args(argv)
+    global BOHB_SETTINGS
+    BOHB_SETTINGS = BOHBSettings.model_validate_json(args.bohb)
     plan = geometry.brackets(MAX_ITERATIONS, ETA)
     unit = iteration_cost(plan)
     budgets = [b * unit for b in BUDGET_POINTS]

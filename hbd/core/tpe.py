@@ -489,6 +489,9 @@ class BOHBSampler:
         self._names = list(self.params)
         self._dims = [_dimension(p) for p in self.params.values()]
         self.min_points = self.settings.min_points_in_model or len(self._dims) + 1
+        # The last history and its model: a bracket proposes all its first
+        # configurations from one history, and fitting is what costs.
+        self._cache: tuple[tuple[RunResult, ...], tuple[_KDE, _KDE] | None] | None = None
 
     def _rng(self, bracket: int, index: int) -> np.random.Generator:
         import numpy as np
@@ -504,7 +507,7 @@ class BOHBSampler:
         rng = self._rng(bracket, index)
         if not self._dims or rng.random() < self.settings.random_fraction:
             return self._random(bracket, index)
-        model = self._model(history)
+        model = self._cached_model(history)
         if model is None:
             return self._random(bracket, index)
         good, bad = model
@@ -514,6 +517,15 @@ class BOHBSampler:
         return sample_config(self.params, seed=self.seed, bracket=bracket, index=index)
 
     # ---- fitting
+
+    def _cached_model(self, history: Sequence[RunResult]) -> tuple[_KDE, _KDE] | None:
+        key = tuple(history)
+        # Tuple equality checks identity first, so a repeated history costs
+        # one pointer comparison per result; a reordered one is refitted (the
+        # model is canonical, so to the same result).
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self._model(key))
+        return self._cache[1]
 
     def _encode(self, config: Mapping[str, JSONValue]) -> list[float] | None:
         row = []
