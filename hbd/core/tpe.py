@@ -142,6 +142,9 @@ class BOHBSettings(Frozen):
     # No bandwidth falls below this (in the unit cube), so a model of
     # identical points still explores.
     min_bandwidth: float = Field(default=1e-3, gt=0, le=1, allow_inf_nan=False)
+    # One joint density over all parameters (BOHB), or a product of one
+    # density per parameter (Optuna's default TPE).
+    multivariate: bool = True
 
 
 # ---------------------------------------------------------------- encoding
@@ -431,6 +434,7 @@ class _KDE:
 
     data: NDArray[np.float64]  # (n, d)
     bandwidth: NDArray[np.float64]  # (d,)
+    joint: bool  # multivariate (BOHB) or a product of marginals (TPE)
 
     def log_density(
         self, x: NDArray[np.float64], categories: NDArray[np.int64]
@@ -446,22 +450,28 @@ class _KDE:
         same = np.log(1 - bw)
         other = np.log(bw / (c - 1))
         aa = np.where(diff == 0, same, other)
-        per_dim = np.where(cat, aa, gauss)
-        log_k = per_dim.sum(axis=2)  # (m, n)
-        top = log_k.max(axis=1, keepdims=True)
-        out = top[:, 0] + np.log(np.exp(log_k - top).mean(axis=1))
+        per_dim = np.where(cat, aa, gauss)  # (m, n, d)
+        if self.joint:  # one kernel per point, the product over parameters
+            log_k = per_dim.sum(axis=2)  # (m, n)
+            top = log_k.max(axis=1, keepdims=True)
+            out = top[:, 0] + np.log(np.exp(log_k - top).mean(axis=1))
+        else:  # the product of each parameter's own 1-d density (Optuna's default TPE)
+            top_d = per_dim.max(axis=1, keepdims=True)  # (m, 1, d)
+            marginal = top_d[:, 0, :] + np.log(np.exp(per_dim - top_d).mean(axis=1))
+            out = marginal.sum(axis=1)
         result: NDArray[np.float64] = np.maximum(out, LOG_DENSITY_FLOOR)
         return result
 
 
 def _bandwidths(
-    data: NDArray[np.float64], dims: Sequence[_Dim], min_bandwidth: float
+    data: NDArray[np.float64], dims: Sequence[_Dim], min_bandwidth: float, joint: bool
 ) -> NDArray[np.float64]:
     """statsmodels' normal reference rule (1.06 σ n^(-1/(4+d))), as BOHB uses it."""
     import numpy as np
 
     n, d = data.shape
-    bw = 1.06 * data.std(axis=0) * n ** (-1.0 / (4 + d))
+    # A product of marginals is d one-dimensional estimates: the rule's d is 1.
+    bw = 1.06 * data.std(axis=0) * n ** (-1.0 / (4 + (d if joint else 1)))
     floors = np.array(
         [
             max(min_bandwidth, 0.5 / dim.n) if isinstance(dim, _Grid) else min_bandwidth
@@ -560,7 +570,11 @@ class BOHBSampler:
             g = np.array(good, dtype=float)
             b = np.array(bad, dtype=float)
             s = self.settings.min_bandwidth
-            return _KDE(g, _bandwidths(g, self._dims, s)), _KDE(b, _bandwidths(b, self._dims, s))
+            joint = self.settings.multivariate
+            return (
+                _KDE(g, _bandwidths(g, self._dims, s, joint), joint),
+                _KDE(b, _bandwidths(b, self._dims, s, joint), joint),
+            )
         return None
 
     # ---- proposing
@@ -570,7 +584,11 @@ class BOHBSampler:
 
         m, d = self.settings.num_samples, len(self._dims)
         categories = np.array([dim.categories for dim in self._dims], dtype=np.int64)
-        centre = good.data[rng.integers(len(good.data), size=m)]  # (m, d)
+        if good.joint:  # each candidate around one good point
+            centre = good.data[rng.integers(len(good.data), size=m)]  # (m, d)
+        else:  # each coordinate around its own good point's
+            pick = rng.integers(len(good.data), size=(m, d))
+            centre = good.data[pick, np.arange(d)]
         cand = np.empty((m, d))
         for j, dim in enumerate(self._dims):
             bw = float(good.bandwidth[j])

@@ -139,11 +139,16 @@ def test_the_random_fraction_is_about_its_share() -> None:
     index=st.integers(0, 200),
     n=st.integers(0, 60),
     order=st.randoms(use_true_random=False),
+    multivariate=st.booleans(),
 )
 def test_a_permuted_history_gives_the_same_proposal_inside_every_domain(
-    seed: int, bracket: int, index: int, n: int, order: Any
+    seed: int, bracket: int, index: int, n: int, order: Any, multivariate: bool
 ) -> None:
-    sampler = BOHBSampler(EVERY_KIND, seed=seed, settings=BOHBSettings(min_points_in_model=3))
+    sampler = BOHBSampler(
+        EVERY_KIND,
+        seed=seed,
+        settings=BOHBSettings(min_points_in_model=3, multivariate=multivariate),
+    )
     history = random_history(EVERY_KIND, n, seed=seed % 1000)
     shuffled = list(history)
     order.shuffle(shuffled)
@@ -154,10 +159,13 @@ def test_a_permuted_history_gives_the_same_proposal_inside_every_domain(
         in_domain(EVERY_KIND[name], value, name)
 
 
-def test_model_proposals_stay_inside_every_domain() -> None:
+@pytest.mark.parametrize("multivariate", [True, False])
+def test_model_proposals_stay_inside_every_domain(multivariate: bool) -> None:
     # Many model-driven proposals (no random share), so edges and rounding are exercised.
     sampler = BOHBSampler(
-        EVERY_KIND, seed=2, settings=BOHBSettings(random_fraction=0, min_points_in_model=3)
+        EVERY_KIND,
+        seed=2,
+        settings=BOHBSettings(random_fraction=0, min_points_in_model=3, multivariate=multivariate),
     )
     history = random_history(EVERY_KIND, 60)
     for i in range(60):
@@ -194,8 +202,10 @@ def quadratic_history(n: int, resource: float, best: float) -> list[RunResult]:
     return out
 
 
-def test_proposals_concentrate_where_the_losses_are_low() -> None:
-    sampler = BOHBSampler({"x": p("uniform", [0, 1])}, seed=4, settings=NO_RANDOM)
+@pytest.mark.parametrize("multivariate", [True, False])
+def test_proposals_concentrate_where_the_losses_are_low(multivariate: bool) -> None:
+    settings = BOHBSettings(random_fraction=0, multivariate=multivariate)
+    sampler = BOHBSampler({"x": p("uniform", [0, 1])}, seed=4, settings=settings)
     history = quadratic_history(40, 1, best=0.8)
     xs = [sampler.propose(bracket=0, index=i, history=history)["x"] for i in range(50)]
     near = sum(abs(x - 0.8) < 0.15 for x in xs if isinstance(x, float))
