@@ -287,3 +287,19 @@ def test_importing_the_sampler_does_not_import_numpy() -> None:
     code = "import sys, hbd.core.tpe; print('numpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_chunked_kernels_give_the_same_proposal(monkeypatch: pytest.MonkeyPatch) -> None:
+    params = {"x": p("uniform", [0, 1]), "c": p("choice", ["a", "b", "c"])}
+    history = random_history(params, 80)
+    settings_ = BOHBSettings(random_fraction=0, num_samples=200)
+    whole = BOHBSampler(params, seed=8, settings=settings_).propose(
+        bracket=0, index=0, history=history
+    )
+    import hbd.core.tpe as tpe
+
+    monkeypatch.setattr(tpe, "KERNEL_CELLS", 7)  # one candidate at a time
+    chunked = BOHBSampler(params, seed=8, settings=settings_).propose(
+        bracket=0, index=0, history=history
+    )
+    assert chunked == whole
