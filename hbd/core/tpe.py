@@ -110,11 +110,12 @@ _MODEL_STREAM = 0xB0B
 
 
 # ---------------------------------------------------------------- the contract
-# A local copy of the seam's contract (hbd/core/sampler.py, being added by the
-# `seam` helper); replace with an import once it lands.
+# A local copy of the seam's contract (hbd/core/sampler.py on the `seam`
+# branch, the same shape); on merge, replace both with
+# `from hbd.core.sampler import RunResult, Sampler`.
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RunResult:
     config: Mapping[str, JSONValue]  # as sampled (before casting to inputs)
     resource: float  # the rung's resource value
