@@ -59,6 +59,11 @@ SWEEP_TRANSITIONS: Mapping[tuple[SweepState, str], SweepState] = {
     (SweepState.RUNNING, "trial.cancelled"): SweepState.RUNNING,
     (SweepState.RUNNING, "trial.interrupted"): SweepState.RUNNING,
     (SweepState.RUNNING, "sweep.stop_requested"): SweepState.STOPPING,
+    # More Hyperband iterations: planned after the running ones, or reopening a
+    # sweep that finished with every bracket done (the machine refuses to
+    # reopen a stopped one, whose state is the same).
+    (SweepState.RUNNING, "sweep.extended"): SweepState.RUNNING,
+    (SweepState.FINISHED, "sweep.extended"): SweepState.RUNNING,
     (SweepState.STOPPING, "trial.succeeded"): SweepState.STOPPING,
     (SweepState.STOPPING, "trial.failed"): SweepState.STOPPING,
     (SweepState.STOPPING, "trial.cancelled"): SweepState.STOPPING,
@@ -125,6 +130,7 @@ class Trial:
     # The configuration as the sampler proposed it, before casting to inputs
     # (what a learning sampler is shown); None for trials built elsewhere.
     sampled: Mapping[str, JSON] | None = None
+    iteration: int = 0  # the Hyperband iteration (outer loop) it belongs to
 
     def fire(self, event: str, *, sweep_id: str) -> TrialState:
         """Move this trial by ``event`` through ``TRIAL_TRANSITIONS``; the new state."""
@@ -144,6 +150,7 @@ class Trial:
             resource=self.resource,
             parent=self.parent,
             resume_from=self.parent if resume else None,
+            iteration=self.iteration,
         )
 
     def order_key(self, bracket_position: int) -> tuple[int, ...]:
@@ -156,7 +163,8 @@ class BracketRun:
     """One bracket in flight: which rung is open and which trials are in it."""
 
     plan: geometry.Bracket
-    position: int  # 0 for s_max, the first bracket to start
+    position: int  # 0 for s_max, the first bracket to start (counting on over iterations)
+    iteration: int = 0
     rung: int = 0
     trials: list[list[Trial]] = field(default_factory=list)  # trials[rung] in index order
     done: bool = False
@@ -232,6 +240,7 @@ class BracketRun:
             else tuple(t.trial_id for t in ranked if t.trial_id not in promoted_ids),
             cutoff=cutoff,
             reason=reason,
+            iteration=self.iteration,
         )
         if not promoted:
             self.done = True

@@ -130,12 +130,22 @@ class OneRung:
         self.open -= 1
         return Step()
 
+    def extend(self, iterations: int) -> list[Slot]:
+        return []
+
+    @property
+    def iterations(self) -> int:
+        return 1
+
     @property
     def done(self) -> bool:
         return self.open == 0
 
-    def position(self, bracket: int) -> int:
+    def position(self, bracket: int, iteration: int = 0) -> int:
         return 0
+
+    def sample_key(self, bracket: int, iteration: int = 0) -> int:
+        return bracket
 
     def snapshot(self) -> list[Any]:
         return [self.open]
