@@ -2,8 +2,10 @@
 
 The sweep machine is driven exactly as the daemon drives it, with the
 objective ``f(config, resource) -> float | dict[str, float]`` standing in for
-executors. Trials complete in the order they were started (FIFO), so a spec,
-a seed and an objective always give the same simulation, bit for bit.
+executors. Trials run one at a time, deeper rungs first (``StartTrial.priority``,
+as the daemon's dispatcher orders its queue: full-resource results come early),
+then in the order they were started; so a spec, a seed and an objective always
+give the same simulation, bit for bit.
 
 A bad objective *reference* (no such module, attribute, not callable) is the
 user's mistake and raises ``ObjectiveError`` before anything runs. A bad
@@ -15,13 +17,13 @@ daemon; the sweep goes on.
 from __future__ import annotations
 
 import copy
+import heapq
 import importlib
 import importlib.util
 import inspect
 import math
 import numbers
 import sys
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -334,7 +336,8 @@ def simulate(
         spec, sweep_id=SIMULATION_SWEEP_ID, seed=seed, first_failures_stop=FIRST_FAILURES_STOP
     )
     metric = spec.matrix.metric.name
-    queue: deque[StartTrial] = deque()
+    # (-priority, order started, trial): deeper rungs first, FIFO among equals.
+    queue: list[tuple[int, int, StartTrial]] = []
     started: list[StartTrial] = []
     cancel_reason: dict[str, str] = {}
     decided: list[RungDecided] = []
@@ -344,7 +347,7 @@ def simulate(
         nonlocal early
         for d in machine.handle(event):
             if isinstance(d, StartTrial):
-                queue.append(d)
+                heapq.heappush(queue, (-d.priority, len(started), d))
                 started.append(d)
             elif isinstance(d, CancelTrials):
                 for tid in d.trial_ids:
@@ -356,7 +359,7 @@ def simulate(
 
     feed(Begin())
     while queue:
-        start = queue.popleft()
+        start = heapq.heappop(queue)[2]
         if start.trial_id in cancel_reason:
             feed(TrialCancelled(trial_id=start.trial_id, reason=cancel_reason[start.trial_id]))
         else:
@@ -385,16 +388,16 @@ def simulate(
                 reason=t.reason,
             )
         )
-    sizes: dict[tuple[int, int], int] = {}
-    for outcome in trials:
-        key = (outcome.bracket, outcome.rung)
+    sizes: dict[tuple[int, int, int], int] = {}
+    for s in started:
+        key = (s.iteration, s.bracket, s.rung)
         sizes[key] = sizes.get(key, 0) + 1
     rungs = sorted(
         (
             RungOutcome(
                 bracket=d.bracket,
                 rung=d.rung,
-                size=sizes[(d.bracket, d.rung)],
+                size=sizes[(d.iteration, d.bracket, d.rung)],
                 promoted=d.promoted,
                 cutoff=d.cutoff,
                 reason=d.reason,
