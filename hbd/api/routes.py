@@ -19,7 +19,13 @@ from fastapi.responses import JSONResponse
 from hbd.api.asgi import is_authenticated
 from hbd.api.docs import add_docs
 from hbd.api.sse import create_event_router
-from hbd.api.views import resource_type, sweep_detail, sweep_summary, trial_view
+from hbd.api.views import (
+    best_per_resource,
+    resource_type,
+    sweep_detail,
+    sweep_summary,
+    trial_view,
+)
 from hbd.core.errors import SpecError
 from hbd.core.limits import MAX_SQL_INT
 from hbd.core.spec import sweep_id_problem
@@ -126,10 +132,14 @@ def create_app(daemon: Daemon) -> FastAPI:
         sweep = await sweep_or_404(sweep_id)
         runner = daemon.runners.get(sweep_id)
         best_id = sweep.best_trial_id
+        iterations = None
         if runner is not None:
             best = runner.machine.best()
             best_id = best.trial_id if best else None
+            iterations = runner.machine.scheduler.iterations
         best_row = await daemon.store.get_trial(best_id) if best_id else None
+        succeeded = await daemon.store.list_trials(sweep_id, status=TrialStatus.SUCCEEDED)
+        direction = sweep.spec_json["matrix"]["metric"].get("optimization", "minimize")
         return sweep_detail(
             sweep,
             await daemon.store.rung_progress(sweep_id),
@@ -137,6 +147,8 @@ def create_app(daemon: Daemon) -> FastAPI:
             best_row,
             live_state(sweep_id),
             broken(sweep_id),
+            per_resource=best_per_resource(succeeded, direction),
+            iterations=iterations,
         )
 
     @router.get("/v1/sweeps/{sweep_id}/trials")

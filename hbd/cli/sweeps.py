@@ -274,6 +274,14 @@ def cmd_status(args: argparse.Namespace) -> int:
                 )
             )
     out.rows(("bracket", "rung", "resource", "planned", "trials", "by status"), rows)
+    per_resource = detail.get("best_per_resource") or []
+    if per_resource:
+        metric = detail["metric"]["name"]
+        out.line(f"best per {detail['resource']['name']} (the sweep's best is the last):")
+        out.rows(
+            (detail["resource"]["name"], metric, "trial"),
+            [(str(t["resource"]), format_number(t["metric"]), t["id"]) for t in per_resource],
+        )
     print_outcome(detail, why)
     return EXIT_OK
 
