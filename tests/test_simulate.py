@@ -392,3 +392,15 @@ def test_deeper_rungs_run_first_and_the_decisions_are_those_of_fifo(tmp_path: Pa
         decided += [(d.bracket, d.rung, d.promoted) for d in out if hasattr(d, "promoted")]
     assert sorted(decided) == sorted((r.bracket, r.rung, r.promoted) for r in sim.rungs)
     assert machine.finished is not None and machine.finished.best == sim.best
+
+
+def test_the_plan_totals_cover_every_iteration() -> None:
+    one = build_plan(reference_spec())
+    three = build_plan(
+        reference_spec(iterations=3, tuner={"hubRef": "bohb"}, promotion="asynchronous")
+    )
+    assert three.total_trial_runs == 3 * one.total_trial_runs
+    assert three.total_resource == 3 * one.total_resource
+    assert three.brackets == one.brackets  # the table shows one iteration
+    data = three.to_json()
+    assert (data["iterations"], data["tuner"], data["promotion"]) == (3, "bohb", "asynchronous")

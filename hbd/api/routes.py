@@ -27,10 +27,11 @@ from hbd.api.views import (
     trial_view,
 )
 from hbd.core.errors import SpecError
-from hbd.core.limits import MAX_SQL_INT
+from hbd.core.limits import MAX_HYPERBAND_ITERATIONS, MAX_SQL_INT
 from hbd.core.spec import sweep_id_problem
 from hbd.core.vocabulary import TrialStatus
 from hbd.daemon.app import Daemon, SweepChanged
+from hbd.daemon.extend import CannotExtend, extend
 from hbd.errors import ConflictError, ExecutorError, NotFound, NotReady, StoreError
 from hbd.protocol import TrialUpdate
 from hbd.version import __version__
@@ -170,6 +171,21 @@ def create_app(daemon: Daemon) -> FastAPI:
         except NotFound as exc:
             raise HTTPException(404, str(exc)) from None
         return {"id": sweep_id, "cancelling": cancelling}
+
+    @router.post("/v1/sweeps/{sweep_id}/extend", status_code=202)
+    async def extend_sweep(
+        sweep_id: str, iterations: Annotated[int, Query(ge=1, le=MAX_HYPERBAND_ITERATIONS)] = 1
+    ) -> dict[str, Any]:
+        """More Hyperband iterations for a running sweep (logged as sweep.extended)."""
+        try:
+            total = await extend(daemon, sweep_id, iterations)
+        except NotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+        except CannotExtend as exc:
+            raise HTTPException(409, str(exc)) from None
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return {"id": sweep_id, "iterations": total}
 
     @router.get("/v1/trials/{trial_id}/logs")
     async def trial_logs(

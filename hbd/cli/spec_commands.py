@@ -115,6 +115,10 @@ def _print_plan(path: str, plan: Plan) -> None:
         f"s_max={plan.s_max}; resource {res} ({plan.resource_type}); "
         f"metric {plan.metric} ({plan.direction})"
     )
+    out.line(
+        f"search: {plan.tuner} sampling, {plan.promotion} promotion, "
+        f"{plan.iterations} Hyperband iteration{'s' if plan.iterations != 1 else ''}"
+    )
     table = Table(
         title=f"Brackets: configs x {res} per rung",
         caption=f"runs: trial runs; total: {res} summed over them",
@@ -131,7 +135,7 @@ def _print_plan(path: str, plan: Plan) -> None:
         table.add_row(f"s={b.bracket}", *cells, str(b.trial_runs), format_number(b.total_resource))
     table.add_section()
     table.add_row(
-        "total",
+        "total" if plan.iterations == 1 else f"total x{plan.iterations}",
         *[""] * (plan.s_max + 1),
         str(plan.total_trial_runs),
         format_number(plan.total_resource),

@@ -488,6 +488,26 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- extend
+
+
+def _args_extend(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep")
+    p.add_argument(
+        "--iterations",
+        type=int,
+        default=1,
+        help="how many more Hyperband iterations (default 1)",
+    )
+    add_connection_args(p)
+
+
+def cmd_extend(args: argparse.Namespace) -> int:
+    total = call(args, lambda c: c.extend(args.sweep, args.iterations))
+    say(f"sweep {args.sweep}: {args.iterations} more iteration(s), {total} in all")
+    return EXIT_OK
+
+
 COMMANDS: tuple[Command, ...] = (
     Command("submit", "submit a sweep spec to the daemon", _args_submit, cmd_submit),
     Command("status", "list sweeps, or show one sweep's progress", _args_status, cmd_status),
@@ -500,5 +520,11 @@ COMMANDS: tuple[Command, ...] = (
         "stop a sweep: nothing new starts, running trials are cancelled",
         _args_cancel,
         cmd_cancel,
+    ),
+    Command(
+        "extend",
+        "run more Hyperband iterations in a running sweep",
+        _args_extend,
+        cmd_extend,
     ),
 )
