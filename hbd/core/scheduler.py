@@ -35,6 +35,7 @@ __all__ = [
     "Slot",
     "Step",
     "SynchronousHyperband",
+    "visible",
 ]
 
 
@@ -57,8 +58,8 @@ class Step:
     ``decided`` come first: every rung decision, in order (a synchronous rung is
     decided once; an asynchronous one at each promotion and when it closes).
     ``closed`` are those that close a rung (all its trials ended): the machine
-    adds the first rungs' results to a sampler's history before it fills
-    ``starts``, in order, so a bracket opened by this step samples with them.
+    keeps their results as a sampler's history before it fills ``starts``, in
+    order, so a bracket opened by this step samples with them (``visible``).
     """
 
     decided: tuple[RungDecided, ...] = ()
@@ -118,11 +119,12 @@ class _Iterations:
     iteration; ``position`` counts them from 0 over all iterations. Eager (the
     default) opens every bracket at once, so executors are not idle at one
     bracket's barrier; ``lazy`` opens bracket b+1 only when bracket b's first
-    rung is *closed*. Lazily, first rungs close in bracket order (a bracket's
-    first rung cannot close before it opens), so when bracket b+1 opens exactly
-    the first rungs of brackets 0..b are closed, whatever order trials ended in:
-    that is the history a learning sampler is shown (sweep.py), a function of
-    the results and never of their arrival order.
+    rung is *closed* and every bracket before b is done. Then, whatever order
+    trials ended in, exactly these rungs are closed when bracket b+1 opens:
+    every rung of brackets 0..b-1 and the first rung of bracket b (``visible``).
+    That is the history a learning sampler is shown (sweep.py), a function of
+    the results and never of their arrival order. (Bracket b's later rungs may
+    or may not have closed: they are not shown.)
     """
 
     def __init__(
@@ -146,6 +148,7 @@ class _Iterations:
         self._brackets: list[Any] = []
         self._opened = 0  # brackets opened so far, in position order
         self._first_closed = 0  # brackets whose first rung is closed
+        self._done_prefix = 0  # brackets 0.._done_prefix-1 are all done
         self._add(iterations)
 
     def _new_bracket(self, plan: geometry.Bracket, *, position: int, iteration: int) -> Any:
@@ -173,8 +176,8 @@ class _Iterations:
         self._add(iterations)
         if not self.lazy:
             return [s for _ in range(self._opened, len(self._brackets)) for s in self._open_next()]
-        # Lazily, the next bracket opens now if its predecessor's first rung has closed.
-        return self._open_next() if self._first_closed == self._opened else []
+        # Lazily, the next bracket opens now if what it waits for is closed.
+        return self._open_ready()
 
     def _open_next(self) -> list[Slot]:
         run = self._brackets[self._opened]
@@ -196,10 +199,14 @@ class _Iterations:
     def _opening(self, run: Any) -> None:
         """A bracket opens (hook for the scheduler's own bookkeeping)."""
 
-    def _first_rung_closed(self) -> list[Slot]:
-        """Count a closed first rung; the slots of the bracket it opens, lazily."""
-        self._first_closed += 1
-        if self.lazy and self._opened < len(self._brackets):
+    def _open_ready(self) -> list[Slot]:
+        """Lazily: the next bracket's slots, if its predecessor's first rung is
+        closed and every bracket before that is done; else nothing."""
+        if not self.lazy or self._opened == len(self._brackets):
+            return []
+        while self._done_prefix < self._opened and self._brackets[self._done_prefix].done:
+            self._done_prefix += 1
+        if self._first_closed == self._opened and self._done_prefix >= self._opened - 1:
             return self._open_next()
         return []
 
@@ -215,6 +222,14 @@ class _Iterations:
 
     def _run(self, trial: Trial) -> Any:
         return self._brackets[self.position(trial.bracket, trial.iteration)]
+
+
+def visible(opening: int, position: int, rung: int) -> bool:
+    """Whether a closed rung (bracket ``position``, ``rung``) is in the history of
+    the bracket opening at position ``opening``: every rung of the brackets two
+    or more before it, and the first rung of the one just before (see
+    ``_Iterations``: lazily, exactly those are closed when it opens)."""
+    return position <= opening - 2 or (position == opening - 1 and rung == 0)
 
 
 class SynchronousHyperband(_Iterations):
@@ -260,7 +275,8 @@ class SynchronousHyperband(_Iterations):
                 for t in promoted
             ]
         if decision.rung == 0:
-            starts += self._first_rung_closed()
+            self._first_closed += 1
+        starts += self._open_ready()
         return Step(decided=(decision,), starts=tuple(starts), closed=(decision,))
 
     def snapshot(self) -> list[Any]:
@@ -354,9 +370,11 @@ class AsynchronousHyperband(_Iterations):
             decided.append(decision)
             closed.append(decision)
             if i == 0:
-                starts += self._first_rung_closed()
+                self._first_closed += 1
             if run.done:
                 break
+        if closed:
+            starts += self._open_ready()
         return Step(decided=tuple(decided), starts=tuple(starts), closed=tuple(closed))
 
     def _closable(self, run: _AsyncBracket, i: int) -> bool:

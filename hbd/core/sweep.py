@@ -56,7 +56,7 @@ from hbd.core.events import (
 from hbd.core.limits import MAX_HYPERBAND_ITERATIONS
 from hbd.core.ranking import Direction, metric_value, rank, reached
 from hbd.core.sampler import RunResult, Sampler
-from hbd.core.scheduler import Scheduler, Slot
+from hbd.core.scheduler import Scheduler, Slot, visible
 from hbd.core.search import Search
 from hbd.core.spec import (
     FailureEarlyStopping,
@@ -138,9 +138,9 @@ class SweepMachine:
         self._final_failures = 0  # failed runs with no retry left (the first-failures rule)
         self._stopping: _Stopping | None = None
         self._finished: SweepFinished | None = None
-        # Results of the trials of every closed first rung: a sampler's history
-        # (see search.py for why first rungs only).
-        self._decided: dict[str, RunResult] = {}
+        # Results of the trials of every closed rung, with the bracket position
+        # and rung: a sampler's history is the part ``scheduler.visible`` shows.
+        self._decided: dict[str, tuple[int, int, RunResult]] = {}
 
     @classmethod
     def for_spec(
@@ -373,10 +373,9 @@ class SweepMachine:
         if isinstance(event, TrialFailed) and trial.attempt < self.max_retries:
             return [self._retry(trial)]  # the rung waits for the new attempt
         step = self.scheduler.ended(trial)
-        # Closed first rungs join the history before anything new is sampled (search.py).
+        # Closed rungs join the history before anything new is sampled (search.py).
         for decision in step.closed:
-            if decision.rung == 0:
-                self._record_decided(decision)
+            self._record_decided(decision)
         decisions: list[Decision] = [*step.decided, *self._start(step.starts)]
         if self.scheduler.done:
             decisions.append(self._finish_all())
@@ -421,14 +420,21 @@ class SweepMachine:
         self._running[retry.trial_id] = None
         return retry.start(resume=self.matrix.resume)
 
-    def history(self) -> list[RunResult]:
-        """What a sampler is shown now: every closed first rung's results, by trial id.
+    def history(self, opening: int | None = None) -> list[RunResult]:
+        """What a sampler is shown when the bracket at position ``opening`` opens
+        (default: one after the last): the closed rungs ``scheduler.visible``
+        shows it, by trial id.
 
-        First rungs only: opened lazily, the brackets before a new one have
-        exactly their first rungs closed when it opens, whatever order results
-        arrived in; a later rung may or may not have closed by then.
+        Opened lazily (search.py), exactly these rungs are closed at that moment
+        whatever order results arrived in; other closed rungs are not shown.
         """
-        return [self._decided[tid] for tid in sorted(self._decided)]
+        if opening is None:
+            opening = max((p for p, _, _ in self._decided.values()), default=-1) + 2
+        return [
+            result
+            for tid, (position, rung, result) in sorted(self._decided.items())
+            if visible(opening, position, rung)
+        ]
 
     def _record_decided(self, decision: RungDecided) -> None:
         for ranked in decision.ranking:
@@ -437,25 +443,33 @@ class SweepMachine:
                 metric_value(t.metrics, self.metric) if t.state is TrialState.SUCCEEDED else None
             )
             loss = None if value is None else (-value if self.direction == "maximize" else value)
-            self._decided[t.trial_id] = RunResult(
-                config=t.sampled if t.sampled is not None else t.config,
-                resource=float(t.resource),
-                loss=loss,
+            position = self.scheduler.position(t.bracket, t.iteration)
+            self._decided[t.trial_id] = (
+                position,
+                t.rung,
+                RunResult(
+                    config=t.sampled if t.sampled is not None else t.config,
+                    resource=float(t.resource),
+                    loss=loss,
+                ),
             )
 
     def _start(self, slots: Sequence[Slot]) -> list[StartTrial]:
         """Make and register the trials of ``slots`` (sampling new configs), in order."""
-        history = self.history() if any(s.parent is None for s in slots) else []
+        histories: dict[int, list[RunResult]] = {}  # by the opening bracket's position
         trials = []
         for slot in slots:
             sampled: Mapping[str, Any] | None
             config: Mapping[str, Any]
             parent = slot.parent
             if parent is None:
+                opening = self.scheduler.position(slot.bracket, slot.iteration)
+                if opening not in histories:
+                    histories[opening] = self.history(opening)
                 proposed = self.sampler.propose(
                     bracket=self.scheduler.sample_key(slot.bracket, slot.iteration),
                     index=slot.index,
-                    history=history,
+                    history=histories[opening],
                 )
                 sampled, config = proposed, proposed if self._cast is None else self._cast(proposed)
             else:

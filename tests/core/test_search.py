@@ -125,10 +125,17 @@ def test_bohb_configurations_do_not_depend_on_completion_order(
     b = drive(make_machine(max_iterations=27, search=search), noisy, rng=random.Random(order_b))
     new_a = {s.trial_id: s.config for s in a.starts if s.parent is None}
     new_b = {s.trial_id: s.config for s in b.starts if s.parent is None}
-    assert new_a == new_b  # every sampled configuration, whatever the order
-    if promotion == "synchronous":  # and every decision (ASHA's depend on order)
-        assert canonical(a.decisions) == canonical(b.decisions)
+    if promotion == "synchronous":
+        assert new_a == new_b  # every sampled configuration, whatever the order
+        assert canonical(a.decisions) == canonical(b.decisions)  # and every decision
         assert a.finished == b.finished
+    else:
+        # ASHA's promotions depend on the order, and so do the promoted runs a
+        # later bracket learns from; the first two brackets' never do (the
+        # second is shown the first's first rung, a set fixed by the results).
+        early = ("sw-s3-", "sw-s2-")
+        first = {t: c for t, c in new_a.items() if t.startswith(early)}
+        assert first == {t: c for t, c in new_b.items() if t.startswith(early)}
 
 
 def test_bohb_learns_so_its_configurations_differ_from_random_ones() -> None:
