@@ -42,6 +42,16 @@ async def test_a_running_sweep_runs_its_extra_iteration_and_replays(tmp_path: Pa
         with pytest.raises(NotFound):
             await extend(daemon, "nope", 1)
         events = await daemon.store.read_after(0, sweep_id=sweep_id, types=REPLAY_TYPES)
+        markers = await daemon.store.read_after(0, sweep_id=sweep_id, types={"bracket.started"})
+    # Every bracket of both iterations is announced once; the second's say so.
+    assert [(m.payload["bracket"], m.payload.get("iteration", 0)) for m in markers] == [
+        (2, 0),
+        (1, 0),
+        (0, 0),
+        (2, 1),
+        (1, 1),
+        (0, 1),
+    ]
     assert [e.payload for e in events if e.type == "sweep.extended"] == [{"iterations": 1}]
     second = [t for t in executor.submissions if t.startswith("ext-i1-")]
     first = [t for t in executor.submissions if not t.startswith("ext-i1-")]
