@@ -8,6 +8,7 @@ import anyio
 import httpx
 import pytest
 
+from hbd.api.routes import create_app
 from hbd.core.replay import REPLAY_TYPES, replay
 from hbd.daemon.extend import CannotExtend, extend
 from hbd.errors import NotFound
@@ -41,6 +42,17 @@ async def test_a_running_sweep_runs_its_extra_iteration_and_replays(tmp_path: Pa
             await extend(daemon, sweep_id, 1)
         with pytest.raises(NotFound):
             await extend(daemon, "nope", 1)
+        # The route maps each refusal to its status, with the reason.
+        app = create_app(daemon)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://hbd"
+        ) as http:
+            done = await http.post(f"/v1/sweeps/{sweep_id}/extend", params={"iterations": 1})
+            assert done.status_code == 409 and "succeeded" in done.json()["detail"]
+            missing = await http.post("/v1/sweeps/nope/extend")
+            assert missing.status_code == 404
+            bad = await http.post(f"/v1/sweeps/{sweep_id}/extend", params={"iterations": 0})
+            assert bad.status_code == 422
         events = await daemon.store.read_after(0, sweep_id=sweep_id, types=REPLAY_TYPES)
         markers = await daemon.store.read_after(0, sweep_id=sweep_id, types={"bracket.started"})
     # Every bracket of both iterations is announced once; the second's say so.
