@@ -243,10 +243,12 @@ class TrialOutcome:
     status: TrialStatus  # one of TERMINAL_TRIAL_STATUSES
     metric: float | None  # the spec's metric, when the trial succeeded with a finite one
     reason: str | None  # why it failed or was cancelled
+    iteration: int = 0  # the Hyperband iteration
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.trial_id,
+            "iteration": self.iteration,
             "bracket": self.bracket,
             "rung": self.rung,
             "config": dict(self.config),
@@ -266,9 +268,11 @@ class RungOutcome:
     promoted: tuple[str, ...]
     cutoff: float | None
     reason: str
+    iteration: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "iteration": self.iteration,
             "bracket": self.bracket,
             "rung": self.rung,
             "size": self.size,
@@ -386,26 +390,31 @@ def simulate(
                 if t.state.value == TrialStatus.SUCCEEDED
                 else None,
                 reason=t.reason,
+                iteration=t.iteration,
             )
         )
     sizes: dict[tuple[int, int, int], int] = {}
     for s in started:
         key = (s.iteration, s.bracket, s.rung)
         sizes[key] = sizes.get(key, 0) + 1
-    rungs = sorted(
-        (
-            RungOutcome(
-                bracket=d.bracket,
-                rung=d.rung,
-                size=sizes[(d.iteration, d.bracket, d.rung)],
-                promoted=d.promoted,
-                cutoff=d.cutoff,
-                reason=d.reason,
-            )
-            for d in decided
-        ),
-        key=lambda r: (-r.bracket, r.rung),
-    )
+    # One outcome per rung: an asynchronous rung is decided at each promotion
+    # and when it closes; its outcome has every promotion and the last reason.
+    merged: dict[tuple[int, int, int], RungOutcome] = {}
+    worst = max if spec.matrix.metric.optimization == "minimize" else min
+    for d in decided:
+        key = (d.iteration, d.bracket, d.rung)
+        held = merged.get(key)
+        cutoffs = [c for c in (held.cutoff if held else None, d.cutoff) if c is not None]
+        merged[key] = RungOutcome(
+            bracket=d.bracket,
+            rung=d.rung,
+            size=sizes[key],
+            promoted=(held.promoted if held else ()) + d.promoted,
+            cutoff=worst(cutoffs) if cutoffs else None,
+            reason=d.reason,
+            iteration=d.iteration,
+        )
+    rungs = sorted(merged.values(), key=lambda r: (r.iteration, -r.bracket, r.rung))
     return Simulation(
         seed=seed,
         seed_source=seed_source,

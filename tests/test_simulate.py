@@ -404,3 +404,21 @@ def test_the_plan_totals_cover_every_iteration() -> None:
     assert three.brackets == one.brackets  # the table shows one iteration
     data = three.to_json()
     assert (data["iterations"], data["tuner"], data["promotion"]) == (3, "bohb", "asynchronous")
+
+
+def test_an_asynchronous_multi_iteration_simulation_has_one_outcome_per_rung(
+    tmp_path: Path,
+) -> None:
+    name = write_module(
+        tmp_path, "def f(config, r):\n    return (config['lr'] - 0.3) ** 2 + 1 / r\n"
+    )
+    spec = reference_spec(earlyStopping=[], promotion="asynchronous", iterations=2)
+    sim = simulate(spec, load_objective(f"{name}:f", [tmp_path]), seed=0)
+    keys = [(r.iteration, r.bracket, r.rung) for r in sim.rungs]
+    assert len(keys) == len(set(keys)) and {k[0] for k in keys} == {0, 1}
+    plan = build_plan(spec)
+    for r in sim.rungs:  # every promotion of a rung, at most its next rung's plan
+        if r.rung < r.bracket:
+            planned = next(b for b in plan.brackets if b.bracket == r.bracket).rungs[r.rung + 1]
+            assert 0 < len(r.promoted) <= planned.configs
+    assert len(sim.trials) == plan.total_trial_runs
