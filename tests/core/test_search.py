@@ -213,20 +213,22 @@ def async_invariants(run: Run, machine: SweepMachine) -> None:
     fail_share=st.sampled_from([0.0, 0.3]),
     r=st.sampled_from([9, 27]),
     eta=st.sampled_from([2, 3]),
+    stop=st.sampled_from([None, None, 15]),
 )
 def test_asynchronous_promotion_keeps_the_budget_and_replays(
-    salt: int, order: int, fail_share: float, r: int, eta: int
+    salt: int, order: int, fail_share: float, r: int, eta: int, stop: int | None
 ) -> None:
     machine = make_machine(max_iterations=r, eta=eta, search=ASYNC, max_retries=1)
     outcome = random_outcome(salt, fail_share)
-    run = drive(machine, outcome, rng=random.Random(order), record=True)
+    run = drive(machine, outcome, rng=random.Random(order), record=True, stop_after=stop)
     async_invariants(run, machine)
-    assert machine.scheduler.done and run.finished is not None
+    assert run.finished is not None and (stop is not None or machine.scheduler.done)
     # The same results in the same order: the same decisions (what replay relies on).
     again = drive(
         make_machine(max_iterations=r, eta=eta, search=ASYNC, max_retries=1),
         outcome,
         rng=random.Random(order),
+        stop_after=stop,
     )
     assert again.decisions == run.decisions
     payload = submitted(machine, max_iterations=r, eta=eta, search=ASYNC, max_retries=1)
