@@ -10,7 +10,8 @@ given: a ``Scheduler`` (scheduler.py: which trial runs start, when a rung is
 decided, what is promoted; synchronous Hyperband by default, every bracket
 side by side, promotions independent of arrival order) and a ``Sampler``
 (sampler.py: new configurations, keyed by (seed, bracket, index) by default,
-shown the results of the rungs decided so far). A machine fed the same
+shown the results of the rungs closed by construction when their bracket
+opens; search.py builds both from the spec). A machine fed the same
 observations in the same order makes the same decisions, bit for bit: that is
 how the daemon resumes after a restart (replay.py checks it against the log).
 """
