@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -79,7 +80,7 @@ def create_agent_app(agent: Agent) -> FastAPI:
             ) from exc
         except NoFreeSlot as exc:
             raise HTTPException(
-                429, "no free slot", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+                429, str(exc), headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
             ) from exc
         except AgentNotRunning as exc:
             raise HTTPException(503, str(exc)) from exc
@@ -161,6 +162,7 @@ async def serve_agent(
     keep_trials_on_exit: bool = False,
     max_metrics_file_bytes: int = DEFAULT_MAX_METRICS_FILE_BYTES,
     limits: AgentLimits | None = None,
+    gpus: Sequence[str] = (),
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run an Agent and its HTTP server until cancelled; readiness carries the bound port.
@@ -179,6 +181,7 @@ async def serve_agent(
         keep_trials_on_exit=keep_trials_on_exit,
         max_metrics_file_bytes=max_metrics_file_bytes,
         limits=limits,
+        gpus=gpus,
     )
     # One agent per workdir, for the agent's whole life (see hbd/lock.py).
     await anyio.to_thread.run_sync(results.make_private_dir, agent.workdir)

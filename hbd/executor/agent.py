@@ -34,6 +34,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 import hbd
+from hbd.executor import gpus as gpu_devices
 from hbd.executor import metricsfeed, process, results
 from hbd.executor import supervisor as sup
 from hbd.executor.callbacks import CallbackChannel
@@ -105,6 +107,14 @@ RESTART_REASON = "executor restarted while the trial ran"
 SUPERVISOR_LOST_REASON = "the trial's supervisor died; its outcome is unknown"
 SHUTDOWN_REASON = "executor shut down while the trial ran"
 RECOVERY_FAILED_REASON = "executor could not recover the trial at restart"
+NO_GPU_AT_RESTART_REASON = (
+    "executor restarted before the trial started and has no free GPU for it now"
+)
+
+# The GPU devices a trial holds, in its state directory (a JSON list of ids):
+# written before its supervisor starts, so that an agent restarted while it
+# runs knows which devices are taken.
+GPUS_FILE = "gpus.json"
 
 # Test hook for the crash tests (tests/executor/test_crash_windows.py): with
 # HBD_TEST_AGENT_CRASH_AT=<point> in the environment the agent SIGKILLs itself
@@ -144,7 +154,7 @@ class TrialConflict(AgentError):
 
 
 class NoFreeSlot(AgentError):
-    """Every slot is busy; nothing was started (429)."""
+    """Every slot is busy, or not enough GPUs are free; nothing was started (429)."""
 
 
 class AgentNotRunning(AgentError):
@@ -178,6 +188,7 @@ class _Trial:
     # Failed while its supervisor had not exited (it outlived the stop wait): the
     # slot stays taken, and the id is not started again, until it has.
     lingering: bool = False
+    gpus: tuple[str, ...] = ()  # devices it holds while it runs (or lingers)
 
     @classmethod
     def running(cls, sub: TrialSubmission, started_at: float) -> _Trial:
@@ -234,9 +245,15 @@ class Agent:
         keep_trials_on_exit: bool = False,
         limits: AgentLimits | None = None,
         max_metrics_file_bytes: int = DEFAULT_MAX_METRICS_FILE_BYTES,
+        gpus: Sequence[str] = (),
     ) -> None:
         if slots < 1:
             raise ValueError("slots must be at least 1")
+        # The GPU devices trials get (hbd.executor.gpus); () on a host without.
+        self.gpus = tuple(gpus)
+        # Devices recorded by trials being recovered, held until each is rebuilt:
+        # a trial started afresh at recovery must not take one an adopted trial holds.
+        self._reserved_gpus: dict[str, tuple[str, ...]] = {}
         self.workdir = Path(workdir).resolve()
         # Trials run where the agent was started (as a container runs in its image's
         # workdir), so a spec's relative `python3 train.py` finds its script; the
@@ -273,8 +290,17 @@ class Agent:
             self._client, self._tg = client, tg
             try:
                 legacy = dict(await anyio.to_thread.run_sync(results.import_legacy, self.workdir))
-                for stored in await anyio.to_thread.run_sync(results.load_trials, self.workdir):
+                stored_trials = await anyio.to_thread.run_sync(results.load_trials, self.workdir)
+                for stored in stored_trials:
+                    if stored.result is None:
+                        recorded = await anyio.to_thread.run_sync(
+                            _read_gpus, self.workdir, stored.submission.id
+                        )
+                        self._reserved_gpus[stored.submission.id] = recorded
+                for stored in stored_trials:
                     await self._recover_one(stored, legacy)
+                    self._reserved_gpus.pop(stored.submission.id, None)
+                self._reserved_gpus.clear()
                 await self.expire()
                 tg.start_soon(self._retention_loop)
                 task_status.started()
@@ -310,6 +336,14 @@ class Agent:
             if t.status.state == "running" or self._supervisor_lingers(t)
         )
 
+    def _held_gpus(self) -> set[str]:
+        """Devices of running trials, of lingering ones, and of trials being recovered."""
+        held = {g for gpus in self._reserved_gpus.values() for g in gpus}
+        for t in self._trials.values():
+            if t.gpus and (t.status.state == "running" or self._supervisor_lingers(t)):
+                held.update(t.gpus)
+        return held
+
     def health(self) -> Health:
         running = self.running_ids()
         return Health(
@@ -317,6 +351,8 @@ class Agent:
             slots=self.slots,
             free_slots=max(0, self.slots - self._slots_taken()),
             running=running,
+            gpus=list(self.gpus),
+            free_gpus=gpu_devices.free(self.gpus, self._held_gpus()),
         )
 
     def get(self, trial_id: str) -> TrialStatus | None:
@@ -384,11 +420,23 @@ class Agent:
                 _trial_globals(self.workdir, submission),
             )
             _check_no_nul(argv, dict(submission.env))
+            need = _gpus_asked(submission)
+            if need > len(self.gpus):
+                # Never placeable here: a client error, not a wait.
+                raise InvalidSubmission(
+                    "resources",
+                    f"the trial asks for {need} GPU(s) and this executor has {len(self.gpus)}",
+                )
             tg = self._require_tg()
             if self._slots_taken() >= self.slots:
                 raise NoFreeSlot("no free slot")
+            devices = gpu_devices.pick(self.gpus, self._held_gpus(), need)
+            if devices is None:
+                free = len(gpu_devices.free(self.gpus, self._held_gpus()))
+                raise NoFreeSlot(f"no free GPU: the trial asks for {need}, {free} free")
             trial = _Trial.running(submission, time.time())
-            self._trials[submission.id] = trial  # the slot is taken from here on
+            trial.gpus = devices
+            self._trials[submission.id] = trial  # the slot (and its devices) taken from here on
             await self._start(tg, trial, argv)
             return trial.status, True
 
@@ -508,7 +556,11 @@ class Agent:
         sub = trial.submission
         _check_state_size("body", "submission", results.submission_bytes(sub))
         directory = results.write_submission(self.workdir, sub)
-        env = self._trial_env(sub, directory)
+        if self.gpus or trial.gpus:
+            results.write_state_file(
+                self.workdir, sub.id, GPUS_FILE, json.dumps(list(trial.gpus)).encode()
+            )
+        env = self._trial_env(sub, directory, trial.gpus)
         _check_no_nul(argv, env)
         launch = {
             "argv": argv,
@@ -538,7 +590,9 @@ class Agent:
         if trial.cancel_requested:  # cancelled while it was being started
             results.write_stop(self.workdir, sub.id, sup.STOP_CANCEL)
 
-    def _trial_env(self, sub: TrialSubmission, directory: Path) -> dict[str, str]:
+    def _trial_env(
+        self, sub: TrialSubmission, directory: Path, gpus: tuple[str, ...] = ()
+    ) -> dict[str, str]:
         checkpoint = (
             Path(sub.checkpoint_dir)
             if sub.checkpoint_dir
@@ -559,6 +613,11 @@ class Agent:
         resume = self._resume_dir(sub)
         if resume is not None and resume.is_dir():
             hbd_vars["HBD_RESUME_FROM"] = str(resume)
+        if self.gpus or gpus:
+            # Only its own devices; "" (none at all) for a trial that asked for
+            # none, so that it cannot grab one another trial holds.
+            hbd_vars["CUDA_VISIBLE_DEVICES"] = gpu_devices.visible(gpus)
+            hbd_vars["HBD_GPUS"] = gpu_devices.visible(gpus)
         # The agent's own HBD_* settings (tokens, a stale HBD_RESUME_FROM) are
         # not the trial's business.
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("HBD_")}
@@ -841,6 +900,7 @@ class Agent:
             self._trials[sub.id] = trial
             return
         trial = _Trial.running(sub, stored.started_at)
+        trial.gpus = self._reserved_gpus.pop(sub.id, ())
         self._trials[sub.id] = trial
         tail = self._tail(trial)
         await self._drain(trial, tail, notify=False, to_end=True)  # reported before the restart
@@ -866,8 +926,21 @@ class Agent:
             await self._drain(trial, tail, final=True, notify=False)
             await self._conclude(trial)
             return
-        # Accepted, but the agent died before the trial could start: start it now.
+        # Accepted, but the agent died before the trial could start: start it now,
+        # on the devices it was given if they are still this host's, else on free ones.
         log.info("starting a trial the previous agent never started", trial_id=sub.id)
+        need = _gpus_asked(sub)
+        if len(trial.gpus) != need or not set(trial.gpus) <= set(self.gpus):
+            trial.gpus = ()
+            devices = gpu_devices.pick(self.gpus, self._held_gpus(), need)
+            if devices is None:
+                os.close(lock_fd)
+                log.warning(
+                    "trial could not start", trial_id=sub.id, reason=NO_GPU_AT_RESTART_REASON
+                )
+                await self._finish(trial, "failed", reason=NO_GPU_AT_RESTART_REASON)
+                return
+            trial.gpus = devices
         try:
             try:
                 argv = render_argv(
@@ -925,6 +998,24 @@ def _expired(trials: list[_Trial], now: float, limits: AgentLimits) -> list[_Tri
     return doomed
 
 
+def _gpus_asked(sub: TrialSubmission) -> int:
+    return 0 if sub.resources is None else sub.resources.gpus
+
+
+def _read_gpus(workdir: Path, trial_id: str) -> tuple[str, ...]:
+    """(worker thread) The devices recorded for a trial; () if none or unreadable."""
+    try:
+        raw = results.read_state_file(workdir, trial_id, GPUS_FILE)
+        value = json.loads(raw) if raw is not None else []
+    except (OSError, ValueError) as exc:
+        log.warning("cannot read a trial's GPU devices", trial_id=trial_id, error=str(exc))
+        return ()
+    if not isinstance(value, list) or not all(isinstance(g, str) for g in value):
+        log.warning("a trial's GPU record is not a list of ids; ignored", trial_id=trial_id)
+        return ()
+    return tuple(value[: gpu_devices.MAX_HOST_GPUS])
+
+
 def _template_values(sub: TrialSubmission) -> dict[str, Any]:
     # The rung's resource is authoritative even if params carries a stale copy.
     return {**sub.params, sub.resource.name: sub.resource.value}
@@ -947,6 +1038,7 @@ def _stderr_path(workdir: Path, trial: _Trial) -> Path:
 
 __all__ = [
     "CANCEL_GRACE_SECONDS",
+    "GPUS_FILE",
     "Agent",
     "AgentError",
     "AgentLimits",
