@@ -15,6 +15,11 @@ executor for another engine implements these routes:
 ``GET  /v1/trials/{id}/metrics?after=SEQ&limit=N``
                                   MetricsPage: the trial's metrics lines with seq > SEQ,
                                   in order, at most N (<= MAX_METRICS_PAGE_LINES) or 404
+``DELETE /v1/trials/{id}/checkpoint``
+                                  CheckpointDeleted: the trial's checkpoint directory on
+                                  this executor removed (links in it never followed);
+                                  idempotent (0 bytes when already gone or never there);
+                                  409 while the trial or one resuming from it runs
 ``GET  /v1/health``               Health (never needs a token)
 
 When the executor has a token, every route but health needs
@@ -306,6 +311,13 @@ class TrialUpdate(BaseModel):
         return self
 
 
+class CheckpointDeleted(BaseModel):
+    """Answer of ``DELETE /v1/trials/{id}/checkpoint``."""
+
+    trial_id: str
+    freed_bytes: int = Field(ge=0)  # bytes of regular files removed
+
+
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     version: str
@@ -332,6 +344,7 @@ __all__ = [
     "TERMINAL_STATES",
     "TIMEOUT_REASON",
     "TRIAL_RESOURCE_NAMES",
+    "CheckpointDeleted",
     "Health",
     "MetricsLine",
     "MetricsPage",

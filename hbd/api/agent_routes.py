@@ -10,6 +10,7 @@ import anyio
 import httpx
 from anyio.abc import TaskStatus
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Response
+from fastapi import Path as PathParam
 
 import hbd
 from hbd.api.asgi import (
@@ -19,6 +20,7 @@ from hbd.api.asgi import (
     require_token_beyond_loopback,
     serve_app,
 )
+from hbd.checkpoints import UnsafeCheckpointPath
 from hbd.executor import results
 from hbd.executor.agent import (
     Agent,
@@ -28,6 +30,7 @@ from hbd.executor.agent import (
     NoFreeSlot,
     StartFailed,
     TrialConflict,
+    TrialRunning,
 )
 from hbd.executor.logpages import LogUnavailable, read_log_page
 from hbd.executor.metrics import DEFAULT_MAX_METRICS_FILE_BYTES
@@ -36,6 +39,9 @@ from hbd.lock import workdir_lock
 from hbd.protocol import (
     MAX_METRICS_PAGE_LINES,
     MAX_METRICS_SEQ,
+    MAX_TRIAL_ID_LENGTH,
+    TRIAL_ID_PATTERN,
+    CheckpointDeleted,
     Health,
     MetricsPage,
     TrialStatus,
@@ -140,6 +146,24 @@ def create_agent_app(agent: Agent) -> FastAPI:
             raise HTTPException(404, f"unknown trial {trial_id!r}")
         agent.served([status])
         return status
+
+    @trials.delete("/{trial_id}/checkpoint")
+    async def delete_checkpoint(
+        trial_id: Annotated[
+            str, PathParam(max_length=MAX_TRIAL_ID_LENGTH, pattern=TRIAL_ID_PATTERN)
+        ],
+    ) -> CheckpointDeleted:
+        if trial_id in (".", ".."):
+            raise HTTPException(422, "a trial id is not '.' or '..'")
+        try:
+            freed = await agent.delete_checkpoint(trial_id)
+        except TrialRunning as exc:
+            raise HTTPException(409, str(exc)) from exc
+        except UnsafeCheckpointPath as exc:
+            raise HTTPException(409, f"checkpoint not deleted: {exc}") from exc
+        except OSError as exc:
+            raise HTTPException(503, f"checkpoint not deleted: {exc}") from exc
+        return CheckpointDeleted(trial_id=trial_id, freed_bytes=freed)
 
     @app.get("/v1/health")
     async def health() -> Health:

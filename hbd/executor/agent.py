@@ -45,6 +45,7 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 import hbd
+from hbd import checkpoints
 from hbd.executor import gpus as gpu_devices
 from hbd.executor import metricsfeed, process, results
 from hbd.executor import supervisor as sup
@@ -155,6 +156,10 @@ class TrialConflict(AgentError):
 
 class NoFreeSlot(AgentError):
     """Every slot is busy, or not enough GPUs are free; nothing was started (429)."""
+
+
+class TrialRunning(AgentError):
+    """The trial (or one resuming from it) still runs: its checkpoint is in use (409)."""
 
 
 class AgentNotRunning(AgentError):
@@ -455,6 +460,26 @@ class Agent:
         with anyio.move_on_after(CANCEL_WAIT_SECONDS):
             await trial.done.wait()
         return trial.status
+
+    async def delete_checkpoint(self, trial_id: str) -> int:
+        """Remove the trial's checkpoint directory here; the bytes freed (0: none was left).
+
+        Idempotent, and also for a trial this agent forgot. Raises TrialRunning
+        while the trial, or a trial resuming from it, runs; UnsafeCheckpointPath
+        if the checkpoints directory is a link. Links inside are removed, never
+        followed.
+        """
+        async with self._submit_lock:  # no trial starts (or resumes from it) meanwhile
+            for t in list(self._trials.values()):
+                live = t.status.state == "running" or self._supervisor_lingers(t)
+                if live and trial_id in (t.submission.id, t.submission.resume_from):
+                    raise TrialRunning(
+                        f"trial {t.submission.id!r} is running: the checkpoint of "
+                        f"{trial_id!r} is in use"
+                    )
+            freed = await anyio.to_thread.run_sync(checkpoints.remove_local, self.workdir, trial_id)
+        log.info("checkpoint deleted", trial_id=trial_id, freed_bytes=freed)
+        return freed
 
     async def expire(self, now: float | None = None) -> list[str]:
         """Forget finished trials past retention (memory and disk); returns their ids."""
@@ -1047,4 +1072,5 @@ __all__ = [
     "NoFreeSlot",
     "StartFailed",
     "TrialConflict",
+    "TrialRunning",
 ]
