@@ -28,11 +28,24 @@ Progress and terminal state are pushed to ``TrialSubmission.callback_url`` as
 ``TrialUpdate`` bodies; the daemon also polls, so callbacks are best effort.
 Statuses, updates and pages carry the submission's ``run``: each run of a
 trial numbers its metrics lines from 1, and the daemon logs them under it.
+
+Checkpoints: ``TrialSubmission.checkpoint_store`` says where they live.
+Absent (``None``, as from daemons before it): the executor's own directory
+(``<workdir>/checkpoints/<trial>``), so a trial resuming from a parent runs
+where the parent ran. An absolute path: a directory every executor mounts;
+trials write ``<path>/<trial>`` and may resume on any executor. A URL
+(``s3://bucket/prefix``, any fsspec protocol): the trial writes a local
+directory, the executor uploads it to ``<url>/<trial>`` once the run has
+succeeded (a failed upload fails the run, naming why) and downloads the
+parent's before a resuming trial starts. Copies are bounded by the
+executor's ``max_checkpoint_copy_bytes``. An explicit ``checkpoint_dir`` /
+``resume_dir`` still wins over the store.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -75,6 +88,8 @@ MAX_METRIC_KEY_BYTES = 200
 # How deep the NUL scan of a submission goes: params are at most a few levels
 # deep, and the body-size limit bounds the rest (no recursion limit reached).
 MAX_NUL_SCAN_DEPTH = 64
+# A checkpoint store URL: an fsspec protocol name, then "://".
+_STORE_URL = re.compile(r"^[a-z][a-z0-9+.-]*://")
 
 TrialState = Literal["running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATES: frozenset[TrialState] = frozenset({"succeeded", "failed", "cancelled"})
@@ -164,6 +179,9 @@ class TrialSubmission(BaseModel):
     # spec's folder): the trial's cwd; None: the executor's own.
     working_dir: str | None = None
     resources: TrialResources | None = None
+    # Where checkpoints live (see the module docstring): None, an absolute
+    # path every executor mounts, or an fsspec URL.
+    checkpoint_store: str | None = Field(default=None, max_length=4096)
 
     @model_validator(mode="before")
     @classmethod
@@ -187,6 +205,13 @@ class TrialSubmission(BaseModel):
     def _absolute(cls, value: str | None) -> str | None:
         if value is not None and not os.path.isabs(value):
             raise ValueError("must be an absolute path")
+        return value
+
+    @field_validator("checkpoint_store")
+    @classmethod
+    def _store(cls, value: str | None) -> str | None:
+        if value is not None and not (os.path.isabs(value) or _STORE_URL.match(value)):
+            raise ValueError("must be an absolute path or a URL like s3://bucket/prefix")
         return value
 
     @field_validator("callback_url")

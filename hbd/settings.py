@@ -424,6 +424,9 @@ class ExecutorSettings(_Common):
     # -- gpu helper: GPUs and checkpoints (docs/operations.md "GPUs and checkpoints")
     # GPU devices trials get: "auto" (what NVML reports), "none", or ids "0,1,2,3".
     gpus: str = "auto"
+    # Bytes of one checkpoint uploaded to / downloaded from a checkpoint store
+    # (hbd.checkpoints.DEFAULT_MAX_CHECKPOINT_COPY_BYTES, repeated to keep this module light).
+    max_checkpoint_copy_bytes: int = Field(default=256 * 1024**3, ge=0, le=2**62)
 
     @field_validator("gpus", mode="before")
     @classmethod

@@ -381,6 +381,7 @@ def cmd_executor(args: argparse.Namespace) -> int:
                 log_cap_bytes=settings.log_cap_bytes,
                 retain_seconds=settings.retain,
                 retain_trials=settings.retain_trials,
+                checkpoint_copy_bytes=settings.max_checkpoint_copy_bytes,
             ),
         )
         port = await tg.start(

@@ -108,6 +108,12 @@ RESTART_REASON = "executor restarted while the trial ran"
 SUPERVISOR_LOST_REASON = "the trial's supervisor died; its outcome is unknown"
 SHUTDOWN_REASON = "executor shut down while the trial ran"
 RECOVERY_FAILED_REASON = "executor could not recover the trial at restart"
+# Prefix of the reason a trial run that succeeded is failed with when its
+# checkpoint could not be stored (a child could not resume from it).
+UPLOAD_FAILED_REASON = "checkpoint upload failed"
+# Checkpoint stores kept open (one per sweep's store, normally one or two):
+# a bound on what distinct submissions can make the agent hold.
+MAX_OPEN_STORES = 64
 NO_GPU_AT_RESTART_REASON = (
     "executor restarted before the trial started and has no free GPU for it now"
 )
@@ -138,12 +144,16 @@ class AgentLimits:
     log_cap_bytes: int = DEFAULT_LOG_CAP_BYTES
     retain_seconds: float = DEFAULT_RETAIN_SECONDS
     retain_trials: int = DEFAULT_RETAIN_TRIALS
+    # Bytes of one checkpoint uploaded or downloaded (hbd.checkpoints).
+    checkpoint_copy_bytes: int = checkpoints.DEFAULT_MAX_CHECKPOINT_COPY_BYTES
 
     def __post_init__(self) -> None:
         if self.log_cap_bytes < MIN_LOG_CAP_BYTES:
             raise ValueError(f"log_cap_bytes must be at least {MIN_LOG_CAP_BYTES}")
         if self.retain_seconds < 0 or self.retain_trials < 0:
             raise ValueError("retention must not be negative")
+        if self.checkpoint_copy_bytes < 0:
+            raise ValueError("checkpoint_copy_bytes must not be negative")
 
 
 class AgentError(Exception):
@@ -259,6 +269,7 @@ class Agent:
         # Devices recorded by trials being recovered, held until each is rebuilt:
         # a trial started afresh at recovery must not take one an adopted trial holds.
         self._reserved_gpus: dict[str, tuple[str, ...]] = {}
+        self._stores: dict[str | None, checkpoints.CheckpointStore] = {}
         self.workdir = Path(workdir).resolve()
         # Trials run where the agent was started (as a container runs in its image's
         # workdir), so a spec's relative `python3 train.py` finds its script; the
@@ -425,6 +436,10 @@ class Agent:
                 _trial_globals(self.workdir, submission),
             )
             _check_no_nul(argv, dict(submission.env))
+            try:
+                self._store(submission)  # an fsspec URL this host cannot open: refused now
+            except checkpoints.CheckpointError as exc:
+                raise InvalidSubmission("checkpoint_store", str(exc)) from None
             need = _gpus_asked(submission)
             if need > len(self.gpus):
                 # Never placeable here: a client error, not a wait.
@@ -581,6 +596,7 @@ class Agent:
         sub = trial.submission
         _check_state_size("body", "submission", results.submission_bytes(sub))
         directory = results.write_submission(self.workdir, sub)
+        self._fetch_parent_checkpoint(sub)
         if self.gpus or trial.gpus:
             results.write_state_file(
                 self.workdir, sub.id, GPUS_FILE, json.dumps(list(trial.gpus)).encode()
@@ -615,13 +631,53 @@ class Agent:
         if trial.cancel_requested:  # cancelled while it was being started
             results.write_stop(self.workdir, sub.id, sup.STOP_CANCEL)
 
+    def _store(self, sub: TrialSubmission) -> checkpoints.CheckpointStore:
+        """The checkpoint store the submission names, opened once."""
+        store = self._stores.get(sub.checkpoint_store)
+        if store is None:
+            if len(self._stores) >= MAX_OPEN_STORES:
+                self._stores.clear()
+            store = checkpoints.open_store(sub.checkpoint_store, self.workdir)
+            self._stores[sub.checkpoint_store] = store
+        return store
+
+    def _fetch_parent_checkpoint(self, sub: TrialSubmission) -> None:
+        """(worker thread) Bring the parent's checkpoint here before a resuming trial starts."""
+        if sub.resume_from is None or sub.resume_dir is not None:
+            return
+        try:
+            copied = self._store(sub).fetch(sub.resume_from, self.limits.checkpoint_copy_bytes)
+        except checkpoints.CheckpointTooLarge as exc:
+            raise InvalidSubmission("resume_from", str(exc)) from None
+        except Exception as exc:  # the store's own errors (network, credentials): retry later
+            raise OSError(f"cannot fetch the checkpoint of {sub.resume_from}: {exc}") from exc
+        if copied:
+            log.info(
+                "parent checkpoint fetched", trial_id=sub.id, parent=sub.resume_from, bytes=copied
+            )
+
+    async def _publish_checkpoint(self, trial: _Trial) -> str | None:
+        """Store a succeeded run's checkpoint; the reason it failed, if it did."""
+        sub = trial.submission
+        if sub.checkpoint_dir is not None:
+            return None  # the submission chose the directory: nothing to copy
+        try:
+            store = self._store(sub)
+            copied = await anyio.to_thread.run_sync(
+                store.publish, sub.id, self.limits.checkpoint_copy_bytes
+            )
+        except Exception as exc:
+            log.warning("checkpoint upload failed", trial_id=sub.id, error=str(exc))
+            return f"{UPLOAD_FAILED_REASON}: {exc}"
+        if copied:
+            log.info("checkpoint stored", trial_id=sub.id, bytes=copied)
+        return None
+
     def _trial_env(
         self, sub: TrialSubmission, directory: Path, gpus: tuple[str, ...] = ()
     ) -> dict[str, str]:
         checkpoint = (
-            Path(sub.checkpoint_dir)
-            if sub.checkpoint_dir
-            else results.default_checkpoint_dir(self.workdir, sub.id)
+            Path(sub.checkpoint_dir) if sub.checkpoint_dir else self._store(sub).trial_dir(sub.id)
         )
         results.make_private_dir(checkpoint)
         resource = format_value(sub.resource.value)
@@ -652,7 +708,7 @@ class Agent:
         if sub.resume_dir is not None:
             return Path(sub.resume_dir)
         if sub.resume_from is not None:
-            return results.default_checkpoint_dir(self.workdir, sub.resume_from)
+            return self._store(sub).resume_dir(sub.resume_from)
         return None
 
     def _open_channel(self, tg: TaskGroup, trial: _Trial) -> None:
@@ -777,6 +833,10 @@ class Agent:
             await self._supervisor_lost(trial, notify=notify)
             return
         state, reason = self._outcome(trial, record)
+        if state == "succeeded":
+            failed = await self._publish_checkpoint(trial)
+            if failed is not None:
+                state, reason = "failed", failed
         tail_text = None
         if state != "succeeded":
             tail_text = await read_tail_async(_stderr_path(self.workdir, trial), STDERR_TAIL_BYTES)
