@@ -8,7 +8,9 @@ executor for another engine implements these routes:
                                   200 TrialStatus (same id, same payload: idempotent,
                                   also when finished), 409 (same id, other payload),
                                   422 (invalid, e.g. unknown placeholder),
-                                  429 + Retry-After (no free slot)
+                                  429 + Retry-After (no free slot, or fewer free GPUs
+                                  than resources asks for; the detail says which),
+                                  422 also when it asks for more GPUs than the executor has
 ``GET  /v1/trials/{id}``          TrialStatus or 404
 ``GET  /v1/trials[?sweep_id=]``   list[TrialStatus]
 ``POST /v1/trials/{id}/cancel``   TrialStatus (finished trials are returned unchanged) or 404

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from hbd.core.component import Resources
-from hbd.executor import gpus
+from hbd.executor import gpus, process, results
 from hbd.executor.agent import GPUS_FILE
 from hbd.protocol import TrialSubmission
 from hbd.settings import ExecutorSettings
@@ -206,3 +206,74 @@ def test_hbd_validate_refuses_half_a_gpu_in_one_line_naming_where(
     assert "resources" in err and "limits" in err, err
     assert "'0.5' is not a whole number of GPU devices" in err, err
     assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------- `hbd executor --gpus`
+
+
+def _start_executor(tmp_path: Path, work: Path, log: Path) -> tuple[Any, str]:
+    """`hbd executor --gpus 0,1` as its own process; (process, url) once it serves."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HBD_")}
+    env.pop("NOTIFY_SOCKET", None)
+    argv = [sys.executable, "-m", "hbd", "executor", "--port", "0", "--slots", "3"]
+    argv += ["--gpus", "0,1", "--workdir", str(work), "--log-format", "json"]
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            cwd=tmp_path,
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for line in log.read_text().splitlines():
+            if '"hbd executor serving"' in line:
+                return proc, str(json.loads(line)["url"])
+        if proc.poll() is not None:
+            raise AssertionError(f"executor exited: {log.read_text()}")
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("executor never served")
+
+
+@pytest.mark.slow
+async def test_a_restarted_executor_process_keeps_the_devices_its_trials_hold(
+    tmp_path: Path,
+) -> None:
+    import signal
+
+    work = tmp_path / "work"
+    procs = []
+    try:
+        first, url = _start_executor(tmp_path, work, tmp_path / "first.log")
+        procs.append(first)
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            health = await _health(client)
+            assert health["gpus"] == ["0", "1"]
+            body = _gpu_trial(tmp_path, "kept", 1)
+            assert (await client.post("/v1/trials", json=body)).status_code == 201
+            held = (await _env_of(tmp_path, "kept"))["CUDA_VISIBLE_DEVICES"]
+        first.send_signal(signal.SIGTERM)  # a service keeps its trials running
+        assert first.wait(timeout=30) == 0
+
+        second, url = _start_executor(tmp_path, work, tmp_path / "second.log")
+        procs.append(second)
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            assert (await client.get("/v1/trials/kept")).json()["state"] == "running"
+            assert (await _health(client))["free_gpus"] == [d for d in ("0", "1") if d != held]
+            await client.post("/v1/trials/kept/cancel")
+            assert (await wait_for(client, "kept"))["state"] == "cancelled"
+            assert (await _health(client))["free_gpus"] == ["0", "1"]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        child = results.read_child(work.resolve(), "kept")  # a trial left behind by a failure
+        if child is not None:
+            process.kill_group(*child)
