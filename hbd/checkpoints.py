@@ -247,7 +247,13 @@ class FsspecStore(CheckpointStore):
             copied = 0
             for rel, _ in files:
                 copied = _copy_in(self.fs, f"{remote}/{rel}", incoming, rel, copied, max_bytes)
-            os.rename(incoming, target)
+            try:
+                os.rename(incoming, target)
+            except OSError:
+                if not target.is_dir():
+                    raise
+                remove_entry(incoming.parent, incoming.name)  # a concurrent fetch won
+                return 0
         except BaseException:
             with contextlib.suppress(OSError):
                 remove_entry(incoming.parent, incoming.name)

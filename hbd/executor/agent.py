@@ -401,6 +401,7 @@ class Agent:
         StartFailed or AgentNotRunning. Whatever fails, no slot stays taken
         without a supervisor.
         """
+        await self._prefetch(submission)
         async with self._submit_lock:
             known = self._trials.get(submission.id)
             if known is not None and submission.run > known.submission.run:
@@ -640,6 +641,27 @@ class Agent:
             store = checkpoints.open_store(sub.checkpoint_store, self.workdir)
             self._stores[sub.checkpoint_store] = store
         return store
+
+    async def _prefetch(self, sub: TrialSubmission) -> None:
+        """Download a parent's checkpoint before taking the submit lock.
+
+        A download of gigabytes must not hold up every other submission; once
+        here, the start under the lock finds it in place (a complete copy is
+        never downloaded twice). Skipped when the trial is known or no slot is
+        free (it would be answered 409/200/429 anyway).
+        """
+        if sub.resume_from is None or sub.resume_dir is not None or sub.id in self._trials:
+            return
+        if self._slots_taken() >= self.slots:
+            return
+        try:
+            self._store(sub)
+        except checkpoints.CheckpointError:
+            return  # refused with its reason under the lock
+        try:
+            await anyio.to_thread.run_sync(self._fetch_parent_checkpoint, sub)
+        except OSError as exc:
+            raise StartFailed(str(exc)) from exc
 
     def _fetch_parent_checkpoint(self, sub: TrialSubmission) -> None:
         """(worker thread) Bring the parent's checkpoint here before a resuming trial starts."""

@@ -195,3 +195,49 @@ async def test_a_store_the_executor_cannot_open_is_refused_with_422(tmp_path: Pa
         response = await client.post("/v1/trials", json=body)
         assert response.status_code == 422 and "absolute path or a URL" in response.text
         assert (await client.get("/v1/health")).json()["free_slots"] == 2
+
+
+@pytest.mark.slow
+async def test_a_slow_download_does_not_hold_up_other_submissions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    import anyio
+
+    url = _memory_url()
+    release, entered = threading.Event(), threading.Event()
+    real_fetch = FsspecStore.fetch
+
+    def slow_fetch(self: FsspecStore, parent_id: str, max_bytes: int) -> int:
+        entered.set()
+        assert release.wait(30), "the test never released the download"
+        return real_fetch(self, parent_id, max_bytes)
+
+    monkeypatch.setattr(FsspecStore, "fetch", slow_fetch)
+    store = FsspecStore(url, tmp_path / "elsewhere")
+    (tmp_path / "elsewhere" / "p").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "p" / "state.txt").write_text("from the bucket")
+    store.publish("p", 1000)
+
+    read = tmp_path / "read.txt"
+    child = submission(
+        tmp_path, "c", "--mode=ok", f"--readckpt={read}", resume_from="p", checkpoint_store=url
+    )
+    async with running_agent(tmp_path / "work") as client:
+        answers: dict[str, int] = {}
+
+        async def post_child() -> None:
+            answers["c"] = (await client.post("/v1/trials", json=child)).status_code
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(post_child)
+            while not entered.is_set():
+                await anyio.sleep(0.01)
+            other = await client.post("/v1/trials", json=submission(tmp_path, "o", "--mode=ok"))
+            assert other.status_code == 201  # answered while the download hangs
+            assert "c" not in answers
+            release.set()
+        assert answers["c"] == 201
+        assert (await wait_for(client, "c"))["state"] == "succeeded"
+    assert read.read_text() == "from the bucket"
