@@ -277,3 +277,25 @@ async def test_a_restarted_executor_process_keeps_the_devices_its_trials_hold(
         child = results.read_child(work.resolve(), "kept")  # a trial left behind by a failure
         if child is not None:
             process.kill_group(*child)
+
+
+@pytest.mark.slow
+async def test_three_trials_posted_at_once_for_two_devices_two_run_one_waits(
+    tmp_path: Path,
+) -> None:
+    async with running_agent(tmp_path / "work", slots=3, gpus=("0", "1")) as client:
+        codes: dict[str, int] = {}
+
+        async def post(trial_id: str) -> None:
+            body = _gpu_trial(tmp_path, trial_id, 1)
+            codes[trial_id] = (await client.post("/v1/trials", json=body)).status_code
+
+        async with anyio.create_task_group() as tg:
+            for trial_id in ("x", "y", "z"):
+                tg.start_soon(post, trial_id)
+        assert sorted(codes.values()) == [201, 201, 429], codes
+        started = [t for t, code in codes.items() if code == 201]
+        devices = [(await _env_of(tmp_path, t))["CUDA_VISIBLE_DEVICES"] for t in started]
+        assert sorted(devices) == ["0", "1"]
+        for trial_id in started:
+            await client.post(f"/v1/trials/{trial_id}/cancel")
