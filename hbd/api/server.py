@@ -34,6 +34,7 @@ from hbd.daemon.app import Daemon
 from hbd.daemon.clock import Clock
 from hbd.daemon.executors import ExecutorClient
 from hbd.daemon.reconciler import LOST_AFTER
+from hbd.executor import gpus as gpu_devices
 from hbd.http import WILDCARD_HOSTS, base_url, host_url
 from hbd.lock import database_lock
 from hbd.store.log import open_store
@@ -69,6 +70,8 @@ class DaemonOptions:
     # (hbd serve); one-shot uses and tests stop them.
     keep_local_trials: bool = False
     first_failures_stop: int = FIRST_FAILURES_STOP  # see hbd.core.sweep
+    # GPU devices of the in-process agent (hbd.executor.gpus: auto, none, 0,1).
+    local_gpus: str = "auto"
 
 
 @dataclass
@@ -137,6 +140,7 @@ async def _serve_locked(opts: DaemonOptions, *, task_status: TaskStatus[Running]
                         serve_agent,
                         callback_token=opts.token,
                         keep_trials_on_exit=opts.keep_local_trials,
+                        gpus=gpu_devices.resolve(opts.local_gpus),
                     ),
                     "127.0.0.1",
                     0,

@@ -69,6 +69,7 @@ _DAEMON_FLAGS = {
     "log_level": "--log-level",
     "log_format": "--log-format",
     "advertise_url": "--advertise-url",
+    "local_gpus": "--gpus",
 }
 _EXECUTOR_FLAGS = {
     "host": "--host",
@@ -77,6 +78,7 @@ _EXECUTOR_FLAGS = {
     "workdir": "--workdir",
     "trial_cwd": "--trial-cwd",
     "retain": "--retain",
+    "gpus": "--gpus",
     "token_file": "--token-file",
     "log_level": "--log-level",
     "log_format": "--log-format",
@@ -227,6 +229,13 @@ def _args_serve(p: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="the URL executors call back to (default http://HOST:PORT)",
     )
+    p.add_argument(
+        "--gpus",
+        dest="local_gpus",
+        default=None,
+        metavar="IDS",
+        help="GPU devices of the --local-executor: 0,1,... or none (default: what NVML reports)",
+    )
 
 
 def _start_service(settings: DaemonSettings | ExecutorSettings) -> tuple[str | None, Notifier]:
@@ -279,6 +288,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         advertise_url=settings.advertise_url,
         keep_local_trials=settings.keep_trials_on_exit,
         first_failures_stop=settings.first_failures_stop,
+        local_gpus=settings.local_gpus,
     )
 
     async def serve(tg: anyio.abc.TaskGroup, _: anyio.CancelScope) -> None:
@@ -328,6 +338,12 @@ def _args_executor(p: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         help="keep finished trials this long after the daemon took them (e.g. 7d, 36h; default 7d)",
     )
+    p.add_argument(
+        "--gpus",
+        default=None,
+        metavar="IDS",
+        help="GPU devices trials get: 0,1,... or none (default: what NVML reports)",
+    )
 
 
 def cmd_executor(args: argparse.Namespace) -> int:
@@ -336,12 +352,15 @@ def cmd_executor(args: argparse.Namespace) -> int:
     from hbd.api.agent_routes import serve_agent
     from hbd.cli.token_env import hide_token_from_environ
     from hbd.daemon.systemd import watchdog
+    from hbd.executor import gpus
     from hbd.executor.agent import AgentLimits
     from hbd.settings import ExecutorSettings
 
     hide_token_from_environ("executor")  # may re-exec (hbd.cli.token_env)
     settings: ExecutorSettings = _load(ExecutorSettings, args, _EXECUTOR_FLAGS)
     token, notifier = _start_service(settings)
+
+    devices = gpus.resolve(settings.gpus)
 
     async def serve(tg: anyio.abc.TaskGroup, _: anyio.CancelScope) -> None:
         agent = partial(
@@ -350,10 +369,12 @@ def cmd_executor(args: argparse.Namespace) -> int:
             trial_cwd=settings.trial_cwd,
             keep_trials_on_exit=settings.keep_trials_on_exit,
             max_metrics_file_bytes=settings.max_metrics_file_bytes,
+            gpus=devices,
             limits=AgentLimits(
                 log_cap_bytes=settings.log_cap_bytes,
                 retain_seconds=settings.retain,
                 retain_trials=settings.retain_trials,
+                checkpoint_copy_bytes=settings.max_checkpoint_copy_bytes,
             ),
         )
         port = await tg.start(
@@ -370,6 +391,7 @@ def cmd_executor(args: argparse.Namespace) -> int:
             url=f"http://{settings.host}:{port}",
             slots=settings.slots,
             workdir=str(settings.workdir),
+            gpus=",".join(devices) or "none",
         )
         notifier.ready(f"serving on port {port} with {settings.slots} slot(s)")
         tg.start_soon(watchdog, notifier, healthy)
