@@ -435,7 +435,7 @@ def _gpu_list(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if isinstance(value, str):
-        from hbd.executor.gpus import parse  # light, and only when the setting is read
+        from hbd.gpus import parse  # light, and only when the setting is read
 
         parse(value)  # ValueError names what is wrong
     return value

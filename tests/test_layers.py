@@ -58,10 +58,13 @@ LAYERS: Mapping[str, Layer] = {
             "hbd.report",
             "hbd.version",
             "hbd.http",
+            "hbd.gpus",
+            "hbd.checkpoints",
         ],
         ["core"],
         "shared by every I/O layer: error tree, executor wire protocol, settings, "
-        "locks, logging, URLs and auth headers, the trial-side report helper",
+        "locks, logging, URLs and auth headers, the trial-side report helper, "
+        "GPU device lists, checkpoint stores",
     ),
     "store": _layer(["hbd.store"], ["core", "base"], "the only code that writes SQL"),
     "executor": _layer(

@@ -16,6 +16,7 @@ import httpx
 import structlog
 from anyio.abc import TaskStatus
 
+from hbd import gpus as gpu_devices
 from hbd.api.agent_routes import serve_agent
 from hbd.api.asgi import (
     MAX_REQUEST_BODY_BYTES,
@@ -34,7 +35,6 @@ from hbd.daemon.app import Daemon
 from hbd.daemon.clock import Clock
 from hbd.daemon.executors import ExecutorClient
 from hbd.daemon.reconciler import LOST_AFTER
-from hbd.executor import gpus as gpu_devices
 from hbd.http import WILDCARD_HOSTS, base_url, host_url
 from hbd.lock import database_lock
 from hbd.store.log import open_store
@@ -70,7 +70,7 @@ class DaemonOptions:
     # (hbd serve); one-shot uses and tests stop them.
     keep_local_trials: bool = False
     first_failures_stop: int = FIRST_FAILURES_STOP  # see hbd.core.sweep
-    # GPU devices of the in-process agent (hbd.executor.gpus: auto, none, 0,1).
+    # GPU devices of the in-process agent (hbd.gpus: auto, none, 0,1).
     local_gpus: str = "auto"
 
 

@@ -349,10 +349,10 @@ def _args_executor(p: argparse.ArgumentParser) -> None:
 def cmd_executor(args: argparse.Namespace) -> int:
     import httpx
 
+    from hbd import gpus
     from hbd.api.agent_routes import serve_agent
     from hbd.cli.token_env import hide_token_from_environ
     from hbd.daemon.systemd import watchdog
-    from hbd.executor import gpus
     from hbd.executor.agent import AgentLimits
     from hbd.settings import ExecutorSettings
 

@@ -45,7 +45,7 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from hbd import checkpoints
-from hbd.executor import gpus as gpu_devices
+from hbd import gpus as gpu_devices
 from hbd.executor import metricsfeed, process, results
 from hbd.executor import supervisor as sup
 from hbd.executor.callbacks import CallbackChannel
@@ -264,7 +264,7 @@ class Agent:
     ) -> None:
         if slots < 1:
             raise ValueError("slots must be at least 1")
-        # The GPU devices trials get (hbd.executor.gpus); () on a host without.
+        # The GPU devices trials get (hbd.gpus); () on a host without.
         self.gpus = tuple(gpus)
         # Devices recorded by trials being recovered, held until each is rebuilt:
         # a trial started afresh at recovery must not take one an adopted trial holds.

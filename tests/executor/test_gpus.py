@@ -11,8 +11,9 @@ import anyio
 import httpx
 import pytest
 
+from hbd import gpus
 from hbd.core.component import Resources
-from hbd.executor import gpus, process, results
+from hbd.executor import process, results
 from hbd.executor.agent import GPUS_FILE
 from hbd.protocol import TrialSubmission
 from hbd.settings import ExecutorSettings
