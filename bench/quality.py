@@ -1,0 +1,461 @@
+"""Search quality: hbd (random, bohb) against textbook Hyperband and Optuna's TPE + Hyperband.
+
+Two multi-fidelity problems, both minimised, resource 1..81 (maxIterations=81, eta=3):
+
+- ``hartmann6``: the 6-d Hartmann function with a fidelity s = r / 81 (BoTorch's
+  AugmentedHartmann: alpha_1 is biased by -0.1 (1 - s)), plus Gaussian noise of
+  sd 0.2 (1 - s) + 0.01, so low resources are both biased and noisy.
+  Regret: Hartmann6(x) at full fidelity, noise-free, minus its minimum -3.32237.
+- ``curves``: a learning-curve surrogate with 7 hyperparameters of 5 kinds
+  (log-uniform lr and weight decay, uniform momentum, quantized dropout, an
+  integer width range, categorical batch size and optimizer). The loss falls
+  from 2.3 to an asymptote a(θ) that is exactly reached at r = 81, at a speed
+  that grows with the learning rate and shrinks with dropout and batch size,
+  so curves cross: what is best early is not best at the end. Too large an
+  effective learning rate diverges (a failed run, no metric). Noise sd
+  0.01 + 0.05 / sqrt(r). Regret: a(θ) minus its minimum 0.05.
+
+Methods, each on one worker, trials in the order the method runs them:
+
+- ``hbd-random``, ``hbd-bohb``: hbd's geometry (``hbd.core.geometry.brackets``),
+  hbd's ranking, and the Sampler contract (random: ``space.sample_config``;
+  bohb: ``hbd.core.tpe.BOHBSampler``), through ``run_hbd`` below: brackets
+  one after another, each bracket's configurations proposed when it starts,
+  from the results committed so far (every earlier rung decision).
+- ``hyperband``: Li et al. 2018, Algorithm 1, written out here with float
+  arithmetic and numpy's random sampling (a reference independent of hbd).
+- ``optuna-tpe``: Optuna's HyperbandPruner(1, 81, 3) with TPESampler (defaults),
+  reporting at the rung resources 1, 3, 9, 27, 81 through ask/tell.
+
+Budget is counted in resource units consumed, with checkpoint resume for
+every method (a configuration continued from resource r to r' costs r' - r,
+as an Optuna trial that is not pruned does, and as hbd with ``resume: true``).
+One Hyperband iteration is what one full iteration of hbd's plan costs that
+way (1581 units for 81/3). A method's incumbent at a budget is the
+configuration with the best observed loss among the runs at the highest
+resource reached within that budget (HpBandSter's convention); its regret is
+the noise-free, full-resource loss of that configuration minus the optimum.
+
+    .venv/bin/python bench/quality.py                 # 10 seeds, both problems (~3 min)
+    .venv/bin/python bench/quality.py --seeds 3       # a quick check
+
+Not part of the test suite. Needs the test extra (Optuna).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import TypeAdapter
+
+from hbd.core import geometry
+from hbd.core.params import Param
+from hbd.core.ranking import rank
+from hbd.core.space import JSONValue, sample_config
+from hbd.core.tpe import BOHBSampler, BOHBSettings, RunResult, Sampler
+
+MAX_ITERATIONS, ETA = 81, 3
+BOHB_SETTINGS = BOHBSettings()  # the defaults, as a sweep gets them; --bohb overrides
+BUDGET_POINTS = (0.5, 1.0, 5.0)  # in Hyperband iterations
+PARAM: TypeAdapter[Any] = TypeAdapter(Param)
+
+Config = Mapping[str, JSONValue]
+
+
+# ---------------------------------------------------------------- problems
+
+
+@dataclass(frozen=True)
+class Problem:
+    name: str
+    params: dict[str, Any]  # hbd parameters
+    # (config, resource, noise generator) -> observed loss, None when the run fails
+    observe: Callable[[Config, float, np.random.Generator], float | None]
+    regret: Callable[[Config], float]  # the incumbent's true full-resource regret
+    optuna_space: Callable[[Any], dict[str, Any]]  # an Optuna trial -> config
+
+
+def p(kind: str, value: Any) -> Any:
+    return PARAM.validate_python({"kind": kind, "value": value})
+
+
+_H_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
+_H_A = np.array(
+    [
+        [10, 3, 17, 3.5, 1.7, 8],
+        [0.05, 10, 17, 0.1, 8, 14],
+        [3, 3.5, 1.7, 10, 17, 8],
+        [17, 8, 0.05, 10, 0.1, 14],
+    ]
+)
+_H_P = 1e-4 * np.array(
+    [
+        [1312, 1696, 5569, 124, 8283, 5886],
+        [2329, 4135, 8307, 3736, 1004, 9991],
+        [2348, 1451, 3522, 2883, 3047, 6650],
+        [4047, 8828, 8732, 5743, 1091, 381],
+    ]
+)
+H_MIN = -3.32237
+
+
+def hartmann6(x: Sequence[float], fidelity: float = 1.0) -> float:
+    alpha = _H_ALPHA.copy()
+    alpha[0] -= 0.1 * (1 - fidelity)  # BoTorch's AugmentedHartmann
+    inner = (_H_A * (np.asarray(x) - _H_P) ** 2).sum(axis=1)
+    return float(-(alpha * np.exp(-inner)).sum())
+
+
+H_NAMES = [f"x{i}" for i in range(6)]
+
+
+def _h_observe(config: Config, r: float, noise: np.random.Generator) -> float:
+    s = r / MAX_ITERATIONS
+    x = [float(config[n]) for n in H_NAMES]  # type: ignore[arg-type]
+    return hartmann6(x, s) + float(noise.normal(0, 0.2 * (1 - s) + 0.01))
+
+
+HARTMANN = Problem(
+    name="hartmann6",
+    params={n: p("uniform", [0, 1]) for n in H_NAMES},
+    observe=_h_observe,
+    regret=lambda c: hartmann6([float(c[n]) for n in H_NAMES]) - H_MIN,  # type: ignore[arg-type]
+    optuna_space=lambda t: {n: t.suggest_float(n, 0, 1) for n in H_NAMES},
+)
+
+LR_OPT = {"adam": -3.0, "rmsprop": -3.3, "sgd": -1.7}  # best log10(lr) per optimizer
+OPT_OFFSET = {"adam": 0.0, "rmsprop": 0.02, "sgd": 0.01}
+BATCHES = [16, 32, 64, 128, 256]
+L0, A_MIN = 2.3, 0.05
+
+
+def _asymptote(c: Config) -> float:
+    opt = str(c["optimizer"])
+    lr, mom, wd = float(c["lr"]), float(c["momentum"]), float(c["wd"])  # type: ignore[arg-type]
+    drop, width, batch = float(c["dropout"]), float(c["width"]), float(c["batch"])  # type: ignore[arg-type]
+    return (
+        A_MIN
+        + OPT_OFFSET[opt]
+        + 0.15 * (math.log10(lr) - LR_OPT[opt]) ** 2
+        + (0.3 if opt == "sgd" else 0.03) * (mom - 0.9) ** 2
+        + 0.6 * (drop - 0.3) ** 2
+        + 0.02 * (math.log10(wd) + 4) ** 2
+        + 0.01 * (math.log2(width) - 9) ** 2
+        + 0.01 * (math.log2(batch) - 6) ** 2
+    )
+
+
+def _speed(c: Config) -> float:
+    """Inverse time constant of the curve: fast with a large lr, slow with dropout and batch."""
+    lr, drop, batch = float(c["lr"]), float(c["dropout"]), float(c["batch"])  # type: ignore[arg-type]
+    return 0.2 * (lr / 1e-3) ** 0.5 * (64 / batch) ** 0.5 / (1 + 3 * drop)
+
+
+def _c_observe(config: Config, r: float, noise: np.random.Generator) -> float | None:
+    lr, mom = float(config["lr"]), float(config["momentum"])  # type: ignore[arg-type]
+    effective = lr / (1 - mom) if config["optimizer"] == "sgd" else lr * 30
+    if effective > 3.0:
+        return None  # diverged
+    a, k = _asymptote(config), _speed(config)
+    # Exactly a at r = R: the curve is normalised between r = 0 (L0) and R.
+    shape = (1 / (1 + k * r) - 1 / (1 + k * MAX_ITERATIONS)) / (1 - 1 / (1 + k * MAX_ITERATIONS))
+    return a + (L0 - a) * shape + float(noise.normal(0, 0.01 + 0.05 / math.sqrt(r)))
+
+
+def _c_regret(c: Config) -> float:
+    lr, mom = float(c["lr"]), float(c["momentum"])  # type: ignore[arg-type]
+    effective = lr / (1 - mom) if c["optimizer"] == "sgd" else lr * 30
+    return (L0 if effective > 3.0 else _asymptote(c)) - A_MIN
+
+
+CURVES = Problem(
+    name="curves",
+    params={
+        "lr": p("loguniform", [math.log(1e-5), math.log(1.0)]),
+        "momentum": p("uniform", [0, 0.99]),
+        "wd": p("loguniform", [math.log(1e-7), math.log(1e-1)]),
+        "dropout": p("quniform", [0, 0.7, 0.05]),
+        "width": p("range", [32, 1025, 32]),
+        "batch": p("choice", BATCHES),
+        "optimizer": p("choice", ["sgd", "adam", "rmsprop"]),
+    },
+    observe=_c_observe,
+    regret=_c_regret,
+    optuna_space=lambda t: {
+        "lr": t.suggest_float("lr", 1e-5, 1.0, log=True),
+        "momentum": t.suggest_float("momentum", 0, 0.99),
+        "wd": t.suggest_float("wd", 1e-7, 1e-1, log=True),
+        "dropout": t.suggest_float("dropout", 0, 0.7, step=0.05),
+        "width": t.suggest_int("width", 32, 1024, step=32),
+        "batch": t.suggest_categorical("batch", BATCHES),
+        "optimizer": t.suggest_categorical("optimizer", ["sgd", "adam", "rmsprop"]),
+    },
+)
+PROBLEMS = {pr.name: pr for pr in (HARTMANN, CURVES)}
+
+
+def noise_rng(seed: int, config: Config, resource: float) -> np.random.Generator:
+    """The observation noise is a function of (seed, config, resource): every method
+    that evaluates the same configuration at the same resource sees the same value."""
+    key = zlib.crc32(repr(sorted(config.items())).encode())
+    return np.random.default_rng([seed, key, int(resource * 1000)])
+
+
+# ---------------------------------------------------------------- bookkeeping
+
+
+@dataclass(frozen=True)
+class Observation:
+    spent: float  # resource units consumed when this run finished (cumulative)
+    config: Config
+    resource: float
+    loss: float | None
+
+
+class Ledger:
+    """Runs in the order they finish, with the budget consumed so far."""
+
+    def __init__(self, problem: Problem, seed: int, budget: float) -> None:
+        self.problem, self.seed, self.budget = problem, seed, budget
+        self.spent = 0.0
+        self.runs: list[Observation] = []
+
+    @property
+    def exhausted(self) -> bool:
+        return self.spent >= self.budget
+
+    def run(self, config: Config, resource: float, cost: float) -> float | None:
+        self.spent += cost
+        loss = self.problem.observe(config, resource, noise_rng(self.seed, config, resource))
+        self.runs.append(Observation(self.spent, config, resource, loss))
+        return loss
+
+    def regret_at(self, budget: float) -> float:
+        seen = [o for o in self.runs if o.spent <= budget + 1e-9 and o.loss is not None]
+        if not seen:
+            return math.nan
+        top = max(o.resource for o in seen)
+        best = min((o for o in seen if o.resource == top), key=lambda o: o.loss or 0.0)
+        return self.problem.regret(best.config)
+
+
+def iteration_cost(plan: Sequence[geometry.Bracket]) -> float:
+    """One Hyperband iteration's resource units, with resume (a promotion pays the increment)."""
+    total = 0.0
+    for b in plan:
+        previous = 0.0
+        for rung in b.rungs:
+            total += rung.configs * (float(rung.resource) - previous)
+            previous = float(rung.resource)
+    return total
+
+
+# ---------------------------------------------------------------- hbd
+
+
+class RandomSampler:
+    """hbd's random sampling behind the Sampler contract (what the seam adds to the core)."""
+
+    def __init__(self, params: Mapping[str, Any], *, seed: int) -> None:
+        self.params, self.seed = params, seed
+
+    def propose(
+        self, *, bracket: int, index: int, history: Sequence[RunResult]
+    ) -> dict[str, JSONValue]:
+        return sample_config(self.params, seed=self.seed, bracket=bracket, index=index)
+
+
+def run_hbd(sampler: Sampler, ledger: Ledger) -> None:
+    """Successive halving over hbd's plan with the Sampler contract.
+
+    Brackets run one after another (s_max first), iteration after iteration;
+    a bracket's configurations are proposed when it starts, from every result
+    committed so far (each rung is committed when it is decided, as a whole).
+    The bracket key passed to the sampler is s + iteration * (s_max + 1).
+
+    Once ``SweepMachine(sampler=...)`` exists, this is replaced by driving the
+    machine: ``Begin`` then one ``TrialSucceeded``/``TrialFailed`` per
+    ``StartTrial`` (in the order the daemon dispatches them), the ledger
+    charging each StartTrial its resource minus its parent's.
+    """
+    plan = geometry.brackets(MAX_ITERATIONS, ETA)
+    history: list[RunResult] = []
+    iteration = 0
+    while not ledger.exhausted:
+        for b in plan:
+            if ledger.exhausted:
+                return
+            key = b.s + iteration * len(plan)
+            snapshot = tuple(history)
+            current: list[tuple[int, Config]] = [
+                (i, sampler.propose(bracket=key, index=i, history=snapshot))
+                for i in range(b.rungs[0].configs)
+            ]
+            previous = 0.0
+            for r, rung in enumerate(b.rungs):
+                resource = float(rung.resource)
+                results = []
+                for i, config in current:
+                    loss = ledger.run(config, resource, resource - previous)
+                    results.append((i, config, loss))
+                history.extend(RunResult(config, resource, loss) for _, config, loss in results)
+                if r + 1 == len(b.rungs):
+                    break
+                keep = b.rungs[r + 1].configs
+                ranked = rank(
+                    [x for x in results if x[2] is not None],
+                    value=lambda x: x[2],
+                    order_key=lambda x: (x[0],),
+                    direction="minimize",
+                )
+                current = [(i, c) for i, c, _ in ranked[:keep]]
+                previous = resource
+                if not current:
+                    break
+        iteration += 1
+
+
+# ---------------------------------------------------------------- textbook Hyperband
+
+
+def run_textbook(problem: Problem, ledger: Ledger, seed: int) -> None:
+    """Li et al. 2018, Algorithm 1, with float arithmetic and one numpy stream."""
+    rng = np.random.default_rng(seed + 7919)
+    R, eta = MAX_ITERATIONS, ETA
+    s_max = math.floor(math.log(R) / math.log(eta) + 1e-9)
+    B = (s_max + 1) * R
+    while not ledger.exhausted:
+        for s in range(s_max, -1, -1):
+            if ledger.exhausted:
+                return
+            n = math.ceil(B / R * eta**s / (s + 1))
+            r = R * eta ** (-s)
+            configs = [_random_config(problem, rng) for _ in range(n)]
+            previous = 0.0
+            for i in range(s + 1):
+                n_i, r_i = int(n * eta ** (-i)), r * eta**i
+                losses = [ledger.run(c, r_i, r_i - previous) for c in configs]
+                previous = r_i
+                order = sorted(
+                    range(len(configs)), key=lambda j: math.inf if losses[j] is None else losses[j]
+                )
+                configs = [configs[j] for j in order[: int(n_i / eta)] if losses[j] is not None]
+
+
+def _random_config(problem: Problem, rng: np.random.Generator) -> dict[str, JSONValue]:
+    # hbd's value kinds, from the method's own stream (not hbd's keyed sampling).
+    from hbd.core.space import sample_value
+
+    return {name: sample_value(param, rng) for name, param in problem.params.items()}
+
+
+# ---------------------------------------------------------------- Optuna
+
+
+def run_optuna(problem: Problem, ledger: Ledger, seed: int) -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=MAX_ITERATIONS, reduction_factor=ETA
+        ),
+    )
+    rungs = [ETA**i for i in range(5)]
+    while not ledger.exhausted:
+        trial = study.ask()
+        config = problem.optuna_space(trial)
+        previous, state, value = 0.0, optuna.trial.TrialState.COMPLETE, None
+        for r in rungs:
+            loss = ledger.run(config, r, r - previous)
+            previous = r
+            if loss is None:
+                state = optuna.trial.TrialState.FAIL
+                break
+            trial.report(loss, r)
+            value = loss
+            if r < MAX_ITERATIONS and trial.should_prune():
+                state = optuna.trial.TrialState.PRUNED
+                break
+        if state is optuna.trial.TrialState.COMPLETE:
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=state)
+
+
+# ---------------------------------------------------------------- main
+
+
+METHODS: dict[str, Callable[[Problem, Ledger, int], None]] = {
+    "hbd-random": lambda pr, led, seed: run_hbd(RandomSampler(pr.params, seed=seed), led),
+    "hbd-bohb": lambda pr, led, seed: run_hbd(
+        BOHBSampler(pr.params, seed=seed, settings=BOHB_SETTINGS), led
+    ),
+    "hyperband": run_textbook,
+    "optuna-tpe": run_optuna,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--problems", default=",".join(PROBLEMS))
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--bohb", default="{}", help="BOHB settings as JSON (tuner.params)")
+    args = ap.parse_args(argv)
+    global BOHB_SETTINGS
+    BOHB_SETTINGS = BOHBSettings.model_validate_json(args.bohb)
+    plan = geometry.brackets(MAX_ITERATIONS, ETA)
+    unit = iteration_cost(plan)
+    budgets = [b * unit for b in BUDGET_POINTS]
+    methods = args.methods.split(",")
+    print(
+        f"maxIterations={MAX_ITERATIONS} eta={ETA}; one Hyperband iteration = {unit:g} "
+        f"resource units (with resume); {args.seeds} seeds; median simple regret"
+    )
+    for name in args.problems.split(","):
+        problem = PROBLEMS[name]
+        table: dict[str, list[list[float]]] = {}
+        for method in methods:
+            t0 = time.perf_counter()
+            rows = []
+            for seed in range(args.seeds):
+                ledger = Ledger(problem, seed, budgets[-1])
+                METHODS[method](problem, ledger, seed)
+                rows.append([ledger.regret_at(b) for b in budgets])
+            table[method] = rows
+            print(f"  [{name} {method}: {time.perf_counter() - t0:.1f} s]", file=sys.stderr)
+        print(f"\n{name}")
+        head = "".join(f"{f'{b:g} it':>10}" for b in BUDGET_POINTS)
+        print(f"{'method':<12}{head}   ratio to optuna-tpe")
+        medians = {
+            m: [statistics.median(r[k] for r in table[m]) for k in range(len(budgets))]
+            for m in methods
+        }
+        for m in methods:
+            ref = medians.get("optuna-tpe")
+            ratios = (
+                "  ".join(
+                    f"{a / b:5.2f}" if b > 0 else "  inf"
+                    for a, b in zip(medians[m], ref, strict=True)
+                )
+                if ref
+                else ""
+            )
+            cells = "".join(f"{v:10.4f}" for v in medians[m])
+            print(f"{m:<12}{cells}   {ratios}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
