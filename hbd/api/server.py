@@ -33,7 +33,7 @@ from hbd.core.sweep import FIRST_FAILURES_STOP
 from hbd.daemon.app import Daemon
 from hbd.daemon.clock import Clock
 from hbd.daemon.executors import ExecutorClient
-from hbd.daemon.reconciler import LOST_AFTER
+from hbd.daemon.placement import LOST_AFTER
 from hbd.lock import database_lock
 from hbd.store.log import open_store
 from hbd.web.app import WebPage
@@ -59,7 +59,7 @@ class DaemonOptions:
     token: str | None = None
     transport: httpx.AsyncBaseTransport | None = None  # tests: a fault-injecting transport
     clock: Clock | None = None
-    lost_after: float = LOST_AFTER  # see hbd.daemon.reconciler
+    lost_after: float = LOST_AFTER  # see hbd.daemon.placement
     # How executors reach this daemon for callbacks, when not http://host:port
     # (a daemon bound to 0.0.0.0, or behind a proxy).
     advertise_url: str | None = None

@@ -33,7 +33,7 @@ terminal event is committed (``ended``), so a trial never runs twice.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -636,17 +636,27 @@ def idle_reason(
     return None
 
 
-def executor_idle_reason(
-    e: ExecutorSlots, now: float, *, queued: Mapping[IdleReason | None, int], running: bool
-) -> IdleReason:
-    """Why one executor's free slots are free (``/metrics``)."""
-    if not e.usable(now):
-        return IdleReason.NO_EXECUTOR
-    for reason in (IdleReason.GPU, IdleReason.AFFINITY, IdleReason.CONCURRENCY_CAP):
-        if queued.get(reason):
-            return reason
-    if any(queued.values()):
-        return IdleReason.CONCURRENCY_CAP
-    if running:
-        return IdleReason.RUNG_BARRIER
-    return IdleReason.NO_WORK
+def idle_slots(placement: Placement, now: float) -> dict[IdleReason, int]:
+    """Every executor's free slots counted under the reason they are free (``/metrics``).
+
+    A free slot of an unusable executor (down, cooling down) is ``no_executor``;
+    otherwise it takes the reason of the first open sweep that leaves capacity
+    unused (by ``idle_reason``, in the order sweeps were opened), else
+    ``no_work`` when nothing runs or waits at all.
+    """
+    counts = dict.fromkeys(IdleReason, 0)
+    reasons = [r for r in placement.idle_reasons(now).values() if r is not None]
+    waiting = bool(placement.queued())
+    running = any(s.inflight for s in placement.sweeps.values())
+    for e in placement.executors.values():
+        if not e.usable(now):
+            counts[IdleReason.NO_EXECUTOR] += e.free
+        elif reasons:
+            counts[reasons[0]] += e.free
+        elif waiting:
+            counts[IdleReason.CONCURRENCY_CAP] += e.free  # waiting, executors busy (429)
+        elif running:
+            counts[IdleReason.RUNG_BARRIER] += e.free
+        else:
+            counts[IdleReason.NO_WORK] += e.free
+    return counts
