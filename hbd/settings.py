@@ -356,11 +356,16 @@ class DaemonSettings(_Common):
     @field_validator("executors")
     @classmethod
     def _urls(cls, urls: list[str]) -> list[str]:
+        # placement: any scheme with a registered backend (hbd.daemon.backend.BACKENDS:
+        # http(s) agents, ray://...), imported here only when executors are configured.
+        from hbd.daemon.backend import BACKENDS
+
         out = []
         for i, url in enumerate(urls):
             scheme, sep, rest = url.partition("://")
-            if not sep or scheme not in ("http", "https") or not rest.strip("/"):
-                raise ValueError(f"entry {i}: {url!r} is not an http(s) URL")
+            if not sep or scheme not in BACKENDS or not rest.strip("/"):
+                known = ", ".join(f"{s}://" for s in sorted(BACKENDS))
+                raise ValueError(f"entry {i}: {url!r} is not an http(s) URL (executors: {known})")
             out.append(url.rstrip("/"))
         if len(set(out)) != len(out):
             raise ValueError("the same executor URL appears twice")
