@@ -526,14 +526,21 @@ class Daemon:
     async def on_status(self, runner: SweepRunner, status: TrialStatus, *, seq: int = 0) -> None:
         if self._interrupted:
             return  # the trial is being stopped under its sweep: see interrupt()
-        # Metrics lines the executor has and the log lacks come first, so they
-        # are logged before the verdict (the log drops lines of ended trials).
-        upto = max(seq, status.metrics_seq)
-        missing = await self.metricsync.deliver(runner, status.id, [], upto=upto, run=status.run)
-        if missing and status.finished and self.metricsync.hold_verdict(status.id, missing):
-            # No later status of a finished trial comes by itself: the reconciler
-            # polls the still in-flight trial, and that status fetches the lines again.
-            return
+        trial = runner.machine.trials.get(status.id)
+        # An ended trial's lines are not wanted (a poll in flight crossed its terminal
+        # commit): fetching them again would count verdict holds from zero. Its late
+        # result still goes on, for the machine to refuse and the log to say so.
+        if trial is not None and not trial.state.ended:
+            # Metrics lines the executor has and the log lacks come first, so they
+            # are logged before the verdict (the log drops lines of ended trials).
+            upto = max(seq, status.metrics_seq)
+            missing = await self.metricsync.deliver(
+                runner, status.id, [], upto=upto, run=status.run
+            )
+            if missing and status.finished and self.metricsync.hold_verdict(status.id, missing):
+                # No later status of a finished trial comes by itself: the reconciler
+                # polls the still in-flight trial, and that status fetches the lines again.
+                return
         result = observation_from_status(status, runner.spec.matrix.metric.name)
         if result is not None:
             await runner.put(result)

@@ -109,7 +109,6 @@ class Dispatcher:
 
     def enqueue(self, runner: SweepRunner, start: StartTrial, *, front: bool = False) -> None:
         """Queue a trial to send; cancels it instead when its sweep is no longer running."""
-        self.open(runner)
         if runner.machine.state is not SweepState.RUNNING:
             self.act(self.placement.close_sweep(runner.sweep_id))
         now = self.clock.monotonic()

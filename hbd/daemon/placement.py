@@ -243,8 +243,9 @@ class Placement:
     def close_sweep(self, sweep_id: str) -> list[Action]:
         """The sweep stopped: its queued trials are cancelled, nothing more is placed."""
         sweep = self.sweeps.get(sweep_id)
-        if sweep is not None:
-            sweep.open = False
+        if sweep is None or not sweep.open:
+            return []  # finished, or closed already (a stopped sweep's every step says so)
+        sweep.open = False
         actions: list[Action] = []
         for trial_id in [t for t in self._queue if self.flights[t].sweep_id == sweep_id]:
             self._drop(trial_id)
@@ -275,9 +276,9 @@ class Placement:
     ) -> list[Action]:
         """Queue a trial to send; cancels it instead when its sweep is no longer open."""
         trial_id = start.trial_id
-        sweep = self.sweeps[sweep_id]
+        sweep = self.sweeps.get(sweep_id)
         old = self.flights.get(trial_id)
-        if not sweep.open or (old is not None and old.cancel_pending):
+        if sweep is None or not sweep.open or (old is not None and old.cancel_pending):
             self._release(trial_id)
             self.flights.pop(trial_id, None)
             self._queue.pop(trial_id, None)
@@ -340,7 +341,9 @@ class Placement:
         old = self.flights.get(trial_id)
         if old is not None and old.executor is not None:
             self._release(trial_id)
-        sweep = self.sweeps[sweep_id]
+        sweep = self.sweeps.get(sweep_id)
+        if sweep is None:
+            return  # the sweep finished meanwhile: nothing to hold
         self.flights[trial_id] = Flight(
             start=start,
             sweep_id=sweep_id,
@@ -546,6 +549,15 @@ class Placement:
             if now - flight.heard_at >= self.silence:
                 actions.append(Poll(trial_id=trial_id, sweep_id=flight.sweep_id, executor=e.name))
         return actions
+
+    def poll_due(self, trial_id: str, now: float) -> bool:
+        """Whether a Poll from ``polls`` still stands (polls before it take time: a result,
+        a callback or a sick executor may have come in between)."""
+        flight = self.flights.get(trial_id)
+        if flight is None or flight.phase is not Phase.SENT or flight.executor is None:
+            return False
+        e = self.executors.get(flight.executor)
+        return e is not None and e.healthy and now - flight.heard_at >= self.silence
 
     def poll_unreachable(self, trial_id: str, now: float, error: str) -> list[Action]:
         """A poll could not reach the trial's executor."""

@@ -328,7 +328,9 @@ class Reconciler:
         for action in self.placement.polls(self.clock.monotonic()):
             if isinstance(action, Poll):
                 runner = self.sweeps.runners.get(action.sweep_id)
-                if runner is not None:
+                if runner is not None and self.placement.poll_due(
+                    action.trial_id, self.clock.monotonic()
+                ):
                     await self._poll(runner, action.trial_id, action.executor)
             else:
                 self.dispatcher.act([action])

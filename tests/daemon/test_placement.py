@@ -29,6 +29,7 @@ from hbd.daemon.placement import (
     Placement,
     Poll,
     Send,
+    idle_slots,
 )
 from hbd.protocol import Health
 
@@ -357,3 +358,62 @@ def test_forget_sweep_frees_everything_it_held() -> None:
     assert p.flights == {} and p.queued() == 0 and p.sweeps == {}
     assert p.executors["a"].running == set() and p.executors["a"].gpus_held == 0
     assert p.executor_of("t1") is None
+
+
+@pytest.mark.parametrize(
+    ("executors", "sweep_gpus", "queued", "sent", "expected"),
+    [
+        # nothing runs, nothing waits
+        ({"a": (2, 0)}, 0, 0, 0, {IdleReason.NO_WORK: 2}),
+        # one runs, nothing waits: the rest of a's slots wait for the rung
+        ({"a": (2, 0)}, 0, 0, 1, {IdleReason.RUNG_BARRIER: 1}),
+        # a GPU trial waits on a host with slots and no free device
+        ({"a": (4, 1)}, 1, 1, 1, {IdleReason.GPU: 3}),
+        # down executors' free slots are no_executor whatever waits
+        (
+            {"a": (2, 0), "down": (3, 0)},
+            0,
+            0,
+            0,
+            {IdleReason.NO_EXECUTOR: 3, IdleReason.NO_WORK: 2},
+        ),
+    ],
+)
+def test_metrics_idle_slots_use_the_same_classifier(
+    executors: dict[str, tuple[int, int]],
+    sweep_gpus: int,
+    queued: int,
+    sent: int,
+    expected: dict[IdleReason, int],
+) -> None:
+    p = machine(executors, gpus=sweep_gpus)
+    if "down" in executors:
+        p.health("down", None, 0)
+    for i in range(sent + queued):
+        p.enqueue(SWEEP, start(f"t{i}"), 0)
+        if i < sent:
+            assert p.place(0)
+    got = {r: n for r, n in idle_slots(p, 0).items() if n}
+    assert got == expected
+
+
+def test_a_finished_sweep_places_nothing_and_holds_nothing() -> None:
+    p = machine({"a": (2, 0)})
+    p.forget_sweep(SWEEP)
+    assert [short(a) for a in p.enqueue(SWEEP, start("late"), 1)] == [("CancelUnsent", "late")]
+    p.adopt(SWEEP, start("found"), "a", 1)
+    assert p.flights == {} and p.executors["a"].free == 2
+    assert p.close_sweep(SWEEP) == []
+
+
+def test_a_poll_decided_earlier_lapses_when_the_trial_was_heard_from_meanwhile() -> None:
+    p = machine({"a": (2, 0)})
+    p.enqueue(SWEEP, start("t1"), 0)
+    p.place(0)
+    p.sent("t1", 0, finished=False)
+    assert [short(a) for a in p.polls(SILENCE)] == [("Poll", "t1", "a")]
+    assert p.poll_due("t1", SILENCE)
+    p.heard("t1", SILENCE + 0.1)  # a callback while an earlier poll was awaited
+    assert not p.poll_due("t1", SILENCE + 0.2)
+    p.ended("t1")
+    assert not p.poll_due("t1", 100)
