@@ -56,7 +56,7 @@ MAX_TOKEN_FILE_BYTES = 4096
 DEFAULT_PORT = 8765
 DEFAULT_EXECUTOR_PORT = 8766
 # The seconds after which a trial whose executor stays unreachable is failed
-# as lost (hbd.daemon.reconciler.LOST_AFTER, repeated to keep this module light).
+# as lost (hbd.daemon.placement.LOST_AFTER, repeated to keep this module light).
 DEFAULT_LOST_AFTER = 60.0
 # Request bodies the daemon accepts: hbd.api.asgi.MAX_REQUEST_BODY_BYTES,
 # repeated because hbd.api.asgi imports this module (importing it here would

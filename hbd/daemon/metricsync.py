@@ -51,7 +51,7 @@ MAX_FETCH_PAGES = 10_000
 # Times a finished trial's verdict is held back because its missing lines could
 # not be fetched (the executor unreachable, a page that stops short): each
 # hold waits for the reconciler to poll the trial again (about
-# reconciler.SILENCE seconds), so ~6 tries span half a minute of a flaky
+# placement.SILENCE seconds), so ~6 tries span half a minute of a flaky
 # executor; after that the verdict is logged anyway, with a warning naming the
 # lines lost, so an executor that really lost them cannot hang a sweep.
 MAX_VERDICT_HOLDS = 6

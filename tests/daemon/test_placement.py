@@ -417,3 +417,34 @@ def test_a_poll_decided_earlier_lapses_when_the_trial_was_heard_from_meanwhile()
     assert not p.poll_due("t1", SILENCE + 0.2)
     p.ended("t1")
     assert not p.poll_due("t1", 100)
+
+
+def test_placement_is_pure_it_imports_no_io_no_clock_and_no_shell() -> None:
+    """Placement takes ``now`` from its caller; the shells import it, never the reverse."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import hbd.daemon.placement as module
+
+    tree = ast.parse(Path(module.__file__).read_text())
+    imported = {
+        name
+        for node in ast.walk(tree)
+        for name in (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else []
+        )
+    }
+    assert not {"time", "os", "random", "asyncio", "anyio"} & imported, imported
+    forbidden = ["anyio", "httpx", "aiosqlite", "structlog", "sqlite3", "hbd.daemon.app"]
+    forbidden += [f"hbd.daemon.{m}" for m in ("dispatcher", "reconciler", "runner", "executors")]
+    code = (
+        f"import sys, hbd.daemon.placement; print([m for m in {forbidden!r} if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
