@@ -85,6 +85,9 @@ class ExecutorSlots:
     unreachable_since: float | None = None  # first failure in a row
     running: set[str] = field(default_factory=set)  # our trials holding a slot here
     gpus_held: int = 0  # devices held by our trials here
+    # Devices its last health said were taken beyond ours (another daemon's
+    # trials, a stale trial): counted as busy until the next health check.
+    gpus_other: int = 0
     lost: set[str] = field(default_factory=set)  # given up on: cancel once it answers
 
     @property
@@ -93,7 +96,7 @@ class ExecutorSlots:
 
     @property
     def free_gpus(self) -> int:
-        return max(0, self.gpus - self.gpus_held)
+        return max(0, self.gpus - self.gpus_held - self.gpus_other)
 
     def usable(self, now: float) -> bool:
         return self.healthy and bool(self.slots) and self.down_until <= now
@@ -220,6 +223,7 @@ class Placement:
         self.reachable(name)
         e.slots = health.slots
         e.gpus = len(health.gpus)
+        e.gpus_other = max(0, len(health.gpus) - len(health.free_gpus) - e.gpus_held)
         e.busy = False
         lost, e.lost = sorted(e.lost), set()
         return [CancelOn(trial_id=t, sweep_id=None, executor=name) for t in lost]

@@ -448,3 +448,18 @@ def test_placement_is_pure_it_imports_no_io_no_clock_and_no_shell() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_devices_an_executor_reports_taken_by_others_are_not_offered() -> None:
+    p = machine({"a": (4, 2)}, gpus=2)
+    taken = Health(version="t", slots=4, free_slots=4, running=[], gpus=["0", "1"], free_gpus=["1"])
+    p.health("a", taken, 0)
+    p.enqueue(SWEEP, start("t1"), 0)
+    assert p.place(0) == []
+    assert p.idle_reasons(0) == {SWEEP: IdleReason.GPU}
+    p.health("a", health(4, 2), 1)  # the other user let go
+    assert [short(a) for a in p.place(1)] == [("Send", "t1", "a")]
+    # Our own trial's devices, reported taken, are not counted twice.
+    ours = Health(version="t", slots=4, free_slots=3, running=["t1"], gpus=["0", "1"], free_gpus=[])
+    p.health("a", ours, 2)
+    assert p.executors["a"].gpus_other == 0
