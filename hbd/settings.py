@@ -57,7 +57,7 @@ MAX_TOKEN_FILE_BYTES = 4096
 DEFAULT_PORT = 8765
 DEFAULT_EXECUTOR_PORT = 8766
 # The seconds after which a trial whose executor stays unreachable is failed
-# as lost (hbd.daemon.reconciler.LOST_AFTER, repeated to keep this module light).
+# as lost (hbd.daemon.placement.LOST_AFTER, repeated to keep this module light).
 DEFAULT_LOST_AFTER = 60.0
 # Request bodies the daemon accepts: hbd.api.asgi.MAX_REQUEST_BODY_BYTES,
 # repeated because hbd.api.asgi imports this module (importing it here would
@@ -366,11 +366,15 @@ class DaemonSettings(_Common):
     @field_validator("executors")
     @classmethod
     def _urls(cls, urls: list[str]) -> list[str]:
+        # Any scheme with a registered backend (http(s) agents, ray://...).
+        from hbd.http import EXECUTOR_BACKENDS as BACKENDS
+
         out = []
         for i, url in enumerate(urls):
             scheme, sep, rest = url.partition("://")
-            if not sep or scheme not in ("http", "https") or not rest.strip("/"):
-                raise ValueError(f"entry {i}: {url!r} is not an http(s) URL")
+            if not sep or scheme not in BACKENDS or not rest.strip("/"):
+                known = ", ".join(f"{s}://" for s in sorted(BACKENDS))
+                raise ValueError(f"entry {i}: {url!r} is not an http(s) URL (executors: {known})")
             out.append(base_url(url))
         if len(set(out)) != len(out):
             raise ValueError("the same executor URL appears twice")

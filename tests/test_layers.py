@@ -100,20 +100,6 @@ LAYERS: Mapping[str, Layer] = {
     ),
 }
 
-# The daemon's parts import each other in a circle (each is built with the
-# Daemon itself); the placement redesign (issue 12 item 1) is removing it. This
-# set is the only exception to the cycle rule and goes when that work merges.
-KNOWN_DAEMON_CYCLE_BEING_REMOVED = frozenset(
-    {
-        "hbd.daemon.app",
-        "hbd.daemon.capacity",
-        "hbd.daemon.dispatcher",
-        "hbd.daemon.metricsync",
-        "hbd.daemon.reconciler",
-        "hbd.daemon.runner",
-    }
-)
-
 
 def module_files(package_dir: Path, package: str) -> dict[str, Path]:
     """Every module under ``package_dir`` by dotted name (a package by its own name)."""
@@ -253,9 +239,8 @@ def test_no_module_imports_against_the_layer_order() -> None:
     assert violations(GRAPH) == []
 
 
-def test_no_import_cycles_but_the_daemon_circle_being_removed() -> None:
-    unexpected = [c for c in cycles(GRAPH) if not set(c) <= KNOWN_DAEMON_CYCLE_BEING_REMOVED]
-    assert unexpected == []
+def test_no_import_cycles() -> None:
+    assert cycles(GRAPH) == []
 
 
 def test_the_graph_sees_what_is_there() -> None:

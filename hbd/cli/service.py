@@ -635,7 +635,7 @@ def _doctor_daemon_executors(url: str, health: dict[str, Any], f: _Findings) -> 
 async def _doctor_configured_executors(settings: DaemonSettings, f: _Findings) -> None:
     import anyio
 
-    from hbd.daemon.executors import ExecutorClient
+    from hbd.daemon.backend import backend_for
     from hbd.errors import ExecutorRejected
     from hbd.protocol import PROTOCOL_VERSION
 
@@ -648,10 +648,10 @@ async def _doctor_configured_executors(settings: DaemonSettings, f: _Findings) -
             'set executors = ["http://HOST:8766"] or local_executor = N',
         )
     for url in settings.executors:
-        client = ExecutorClient(url, token=token, max_attempts=1)
+        client = backend_for(url, token=token)  # placement: any scheme's backend
         try:
             with anyio.fail_after(DOCTOR_TIMEOUT_SECONDS):
-                health = await client.health()
+                health = await client.health(single=True)  # one attempt: a person waits
         except TimeoutError:
             f.fail(
                 f"executor {url}: no answer in {DOCTOR_TIMEOUT_SECONDS:g} s",
