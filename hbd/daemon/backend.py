@@ -62,6 +62,7 @@ class ExecutorBackend(Protocol):
 BACKENDS: dict[str, str] = {
     "http": "hbd.daemon.executors:ExecutorClient",
     "https": "hbd.daemon.executors:ExecutorClient",
+    "ray": "hbd.daemon.ray_backend:RayBackend",
 }
 
 
