@@ -359,8 +359,11 @@ class DaemonSettings(_Common):
         out = []
         for i, url in enumerate(urls):
             scheme, sep, rest = url.partition("://")
-            if not sep or scheme not in ("http", "https") or not rest.strip("/"):
-                raise ValueError(f"entry {i}: {url!r} is not an http(s) URL")
+            from hbd.daemon.backend import BACKENDS  # the schemes a backend serves
+
+            if not sep or scheme not in BACKENDS or not rest.strip("/"):
+                others = ", ".join(f"{s}://" for s in sorted(BACKENDS) if not s.startswith("http"))
+                raise ValueError(f"entry {i}: {url!r} is not an http(s) URL (nor {others})")
             out.append(url.rstrip("/"))
         if len(set(out)) != len(out):
             raise ValueError("the same executor URL appears twice")

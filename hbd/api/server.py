@@ -10,6 +10,7 @@ import secrets
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import cast
 
 import anyio
 import httpx
@@ -31,6 +32,7 @@ from hbd.api.routes import create_app
 from hbd.core.limits import DEFAULT_SPEC_LIMITS, SpecLimits
 from hbd.core.sweep import FIRST_FAILURES_STOP
 from hbd.daemon.app import Daemon
+from hbd.daemon.backend import backend_for
 from hbd.daemon.clock import Clock
 from hbd.daemon.executors import ExecutorClient
 from hbd.daemon.reconciler import LOST_AFTER
@@ -158,9 +160,10 @@ async def _serve_locked(opts: DaemonOptions, *, task_status: TaskStatus[Running]
                     ),
                 )
             for url in opts.executors:
-                daemon.add_executor(
-                    url, ExecutorClient(url, token=opts.token, transport=opts.transport)
-                )
+                # Chosen by the URL's scheme (http(s)://, ray://...): the daemon uses
+                # only the ExecutorBackend protocol (the cast until its types say so).
+                backend = backend_for(url, token=opts.token, transport=opts.transport)
+                daemon.add_executor(url, cast(ExecutorClient, backend))
             app = protected_app(daemon, opts.token, opts.max_request_bytes)
             # Bind first (the port goes into the callback URL), resume every sweep,
             # and only then answer requests: a request during resume would find
