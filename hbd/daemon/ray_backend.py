@@ -350,7 +350,9 @@ class RayBackend:
                         f"trial {submission.id!r} was already submitted with a different payload"
                     )
                 return self._status(job)
-            if job.run > submission.run or job.info.get("status") in _ACTIVE:
+            if job.run > submission.run or (
+                job.final is None and job.info.get("status") in _ACTIVE
+            ):
                 return self._status(job)  # an earlier run still runs: it is this run
         body = self._job_body(submission, name)
         response = await self._request("POST", "/api/jobs/", json=body)
