@@ -250,12 +250,15 @@ async def _sweep(opts: DaemonOptions, log: Path) -> tuple[list[dict[str, Any]], 
                     await anyio.sleep(0.2)
             trials = (await client.get(f"/v1/sweeps/{sweep_id}/trials")).json()
         tg.cancel_scope.cancel()
-    keep = ("id", "params", "resource", "parent", "status", "metric")
+    # What the sweep decided (configs, resources, promotions, verdicts), not where or when.
+    keep = ("id", "config", "resource", "parent", "status", "metric")
     same = json.loads(
         json.dumps([{k: t.get(k) for k in keep} for t in trials]).replace(sweep_id, "SW")
     )
     decisions = json.loads(
-        json.dumps([detail["status"], detail["brackets"], detail["best"]]).replace(sweep_id, "SW")
+        json.dumps(
+            [detail["status"], detail["brackets"], {k: detail["best"][k] for k in keep}]
+        ).replace(sweep_id, "SW")
     )
     return sorted(same, key=lambda t: t["id"]), decisions
 
