@@ -100,15 +100,16 @@ def ray_cluster() -> Iterator[Cluster]:
             pytest.fail("ray is not installed: .ci/run installs the '.[test,ray]' extras")
         pytest.skip("ray is not installed (pip install -e '.[test,ray]')")
     for attempt in range(START_ATTEMPTS):
-        with _started(last=attempt == START_ATTEMPTS - 1) as cluster:
+        with started_cluster(last=attempt == START_ATTEMPTS - 1) as cluster:
             if cluster is not None:
                 yield cluster
                 return
 
 
 @contextlib.contextmanager
-def _started(*, last: bool) -> Iterator[Cluster | None]:
-    """A cluster, or None when `ray start` gave up and this is not the last try."""
+def started_cluster(*, last: bool = True, cpus: int = 2) -> Iterator[Cluster | None]:
+    """A cluster (``cpus`` logical CPUs), or None when `ray start` gave up and this
+    is not the last try. Also used by bench/ray_vs_agent.py."""
     # Short: Ray's unix sockets live below it (108-byte path limit).
     temp = Path(tempfile.mkdtemp(prefix="hbdray"))
     workdir = temp / "node"
@@ -126,7 +127,7 @@ def _started(*, last: bool) -> Iterator[Cluster | None]:
         "--dashboard-agent-grpc-port", str(agent_grpc),
         "--metrics-export-port", str(metrics),
         "--runtime-env-agent-port", str(env_agent),
-        "--num-cpus", "2",
+        "--num-cpus", str(cpus),
         "--num-gpus", "0",
         "--temp-dir", str(temp),
         "--disable-usage-stats",
