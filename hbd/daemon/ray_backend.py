@@ -338,22 +338,28 @@ class RayBackend:
     async def submit(self, submission: TrialSubmission) -> TrialStatus:
         name = job_name(submission.id, submission.run)
         try:
-            latest = await self._job_of(submission.id)
+            job: _Job | None = await self._refresh(name)  # this very run, already sent?
         except NotFound:
-            latest = None
-        if latest is not None:
-            job = await self._refresh(latest)
-            if job.run == submission.run:
-                meta = job.info.get("metadata") or {}
-                if meta.get(META_DIGEST) != digest(submission):
-                    raise ExecutorRejected(
-                        f"trial {submission.id!r} was already submitted with a different payload"
-                    )
-                return self._status(job)
-            if job.run > submission.run or (
-                job.final is None and job.info.get("status") in _ACTIVE
+            job = None
+        if job is not None:
+            meta = job.info.get("metadata") or {}
+            if meta.get(META_DIGEST) != digest(submission):
+                raise ExecutorRejected(
+                    f"trial {submission.id!r} was already submitted with a different payload"
+                )
+            self._latest[submission.id] = name
+            return self._status(job)
+        if submission.run > 1:
+            # An earlier run whose job still runs is this run (as on the agent).
+            try:
+                earlier = await self._refresh(await self._job_of(submission.id))
+            except NotFound:
+                earlier = None
+            if earlier is not None and (
+                earlier.run > submission.run
+                or (earlier.final is None and earlier.info.get("status") in _ACTIVE)
             ):
-                return self._status(job)  # an earlier run still runs: it is this run
+                return self._status(earlier)
         body = self._job_body(submission, name)
         response = await self._request("POST", "/api/jobs/", json=body)
         if response.status_code >= 400 and "already exists" not in response.text:
