@@ -63,7 +63,9 @@ def test_a_ray_url_needs_a_host() -> None:
 def test_settings_take_ray_urls_and_still_refuse_others() -> None:
     settings = DaemonSettings(executors=["ray://head:8265?python=/v/bin/python"])
     assert settings.executors == ["ray://head:8265?python=/v/bin/python"]
-    with pytest.raises(ValueError, match=r"is not an http\(s\) URL \(nor ray://\)"):
+    with pytest.raises(
+        ValueError, match=r"is not an executor URL \(use http://, https://, ray://\)"
+    ):
         DaemonSettings(executors=["ftp://x"])
 
 
