@@ -73,7 +73,36 @@ _EXPORTS = {
     **dict.fromkeys(("SweepMachine", "trial_id"), "hbd.core.sweep"),
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Begin",
+    "BestTrial",
+    "Bracket",
+    "CancelTrials",
+    "CoreError",
+    "Decision",
+    "DuplicateEvent",
+    "EarlyStopped",
+    "InvalidTransition",
+    "Observation",
+    "RankedTrial",
+    "Rung",
+    "RungDecided",
+    "SpecError",
+    "SpecProblem",
+    "StartTrial",
+    "StopRequested",
+    "SweepFinished",
+    "SweepMachine",
+    "SweepSpec",
+    "TrialCancelled",
+    "TrialFailed",
+    "TrialInterrupted",
+    "TrialSucceeded",
+    "brackets",
+    "load_spec",
+    "parse_spec",
+    "trial_id",
+]
 
 
 def __getattr__(name: str) -> Any:

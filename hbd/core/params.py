@@ -36,6 +36,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticKnownError
 
 __all__ = [
+    "KIND_MODELS",
     "NUMERIC_KINDS",
     "PARAM_KINDS",
     "ChoiceParam",
@@ -48,7 +49,6 @@ __all__ = [
     "LogspaceParam",
     "NormalParam",
     "PChoiceParam",
-    "KIND_MODELS",
     "Param",
     "ParamOfKind",
     "QLogNormalParam",

@@ -55,9 +55,9 @@ from hbd.core.limits import (
 )
 from hbd.core.loader import SpecTooLarge, load_yaml
 from hbd.core.params import (
+    KIND_MODELS,
     NUMERIC_KINDS,
     PARAM_KINDS,
-    KIND_MODELS,
     PCHOICE_TOLERANCE,
     Frozen,
     LogUniformParam,
