@@ -52,11 +52,9 @@ from hbd.executor.callbacks import CallbackChannel
 from hbd.executor.metrics import DEFAULT_MAX_METRICS_FILE_BYTES, MetricsTail
 from hbd.executor.process import (
     SupervisorHandle,
-    build_env,
     describe_exit,
-    format_value,
-    render_argv,
 )
+from hbd.executor.trialenv import trial_argv, trial_env
 from hbd.executor.trialfiles import read_tail_async
 from hbd.protocol import (
     TIMEOUT_REASON,
@@ -431,11 +429,7 @@ class Agent:
                 raise TrialConflict(
                     f"trial {submission.id!r} was already submitted with a different payload"
                 )
-            argv = render_argv(
-                submission.command,
-                _template_values(submission),
-                _trial_globals(self.workdir, submission),
-            )
+            argv = trial_argv(self.workdir, submission)
             _check_no_nul(argv, dict(submission.env))
             try:
                 self._store(submission)  # an fsspec URL this host cannot open: refused now
@@ -702,29 +696,15 @@ class Agent:
             Path(sub.checkpoint_dir) if sub.checkpoint_dir else self._store(sub).trial_dir(sub.id)
         )
         results.make_private_dir(checkpoint)
-        resource = format_value(sub.resource.value)
-        hbd_vars = {
-            sub.resource.name: resource,
-            sub.resource.name.upper(): resource,
-            "HBD_TRIAL_ID": sub.id,
-            "HBD_SWEEP_ID": sub.sweep_id,
-            "HBD_TRIAL_DIR": str(directory),
-            "HBD_RESOURCE": resource,
-            "HBD_METRICS_FILE": str(directory / results.METRICS_FILE),
-            "HBD_CHECKPOINT_DIR": str(checkpoint),
-        }
-        resume = self._resume_dir(sub)
-        if resume is not None and resume.is_dir():
-            hbd_vars["HBD_RESUME_FROM"] = str(resume)
+        devices = {}
         if self.gpus or gpus:
             # Only its own devices; "" (none at all) for a trial that asked for
             # none, so that it cannot grab one another trial holds.
-            hbd_vars["CUDA_VISIBLE_DEVICES"] = gpu_devices.visible(gpus)
-            hbd_vars["HBD_GPUS"] = gpu_devices.visible(gpus)
-        # The agent's own HBD_* settings (tokens, a stale HBD_RESUME_FROM) are
-        # not the trial's business.
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("HBD_")}
-        return build_env(inherited, sub.env, hbd_vars)
+            visible = gpu_devices.visible(gpus)
+            devices = {"CUDA_VISIBLE_DEVICES": visible, "HBD_GPUS": visible}
+        return trial_env(
+            sub, directory, checkpoint=checkpoint, resume=self._resume_dir(sub), devices=devices
+        )
 
     def _resume_dir(self, sub: TrialSubmission) -> Path | None:
         if sub.resume_dir is not None:
@@ -1052,9 +1032,7 @@ class Agent:
             trial.gpus = devices
         try:
             try:
-                argv = render_argv(
-                    sub.command, _template_values(sub), _trial_globals(self.workdir, sub)
-                )
+                argv = trial_argv(self.workdir, sub)
             except BaseException:
                 os.close(lock_fd)
                 raise
@@ -1123,22 +1101,6 @@ def _read_gpus(workdir: Path, trial_id: str) -> tuple[str, ...]:
         log.warning("a trial's GPU record is not a list of ids; ignored", trial_id=trial_id)
         return ()
     return tuple(value[: gpu_devices.MAX_HOST_GPUS])
-
-
-def _template_values(sub: TrialSubmission) -> dict[str, Any]:
-    # The rung's resource is authoritative even if params carries a stale copy.
-    return {**sub.params, sub.resource.name: sub.resource.value}
-
-
-def _trial_globals(workdir: Path, sub: TrialSubmission) -> dict[str, str]:
-    # Polyaxon's `{{ globals.* }}` that only the executor knows: the trial's directory.
-    directory = str(results.trial_dir(workdir, sub.id))
-    return {
-        "run_uuid": sub.id,
-        "uuid": sub.id,
-        "run_outputs_path": directory,
-        "run_artifacts_path": directory,
-    }
 
 
 def _stderr_path(workdir: Path, trial: _Trial) -> Path:

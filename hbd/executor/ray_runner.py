@@ -41,11 +41,11 @@ from pathlib import Path
 
 import httpx
 
-from hbd.core.templating import format_value, render_argv
 from hbd.executor import results
 from hbd.executor import supervisor as sup
 from hbd.executor.metrics import Line, MetricsTail
-from hbd.executor.process import build_env, describe_exit
+from hbd.executor.process import describe_exit
+from hbd.executor.trialenv import trial_argv, trial_env
 from hbd.executor.trialfiles import read_tail
 from hbd.protocol import (
     MAX_METRICS_PAGE_LINES,
@@ -84,51 +84,25 @@ STOPPED_REASON = "the Ray job was stopped while the trial ran"
 LOST_REASON = "the trial's supervisor did not record how it ended"
 
 
-def trial_env(sub: TrialSubmission, workdir: Path, directory: Path) -> dict[str, str]:
-    """The agent's trial environment (hbd.executor.agent.Agent._trial_env), on this node."""
+def node_env(sub: TrialSubmission, workdir: Path, directory: Path) -> dict[str, str]:
+    """The agent's trial environment (hbd.executor.trialenv), on this node."""
     checkpoint = (
         Path(sub.checkpoint_dir)
         if sub.checkpoint_dir
         else results.default_checkpoint_dir(workdir, sub.id)
     )
     results.make_private_dir(checkpoint)
-    resource = format_value(sub.resource.value)
-    hbd_vars = {
-        sub.resource.name: resource,
-        sub.resource.name.upper(): resource,
-        "HBD_TRIAL_ID": sub.id,
-        "HBD_SWEEP_ID": sub.sweep_id,
-        "HBD_TRIAL_DIR": str(directory),
-        "HBD_RESOURCE": resource,
-        "HBD_METRICS_FILE": str(directory / results.METRICS_FILE),
-        "HBD_CHECKPOINT_DIR": str(checkpoint),
-    }
     resume: Path | None = None
     if sub.resume_dir is not None:
         resume = Path(sub.resume_dir)
     elif sub.resume_from is not None:
         resume = results.default_checkpoint_dir(workdir, sub.resume_from)
-    if resume is not None and resume.is_dir():
-        hbd_vars["HBD_RESUME_FROM"] = str(resume)
     # Ray hands the job the GPUs it reserved in CUDA_VISIBLE_DEVICES.
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if sub.resources is not None and sub.resources.gpus and gpus:
-        hbd_vars["HBD_GPUS"] = gpus
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("HBD_")}
-    return build_env(inherited, sub.env, hbd_vars)
-
-
-def trial_argv(sub: TrialSubmission, workdir: Path) -> list[str]:
-    """The rendered command, as the agent renders it (the rung's resource wins)."""
-    directory = str(results.trial_dir(workdir, sub.id))
-    values = {**sub.params, sub.resource.name: sub.resource.value}
-    globals_ = {
-        "run_uuid": sub.id,
-        "uuid": sub.id,
-        "run_outputs_path": directory,
-        "run_artifacts_path": directory,
-    }
-    return render_argv(sub.command, values, globals_)
+    devices = (
+        {"HBD_GPUS": gpus} if sub.resources is not None and sub.resources.gpus and gpus else {}
+    )
+    return trial_env(sub, directory, checkpoint=checkpoint, resume=resume, devices=devices)
 
 
 def verdict(
@@ -245,10 +219,10 @@ def run(sub: TrialSubmission, workdir: Path, token: str | None) -> TrialStatus:
     # run N+1 only once run N's job has ended.
     results.remove_trial(workdir, sub.id)
     directory = results.write_submission(workdir, sub)
-    argv = trial_argv(sub, workdir)
+    argv = trial_argv(workdir, sub)
     launch = {
         "argv": argv,
-        "env": trial_env(sub, workdir, directory),
+        "env": node_env(sub, workdir, directory),
         "cwd": sub.working_dir or os.getcwd(),
         "trial_dir": str(directory),
         "log_cap_bytes": 64 * 1024 * 1024,
