@@ -62,3 +62,14 @@ def local_url(host: str, port: int) -> str:
 def base_url(url: str) -> str:
     """``url`` as a base for paths: without trailing slashes."""
     return url.rstrip("/")
+
+
+# Executor URL scheme -> "module:Class" of the backend serving it
+# (hbd.daemon.backend.backend_for). Data only, so that settings can check a
+# URL's scheme without importing the daemon; the module is imported only when
+# a URL of its scheme is configured.
+EXECUTOR_BACKENDS: dict[str, str] = {
+    "http": "hbd.daemon.executors:ExecutorClient",
+    "https": "hbd.daemon.executors:ExecutorClient",
+    "ray": "hbd.daemon.ray_backend:RayBackend",
+}

@@ -8,13 +8,20 @@ executor for another engine implements these routes:
                                   200 TrialStatus (same id, same payload: idempotent,
                                   also when finished), 409 (same id, other payload),
                                   422 (invalid, e.g. unknown placeholder),
-                                  429 + Retry-After (no free slot)
+                                  429 + Retry-After (no free slot, or fewer free GPUs
+                                  than resources asks for; the detail says which),
+                                  422 also when it asks for more GPUs than the executor has
 ``GET  /v1/trials/{id}``          TrialStatus or 404
 ``GET  /v1/trials[?sweep_id=]``   list[TrialStatus]
 ``POST /v1/trials/{id}/cancel``   TrialStatus (finished trials are returned unchanged) or 404
 ``GET  /v1/trials/{id}/metrics?after=SEQ&limit=N``
                                   MetricsPage: the trial's metrics lines with seq > SEQ,
                                   in order, at most N (<= MAX_METRICS_PAGE_LINES) or 404
+``DELETE /v1/trials/{id}/checkpoint``
+                                  CheckpointDeleted: the trial's checkpoint directory on
+                                  this executor removed (links in it never followed);
+                                  idempotent (0 bytes when already gone or never there);
+                                  409 while the trial or one resuming from it runs
 ``GET  /v1/health``               Health (never needs a token)
 
 When the executor has a token, every route but health needs
@@ -23,11 +30,24 @@ Progress and terminal state are pushed to ``TrialSubmission.callback_url`` as
 ``TrialUpdate`` bodies; the daemon also polls, so callbacks are best effort.
 Statuses, updates and pages carry the submission's ``run``: each run of a
 trial numbers its metrics lines from 1, and the daemon logs them under it.
+
+Checkpoints: ``TrialSubmission.checkpoint_store`` says where they live.
+Absent (``None``, as from daemons before it): the executor's own directory
+(``<workdir>/checkpoints/<trial>``), so a trial resuming from a parent runs
+where the parent ran. An absolute path: a directory every executor mounts;
+trials write ``<path>/<trial>`` and may resume on any executor. A URL
+(``s3://bucket/prefix``, any fsspec protocol): the trial writes a local
+directory, the executor uploads it to ``<url>/<trial>`` once the run has
+succeeded (a failed upload fails the run, naming why) and downloads the
+parent's before a resuming trial starts. Copies are bounded by the
+executor's ``max_checkpoint_copy_bytes``. An explicit ``checkpoint_dir`` /
+``resume_dir`` still wins over the store.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -70,6 +90,8 @@ MAX_METRIC_KEY_BYTES = 200
 # How deep the NUL scan of a submission goes: params are at most a few levels
 # deep, and the body-size limit bounds the rest (no recursion limit reached).
 MAX_NUL_SCAN_DEPTH = 64
+# A checkpoint store URL: an fsspec protocol name, then "://".
+_STORE_URL = re.compile(r"^[a-z][a-z0-9+.-]*://")
 
 # What an executor agent says about the run it holds: running, or an outcome.
 # Not the daemon's view of a trial (hbd.core.vocabulary.TrialStatus, which also
@@ -163,6 +185,9 @@ class TrialSubmission(BaseModel):
     # spec's folder): the trial's cwd; None: the executor's own.
     working_dir: str | None = None
     resources: TrialResources | None = None
+    # Where checkpoints live (see the module docstring): None, an absolute
+    # path every executor mounts, or an fsspec URL.
+    checkpoint_store: str | None = Field(default=None, max_length=4096)
 
     @model_validator(mode="before")
     @classmethod
@@ -186,6 +211,13 @@ class TrialSubmission(BaseModel):
     def _absolute(cls, value: str | None) -> str | None:
         if value is not None and not os.path.isabs(value):
             raise ValueError("must be an absolute path")
+        return value
+
+    @field_validator("checkpoint_store")
+    @classmethod
+    def _store(cls, value: str | None) -> str | None:
+        if value is not None and not (os.path.isabs(value) or _STORE_URL.match(value)):
+            raise ValueError("must be an absolute path or a URL like s3://bucket/prefix")
         return value
 
     @field_validator("callback_url")
@@ -310,6 +342,13 @@ class TrialUpdate(BaseModel):
         return self
 
 
+class CheckpointDeleted(BaseModel):
+    """Answer of ``DELETE /v1/trials/{id}/checkpoint``."""
+
+    trial_id: str
+    freed_bytes: int = Field(ge=0)  # bytes of regular files removed
+
+
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     version: str
@@ -337,6 +376,7 @@ __all__ = [
     "TIMEOUT_REASON",
     "TRIAL_RESOURCE_NAMES",
     "AgentTrialState",
+    "CheckpointDeleted",
     "Health",
     "MetricsLine",
     "MetricsPage",

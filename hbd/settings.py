@@ -57,7 +57,7 @@ MAX_TOKEN_FILE_BYTES = 4096
 DEFAULT_PORT = 8765
 DEFAULT_EXECUTOR_PORT = 8766
 # The seconds after which a trial whose executor stays unreachable is failed
-# as lost (hbd.daemon.reconciler.LOST_AFTER, repeated to keep this module light).
+# as lost (hbd.daemon.placement.LOST_AFTER, repeated to keep this module light).
 DEFAULT_LOST_AFTER = 60.0
 # Request bodies the daemon accepts: hbd.api.asgi.MAX_REQUEST_BODY_BYTES,
 # repeated because hbd.api.asgi imports this module (importing it here would
@@ -354,14 +354,27 @@ class DaemonSettings(_Common):
     max_trial_runs: int = Field(default=DEFAULT_MAX_TRIAL_RUNS, ge=1, le=2**63 - 1)
     max_spec_bytes: int = Field(default=DEFAULT_MAX_SPEC_BYTES, ge=1024, le=64 * 1024 * 1024)
 
+    # -- gpu helper: GPUs and checkpoints (docs/operations.md "GPUs and checkpoints")
+    # GPU devices of the in-process agent: "auto" (what NVML reports), "none", "0,1".
+    local_gpus: str = "auto"
+
+    @field_validator("local_gpus", mode="before")
+    @classmethod
+    def _local_gpus(cls, value: Any) -> Any:
+        return _gpu_list(value)
+
     @field_validator("executors")
     @classmethod
     def _urls(cls, urls: list[str]) -> list[str]:
+        # Any scheme with a registered backend (http(s) agents, ray://...).
+        from hbd.http import EXECUTOR_BACKENDS as BACKENDS
+
         out = []
         for i, url in enumerate(urls):
             scheme, sep, rest = url.partition("://")
-            if not sep or scheme not in ("http", "https") or not rest.strip("/"):
-                raise ValueError(f"entry {i}: {url!r} is not an http(s) URL")
+            if not sep or scheme not in BACKENDS or not rest.strip("/"):
+                known = ", ".join(f"{s}://" for s in sorted(BACKENDS))
+                raise ValueError(f"entry {i}: {url!r} is not an executor URL (use {known})")
             out.append(base_url(url))
         if len(set(out)) != len(out):
             raise ValueError("the same executor URL appears twice")
@@ -405,6 +418,31 @@ class ExecutorSettings(_Common):
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return parse_duration(value)
+
+    # -- gpu helper: GPUs and checkpoints (docs/operations.md "GPUs and checkpoints")
+    # GPU devices trials get: "auto" (what NVML reports), "none", or ids "0,1,2,3".
+    gpus: str = "auto"
+    # Bytes of one checkpoint uploaded to / downloaded from a checkpoint store
+    # (hbd.checkpoints.DEFAULT_MAX_CHECKPOINT_COPY_BYTES, repeated to keep this module light).
+    max_checkpoint_copy_bytes: int = Field(default=256 * 1024**3, ge=0, le=2**62)
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpus(cls, value: Any) -> Any:
+        return _gpu_list(value)
+
+
+def _gpu_list(value: Any) -> Any:
+    """A ``gpus`` setting: a string (``auto``, ``none``, ``0,1``) or a TOML list of ids."""
+    if isinstance(value, list):
+        value = ",".join(str(v) for v in value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str):
+        from hbd.gpus import parse  # light, and only when the setting is read
+
+        parse(value)  # ValueError names what is wrong
+    return value
 
 
 __all__ = [

@@ -58,10 +58,13 @@ LAYERS: Mapping[str, Layer] = {
             "hbd.report",
             "hbd.version",
             "hbd.http",
+            "hbd.gpus",
+            "hbd.checkpoints",
         ],
         ["core"],
         "shared by every I/O layer: error tree, executor wire protocol, settings, "
-        "locks, logging, URLs and auth headers, the trial-side report helper",
+        "locks, logging, URLs and auth headers, the trial-side report helper, "
+        "GPU device lists, checkpoint stores",
     ),
     "store": _layer(["hbd.store"], ["core", "base"], "the only code that writes SQL"),
     "executor": _layer(
@@ -96,20 +99,6 @@ LAYERS: Mapping[str, Layer] = {
         "`import hbd`: hbd.report eagerly, hbd.Client on first use",
     ),
 }
-
-# The daemon's parts import each other in a circle (each is built with the
-# Daemon itself); the placement redesign (issue 12 item 1) is removing it. This
-# set is the only exception to the cycle rule and goes when that work merges.
-KNOWN_DAEMON_CYCLE_BEING_REMOVED = frozenset(
-    {
-        "hbd.daemon.app",
-        "hbd.daemon.capacity",
-        "hbd.daemon.dispatcher",
-        "hbd.daemon.metricsync",
-        "hbd.daemon.reconciler",
-        "hbd.daemon.runner",
-    }
-)
 
 
 def module_files(package_dir: Path, package: str) -> dict[str, Path]:
@@ -250,9 +239,8 @@ def test_no_module_imports_against_the_layer_order() -> None:
     assert violations(GRAPH) == []
 
 
-def test_no_import_cycles_but_the_daemon_circle_being_removed() -> None:
-    unexpected = [c for c in cycles(GRAPH) if not set(c) <= KNOWN_DAEMON_CYCLE_BEING_REMOVED]
-    assert unexpected == []
+def test_no_import_cycles() -> None:
+    assert cycles(GRAPH) == []
 
 
 def test_the_graph_sees_what_is_there() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -9,6 +10,7 @@ import anyio
 import httpx
 from anyio.abc import TaskStatus
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Response
+from fastapi import Path as PathParam
 
 from hbd.api.asgi import (
     MAX_REQUEST_BODY_BYTES,
@@ -17,6 +19,7 @@ from hbd.api.asgi import (
     require_token_beyond_loopback,
     serve_app,
 )
+from hbd.checkpoints import UnsafeCheckpointPath
 from hbd.executor import results
 from hbd.executor.agent import (
     Agent,
@@ -26,6 +29,7 @@ from hbd.executor.agent import (
     NoFreeSlot,
     StartFailed,
     TrialConflict,
+    TrialRunning,
 )
 from hbd.executor.logpages import LogUnavailable, read_log_page
 from hbd.executor.metrics import DEFAULT_MAX_METRICS_FILE_BYTES
@@ -34,6 +38,9 @@ from hbd.lock import workdir_lock
 from hbd.protocol import (
     MAX_METRICS_PAGE_LINES,
     MAX_METRICS_SEQ,
+    MAX_TRIAL_ID_LENGTH,
+    TRIAL_ID_PATTERN,
+    CheckpointDeleted,
     Health,
     MetricsPage,
     TrialStatus,
@@ -79,7 +86,7 @@ def create_agent_app(agent: Agent) -> FastAPI:
             ) from exc
         except NoFreeSlot as exc:
             raise HTTPException(
-                429, "no free slot", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+                429, str(exc), headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
             ) from exc
         except AgentNotRunning as exc:
             raise HTTPException(503, str(exc)) from exc
@@ -140,6 +147,24 @@ def create_agent_app(agent: Agent) -> FastAPI:
         agent.served([status])
         return status
 
+    @trials.delete("/{trial_id}/checkpoint")
+    async def delete_checkpoint(
+        trial_id: Annotated[
+            str, PathParam(max_length=MAX_TRIAL_ID_LENGTH, pattern=TRIAL_ID_PATTERN)
+        ],
+    ) -> CheckpointDeleted:
+        if trial_id in (".", ".."):
+            raise HTTPException(422, "a trial id is not '.' or '..'")
+        try:
+            freed = await agent.delete_checkpoint(trial_id)
+        except TrialRunning as exc:
+            raise HTTPException(409, str(exc)) from exc
+        except UnsafeCheckpointPath as exc:
+            raise HTTPException(409, f"checkpoint not deleted: {exc}") from exc
+        except OSError as exc:
+            raise HTTPException(503, f"checkpoint not deleted: {exc}") from exc
+        return CheckpointDeleted(trial_id=trial_id, freed_bytes=freed)
+
     @app.get("/v1/health")
     async def health() -> Health:
         return agent.health()
@@ -161,6 +186,7 @@ async def serve_agent(
     keep_trials_on_exit: bool = False,
     max_metrics_file_bytes: int = DEFAULT_MAX_METRICS_FILE_BYTES,
     limits: AgentLimits | None = None,
+    gpus: Sequence[str] = (),
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run an Agent and its HTTP server until cancelled; readiness carries the bound port.
@@ -179,6 +205,7 @@ async def serve_agent(
         keep_trials_on_exit=keep_trials_on_exit,
         max_metrics_file_bytes=max_metrics_file_bytes,
         limits=limits,
+        gpus=gpus,
     )
     # One agent per workdir, for the agent's whole life (see hbd/lock.py).
     await anyio.to_thread.run_sync(results.make_private_dir, agent.workdir)

@@ -19,10 +19,13 @@ a scrape every 15 s costs two ``GROUP BY`` queries and a ``count(*)``.
     hbd_event_log_events                            rows in the event log
     hbd_subscribers                                 live event-stream subscribers
 
-Idle reasons: ``executor_unavailable`` (unhealthy or cooling down after a
-failure), ``concurrency_cap`` (trials wait, but their sweeps are at their
-``concurrency``), ``rung_barrier`` (nothing waits; running trials must end
-before a rung can be decided), ``no_work`` (nothing to run).
+Idle reasons are :class:`hbd.daemon.placement.IdleReason`, the words the
+``capacity.idle`` events use, from the same classifier: ``no_executor``
+(unhealthy or cooling down after a failure), ``concurrency_cap`` (trials
+wait, but their sweeps are at their ``concurrency``), ``gpu`` (trials wait
+for free GPU devices), ``affinity`` (a promoted trial waits for its parent's
+executor), ``rung_barrier`` (nothing waits; running trials must end before a
+rung can be decided), ``no_work`` (nothing to run).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from prometheus_client import (
 
 from hbd.core.vocabulary import SweepStatus, TrialStatus
 from hbd.daemon.app import Daemon
+from hbd.daemon.placement import IdleReason, idle_slots
 from hbd.version import __version__
 
 # Dispatch is a local queue plus one HTTP round trip: milliseconds when a
@@ -47,7 +51,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 # The sweep statuses the daemon writes (a cancelled sweep ends "stopped").
 SWEEP_STATES = (SweepStatus.RUNNING, SweepStatus.SUCCEEDED, SweepStatus.STOPPED, SweepStatus.FAILED)
 TRIAL_STATES = tuple(TrialStatus)
-IDLE_REASONS = ("executor_unavailable", "concurrency_cap", "rung_barrier", "no_work")
+IDLE_REASONS = tuple(r.value for r in IdleReason)
 
 
 class DaemonMetrics:
@@ -116,25 +120,14 @@ class DaemonMetrics:
         queued = daemon.dispatcher.queued()
         self.queued.set(queued)
 
-        idle = dict.fromkeys(IDLE_REASONS, 0)
-        now = daemon.clock.monotonic()
-        running_anywhere = any(daemon.dispatcher.inflight(s) for s in daemon.runners)
         for metric in (self.up, self.slots, self.used):
             metric.clear()  # executors are fixed at start, but never report a stale label
         for e in daemon.pool.executors.values():
             self.up.labels(e.name).set(1 if e.healthy else 0)
             self.slots.labels(e.name).set(e.slots)
-            self.used.labels(e.name).set(len(e.running))
-            if not e.healthy or e.down_until > now:
-                idle["executor_unavailable"] += e.free
-            elif queued:
-                idle["concurrency_cap"] += e.free
-            elif running_anywhere:
-                idle["rung_barrier"] += e.free
-            else:
-                idle["no_work"] += e.free
-        for reason, n in idle.items():
-            self.idle.labels(reason).set(n)
+            self.used.labels(e.name).set(e.used)
+        for reason, n in idle_slots(daemon.placement, daemon.clock.monotonic()).items():
+            self.idle.labels(reason.value).set(n)
 
     async def render(self) -> bytes:
         await self.refresh()

@@ -16,6 +16,7 @@ import httpx
 import structlog
 from anyio.abc import TaskStatus
 
+from hbd import gpus as gpu_devices
 from hbd.api.agent_routes import serve_agent
 from hbd.api.asgi import (
     MAX_REQUEST_BODY_BYTES,
@@ -31,9 +32,9 @@ from hbd.api.routes import create_app
 from hbd.core.limits import DEFAULT_SPEC_LIMITS, SpecLimits
 from hbd.core.sweep import FIRST_FAILURES_STOP
 from hbd.daemon.app import Daemon
+from hbd.daemon.backend import ExecutorBackend, backend_for
 from hbd.daemon.clock import Clock
-from hbd.daemon.executors import ExecutorClient
-from hbd.daemon.reconciler import LOST_AFTER
+from hbd.daemon.placement import LOST_AFTER
 from hbd.http import WILDCARD_HOSTS, base_url, host_url
 from hbd.lock import database_lock
 from hbd.store.log import open_store
@@ -59,7 +60,7 @@ class DaemonOptions:
     token: str | None = None
     transport: httpx.AsyncBaseTransport | None = None  # tests: a fault-injecting transport
     clock: Clock | None = None
-    lost_after: float = LOST_AFTER  # see hbd.daemon.reconciler
+    lost_after: float = LOST_AFTER  # see hbd.daemon.placement
     # How executors reach this daemon for callbacks, when not http://host:port
     # (a daemon bound to 0.0.0.0, or behind a proxy).
     advertise_url: str | None = None
@@ -69,6 +70,8 @@ class DaemonOptions:
     # (hbd serve); one-shot uses and tests stop them.
     keep_local_trials: bool = False
     first_failures_stop: int = FIRST_FAILURES_STOP  # see hbd.core.sweep
+    # GPU devices of the in-process agent (hbd.gpus: auto, none, 0,1).
+    local_gpus: str = "auto"
 
 
 @dataclass
@@ -115,7 +118,31 @@ async def serve_daemon(
         await _serve_locked(opts, task_status=task_status)
 
 
+def _backend(opts: DaemonOptions, url: str, token: str | None) -> ExecutorBackend:
+    """The backend for ``url``, chosen by its scheme (``hbd.daemon.backend.BACKENDS``)."""
+    options: dict[str, object] = {"token": token}
+    if opts.transport is not None:  # a test's MockTransport: the http backend's seam
+        options["transport"] = opts.transport
+    return backend_for(url, **options)
+
+
 async def _serve_locked(opts: DaemonOptions, *, task_status: TaskStatus[Running]) -> None:
+    # Built first: an executor URL no backend serves is a config error before anything starts.
+    remote = [(url, _backend(opts, url, opts.token)) for url in opts.executors]
+    try:
+        await _serve_with(opts, remote, task_status=task_status)
+    finally:
+        with anyio.CancelScope(shield=True):
+            for _, backend in remote:
+                await backend.aclose()
+
+
+async def _serve_with(
+    opts: DaemonOptions,
+    remote: list[tuple[str, ExecutorBackend]],
+    *,
+    task_status: TaskStatus[Running],
+) -> None:
     store = await open_store(opts.db)
     try:
         async with anyio.create_task_group() as tg:
@@ -137,6 +164,7 @@ async def _serve_locked(opts: DaemonOptions, *, task_status: TaskStatus[Running]
                         serve_agent,
                         callback_token=opts.token,
                         keep_trials_on_exit=opts.keep_local_trials,
+                        gpus=gpu_devices.resolve(opts.local_gpus),
                     ),
                     "127.0.0.1",
                     0,
@@ -145,15 +173,10 @@ async def _serve_locked(opts: DaemonOptions, *, task_status: TaskStatus[Running]
                     agent_token,
                 )
                 daemon.add_executor(
-                    LOCAL_EXECUTOR,
-                    ExecutorClient(
-                        f"http://127.0.0.1:{port}", token=agent_token, transport=opts.transport
-                    ),
+                    LOCAL_EXECUTOR, _backend(opts, f"http://127.0.0.1:{port}", agent_token)
                 )
-            for url in opts.executors:
-                daemon.add_executor(
-                    url, ExecutorClient(url, token=opts.token, transport=opts.transport)
-                )
+            for url, backend in remote:
+                daemon.add_executor(url, backend)
             app = protected_app(daemon, opts.token, opts.max_request_bytes)
             # Bind first (the port goes into the callback URL), resume every sweep,
             # and only then answer requests: a request during resume would find

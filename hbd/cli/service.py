@@ -69,6 +69,7 @@ _DAEMON_FLAGS = {
     "log_level": "--log-level",
     "log_format": "--log-format",
     "advertise_url": "--advertise-url",
+    "local_gpus": "--gpus",
 }
 _EXECUTOR_FLAGS = {
     "host": "--host",
@@ -77,6 +78,7 @@ _EXECUTOR_FLAGS = {
     "workdir": "--workdir",
     "trial_cwd": "--trial-cwd",
     "retain": "--retain",
+    "gpus": "--gpus",
     "token_file": "--token-file",
     "log_level": "--log-level",
     "log_format": "--log-format",
@@ -227,6 +229,13 @@ def _args_serve(p: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="the URL executors call back to (default http://HOST:PORT)",
     )
+    p.add_argument(
+        "--gpus",
+        dest="local_gpus",
+        default=None,
+        metavar="IDS",
+        help="GPU devices of the --local-executor: 0,1,... or none (default: what NVML reports)",
+    )
 
 
 def _start_service(settings: DaemonSettings | ExecutorSettings) -> tuple[str | None, Notifier]:
@@ -279,6 +288,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         advertise_url=settings.advertise_url,
         keep_local_trials=settings.keep_trials_on_exit,
         first_failures_stop=settings.first_failures_stop,
+        local_gpus=settings.local_gpus,
     )
 
     async def serve(tg: anyio.abc.TaskGroup, _: anyio.CancelScope) -> None:
@@ -328,11 +338,18 @@ def _args_executor(p: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         help="keep finished trials this long after the daemon took them (e.g. 7d, 36h; default 7d)",
     )
+    p.add_argument(
+        "--gpus",
+        default=None,
+        metavar="IDS",
+        help="GPU devices trials get: 0,1,... or none (default: what NVML reports)",
+    )
 
 
 def cmd_executor(args: argparse.Namespace) -> int:
     import httpx
 
+    from hbd import gpus
     from hbd.api.agent_routes import serve_agent
     from hbd.cli.token_env import hide_token_from_environ
     from hbd.daemon.systemd import watchdog
@@ -343,6 +360,8 @@ def cmd_executor(args: argparse.Namespace) -> int:
     settings: ExecutorSettings = _load(ExecutorSettings, args, _EXECUTOR_FLAGS)
     token, notifier = _start_service(settings)
 
+    devices = gpus.resolve(settings.gpus)
+
     async def serve(tg: anyio.abc.TaskGroup, _: anyio.CancelScope) -> None:
         agent = partial(
             serve_agent,
@@ -350,10 +369,12 @@ def cmd_executor(args: argparse.Namespace) -> int:
             trial_cwd=settings.trial_cwd,
             keep_trials_on_exit=settings.keep_trials_on_exit,
             max_metrics_file_bytes=settings.max_metrics_file_bytes,
+            gpus=devices,
             limits=AgentLimits(
                 log_cap_bytes=settings.log_cap_bytes,
                 retain_seconds=settings.retain,
                 retain_trials=settings.retain_trials,
+                checkpoint_copy_bytes=settings.max_checkpoint_copy_bytes,
             ),
         )
         port = await tg.start(
@@ -370,6 +391,7 @@ def cmd_executor(args: argparse.Namespace) -> int:
             url=f"http://{settings.host}:{port}",
             slots=settings.slots,
             workdir=str(settings.workdir),
+            gpus=",".join(devices) or "none",
         )
         notifier.ready(f"serving on port {port} with {settings.slots} slot(s)")
         tg.start_soon(watchdog, notifier, healthy)
@@ -613,7 +635,7 @@ def _doctor_daemon_executors(url: str, health: dict[str, Any], f: _Findings) -> 
 async def _doctor_configured_executors(settings: DaemonSettings, f: _Findings) -> None:
     import anyio
 
-    from hbd.daemon.executors import ExecutorClient
+    from hbd.daemon.backend import backend_for
     from hbd.errors import ExecutorRejected
     from hbd.protocol import PROTOCOL_VERSION
 
@@ -626,10 +648,10 @@ async def _doctor_configured_executors(settings: DaemonSettings, f: _Findings) -
             'set executors = ["http://HOST:8766"] or local_executor = N',
         )
     for url in settings.executors:
-        client = ExecutorClient(url, token=token, max_attempts=1)
+        client = backend_for(url, token=token)  # placement: any scheme's backend
         try:
             with anyio.fail_after(DOCTOR_TIMEOUT_SECONDS):
-                health = await client.health()
+                health = await client.health(single=True)  # one attempt: a person waits
         except TimeoutError:
             f.fail(
                 f"executor {url}: no answer in {DOCTOR_TIMEOUT_SECONDS:g} s",

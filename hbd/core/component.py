@@ -100,6 +100,10 @@ MAX_TIMEOUT_SECONDS = 366 * 24 * 3600.0
 RESOURCE_NAMES = ("cpu", "memory", "nvidia.com/gpu")
 # A Kubernetes quantity: 2, 0.5, 500m, 4Gi, 1e3.
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?([eE][0-9]+|m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
+# GPUs are whole devices (as Kubernetes takes them), at most this many per trial:
+# hbd.protocol.MAX_TRIAL_GPUS, which the core cannot import (it imports os).
+GPU_RESOURCE = "nvidia.com/gpu"
+MAX_TRIAL_GPUS = 64
 
 _POD = "a Kubernetes pod setting"
 _CLUSTER = "a Polyaxon cluster setting"
@@ -306,6 +310,11 @@ class Resources(_Warned):
             text = format_value(q)
             if not _QUANTITY.match(text):
                 raise ValueError(f"{name}: {text!r} is not a quantity like 2, 500m or 4Gi")
+            if name == GPU_RESOURCE and not (text.isdigit() and int(text) <= MAX_TRIAL_GPUS):
+                # Said here, at `hbd validate`, not when the first trial is submitted.
+                raise ValueError(
+                    f"{name}: {text!r} is not a whole number of GPU devices (0..{MAX_TRIAL_GPUS})"
+                )
             out[str(name)] = text
         return out
 

@@ -1,5 +1,9 @@
-"""The daemon: one root task group holding the runners, the dispatcher and the reconciler.
+"""The daemon: the composition root, and one root task group holding the runners,
+the dispatcher and the reconciler.
 
+``Daemon`` builds the parts and hands each only what it needs (see the package
+docstring, ``hbd/daemon/__init__.py``); the API sees ``submit``, ``cancel``,
+``on_update`` and read-only views (``pool``, ``runners``, ``dispatcher.queued``).
 ``Daemon.run`` resumes every unfinished sweep from the log, then serves
 submissions until it is cancelled. Cancelling it (SIGTERM) leaves trials
 running on their executors; the next start adopts them (see reconciler.py).
@@ -8,7 +12,8 @@ running on their executors; the next start adopts them (see reconciler.py).
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -18,18 +23,20 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from hbd.core.codec import SUBMITTED, Record, observation_record
 from hbd.core.errors import SpecError
-from hbd.core.events import Begin, Decision, StopRequested, TrialInterrupted
+from hbd.core.events import Begin, Decision, StartTrial, StopRequested, TrialInterrupted
 from hbd.core.limits import DEFAULT_SPEC_LIMITS, SpecLimits
 from hbd.core.spec import SweepSpec, load_spec, parse_spec, spec_warnings
 from hbd.core.sweep import FIRST_FAILURES_STOP, SweepMachine
 from hbd.core.trialcommand import trial_command
+from hbd.daemon.backend import ExecutorBackend
 from hbd.daemon.bus import EventBus
+from hbd.daemon.capacity import CapacityWatch
 from hbd.daemon.clock import Clock, RealClock
-from hbd.daemon.dispatcher import Dispatcher
-from hbd.daemon.executors import Executor, ExecutorClient, ExecutorPool
+from hbd.daemon.dispatcher import Dispatcher, trial_resources
 from hbd.daemon.lifecycle import decision_records
 from hbd.daemon.metricsync import MetricsSync
-from hbd.daemon.reconciler import LOST_AFTER, Reconciler
+from hbd.daemon.placement import LOST_AFTER, ExecutorSlots, Placement
+from hbd.daemon.reconciler import Reconciler
 from hbd.daemon.runner import (
     REPLAY_TYPES,
     Observe,
@@ -38,16 +45,13 @@ from hbd.daemon.runner import (
     replay,
 )
 from hbd.errors import (
-    ExecutorError,
     HbdError,
     NotFound,
     NotReady,
     StoreError,
 )
 from hbd.protocol import (
-    TRIAL_RESOURCE_NAMES,
     ResourceValue,
-    TrialResources,
     TrialStatus,
     TrialSubmission,
     TrialUpdate,
@@ -59,10 +63,6 @@ log = structlog.get_logger(__name__)
 # A sweep id becomes part of every trial id, which executors use as a
 # directory name: keep it short and in the protocol's alphabet.
 SWEEP_ID_BYTES = 5
-# Cancel requests in flight per executor. Below the client's connection pool
-# (executors.POOL_LIMITS: 4), so stopping a large sweep never takes every
-# connection from submits, polls and health checks.
-CANCELS_PER_EXECUTOR = 2
 # How long a cancel of an unfinished sweep waits for its runner to appear (a
 # submit between its commit and its runner's start) before writing the stop
 # into the log for the next start to act on.
@@ -115,6 +115,54 @@ class SweepChanged(HbdError):
     """A submission reused a sweep id with a different spec (HTTP 409); nothing was stored."""
 
 
+@dataclass(frozen=True, slots=True)
+class ExecutorView:
+    """One executor, read-only, for the API and ``/metrics``: its backend and its slots."""
+
+    name: str
+    client: ExecutorBackend
+    _slots: ExecutorSlots
+
+    @property
+    def healthy(self) -> bool:
+        return self._slots.healthy
+
+    @property
+    def slots(self) -> int:
+        return self._slots.slots
+
+    @property
+    def free(self) -> int:
+        return self._slots.free
+
+    @property
+    def used(self) -> int:
+        return len(self._slots.running)
+
+    @property
+    def gpus(self) -> int:
+        return self._slots.gpus
+
+    @property
+    def free_gpus(self) -> int:
+        return self._slots.free_gpus
+
+
+class PoolView:
+    """The configured executors as the API may see them (nothing here changes placement)."""
+
+    def __init__(self, placement: Placement, backends: Mapping[str, ExecutorBackend]) -> None:
+        self._placement = placement
+        self._backends = backends
+
+    @property
+    def executors(self) -> dict[str, ExecutorView]:
+        return {
+            name: ExecutorView(name, backend, self._placement.executors[name])
+            for name, backend in self._backends.items()
+        }
+
+
 class Daemon:
     def __init__(
         self,
@@ -131,38 +179,59 @@ class Daemon:
         self.spec_limits = spec_limits
         self._spec_workers = anyio.CapacityLimiter(SPEC_WORKERS)
         self.clock = clock or RealClock()
-        self.pool = ExecutorPool(self.clock)
-        self.dispatcher = Dispatcher(self)
-        self.reconciler = Reconciler(self, lost_after=lost_after)
-        self.metricsync = MetricsSync(self.executor_running)
-        self.bus = EventBus()
         self.runners: dict[str, SweepRunner] = {}
+        # Composition: placement owns every in-flight trial's state; the shells
+        # around it get the capabilities they need, never the daemon.
+        self.placement = Placement(lost_after=lost_after)
+        self.backends: dict[str, ExecutorBackend] = {}
+        self.pool = PoolView(self.placement, self.backends)
+        self.metricsync = MetricsSync(self.executor_running)
+        self.dispatcher = Dispatcher(
+            self.placement,
+            self.backends,
+            self.runners,
+            self.clock,
+            submission=self.submission,
+            on_status=self.on_status,
+            capacity=CapacityWatch(self.placement),
+        )
+        self.reconciler = Reconciler(
+            self.placement,
+            self.dispatcher,
+            self.backends,
+            self.clock,
+            store,
+            self,
+            on_status=self.on_status,
+            metricsync=self.metricsync,
+            running=lambda: self.running,
+        )
+        self.bus = EventBus()
         self.callback_url = callback_url
         self._tg: TaskGroup | None = None
         self._ready = False  # sweeps resumed and not shutting down: submissions are taken
         self._interrupted = False  # see interrupt(): results from executors are no longer taken
         self._stopped = anyio.Event()  # run() has left its task group
-        self._last_heard: dict[str, float] = {}
         self._submit_lock = anyio.Lock()  # check-and-append of a sweep id is atomic
-        self._cancel_limiters: dict[str, anyio.CapacityLimiter] = {}
         self.broken_sweeps: list[str] = []  # unfinished sweeps whose log cannot be resumed
         self.broken_reasons: dict[str, str] = {}  # why, by sweep id (hbd status shows it)
 
     # ---- lifecycle ----
 
-    def add_executor(self, name: str, client: ExecutorClient) -> Executor:
-        executor = Executor(name=name, client=client)
-        self.pool.add(executor)
-        return executor
+    def add_executor(self, name: str, backend: ExecutorBackend) -> None:
+        """Run trials on ``backend`` too (built by ``backend_for``), known as ``name``."""
+        self.backends[name] = backend
+        self.placement.add_executor(name)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                self.dispatcher.attach(tg)
                 await self.probe_store()  # a read-only log shows in /healthz from the start
                 tg.start_soon(self._watch_store)
                 await self.reconciler.check_health()
-                tg.start_soon(self.dispatcher.run, tg)
+                tg.start_soon(self.dispatcher.run)
                 await self.reconciler.resume_all()
                 tg.start_soon(self.reconciler.run)
                 self._ready = True
@@ -170,10 +239,12 @@ class Daemon:
         finally:
             self._ready = False
             self._tg = None
+            self.dispatcher.attach(None)
             self._stopped.set()
             self.bus.close()  # event streams end now, so the HTTP server can stop without waiting
             with anyio.CancelScope(shield=True):
-                await self.pool.aclose()
+                for backend in self.backends.values():
+                    await backend.aclose()
 
     async def probe_store(self) -> None:
         """Try a write that changes nothing; log the failure, or the recovery."""
@@ -259,8 +330,12 @@ class Daemon:
             raise RuntimeError("the daemon is not running")
         return self._tg
 
+    def new_runner(self, spec: SweepSpec, machine: SweepMachine) -> SweepRunner:
+        return SweepRunner(self, spec, machine)
+
     def start_runner(self, runner: SweepRunner) -> None:
         self.runners[runner.sweep_id] = runner
+        self.dispatcher.open(runner)
 
         async def run() -> None:
             try:
@@ -337,7 +412,7 @@ class Daemon:
             # log, and the next start resumes it.
             log.warning("daemon stopping; the sweep starts at the next start", sweep_id=sweep_id)
             return sweep_id, True
-        runner = SweepRunner(self, spec, machine)
+        runner = self.new_runner(spec, machine)
         self.start_runner(runner)
         for i, decision in enumerate(decisions, 1):
             await runner.act(decision)
@@ -384,7 +459,7 @@ class Daemon:
 
     # ---- executors ----
 
-    def submission(self, runner: SweepRunner, start: Any) -> TrialSubmission:
+    def submission(self, runner: SweepRunner, start: StartTrial) -> TrialSubmission:
         """The trial run as an executor receives it, every daemon-side template rendered."""
         spec: SweepSpec = runner.spec
         matrix, container = spec.matrix, spec.component.container
@@ -396,7 +471,6 @@ class Daemon:
             bracket=start.bracket,
             rung=start.rung,
         )
-        resources = container.resources
         return TrialSubmission(
             id=start.trial_id,
             sweep_id=runner.sweep_id,
@@ -410,33 +484,37 @@ class Daemon:
             run=runner.machine.trials[start.trial_id].runs,
             timeout_seconds=spec.timeout_seconds,
             working_dir=container.working_dir,
-            resources=None
-            if resources is None
-            else TrialResources(
-                limits={k: v for k, v in resources.limits.items() if k in TRIAL_RESOURCE_NAMES},
-                requests={k: v for k, v in resources.requests.items() if k in TRIAL_RESOURCE_NAMES},
-            ),
+            resources=trial_resources(spec),
         )
 
-    def heard_from(self, trial_id: str) -> None:
-        self._last_heard[trial_id] = self.clock.monotonic()
+    # ---- what runners ask of the daemon (runner.SweepHost) ----
 
-    def last_heard(self, trial_id: str) -> float:
-        return self._last_heard.get(trial_id, 0.0)
+    def place(self, runner: SweepRunner, start: StartTrial) -> None:
+        self.dispatcher.enqueue(runner, start)
 
-    def trial_finished(self, trial_id: str) -> None:
+    def unplace(self, runner: SweepRunner, trial_id: str) -> bool:
+        if self.dispatcher.dequeue(trial_id):
+            return True
+        self.dispatcher.cancel(trial_id)
+        return False
+
+    def trial_ended(self, trial_id: str) -> None:
         """A trial's terminal event is committed: free its slot, forget what was kept for it."""
-        self.dispatcher.trial_ended(trial_id)
-        self._last_heard.pop(trial_id, None)
-        self.reconciler.forget(trial_id)
+        self.dispatcher.ended(trial_id)
         self.metricsync.forget(trial_id)
+
+    def sweep_stopped(self, runner: SweepRunner) -> None:
+        self.dispatcher.stopped(runner)
+
+    def sweep_finished(self, runner: SweepRunner) -> None:
+        self.dispatcher.forget_sweep(runner.sweep_id, runner.machine.trials)
 
     async def on_update(self, update: TrialUpdate) -> bool:
         """A callback from an executor; False if no running sweep wants it."""
         runner = self.runners.get(update.sweep_id)
         if self._interrupted or runner is None or update.trial_id not in runner.machine.trials:
             return False
-        self.heard_from(update.trial_id)
+        self.placement.heard(update.trial_id, self.clock.monotonic())
         if update.kind == "metrics":
             # A batch of lines; a gap before it (a dropped callback, a restart) is fetched.
             lines = update.metrics_lines()
@@ -450,54 +528,29 @@ class Daemon:
     async def on_status(self, runner: SweepRunner, status: TrialStatus, *, seq: int = 0) -> None:
         if self._interrupted:
             return  # the trial is being stopped under its sweep: see interrupt()
-        # Metrics lines the executor has and the log lacks come first, so they
-        # are logged before the verdict (the log drops lines of ended trials).
-        upto = max(seq, status.metrics_seq)
-        missing = await self.metricsync.deliver(runner, status.id, [], upto=upto, run=status.run)
-        if missing and status.finished and self.metricsync.hold_verdict(status.id, missing):
-            # No later status of a finished trial comes by itself: the reconciler
-            # polls the still in-flight trial, and that status fetches the lines again.
-            return
+        trial = runner.machine.trials.get(status.id)
+        # An ended trial's lines are not wanted (a poll in flight crossed its terminal
+        # commit): fetching them again would count verdict holds from zero. Its late
+        # result still goes on, for the machine to refuse and the log to say so.
+        if trial is not None and not trial.state.ended:
+            # Metrics lines the executor has and the log lacks come first, so they
+            # are logged before the verdict (the log drops lines of ended trials).
+            upto = max(seq, status.metrics_seq)
+            missing = await self.metricsync.deliver(
+                runner, status.id, [], upto=upto, run=status.run
+            )
+            if missing and status.finished and self.metricsync.hold_verdict(status.id, missing):
+                # No later status of a finished trial comes by itself: the reconciler
+                # polls the still in-flight trial, and that status fetches the lines again.
+                return
         result = observation_from_status(status, runner.spec.matrix.metric.name)
         if result is not None:
             await runner.put(result)
 
-    def cancel_on_executor(self, runner: SweepRunner, trial_id: str) -> None:
-        if self.dispatcher.sending(trial_id):
-            self.dispatcher.cancel_after_send(trial_id)  # sent once its POST returns
-            return
-        executor = self.executor_running(trial_id)
-        if executor is None:
-            return
-        self.send_cancel(executor, trial_id, runner)
-
-    def executor_running(self, trial_id: str) -> Executor | None:
-        """The configured executor the trial was sent to, if any."""
-        name = self.dispatcher.executor_of(trial_id)
-        return self.pool.executors.get(name) if name else None
-
-    def send_cancel(self, executor: Executor, trial_id: str, runner: SweepRunner | None) -> None:
-        """Cancel a trial on an executor in the background; its status goes to ``runner``."""
-        limiter = self._cancel_limiters.get(executor.name)
-        if limiter is None:
-            limiter = self._cancel_limiters[executor.name] = anyio.CapacityLimiter(
-                CANCELS_PER_EXECUTOR
-            )
-
-        async def cancel() -> None:
-            async with limiter:
-                try:
-                    status = await executor.client.cancel(trial_id)
-                except ExecutorError as exc:
-                    # The reconciler's polling finds the trial's end (or declares it lost).
-                    log.warning(
-                        "cancel failed", trial_id=trial_id, executor=executor.name, error=str(exc)
-                    )
-                    return
-            if status is not None and runner is not None:
-                await self.on_status(runner, status)
-
-        self.tg.start_soon(cancel)
+    def executor_running(self, trial_id: str) -> ExecutorBackend | None:
+        """The backend of the configured executor the trial was sent to, if any."""
+        name = self.placement.executor_of(trial_id)
+        return self.backends.get(name) if name else None
 
     # ---- events ----
 

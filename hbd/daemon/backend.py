@@ -28,6 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from hbd.errors import ConfigError
+from hbd.http import EXECUTOR_BACKENDS as BACKENDS
 from hbd.protocol import Health, MetricsPage, TrialStatus, TrialSubmission
 
 __all__ = ["BACKENDS", "ExecutorBackend", "backend_for"]
@@ -56,13 +57,6 @@ class ExecutorBackend(Protocol):
     async def health(self, *, single: bool = False) -> Health: ...
 
     async def aclose(self) -> None: ...
-
-
-# scheme -> "module:Class"; the module is imported only when a URL asks for it.
-BACKENDS: dict[str, str] = {
-    "http": "hbd.daemon.executors:ExecutorClient",
-    "https": "hbd.daemon.executors:ExecutorClient",
-}
 
 
 def backend_for(url: str, **options: Any) -> ExecutorBackend:

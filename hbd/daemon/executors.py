@@ -1,4 +1,4 @@
-"""Talking to executors over the /v1 protocol, and keeping track of their slots.
+"""Talking to executors over the /v1 protocol: the ``http(s)://`` backend.
 
 ``ExecutorClient`` is the only place httpx exceptions are caught; they become
 ``ExecutorUnavailable`` (retry later) or ``ExecutorRejected`` (the executor
@@ -11,7 +11,6 @@ that had in fact arrived is the same trial, not a second one.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
@@ -215,90 +214,3 @@ class ExecutorClient:
         if response.status_code != 200:
             raise self._refused(response, "health")
         return self._parse(Health, response, "health")
-
-
-@dataclass
-class Executor:
-    """An executor as the dispatcher sees it: its client and its slots."""
-
-    name: str
-    client: ExecutorClient
-    slots: int = 0
-    running: set[str] = field(default_factory=set)
-    healthy: bool = False
-    down_until: float = 0.0  # monotonic time before which nothing is sent to it
-    failures: int = 0
-    busy: bool = False  # answered 429: skipped until a slot frees or a health check
-    unreachable_since: float | None = None  # monotonic time of the first failure in a row
-    lost: set[str] = field(default_factory=set)  # trials given up on: cancel when it answers
-
-    @property
-    def free(self) -> int:
-        return max(0, self.slots - len(self.running))
-
-
-# Executors that failed a request are skipped for this long, doubling per
-# consecutive failure up to the cap, so one dead host does not stall dispatch.
-COOLDOWN_BASE = 0.5
-COOLDOWN_CAP = 30.0
-
-
-class ExecutorPool:
-    """All known executors; chooses where a trial goes and tracks slot use."""
-
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-        self.executors: dict[str, Executor] = {}
-
-    def add(self, executor: Executor) -> None:
-        self.executors[executor.name] = executor
-
-    def available(self, only: str | None = None) -> Executor | None:
-        """An executor with a free slot, the one with most free slots first; ``only``: that one."""
-        now = self._clock.monotonic()
-        usable = [
-            e
-            for e in self.executors.values()
-            if e.healthy
-            and e.free
-            and not e.busy
-            and e.down_until <= now
-            and (only is None or e.name == only)
-        ]
-        if not usable:
-            return None
-        return max(usable, key=lambda e: (e.free, e.name))
-
-    def release(self, trial_id: str) -> None:
-        for e in self.executors.values():
-            if trial_id in e.running:
-                e.running.discard(trial_id)
-                e.busy = False  # a slot freed there
-
-    def mark_failed(self, executor: Executor) -> None:
-        executor.failures += 1
-        delay = min(COOLDOWN_CAP, COOLDOWN_BASE * 2 ** (executor.failures - 1))
-        executor.down_until = self._clock.monotonic() + delay
-
-    def mark_ok(self, executor: Executor) -> None:
-        """A request succeeded: the cooldown of failed submits ends."""
-        executor.failures = 0
-        executor.down_until = 0.0
-        self.mark_reachable(executor)
-
-    def mark_reachable(self, executor: Executor, health: Health | None = None) -> None:
-        """The executor answered (a health check, a poll); its submit cooldown stays."""
-        executor.healthy = True
-        executor.unreachable_since = None
-        if health is not None:
-            executor.slots = health.slots
-            executor.busy = False
-
-    def mark_unreachable(self, executor: Executor) -> None:
-        executor.healthy = False
-        if executor.unreachable_since is None:
-            executor.unreachable_since = self._clock.monotonic()
-
-    async def aclose(self) -> None:
-        for e in self.executors.values():
-            await e.client.aclose()

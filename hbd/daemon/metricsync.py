@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import structlog
@@ -39,8 +39,7 @@ from hbd.errors import ExecutorError, ExecutorRejected, NotFound
 from hbd.protocol import MAX_METRIC_KEY_BYTES, MAX_METRIC_KEYS, MAX_METRICS_PAGE_LINES, MetricsLine
 
 if TYPE_CHECKING:
-    from hbd.daemon.executors import Executor
-    from hbd.daemon.runner import SweepRunner
+    from hbd.daemon.backend import ExecutorBackend
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +51,7 @@ MAX_FETCH_PAGES = 10_000
 # Times a finished trial's verdict is held back because its missing lines could
 # not be fetched (the executor unreachable, a page that stops short): each
 # hold waits for the reconciler to poll the trial again (about
-# reconciler.SILENCE seconds), so ~6 tries span half a minute of a flaky
+# placement.SILENCE seconds), so ~6 tries span half a minute of a flaky
 # executor; after that the verdict is logged anyway, with a warning naming the
 # lines lost, so an executor that really lost them cannot hang a sweep.
 MAX_VERDICT_HOLDS = 6
@@ -159,10 +158,22 @@ class MetricsLedger:
         return out
 
 
+class LineSink(Protocol):
+    """A sweep's runner as metrics sync sees it: its ledger and its inbox."""
+
+    @property
+    def metrics(self) -> MetricsLedger: ...
+
+    @property
+    def metrics_loaded(self) -> anyio.Event: ...
+
+    async def put(self, item: MetricsLines) -> None: ...
+
+
 class MetricsSync:
     """Hands metrics lines to runners in order, fetching what callbacks did not bring."""
 
-    def __init__(self, executor_of: Callable[[str], Executor | None]) -> None:
+    def __init__(self, executor_of: Callable[[str], ExecutorBackend | None]) -> None:
         # Only this of the daemon: where a trial runs (its lines are fetched there).
         self._executor_of = executor_of
         self._locks: dict[str, anyio.Lock] = {}
@@ -199,7 +210,7 @@ class MetricsSync:
 
     async def deliver(
         self,
-        runner: SweepRunner,
+        runner: LineSink,
         trial_id: str,
         lines: list[MetricsLine],
         upto: int,
@@ -239,7 +250,7 @@ class MetricsSync:
             return max(0, upto - have)
 
     async def _fetch(
-        self, runner: SweepRunner, trial_id: str, run: int, have: int, target: int
+        self, runner: LineSink, trial_id: str, run: int, have: int, target: int
     ) -> int:
         """Fetch lines after ``have`` up to ``target`` from the trial's executor; the new ``have``."""
         executor = self._executor_of(trial_id)
@@ -247,9 +258,7 @@ class MetricsSync:
             return have
         for _ in range(MAX_FETCH_PAGES):
             try:
-                page = await executor.client.metrics(
-                    trial_id, after=have, limit=MAX_METRICS_PAGE_LINES
-                )
+                page = await executor.metrics(trial_id, after=have, limit=MAX_METRICS_PAGE_LINES)
             except (NotFound, ExecutorRejected) as exc:
                 # An executor without the metrics route (or that forgot the trial, or
                 # answers with something that is not a page): asking again cannot
@@ -264,7 +273,7 @@ class MetricsSync:
                 log.warning(
                     "cannot fetch missing metrics lines; will retry with the next status or poll",
                     trial_id=trial_id,
-                    executor=executor.name,
+                    executor=executor.describe(),
                     after=have,
                     error=str(exc),
                 )

@@ -11,15 +11,16 @@ once the disk is back.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from hbd.core import replay as core_replay
+from hbd.core.bracket import SweepState
 from hbd.core.codec import Record, observation_record
 from hbd.core.errors import DuplicateEvent, InvalidTransition
 from hbd.core.events import (
@@ -34,14 +35,12 @@ from hbd.core.events import (
 )
 from hbd.core.spec import SweepSpec, parse_spec
 from hbd.core.sweep import SweepMachine
+from hbd.daemon.clock import Clock
 from hbd.daemon.lifecycle import decision_records, started_rungs
 from hbd.daemon.metricsync import MetricsLedger, MetricsLines, bounded
 from hbd.errors import ConflictError, StoreError, StoreWriteError
 from hbd.protocol import TrialStatus
-from hbd.store.log import StoredEvent
-
-if TYPE_CHECKING:
-    from hbd.daemon.app import Daemon
+from hbd.store.log import Store, StoredEvent
 
 log = structlog.get_logger(__name__)
 
@@ -145,8 +144,33 @@ def replay(sweep_id: str, events: Sequence[StoredEvent]) -> SweepMachine:
     return core_replay.replay(sweep_id, events)
 
 
+class SweepHost(Protocol):
+    """What a runner needs of the daemon: the log, the clock, and where its trials go."""
+
+    store: Store
+    clock: Clock
+
+    def published(self, events: Iterable[StoredEvent]) -> None:
+        """Committed events, for the event streams."""
+
+    def place(self, runner: SweepRunner, start: StartTrial) -> None:
+        """Queue a trial to send (or record its cancel if the sweep stopped)."""
+
+    def unplace(self, runner: SweepRunner, trial_id: str) -> bool:
+        """Cancel a trial: True if it was never sent (it is cancelled here and now)."""
+
+    def trial_ended(self, trial_id: str) -> None:
+        """A trial's terminal event is committed: free its slot."""
+
+    def sweep_stopped(self, runner: SweepRunner) -> None:
+        """The machine left RUNNING: nothing more of it is placed."""
+
+    def sweep_finished(self, runner: SweepRunner) -> None:
+        """The sweep finished: forget what was kept for its trials."""
+
+
 class SweepRunner:
-    def __init__(self, daemon: Daemon, spec: SweepSpec, machine: SweepMachine) -> None:
+    def __init__(self, daemon: SweepHost, spec: SweepSpec, machine: SweepMachine) -> None:
         self.daemon = daemon
         self.spec = spec
         self.machine = machine
@@ -266,10 +290,12 @@ class SweepRunner:
             if isinstance(item, Observe) and isinstance(
                 item.observation, TrialSucceeded | TrialFailed | TrialCancelled
             ):
-                self.daemon.trial_finished(item.observation.trial_id)
+                self.daemon.trial_ended(item.observation.trial_id)
                 self.metrics.forget(item.observation.trial_id)
         for decision in actions:
             await self.act(decision)
+        if self.machine.state is not SweepState.RUNNING:
+            self.daemon.sweep_stopped(self)
 
     def _decide(self, items: list[Item]) -> tuple[list[Record], list[Decision]]:
         records: list[Record] = []
@@ -304,16 +330,14 @@ class SweepRunner:
 
     async def act(self, decision: Decision) -> None:
         if isinstance(decision, StartTrial):
-            self.daemon.dispatcher.enqueue(self, decision)
+            self.daemon.place(self, decision)
         elif isinstance(decision, CancelTrials):
             for trial_id in decision.trial_ids:
-                if self.daemon.dispatcher.dequeue(trial_id):
-                    # never sent: nothing to kill, it is cancelled here and now
+                # On an executor, or its POST in flight (cancelled once it returns);
+                # or never sent: nothing to kill, it is cancelled here and now.
+                if self.daemon.unplace(self, trial_id):
                     self._followups.append(
                         Observe(TrialCancelled(trial_id=trial_id, reason=decision.reason))
                     )
-                else:
-                    # on an executor, or its POST in flight (cancelled once it returns)
-                    self.daemon.cancel_on_executor(self, trial_id)
         elif isinstance(decision, SweepFinished):
-            self.daemon.dispatcher.forget_sweep(self.sweep_id, self.machine.trials)
+            self.daemon.sweep_finished(self)

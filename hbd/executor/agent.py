@@ -34,6 +34,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,17 +44,17 @@ import httpx
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from hbd import checkpoints
+from hbd import gpus as gpu_devices
 from hbd.executor import metricsfeed, process, results
 from hbd.executor import supervisor as sup
 from hbd.executor.callbacks import CallbackChannel
 from hbd.executor.metrics import DEFAULT_MAX_METRICS_FILE_BYTES, MetricsTail
 from hbd.executor.process import (
     SupervisorHandle,
-    build_env,
     describe_exit,
-    format_value,
-    render_argv,
 )
+from hbd.executor.trialenv import trial_argv, trial_env
 from hbd.executor.trialfiles import read_tail_async
 from hbd.protocol import (
     TIMEOUT_REASON,
@@ -105,6 +106,20 @@ RESTART_REASON = "executor restarted while the trial ran"
 SUPERVISOR_LOST_REASON = "the trial's supervisor died; its outcome is unknown"
 SHUTDOWN_REASON = "executor shut down while the trial ran"
 RECOVERY_FAILED_REASON = "executor could not recover the trial at restart"
+# Prefix of the reason a trial run that succeeded is failed with when its
+# checkpoint could not be stored (a child could not resume from it).
+UPLOAD_FAILED_REASON = "checkpoint upload failed"
+# Checkpoint stores kept open (one per sweep's store, normally one or two):
+# a bound on what distinct submissions can make the agent hold.
+MAX_OPEN_STORES = 64
+NO_GPU_AT_RESTART_REASON = (
+    "executor restarted before the trial started and has no free GPU for it now"
+)
+
+# The GPU devices a trial holds, in its state directory (a JSON list of ids):
+# written before its supervisor starts, so that an agent restarted while it
+# runs knows which devices are taken.
+GPUS_FILE = "gpus.json"
 
 # Test hook for the crash tests (tests/executor/test_crash_windows.py): with
 # HBD_TEST_AGENT_CRASH_AT=<point> in the environment the agent SIGKILLs itself
@@ -127,12 +142,16 @@ class AgentLimits:
     log_cap_bytes: int = DEFAULT_LOG_CAP_BYTES
     retain_seconds: float = DEFAULT_RETAIN_SECONDS
     retain_trials: int = DEFAULT_RETAIN_TRIALS
+    # Bytes of one checkpoint uploaded or downloaded (hbd.checkpoints).
+    checkpoint_copy_bytes: int = checkpoints.DEFAULT_MAX_CHECKPOINT_COPY_BYTES
 
     def __post_init__(self) -> None:
         if self.log_cap_bytes < MIN_LOG_CAP_BYTES:
             raise ValueError(f"log_cap_bytes must be at least {MIN_LOG_CAP_BYTES}")
         if self.retain_seconds < 0 or self.retain_trials < 0:
             raise ValueError("retention must not be negative")
+        if self.checkpoint_copy_bytes < 0:
+            raise ValueError("checkpoint_copy_bytes must not be negative")
 
 
 class AgentError(Exception):
@@ -144,7 +163,11 @@ class TrialConflict(AgentError):
 
 
 class NoFreeSlot(AgentError):
-    """Every slot is busy; nothing was started (429)."""
+    """Every slot is busy, or not enough GPUs are free; nothing was started (429)."""
+
+
+class TrialRunning(AgentError):
+    """The trial (or one resuming from it) still runs: its checkpoint is in use (409)."""
 
 
 class AgentNotRunning(AgentError):
@@ -178,6 +201,7 @@ class _Trial:
     # Failed while its supervisor had not exited (it outlived the stop wait): the
     # slot stays taken, and the id is not started again, until it has.
     lingering: bool = False
+    gpus: tuple[str, ...] = ()  # devices it holds while it runs (or lingers)
 
     @classmethod
     def running(cls, sub: TrialSubmission, started_at: float) -> _Trial:
@@ -234,9 +258,16 @@ class Agent:
         keep_trials_on_exit: bool = False,
         limits: AgentLimits | None = None,
         max_metrics_file_bytes: int = DEFAULT_MAX_METRICS_FILE_BYTES,
+        gpus: Sequence[str] = (),
     ) -> None:
         if slots < 1:
             raise ValueError("slots must be at least 1")
+        # The GPU devices trials get (hbd.gpus); () on a host without.
+        self.gpus = tuple(gpus)
+        # Devices recorded by trials being recovered, held until each is rebuilt:
+        # a trial started afresh at recovery must not take one an adopted trial holds.
+        self._reserved_gpus: dict[str, tuple[str, ...]] = {}
+        self._stores: dict[str | None, checkpoints.CheckpointStore] = {}
         self.workdir = Path(workdir).resolve()
         # Trials run where the agent was started (as a container runs in its image's
         # workdir), so a spec's relative `python3 train.py` finds its script; the
@@ -273,8 +304,17 @@ class Agent:
             self._client, self._tg = client, tg
             try:
                 legacy = dict(await anyio.to_thread.run_sync(results.import_legacy, self.workdir))
-                for stored in await anyio.to_thread.run_sync(results.load_trials, self.workdir):
+                stored_trials = await anyio.to_thread.run_sync(results.load_trials, self.workdir)
+                for stored in stored_trials:
+                    if stored.result is None:
+                        recorded = await anyio.to_thread.run_sync(
+                            _read_gpus, self.workdir, stored.submission.id
+                        )
+                        self._reserved_gpus[stored.submission.id] = recorded
+                for stored in stored_trials:
                     await self._recover_one(stored, legacy)
+                    self._reserved_gpus.pop(stored.submission.id, None)
+                self._reserved_gpus.clear()
                 await self.expire()
                 tg.start_soon(self._retention_loop)
                 task_status.started()
@@ -310,6 +350,14 @@ class Agent:
             if t.status.state == "running" or self._supervisor_lingers(t)
         )
 
+    def _held_gpus(self) -> set[str]:
+        """Devices of running trials, of lingering ones, and of trials being recovered."""
+        held = {g for gpus in self._reserved_gpus.values() for g in gpus}
+        for t in self._trials.values():
+            if t.gpus and (t.status.state == "running" or self._supervisor_lingers(t)):
+                held.update(t.gpus)
+        return held
+
     def health(self) -> Health:
         running = self.running_ids()
         return Health(
@@ -317,6 +365,8 @@ class Agent:
             slots=self.slots,
             free_slots=max(0, self.slots - self._slots_taken()),
             running=running,
+            gpus=list(self.gpus),
+            free_gpus=gpu_devices.free(self.gpus, self._held_gpus()),
         )
 
     def get(self, trial_id: str) -> TrialStatus | None:
@@ -349,6 +399,7 @@ class Agent:
         StartFailed or AgentNotRunning. Whatever fails, no slot stays taken
         without a supervisor.
         """
+        await self._prefetch(submission)
         async with self._submit_lock:
             known = self._trials.get(submission.id)
             if known is not None and submission.run > known.submission.run:
@@ -378,17 +429,29 @@ class Agent:
                 raise TrialConflict(
                     f"trial {submission.id!r} was already submitted with a different payload"
                 )
-            argv = render_argv(
-                submission.command,
-                _template_values(submission),
-                _trial_globals(self.workdir, submission),
-            )
+            argv = trial_argv(self.workdir, submission)
             _check_no_nul(argv, dict(submission.env))
+            try:
+                self._store(submission)  # an fsspec URL this host cannot open: refused now
+            except checkpoints.CheckpointError as exc:
+                raise InvalidSubmission("checkpoint_store", str(exc)) from None
+            need = _gpus_asked(submission)
+            if need > len(self.gpus):
+                # Never placeable here: a client error, not a wait.
+                raise InvalidSubmission(
+                    "resources",
+                    f"the trial asks for {need} GPU(s) and this executor has {len(self.gpus)}",
+                )
             tg = self._require_tg()
             if self._slots_taken() >= self.slots:
                 raise NoFreeSlot("no free slot")
+            devices = gpu_devices.pick(self.gpus, self._held_gpus(), need)
+            if devices is None:
+                free = len(gpu_devices.free(self.gpus, self._held_gpus()))
+                raise NoFreeSlot(f"no free GPU: the trial asks for {need}, {free} free")
             trial = _Trial.running(submission, time.time())
-            self._trials[submission.id] = trial  # the slot is taken from here on
+            trial.gpus = devices
+            self._trials[submission.id] = trial  # the slot (and its devices) taken from here on
             await self._start(tg, trial, argv)
             return trial.status, True
 
@@ -407,6 +470,26 @@ class Agent:
         with anyio.move_on_after(CANCEL_WAIT_SECONDS):
             await trial.done.wait()
         return trial.status
+
+    async def delete_checkpoint(self, trial_id: str) -> int:
+        """Remove the trial's checkpoint directory here; the bytes freed (0: none was left).
+
+        Idempotent, and also for a trial this agent forgot. Raises TrialRunning
+        while the trial, or a trial resuming from it, runs; UnsafeCheckpointPath
+        if the checkpoints directory is a link. Links inside are removed, never
+        followed.
+        """
+        async with self._submit_lock:  # no trial starts (or resumes from it) meanwhile
+            for t in list(self._trials.values()):
+                live = t.status.state == "running" or self._supervisor_lingers(t)
+                if live and trial_id in (t.submission.id, t.submission.resume_from):
+                    raise TrialRunning(
+                        f"trial {t.submission.id!r} is running: the checkpoint of "
+                        f"{trial_id!r} is in use"
+                    )
+            freed = await anyio.to_thread.run_sync(checkpoints.remove_local, self.workdir, trial_id)
+        log.info("checkpoint deleted", trial_id=trial_id, freed_bytes=freed)
+        return freed
 
     async def expire(self, now: float | None = None) -> list[str]:
         """Forget finished trials past retention (memory and disk); returns their ids."""
@@ -508,7 +591,12 @@ class Agent:
         sub = trial.submission
         _check_state_size("body", "submission", results.submission_bytes(sub))
         directory = results.write_submission(self.workdir, sub)
-        env = self._trial_env(sub, directory)
+        self._fetch_parent_checkpoint(sub)
+        if self.gpus or trial.gpus:
+            results.write_state_file(
+                self.workdir, sub.id, GPUS_FILE, json.dumps(list(trial.gpus)).encode()
+            )
+        env = self._trial_env(sub, directory, trial.gpus)
         _check_no_nul(argv, env)
         launch = {
             "argv": argv,
@@ -538,37 +626,91 @@ class Agent:
         if trial.cancel_requested:  # cancelled while it was being started
             results.write_stop(self.workdir, sub.id, sup.STOP_CANCEL)
 
-    def _trial_env(self, sub: TrialSubmission, directory: Path) -> dict[str, str]:
+    def _store(self, sub: TrialSubmission) -> checkpoints.CheckpointStore:
+        """The checkpoint store the submission names, opened once."""
+        store = self._stores.get(sub.checkpoint_store)
+        if store is None:
+            if len(self._stores) >= MAX_OPEN_STORES:
+                self._stores.clear()
+            store = checkpoints.open_store(sub.checkpoint_store, self.workdir)
+            self._stores[sub.checkpoint_store] = store
+        return store
+
+    async def _prefetch(self, sub: TrialSubmission) -> None:
+        """Download a parent's checkpoint before taking the submit lock.
+
+        A download of gigabytes must not hold up every other submission; once
+        here, the start under the lock finds it in place (a complete copy is
+        never downloaded twice). Skipped when the trial is known or no slot is
+        free (it would be answered 409/200/429 anyway).
+        """
+        if sub.resume_from is None or sub.resume_dir is not None or sub.id in self._trials:
+            return
+        if self._slots_taken() >= self.slots:
+            return
+        try:
+            self._store(sub)
+        except checkpoints.CheckpointError:
+            return  # refused with its reason under the lock
+        try:
+            await anyio.to_thread.run_sync(self._fetch_parent_checkpoint, sub)
+        except OSError as exc:
+            raise StartFailed(str(exc)) from exc
+
+    def _fetch_parent_checkpoint(self, sub: TrialSubmission) -> None:
+        """(worker thread) Bring the parent's checkpoint here before a resuming trial starts."""
+        if sub.resume_from is None or sub.resume_dir is not None:
+            return
+        try:
+            copied = self._store(sub).fetch(sub.resume_from, self.limits.checkpoint_copy_bytes)
+        except checkpoints.CheckpointTooLarge as exc:
+            raise InvalidSubmission("resume_from", str(exc)) from None
+        except Exception as exc:  # the store's own errors (network, credentials): retry later
+            raise OSError(f"cannot fetch the checkpoint of {sub.resume_from}: {exc}") from exc
+        if copied:
+            log.info(
+                "parent checkpoint fetched", trial_id=sub.id, parent=sub.resume_from, bytes=copied
+            )
+
+    async def _publish_checkpoint(self, trial: _Trial) -> str | None:
+        """Store a succeeded run's checkpoint; the reason it failed, if it did."""
+        sub = trial.submission
+        if sub.checkpoint_dir is not None:
+            return None  # the submission chose the directory: nothing to copy
+        try:
+            store = self._store(sub)
+            copied = await anyio.to_thread.run_sync(
+                store.publish, sub.id, self.limits.checkpoint_copy_bytes
+            )
+        except Exception as exc:
+            log.warning("checkpoint upload failed", trial_id=sub.id, error=str(exc))
+            return f"{UPLOAD_FAILED_REASON}: {exc}"
+        if copied:
+            log.info("checkpoint stored", trial_id=sub.id, bytes=copied)
+        return None
+
+    def _trial_env(
+        self, sub: TrialSubmission, directory: Path, gpus: tuple[str, ...] = ()
+    ) -> dict[str, str]:
         checkpoint = (
-            Path(sub.checkpoint_dir)
-            if sub.checkpoint_dir
-            else results.default_checkpoint_dir(self.workdir, sub.id)
+            Path(sub.checkpoint_dir) if sub.checkpoint_dir else self._store(sub).trial_dir(sub.id)
         )
         results.make_private_dir(checkpoint)
-        resource = format_value(sub.resource.value)
-        hbd_vars = {
-            sub.resource.name: resource,
-            sub.resource.name.upper(): resource,
-            "HBD_TRIAL_ID": sub.id,
-            "HBD_SWEEP_ID": sub.sweep_id,
-            "HBD_TRIAL_DIR": str(directory),
-            "HBD_RESOURCE": resource,
-            "HBD_METRICS_FILE": str(directory / results.METRICS_FILE),
-            "HBD_CHECKPOINT_DIR": str(checkpoint),
-        }
-        resume = self._resume_dir(sub)
-        if resume is not None and resume.is_dir():
-            hbd_vars["HBD_RESUME_FROM"] = str(resume)
-        # The agent's own HBD_* settings (tokens, a stale HBD_RESUME_FROM) are
-        # not the trial's business.
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("HBD_")}
-        return build_env(inherited, sub.env, hbd_vars)
+        devices = {}
+        if self.gpus or gpus:
+            # Only its own devices; "" (none at all) for a trial that asked for
+            # none, so that it cannot grab one another trial holds.
+            visible = gpu_devices.visible(gpus)
+            devices = {"CUDA_VISIBLE_DEVICES": visible, "HBD_GPUS": visible}
+        return trial_env(
+            sub, directory, checkpoint=checkpoint, resume=self._resume_dir(sub), devices=devices
+        )
 
     def _resume_dir(self, sub: TrialSubmission) -> Path | None:
         if sub.resume_dir is not None:
             return Path(sub.resume_dir)
         if sub.resume_from is not None:
-            return results.default_checkpoint_dir(self.workdir, sub.resume_from)
+            return self._store(sub).resume_dir(sub.resume_from)
         return None
 
     def _open_channel(self, tg: TaskGroup, trial: _Trial) -> None:
@@ -693,6 +835,10 @@ class Agent:
             await self._supervisor_lost(trial, notify=notify)
             return
         state, reason = self._outcome(trial, record)
+        if state == "succeeded":
+            failed = await self._publish_checkpoint(trial)
+            if failed is not None:
+                state, reason = "failed", failed
         tail_text = None
         if state != "succeeded":
             tail_text = await read_tail_async(_stderr_path(self.workdir, trial), STDERR_TAIL_BYTES)
@@ -843,6 +989,7 @@ class Agent:
             self._trials[sub.id] = trial
             return
         trial = _Trial.running(sub, stored.started_at)
+        trial.gpus = self._reserved_gpus.pop(sub.id, ())
         self._trials[sub.id] = trial
         tail = self._tail(trial)
         await self._drain(trial, tail, notify=False, to_end=True)  # reported before the restart
@@ -868,13 +1015,24 @@ class Agent:
             await self._drain(trial, tail, final=True, notify=False)
             await self._conclude(trial)
             return
-        # Accepted, but the agent died before the trial could start: start it now.
+        # Accepted, but the agent died before the trial could start: start it now,
+        # on the devices it was given if they are still this host's, else on free ones.
         log.info("starting a trial the previous agent never started", trial_id=sub.id)
+        need = _gpus_asked(sub)
+        if len(trial.gpus) != need or not set(trial.gpus) <= set(self.gpus):
+            trial.gpus = ()
+            devices = gpu_devices.pick(self.gpus, self._held_gpus(), need)
+            if devices is None:
+                os.close(lock_fd)
+                log.warning(
+                    "trial could not start", trial_id=sub.id, reason=NO_GPU_AT_RESTART_REASON
+                )
+                await self._finish(trial, "failed", reason=NO_GPU_AT_RESTART_REASON)
+                return
+            trial.gpus = devices
         try:
             try:
-                argv = render_argv(
-                    sub.command, _template_values(sub), _trial_globals(self.workdir, sub)
-                )
+                argv = trial_argv(self.workdir, sub)
             except BaseException:
                 os.close(lock_fd)
                 raise
@@ -927,20 +1085,22 @@ def _expired(trials: list[_Trial], now: float, limits: AgentLimits) -> list[_Tri
     return doomed
 
 
-def _template_values(sub: TrialSubmission) -> dict[str, Any]:
-    # The rung's resource is authoritative even if params carries a stale copy.
-    return {**sub.params, sub.resource.name: sub.resource.value}
+def _gpus_asked(sub: TrialSubmission) -> int:
+    return 0 if sub.resources is None else sub.resources.gpus
 
 
-def _trial_globals(workdir: Path, sub: TrialSubmission) -> dict[str, str]:
-    # Polyaxon's `{{ globals.* }}` that only the executor knows: the trial's directory.
-    directory = str(results.trial_dir(workdir, sub.id))
-    return {
-        "run_uuid": sub.id,
-        "uuid": sub.id,
-        "run_outputs_path": directory,
-        "run_artifacts_path": directory,
-    }
+def _read_gpus(workdir: Path, trial_id: str) -> tuple[str, ...]:
+    """(worker thread) The devices recorded for a trial; () if none or unreadable."""
+    try:
+        raw = results.read_state_file(workdir, trial_id, GPUS_FILE)
+        value = json.loads(raw) if raw is not None else []
+    except (OSError, ValueError) as exc:
+        log.warning("cannot read a trial's GPU devices", trial_id=trial_id, error=str(exc))
+        return ()
+    if not isinstance(value, list) or not all(isinstance(g, str) for g in value):
+        log.warning("a trial's GPU record is not a list of ids; ignored", trial_id=trial_id)
+        return ()
+    return tuple(value[: gpu_devices.MAX_HOST_GPUS])
 
 
 def _stderr_path(workdir: Path, trial: _Trial) -> Path:
@@ -949,6 +1109,7 @@ def _stderr_path(workdir: Path, trial: _Trial) -> Path:
 
 __all__ = [
     "CANCEL_GRACE_SECONDS",
+    "GPUS_FILE",
     "Agent",
     "AgentError",
     "AgentLimits",
@@ -957,4 +1118,5 @@ __all__ = [
     "NoFreeSlot",
     "StartFailed",
     "TrialConflict",
+    "TrialRunning",
 ]

@@ -34,6 +34,7 @@ from pathlib import Path
 import structlog
 from pydantic import ValidationError
 
+from hbd.checkpoints import CHECKPOINTS_DIR
 from hbd.executor import supervisor as sup
 from hbd.protocol import TrialStatus, TrialSubmission
 
@@ -87,7 +88,8 @@ def state_dir(workdir: Path, trial_id: str) -> Path:
 
 
 def default_checkpoint_dir(workdir: Path, trial_id: str) -> Path:
-    return workdir / "checkpoints" / trial_id
+    """The executor's own checkpoint directory of a trial (hbd.checkpoints' local store)."""
+    return workdir / CHECKPOINTS_DIR / trial_id
 
 
 def make_private_dir(path: Path) -> None:

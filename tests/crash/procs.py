@@ -16,6 +16,7 @@ import argparse
 import os
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -72,7 +73,10 @@ async def run_agent(args: argparse.Namespace) -> int:
     async with anyio.create_task_group() as tg:
         tg.start_soon(_watchdog, tg.cancel_scope, args.deadline, parent)
         tg.start_soon(_on_sigterm, tg.cancel_scope)
-        await tg.start(serve_agent, "127.0.0.1", args.port, Path(args.workdir), args.slots)
+        gpus = tuple(g for g in args.gpus.split(",") if g)  # fake device ids
+        await tg.start(
+            partial(serve_agent, gpus=gpus), "127.0.0.1", args.port, Path(args.workdir), args.slots
+        )
     return 0
 
 
@@ -92,6 +96,7 @@ def main() -> int:
     a.add_argument("--port", type=int, required=True)
     a.add_argument("--workdir", required=True)
     a.add_argument("--slots", type=int, default=4)
+    a.add_argument("--gpus", default="")
     a.add_argument("--deadline", type=float, default=300.0)
     args = parser.parse_args()
     runner = run_daemon if args.what == "daemon" else run_agent

@@ -263,9 +263,11 @@ async def test_what_is_kept_per_trial_is_forgotten_when_it_ends(tmp_path: Path) 
         sweep_id, _ = await d.submit(text, sweep_id="tidy")
         await wait_finished(d, sweep_id)
         await anyio.sleep(0.05)
-        assert not d._last_heard
-        assert not d.dispatcher._executor_of
-        assert not d.reconciler._declared_lost
+        # All of it lives in placement: no flight, no slot, no where-it-ran.
+        assert not d.placement.flights
+        assert not d.placement.sweeps
+        assert not any(e.running for e in d.placement.executors.values())
+        assert not d.placement._ran_on  # where each trial ran: kept until its sweep ends
 
 
 def test_callback_urls_for_wildcard_and_ipv6_hosts() -> None:

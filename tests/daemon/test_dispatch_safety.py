@@ -10,10 +10,10 @@ import anyio
 import httpx
 import pytest
 
-from hbd.daemon import app as app_module
+from hbd.daemon import dispatcher as dispatcher_module
 from hbd.daemon.clock import FakeClock
-from hbd.daemon.dispatcher import MAX_DISPATCH_ATTEMPTS
 from hbd.daemon.executors import MAX_ATTEMPTS
+from hbd.daemon.placement import MAX_DISPATCH_ATTEMPTS
 from hbd.errors import ExecutorBusy, ExecutorUnavailable
 from tests.daemon.helpers import (
     FakeExecutor,
@@ -129,7 +129,7 @@ async def test_a_busy_executor_is_waited_for_and_does_not_fail_trials(tmp_path: 
     async with running_daemon(tmp_path / "hbd.db", busy_at_first, clock=FakeClock()) as daemon:
         sweep_id, _ = await daemon.submit(text, sweep_id="busy")
         assert await wait_finished(daemon, sweep_id) == "succeeded"
-        fake = daemon.pool.executors["fake"]
+        fake = daemon.placement.executors["fake"]
         assert fake.failures == 0 and fake.down_until == 0.0  # 429 is no fault
     assert refusals == 3 * MAX_DISPATCH_ATTEMPTS
     assert set(_statuses(tmp_path / "hbd.db").values()) == {"succeeded"}
@@ -181,9 +181,8 @@ async def test_a_health_check_does_not_end_the_cooldown_of_failing_submits(
     tmp_path: Path,
 ) -> None:
     async with running_daemon(tmp_path / "hbd.db", FakeExecutor()) as daemon:
-        executor = daemon.pool.executors["fake"]
-        daemon.pool.mark_failed(executor)
-        daemon.pool.mark_failed(executor)
+        executor = daemon.placement.executors["fake"]
+        executor.failures, executor.down_until = 2, daemon.clock.monotonic() + 1.0
         down_until = executor.down_until
         await daemon.reconciler.check_health()
         assert executor.healthy
@@ -215,10 +214,10 @@ async def test_cancels_in_flight_are_bounded(tmp_path: Path) -> None:
         await anyio.sleep(0.05)  # dispatched notes committed
         assert await daemon.cancel(sweep_id)
         with anyio.fail_after(10):
-            while peak < app_module.CANCELS_PER_EXECUTOR:
+            while peak < dispatcher_module.CANCELS_PER_EXECUTOR:
                 await anyio.sleep(0.005)
         await anyio.sleep(0.1)  # more cancels would have started by now
-        assert peak == app_module.CANCELS_PER_EXECUTOR
+        assert peak == dispatcher_module.CANCELS_PER_EXECUTOR
         gate.set()
         assert await wait_finished(daemon, sweep_id) == "stopped"
     assert not executor.running()

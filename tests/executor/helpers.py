@@ -31,6 +31,14 @@ with open(os.environ["MARKER"], "a") as f:
 if "dump" in opts:
     with open(opts["dump"], "w") as f:
         json.dump({"argv": sys.argv, "env": dict(os.environ)}, f)
+if "readckpt" in opts:  # what the parent's checkpoint held, or MISSING
+    path = os.path.join(os.environ.get("HBD_RESUME_FROM", "/nonexistent"), "state.txt")
+    with open(opts["readckpt"], "w") as f:
+        f.write(open(path).read() if os.path.exists(path) else "MISSING")
+if "ckpt" in opts:  # a checkpoint of --ckpt's text, --ckptbytes long if given
+    text = opts["ckpt"] * int(opts.get("ckptbytes", "1"))
+    with open(os.path.join(os.environ["HBD_CHECKPOINT_DIR"], "state.txt"), "w") as f:
+        f.write(text)
 if mode == "ok":
     for step in range(int(opts.get("steps", "3"))):
         hbd.report(loss=1.0 / (step + 1), step=step)

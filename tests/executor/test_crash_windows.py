@@ -11,6 +11,7 @@ never started, exactly once.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ import httpx
 import pytest
 
 from hbd.executor import results
-from hbd.executor.agent import CRASH_AT_ENV
+from hbd.executor.agent import CRASH_AT_ENV, GPUS_FILE
 from hbd.executor.process import kill_group
 from hbd.protocol import TIMEOUT_REASON
 from tests.crash.harness import Proc, free_port, spawn, wait_serving
@@ -42,9 +43,10 @@ class Agents:
         self.url = f"http://127.0.0.1:{self.port}"
         self.procs: list[Proc] = []
 
-    def start(self, crash_at: str | None = None) -> Proc:
+    def start(self, crash_at: str | None = None, gpus: str = "") -> Proc:
         env = {CRASH_AT_ENV: crash_at} if crash_at else {CRASH_AT_ENV: ""}
         args = ["agent", "--port", str(self.port), "--workdir", str(self.work), "--slots", "2"]
+        args += ["--gpus", gpus]
         proc = spawn(args, self.work.parent / f"agent-{len(self.procs)}.log", env)
         self.procs.append(proc)
         wait_serving(proc, f"{self.url}/v1/health")
@@ -229,3 +231,24 @@ def test_hbd_serve_with_its_embedded_agent_killed_at_a_window_resumes_exactly(
     starts_by_trial = trial_starts(trials_log)
     assert set(starts_by_trial.values()) == {1}, starts_by_trial
     outcome(db, "w").same_as(expected_outcome(text, "w"))
+
+
+def test_window_b_with_gpus_the_restarted_agent_starts_it_on_its_recorded_device(
+    tmp_path: Path,
+) -> None:
+    dump = tmp_path / "env.json"
+    body = submission(
+        tmp_path,
+        "g1",
+        "--mode=ok",
+        f"--dump={dump}",
+        resources={"limits": {"nvidia.com/gpu": "1"}},
+    )
+    with agents(tmp_path) as a:
+        _post_into_a_crash(a, a.start(crash_at="before-supervisor", gpus="0,1"), body)
+        recorded = json.loads((a.work / "state" / "g1" / GPUS_FILE).read_text())
+        assert len(recorded) == 1 and recorded[0] in ("0", "1")
+        a.start(gpus="0,1")
+        assert a.wait_finished("g1")["state"] == "succeeded"
+    assert json.loads(dump.read_text())["env"]["CUDA_VISIBLE_DEVICES"] == recorded[0]
+    assert starts(tmp_path, "g1") == 1
