@@ -121,7 +121,11 @@ def trial_runs_problem(
         "matrix.iterations" if iterations > 1 else "matrix.maxIterations",
         f"maxIterations {max_iterations} with eta {eta:g}{times} plans {runs:,} trial runs, "
         f"more than the limit of {limit:,} per sweep (setting max_trial_runs); "
-        "lower maxIterations or iterations, or raise eta",
+        + (
+            "lower iterations or maxIterations, or raise eta"
+            if iterations > 1
+            else "lower maxIterations or raise eta"
+        ),
     )
 
 

@@ -350,3 +350,19 @@ def test_the_best_is_the_best_at_the_highest_resource_reached() -> None:
     per = machine.best_per_resource()
     assert [b.resource for b in per] == [1, 3, 9] and per[-1] == best
     assert per[0].metric < best.metric  # the old rule would have picked the resource-1 run
+
+
+def test_iterations_count_against_the_trial_run_limit() -> None:
+    import yaml
+
+    from hbd.core.errors import SpecError
+    from hbd.core.spec import load_spec
+    from tests.core.helpers import spec_dict
+
+    text = yaml.safe_dump(spec_dict(max_iterations=81, search={"iterations": 1000}))
+    with pytest.raises(SpecError) as caught:
+        load_spec(text)
+    (problem,) = caught.value.problems
+    assert problem.loc == "matrix.iterations"
+    assert "times 1000 iterations plans 206,000 trial runs" in problem.msg
+    assert load_spec(yaml.safe_dump(spec_dict(max_iterations=81, search={"iterations": 400})))
