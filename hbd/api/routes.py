@@ -176,7 +176,7 @@ def create_app(daemon: Daemon) -> FastAPI:
     async def extend_sweep(
         sweep_id: str, iterations: Annotated[int, Query(ge=1, le=MAX_HYPERBAND_ITERATIONS)] = 1
     ) -> dict[str, Any]:
-        """More Hyperband iterations for a running sweep (logged as sweep.extended)."""
+        """More Hyperband iterations (logged as sweep.extended); a finished sweep reopens."""
         try:
             total = await extend(daemon, sweep_id, iterations)
         except NotFound as exc:

@@ -523,7 +523,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "extend",
-        "run more Hyperband iterations in a running sweep",
+        "run more Hyperband iterations in a sweep (a finished one is reopened)",
         _args_extend,
         cmd_extend,
     ),
