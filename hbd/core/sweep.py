@@ -458,6 +458,10 @@ class SweepMachine:
     def _start(self, slots: Sequence[Slot]) -> list[StartTrial]:
         """Make and register the trials of ``slots`` (sampling new configs), in order."""
         histories: dict[int, list[RunResult]] = {}  # by the opening bracket's position
+        # An eagerly opened bracket opens whatever the results: it is shown none
+        # (what would be closed then depends on arrival order; only the random
+        # sampler, which ignores it, runs eagerly, search.py).
+        lazy = bool(getattr(self.scheduler, "lazy", False))
         trials = []
         for slot in slots:
             sampled: Mapping[str, Any] | None
@@ -466,7 +470,7 @@ class SweepMachine:
             if parent is None:
                 opening = self.scheduler.position(slot.bracket, slot.iteration)
                 if opening not in histories:
-                    histories[opening] = self.history(opening)
+                    histories[opening] = self.history(opening) if lazy else []
                 proposed = self.sampler.propose(
                     bracket=self.scheduler.sample_key(slot.bracket, slot.iteration),
                     index=slot.index,
