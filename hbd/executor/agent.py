@@ -52,12 +52,10 @@ from hbd.executor.callbacks import CallbackChannel
 from hbd.executor.metrics import DEFAULT_MAX_METRICS_FILE_BYTES, MetricsTail
 from hbd.executor.process import (
     SupervisorHandle,
-    describe_exit,
 )
 from hbd.executor.trialenv import trial_argv, trial_env
 from hbd.executor.trialfiles import read_tail_async
 from hbd.protocol import (
-    TIMEOUT_REASON,
     AgentTrialState,
     Health,
     MetricsPage,
@@ -99,7 +97,7 @@ RETENTION_SWEEP_INTERVAL = 60.0
 # wait for its record before giving up on it.
 STOP_WAIT_SECONDS = CANCEL_GRACE_SECONDS + 5.0
 
-CANCEL_REASON = "cancelled by request"
+CANCEL_REASON = results.CANCEL_REASON
 # A trial an agent of an older hbd (before supervisors) was running when it was
 # replaced: nothing recorded its outcome, so it is stopped and failed.
 RESTART_REASON = "executor restarted while the trial ran"
@@ -880,22 +878,13 @@ class Agent:
         self, trial: _Trial, record: results.ExitRecord
     ) -> tuple[AgentTrialState, str | None]:
         """The verdict from the supervisor's record: the same whether or not the agent restarted."""
-        metric = trial.submission.metric
-        if record.error is not None:
-            return "failed", record.error
-        if record.stopped == sup.STOP_CANCEL:
-            return "cancelled", CANCEL_REASON
-        if record.stopped == sup.STOPPED_TIMEOUT:
-            return "failed", TIMEOUT_REASON
-        if record.stopped is not None:
-            return "failed", SHUTDOWN_REASON
-        if record.returncode is None:
-            return "failed", SUPERVISOR_LOST_REASON
-        if record.returncode != 0:
-            return "failed", describe_exit(record.returncode)
-        if metric is not None and metric not in trial.status.metrics:
-            return "failed", f"never reported metric {metric!r}"
-        return "succeeded", None
+        return results.verdict(
+            record,
+            metric=trial.submission.metric,
+            metrics=trial.status.metrics,
+            stopped=("failed", SHUTDOWN_REASON),
+            lost=SUPERVISOR_LOST_REASON,
+        )
 
     async def _finish(
         self,

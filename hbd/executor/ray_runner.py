@@ -44,12 +44,10 @@ import httpx
 from hbd.executor import results
 from hbd.executor import supervisor as sup
 from hbd.executor.metrics import Line, MetricsTail
-from hbd.executor.process import describe_exit
 from hbd.executor.trialenv import trial_argv, trial_env
 from hbd.executor.trialfiles import read_tail
 from hbd.protocol import (
     MAX_METRICS_PAGE_LINES,
-    TIMEOUT_REASON,
     AgentTrialState,
     MetricsLine,
     TrialStatus,
@@ -79,7 +77,7 @@ CALLBACK_TIMEOUT_SECONDS = 5.0
 # pages what it missed); then the daemon's polling finds the verdict.
 STATUS_CALLBACK_ATTEMPTS = 5
 
-CANCEL_REASON = "cancelled by request"
+CANCEL_REASON = results.CANCEL_REASON
 STOPPED_REASON = "the Ray job was stopped while the trial ran"
 LOST_REASON = "the trial's supervisor did not record how it ended"
 
@@ -108,24 +106,17 @@ def node_env(sub: TrialSubmission, workdir: Path, directory: Path) -> dict[str, 
 def verdict(
     sub: TrialSubmission, record: results.ExitRecord | None, metrics: dict[str, float]
 ) -> tuple[AgentTrialState, str | None]:
-    """The agent's rules (hbd.executor.agent.Agent._outcome) on the supervisor's record."""
+    """The agent's rules (hbd.executor.results.verdict) on the supervisor's record."""
     if record is None:
         return "failed", LOST_REASON
-    if record.error is not None:
-        return "failed", record.error
-    if record.stopped == sup.STOP_CANCEL:
-        return "cancelled", CANCEL_REASON
-    if record.stopped == sup.STOPPED_TIMEOUT:
-        return "failed", TIMEOUT_REASON
-    if record.stopped is not None:
-        return "cancelled", STOPPED_REASON  # only Ray's stop_job signals us
-    if record.returncode is None:
-        return "failed", LOST_REASON
-    if record.returncode != 0:
-        return "failed", describe_exit(record.returncode)
-    if sub.metric is not None and sub.metric not in metrics:
-        return "failed", f"never reported metric {sub.metric!r}"
-    return "succeeded", None
+    # Only Ray's stop_job stops a job's supervisor otherwise.
+    return results.verdict(
+        record,
+        metric=sub.metric,
+        metrics=metrics,
+        stopped=("cancelled", STOPPED_REASON),
+        lost=LOST_REASON,
+    )
 
 
 class Reporter:
