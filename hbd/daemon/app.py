@@ -25,6 +25,7 @@ from hbd.core.codec import SUBMITTED, Record, observation_record
 from hbd.core.errors import SpecError
 from hbd.core.events import Begin, Decision, StartTrial, StopRequested, TrialInterrupted
 from hbd.core.limits import DEFAULT_SPEC_LIMITS, SpecLimits
+from hbd.core.retention import DEFAULT_KEEP, Keep
 from hbd.core.spec import SweepSpec, load_spec, parse_spec, spec_warnings
 from hbd.core.sweep import FIRST_FAILURES_STOP, SweepMachine
 from hbd.core.trialcommand import trial_command
@@ -173,8 +174,14 @@ class Daemon:
         lost_after: float = LOST_AFTER,
         first_failures_stop: int = FIRST_FAILURES_STOP,
         spec_limits: SpecLimits = DEFAULT_SPEC_LIMITS,
+        checkpoints: str | None = None,
+        checkpoints_keep: Keep = DEFAULT_KEEP,
     ) -> None:
         self.store = store
+        # Where checkpoints live (None: each executor's own directory) and which
+        # are kept (hbd.core.retention); settings ``checkpoints``, ``checkpoints_keep``.
+        self.checkpoints = checkpoints
+        self.checkpoints_keep: Keep = checkpoints_keep
         self.first_failures_stop = first_failures_stop  # recorded in each sweep.submitted
         self.spec_limits = spec_limits
         self._spec_workers = anyio.CapacityLimiter(SPEC_WORKERS)
@@ -182,7 +189,9 @@ class Daemon:
         self.runners: dict[str, SweepRunner] = {}
         # Composition: placement owns every in-flight trial's state; the shells
         # around it get the capabilities they need, never the daemon.
-        self.placement = Placement(lost_after=lost_after)
+        self.placement = Placement(
+            lost_after=lost_after, shared_checkpoints=checkpoints is not None
+        )
         self.backends: dict[str, ExecutorBackend] = {}
         self.pool = PoolView(self.placement, self.backends)
         self.metricsync = MetricsSync(self.executor_running)
@@ -484,6 +493,7 @@ class Daemon:
             timeout_seconds=spec.timeout_seconds,
             working_dir=container.working_dir,
             resources=trial_resources(spec),
+            checkpoint_store=self.checkpoints,
         )
 
     # ---- what runners ask of the daemon (runner.SweepHost) ----
