@@ -137,6 +137,7 @@ def create_app(daemon: Daemon) -> FastAPI:
             best_row,
             live_state(sweep_id),
             broken(sweep_id),
+            await daemon.store.checkpoint_summary(sweep_id),
         )
 
     @router.get("/v1/sweeps/{sweep_id}/trials")
