@@ -88,14 +88,21 @@ class Retention:
         self._executor_of = executor_of  # placement's memory: trials whose note was dropped
         self._published = published
         self._due: dict[str, None] = {}  # sweeps to look at, in order
-        self._retry: dict[str, float] = {}  # sweep -> monotonic time of its next try
+        self._retry: dict[str, float] = {}  # sweep -> anyio time of its next try
+        self.retry_delay = RETRY_DELAY
         self._wake = anyio.Event()
+        self._busy = False  # a pass is under way
         self._refused: set[str] = set()  # executors that cannot delete (warned once)
         self.stats = RetentionStats()
 
     @property
     def enabled(self) -> bool:
         return self.keep != "all"
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to look at, under way or to retry."""
+        return not self._due and not self._retry and not self._busy
 
     def due(self, sweep_id: str) -> None:
         """Look at ``sweep_id`` soon (a rung decided, the sweep finished, a start)."""
@@ -113,14 +120,16 @@ class Retention:
     async def run(self) -> None:
         while True:
             if not self._due:
-                now = self.clock.monotonic()
+                # anyio's clock, as the wait below: a test's fake clock moves the
+                # daemon's time, not how long a checkpoint stays in use.
+                now = anyio.current_time()
                 ready = [s for s, at in self._retry.items() if at <= now]
                 for sweep_id in ready:
                     del self._retry[sweep_id]
                     self._due[sweep_id] = None
             if not self._due:
                 self._wake = anyio.Event()
-                wait = RETRY_DELAY if self._retry else None
+                wait = self.retry_delay if self._retry else None
                 if wait is None:
                     await self._wake.wait()
                 else:
@@ -129,13 +138,16 @@ class Retention:
                 continue
             sweep_id = next(iter(self._due))
             del self._due[sweep_id]
+            self._busy = True
             try:
                 done = await self.sweep(sweep_id)
             except StoreError as exc:
                 log.warning("checkpoint retention cannot read the log", error=str(exc))
                 done = False
+            finally:
+                self._busy = False
             if not done:
-                self._retry[sweep_id] = self.clock.monotonic() + RETRY_DELAY
+                self._retry[sweep_id] = anyio.current_time() + self.retry_delay
 
     async def sweep(self, sweep_id: str) -> bool:
         """One pass over a sweep; False if a deletion failed and should be tried again."""
