@@ -70,6 +70,8 @@ _DAEMON_FLAGS = {
     "log_format": "--log-format",
     "advertise_url": "--advertise-url",
     "local_gpus": "--gpus",
+    "checkpoints": "--checkpoints",
+    "checkpoints_keep": "--checkpoints-keep",
 }
 _EXECUTOR_FLAGS = {
     "host": "--host",
@@ -235,6 +237,20 @@ def _args_serve(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="IDS",
         help="GPU devices of the --local-executor: 0,1,... or none (default: what NVML reports)",
+    )
+    p.add_argument(
+        "--checkpoints",
+        default=None,
+        metavar="PATH|URL",
+        help="where checkpoints live: a path every executor mounts, or an fsspec URL "
+        "(default: each executor's own directory)",
+    )
+    p.add_argument(
+        "--checkpoints-keep",
+        default=None,
+        choices=("all", "resumable"),
+        help="which checkpoints are kept (default: resumable: what can still be resumed "
+        "and the best trial's lineage)",
     )
 
 
