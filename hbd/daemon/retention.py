@@ -54,6 +54,10 @@ RETRY_DELAY = 30.0
 # Deletions of one sweep logged in one transaction: a rung of thousands of
 # trials frees its checkpoints in a few commits, not thousands.
 LOG_BATCH = 100
+# Bytes one deletion is logged as freeing, at most: an executor's answer is
+# untrusted, and sums of such numbers must stay exact integers in SQLite and
+# JSON. 1 PiB is more than any one checkpoint.
+MAX_FREED_BYTES = 2**50
 
 
 @dataclass(slots=True)
@@ -234,6 +238,7 @@ class Retention:
                 log.info("checkpoint not deleted yet", trial_id=trial_id, error=str(exc))
                 return None
             asked.append(name)
+        freed = min(max(0, freed), MAX_FREED_BYTES)
         return {"trial_id": trial_id, "freed_bytes": freed, "where": where, "executors": asked}
 
 
@@ -305,4 +310,4 @@ def _plan(
     return ids, ran_on, children
 
 
-__all__ = ["CHECKPOINT_DELETED", "RETRY_DELAY", "Retention", "RetentionStats"]
+__all__ = ["CHECKPOINT_DELETED", "MAX_FREED_BYTES", "RETRY_DELAY", "Retention", "RetentionStats"]

@@ -354,7 +354,8 @@ async def trial_counts(db: Database, sweep_id: str) -> dict[str, int]:
 async def checkpoint_summary(db: Database, sweep_id: str) -> dict[str, int]:
     """Checkpoints retention deleted (``checkpoint.deleted`` events) and the bytes freed."""
     rows = await db.fetchall(
-        "SELECT count(*), coalesce(sum(json_extract(payload, '$.freed_bytes')), 0)"
+        # total(), not sum(): a float that never overflows, whatever the log holds.
+        "SELECT count(*), total(json_extract(payload, '$.freed_bytes'))"
         " FROM events WHERE sweep_id = ? AND type = ?",
         (sweep_id, EventType.CHECKPOINT_DELETED),
     )
