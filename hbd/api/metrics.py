@@ -22,6 +22,8 @@ a scrape every 15 s costs two ``GROUP BY`` queries and a ``count(*)``.
     hbd_checkpoint_bytes_freed_total                bytes those deletions freed
     hbd_checkpoint_delete_failures_total            retention passes with a deletion that
                                                     failed (in use, executor away), retried
+    hbd_checkpoint_bytes_kept                       bytes of kept checkpoints, where the
+                                                    daemon can measure them (shared/URL store)
 
 Idle reasons are :class:`hbd.daemon.placement.IdleReason`, the words the
 ``capacity.idle`` events use, from the same classifier: ``no_executor``
@@ -120,6 +122,11 @@ class DaemonMetrics:
             registry=r,
         )
         self._ckpt_seen = (0, 0, 0)
+        self.ckpt_kept = Gauge(
+            "hbd_checkpoint_bytes_kept",
+            "Bytes of the checkpoints sweeps keep, where measured (shared path or URL store)",
+            registry=r,
+        )
 
     async def refresh(self) -> None:
         daemon = self.daemon
@@ -155,6 +162,7 @@ class DaemonMetrics:
         ):
             counter.inc(new - seen)
         self._ckpt_seen = now
+        self.ckpt_kept.set(sum(daemon.retention.kept_bytes.values()))
 
     async def render(self) -> bytes:
         await self.refresh()

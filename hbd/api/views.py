@@ -109,7 +109,8 @@ def sweep_detail(
 
 def _checkpoints(counts: dict[str, int], summary: dict[str, int] | None) -> dict[str, int]:
     """Checkpoints deleted by retention and bytes freed; ``kept``: of the trials that ran
-    to an end (succeeded or failed), those whose checkpoint was not deleted."""
+    to an end (succeeded or failed), those whose checkpoint was not deleted; ``kept_bytes``
+    when the daemon measured them (a shared path or URL store)."""
     summary = summary or {"deleted": 0, "freed_bytes": 0}
     ran = counts.get(TrialStatus.SUCCEEDED, 0) + counts.get(TrialStatus.FAILED, 0)
     return {**summary, "kept": max(0, ran - summary["deleted"])}

@@ -276,8 +276,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     out.rows(("bracket", "rung", "resource", "planned", "trials", "by status"), rows)
     ckpt = detail.get("checkpoints")  # absent from older daemons
     if ckpt and (ckpt.get("deleted") or ckpt.get("kept")):
+        kept = f"{ckpt.get('kept', 0)} kept"
+        if ckpt.get("kept_bytes") is not None:  # measured: a shared path or URL store
+            kept += f" holding {format_bytes(int(ckpt['kept_bytes']))}"
         out.line(
-            f"checkpoints: {ckpt.get('kept', 0)} kept, {ckpt.get('deleted', 0)} deleted, "
+            f"checkpoints: {kept}, {ckpt.get('deleted', 0)} deleted, "
             f"{format_bytes(int(ckpt.get('freed_bytes') or 0))} freed"
         )
     print_outcome(detail, why)

@@ -22,15 +22,18 @@ own task: dispatch never waits for a deletion.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import anyio
 import structlog
 
-from hbd.checkpoints import CheckpointError, open_store
+from hbd.checkpoints import CheckpointError, DirectoryStore, FsspecStore, open_store
 from hbd.core.errors import CoreError
 from hbd.core.retention import CheckpointOwner, Keep, deletable
 from hbd.core.vocabulary import EventType
@@ -98,6 +101,9 @@ class Retention:
         self._busy = False  # a pass is under way
         self._refused: set[str] = set()  # executors that cannot delete (warned once)
         self.stats = RetentionStats()
+        # Bytes of the checkpoints a sweep still keeps, by sweep, as of its last
+        # pass: known only for a shared path or URL, which the daemon can measure.
+        self.kept_bytes: dict[str, int] = {}
 
     @property
     def enabled(self) -> bool:
@@ -162,7 +168,7 @@ class Retention:
         plan = _plan(sweep_id, events, self.keep)
         if plan is None:
             return True  # a sweep that cannot be replayed: its checkpoints are left alone
-        ids, ran_on, children = plan
+        ids, ran_on, children, ran, deleted = plan
         ok = True
         records: list[tuple[str, dict[str, Any]]] = []
         for trial_id in ids:
@@ -177,6 +183,15 @@ class Retention:
         await self._log(sweep_id, records)
         if not ok:
             self.stats.failures += 1
+        if self.checkpoints is not None:
+            gone = deleted | {r[1]["trial_id"] for r in records}
+            kept = [t for t in ran if t not in gone]
+            try:
+                size = await anyio.to_thread.run_sync(partial(_store_bytes, self.checkpoints, kept))
+            except (OSError, CheckpointError) as exc:
+                log.warning("cannot measure kept checkpoints", sweep_id=sweep_id, error=str(exc))
+            else:
+                self.kept_bytes[sweep_id] = size
         return ok
 
     async def _log(self, sweep_id: str, records: list[tuple[str, dict[str, Any]]]) -> None:
@@ -246,9 +261,39 @@ def _store_delete(store: str, trial_id: str) -> int:
     return open_store(store).delete(trial_id)
 
 
+def _store_bytes(store: str, trial_ids: list[str]) -> int:
+    """Bytes of the checkpoints of ``trial_ids`` in a shared path or URL store (links not followed)."""
+    opened = open_store(store)
+    total = 0
+    for trial_id in trial_ids:
+        if isinstance(opened, FsspecStore):
+            remote = f"{opened.root}/{trial_id}"
+            if opened.fs.exists(remote):
+                total += int(opened.fs.du(remote))
+        elif isinstance(opened, DirectoryStore):
+            total += _tree_bytes(opened.root / trial_id)
+    return total
+
+
+def _tree_bytes(root: Path) -> int:
+    """Bytes of regular files under ``root``; a link (even ``root`` itself) counts nothing."""
+    try:
+        if not stat.S_ISDIR(os.lstat(root).st_mode):
+            return 0
+    except FileNotFoundError:
+        return 0
+    total = 0
+    for dirpath, _, filenames in os.walk(root, followlinks=False):
+        for name in filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    return total
+
+
 def _plan(
     sweep_id: str, events: list[StoredEvent], keep: Keep
-) -> tuple[list[str], dict[str, str], dict[str, list[str]]] | None:
+) -> tuple[list[str], dict[str, str], dict[str, list[str]], list[str], set[str]] | None:
     """What may be deleted now, where each trial ran, and who resumed from whom (pure)."""
     replayed = [e for e in events if e.type in REPLAY_TYPES]
     try:
@@ -307,7 +352,8 @@ def _plan(
     # note came after its result (and was dropped).
     ran = {t.trial_id for t in machine.trials.values() if t.state.value in _RAN}
     ids = [i for i in ids if (i in ran_on or i in ran) and (ended or i not in children)]
-    return ids, ran_on, children
+    wrote = [t for t in machine.trials if t in ran_on or t in ran]  # may have a checkpoint
+    return ids, ran_on, children, wrote, deleted
 
 
 __all__ = ["CHECKPOINT_DELETED", "MAX_FREED_BYTES", "RETRY_DELAY", "Retention", "RetentionStats"]
