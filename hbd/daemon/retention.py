@@ -176,6 +176,8 @@ class Retention:
             if payload is None:
                 ok = False
                 continue
+            if not payload:
+                continue  # its executor is no longer configured: left, and not logged
             records.append((CHECKPOINT_DELETED, payload))
             if len(records) >= LOG_BATCH:
                 await self._log(sweep_id, records)
@@ -209,19 +211,26 @@ class Retention:
     async def _delete(
         self, trial_id: str, ran_on: Mapping[str, str], children: Mapping[str, list[str]]
     ) -> dict[str, Any] | None:
-        """Delete one checkpoint; its ``checkpoint.deleted`` payload, or None if it failed."""
+        """Delete one checkpoint; its ``checkpoint.deleted`` payload, None if it failed
+        (tried again later), ``{}`` if nobody here can delete it (left alone)."""
         store = self.checkpoints
         executor = ran_on.get(trial_id) or self._executor_of(trial_id)
         freed = 0
         names: list[str]
         if store is None:
             where = "executor"
+            if executor is not None and executor not in self.backends:
+                # Ran on an executor no longer configured: nobody here can delete it.
+                # Not a failure to retry every RETRY_DELAY; the next start tries again.
+                if executor not in self._refused:
+                    self._refused.add(executor)
+                    log.warning(
+                        "checkpoints on an executor no longer configured are left",
+                        executor=executor,
+                    )
+                return {}
             # Unknown (its dispatched note came after its result): ask every one.
-            names = (
-                [executor]
-                if executor is not None and executor in self.backends
-                else sorted(self.backends)
-            )
+            names = [executor] if executor is not None else sorted(self.backends)
         else:
             where = "url" if "://" in store else "shared"
             try:

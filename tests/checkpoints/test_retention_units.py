@@ -170,3 +170,12 @@ async def test_an_executor_claiming_absurd_bytes_is_capped(store: Store) -> None
     payload = await r._delete("t", {"t": "a"}, {})
     assert payload is not None and payload["freed_bytes"] == MAX_FREED_BYTES
     json.dumps(payload)
+
+
+async def test_a_checkpoint_on_an_executor_no_longer_configured_is_left_and_not_logged(
+    store: Store,
+) -> None:
+    a = Fake(default=3)
+    r = retention(store, None, {"a": a})
+    assert await r._delete("t", {"t": "gone"}, {}) == {}
+    assert a.asked == []
