@@ -71,4 +71,5 @@ def base_url(url: str) -> str:
 EXECUTOR_BACKENDS: dict[str, str] = {
     "http": "hbd.daemon.executors:ExecutorClient",
     "https": "hbd.daemon.executors:ExecutorClient",
+    "ray": "hbd.daemon.ray_backend:RayBackend",
 }

@@ -400,7 +400,7 @@ class DaemonSettings(_Common):
             scheme, sep, rest = url.partition("://")
             if not sep or scheme not in BACKENDS or not rest.strip("/"):
                 known = ", ".join(f"{s}://" for s in sorted(BACKENDS))
-                raise ValueError(f"entry {i}: {url!r} is not an http(s) URL (executors: {known})")
+                raise ValueError(f"entry {i}: {url!r} is not an executor URL (use {known})")
             out.append(base_url(url))
         if len(set(out)) != len(out):
             raise ValueError("the same executor URL appears twice")

@@ -87,7 +87,7 @@ def test_executors_list_from_environment_as_json(monkeypatch: pytest.MonkeyPatch
             'log_level = "loud"\n',
             "log_level: Input should be 'debug', 'info', 'warning' or 'error'",
         ),
-        ('executors = ["ftp://x"]\n', "executors: entry 0: 'ftp://x' is not an http(s) URL"),
+        ('executors = ["ftp://x"]\n', "executors: entry 0: 'ftp://x' is not an executor URL"),
         ("local_executor = -1\n", "local_executor: Input should be greater than or equal to 0"),
         ("port = \n", "{path}: not valid TOML"),
     ],

@@ -22,6 +22,7 @@ from hbd.core import geometry
 from hbd.core.errors import InvalidTransition
 from hbd.core.events import JSON, RankedTrial, RungDecided, StartTrial
 from hbd.core.ranking import Direction, metric_value, rank
+from hbd.core.vocabulary import EventType
 
 
 class TrialState(StrEnum):
@@ -43,26 +44,26 @@ class SweepState(StrEnum):
 
 
 TRIAL_TRANSITIONS: Mapping[tuple[TrialState, str], TrialState] = {
-    (TrialState.SCHEDULED, "trial.succeeded"): TrialState.SUCCEEDED,
-    (TrialState.SCHEDULED, "trial.failed"): TrialState.FAILED,
-    (TrialState.SCHEDULED, "trial.cancelled"): TrialState.CANCELLED,
+    (TrialState.SCHEDULED, EventType.TRIAL_SUCCEEDED): TrialState.SUCCEEDED,
+    (TrialState.SCHEDULED, EventType.TRIAL_FAILED): TrialState.FAILED,
+    (TrialState.SCHEDULED, EventType.TRIAL_CANCELLED): TrialState.CANCELLED,
     # Not an outcome: the trial stays open and its run starts again (Trial.runs + 1).
-    (TrialState.SCHEDULED, "trial.interrupted"): TrialState.SCHEDULED,
+    (TrialState.SCHEDULED, EventType.TRIAL_INTERRUPTED): TrialState.SCHEDULED,
 }
 
 # Trial results keep a running or stopping sweep where it is; the moves the
 # machine makes by itself after an event are MACHINE_TRANSITIONS, by condition.
 SWEEP_TRANSITIONS: Mapping[tuple[SweepState, str], SweepState] = {
-    (SweepState.CREATED, "sweep.begin"): SweepState.RUNNING,
-    (SweepState.RUNNING, "trial.succeeded"): SweepState.RUNNING,
-    (SweepState.RUNNING, "trial.failed"): SweepState.RUNNING,
-    (SweepState.RUNNING, "trial.cancelled"): SweepState.RUNNING,
-    (SweepState.RUNNING, "trial.interrupted"): SweepState.RUNNING,
-    (SweepState.RUNNING, "sweep.stop_requested"): SweepState.STOPPING,
-    (SweepState.STOPPING, "trial.succeeded"): SweepState.STOPPING,
-    (SweepState.STOPPING, "trial.failed"): SweepState.STOPPING,
-    (SweepState.STOPPING, "trial.cancelled"): SweepState.STOPPING,
-    (SweepState.STOPPING, "trial.interrupted"): SweepState.STOPPING,
+    (SweepState.CREATED, EventType.SWEEP_BEGIN): SweepState.RUNNING,
+    (SweepState.RUNNING, EventType.TRIAL_SUCCEEDED): SweepState.RUNNING,
+    (SweepState.RUNNING, EventType.TRIAL_FAILED): SweepState.RUNNING,
+    (SweepState.RUNNING, EventType.TRIAL_CANCELLED): SweepState.RUNNING,
+    (SweepState.RUNNING, EventType.TRIAL_INTERRUPTED): SweepState.RUNNING,
+    (SweepState.RUNNING, EventType.SWEEP_STOP_REQUESTED): SweepState.STOPPING,
+    (SweepState.STOPPING, EventType.TRIAL_SUCCEEDED): SweepState.STOPPING,
+    (SweepState.STOPPING, EventType.TRIAL_FAILED): SweepState.STOPPING,
+    (SweepState.STOPPING, EventType.TRIAL_CANCELLED): SweepState.STOPPING,
+    (SweepState.STOPPING, EventType.TRIAL_INTERRUPTED): SweepState.STOPPING,
 }
 # The conditions under which the machine moves by itself (names of MACHINE_TRANSITIONS).
 EARLY_STOPPED = "early stopping condition met"

@@ -23,6 +23,7 @@ Checks come in two layers:
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 from collections.abc import Iterator, Mapping
@@ -55,6 +56,7 @@ from hbd.core.limits import (
 )
 from hbd.core.loader import SpecTooLarge, load_yaml
 from hbd.core.params import (
+    KIND_MODELS,
     NUMERIC_KINDS,
     PARAM_KINDS,
     PCHOICE_TOLERANCE,
@@ -62,6 +64,7 @@ from hbd.core.params import (
     LogUniformParam,
     Number,
     Param,
+    ParamOfKind,
     PChoiceParam,
     QLogUniformParam,
 )
@@ -170,7 +173,7 @@ EarlyStopping = Annotated[MetricEarlyStopping | FailureEarlyStopping, Field(disc
 
 class HyperbandMatrix(Frozen):
     kind: Literal["hyperband"]
-    params: dict[str, Param]
+    params: dict[str, ParamOfKind]
     max_iterations: int = Field(ge=1, le=MAX_SQL_INT)  # resources are stored as SQL integers
     eta: Number = 3
     resource: Resource
@@ -385,7 +388,7 @@ def parse_spec(data: object) -> SweepSpec:
     ) as exc:  # pragma: no cover - a bug in a validator
         problems.append(SpecProblem("", f"invalid spec: {exc}"))
     if not refs:  # without the component there is nothing to check params against
-        problems.extend(_cross_check(body))
+        problems.extend(_cross_check(body, spec))
     if problems or spec is None:
         raise SpecError([_one_line(p) for p in problems] or [SpecProblem("", "invalid spec")])
     return spec
@@ -628,6 +631,8 @@ def _known_keys() -> list[str]:
     if not _KNOWN_KEYS:
         seen: set[type[BaseModel]] = set()
         keys = set(_model_keys(SweepSpec, seen)) | set(REFS) | {"container"}
+        for model in KIND_MODELS.values():  # params are validated by kind (ParamOfKind)
+            keys |= set(_model_keys(model, seen))
         _KNOWN_KEYS.extend(sorted(keys))
     return _KNOWN_KEYS
 
@@ -635,18 +640,18 @@ def _known_keys() -> list[str]:
 # ---------------------------------------------------------------- cross-field checks
 
 
-def _try(adapter: TypeAdapter[Any], v: object) -> Any:
+@functools.cache
+def _adapter(tp: Any) -> TypeAdapter[Any]:
+    # Built on first use: a valid spec's pieces come from the spec itself
+    # (``_cross_check``), so most runs never build these validators at all.
+    return TypeAdapter(tp)
+
+
+def _try(tp: Any, v: object) -> Any:
     try:
-        return adapter.validate_python(v)
+        return _adapter(tp).validate_python(v)
     except ValidationError:
         return None  # already reported by the schema pass
-
-
-_PARAM = TypeAdapter(Param)
-_IO = TypeAdapter(IOSpec)
-_RESOURCE = TypeAdapter(Resource)
-_STRS = TypeAdapter(list[str])
-_OP_PARAM = TypeAdapter(OperationParam)
 
 
 def _mapping(v: object) -> Mapping[str, Any]:
@@ -659,15 +664,19 @@ def _container_path(component: Mapping[str, Any]) -> tuple[str, Mapping[str, Any
     return "component.run.container", _mapping(_mapping(component.get("run")).get("container"))
 
 
-def _templates(container: Mapping[str, Any], where: str) -> Iterator[tuple[str, str, bool]]:
+def _templates(
+    container: Mapping[str, Any], where: str, parsed: Container | None
+) -> Iterator[tuple[str, str, bool]]:
     """(location, template, in argv) of every templated string of the container."""
     for field in ("command", "args"):
-        raw = container.get(field)
-        try:
-            raw = split_command(raw)
-        except ValueError:
-            continue  # reported by the schema pass
-        for j, item in enumerate(_try(_STRS, raw) or []):
+        if parsed is not None:
+            argv: list[str] = getattr(parsed, field)
+        else:
+            try:
+                argv = _try(list[str], split_command(container.get(field))) or []
+            except ValueError:
+                continue  # reported by the schema pass
+        for j, item in enumerate(argv):
             yield f"{where}.{field}[{j}]", item, True
     env = container.get("env")
     entries = (
@@ -722,7 +731,13 @@ def _cast_problem(name: str, values: list[Any], io: IOSpec) -> str | None:
     return None
 
 
-def _cross_check(data: Mapping[str, Any]) -> list[SpecProblem]:
+def _cross_check(data: Mapping[str, Any], spec: SweepSpec | None) -> list[SpecProblem]:
+    """Problems between the parts of ``data``; ``spec`` is ``data`` validated, if it was.
+
+    Each part is validated on its own (``_try``) so that the checks still run
+    on the parts that are valid in a spec that is not; a valid spec's parts
+    are taken from ``spec`` instead of being validated again.
+    """
     matrix = _mapping(data.get("matrix"))
     component = _mapping(data.get("component"))
     raw_params = _mapping(matrix.get("params"))
@@ -736,7 +751,7 @@ def _cross_check(data: Mapping[str, Any]) -> list[SpecProblem]:
     unreadable: set[str] = set()  # inputs whose name we know but that did not parse
     problems: list[SpecProblem] = []
     for i, raw in enumerate(raw_inputs):
-        io = _try(_IO, raw)
+        io = spec.component.inputs[i] if spec is not None else _try(IOSpec, raw)
         if io is None:
             name = _mapping(raw).get("name")
             if isinstance(name, str):
@@ -755,7 +770,8 @@ def _cross_check(data: Mapping[str, Any]) -> list[SpecProblem]:
     used: set[str] = set()  # names the templates use
     as_args = False
     parsed: list[tuple[str, str, bool, list[Any]]] = []
-    for loc, template, in_argv in _templates(container, where):
+    parsed_container = spec.component.container if spec is not None else None
+    for loc, template, in_argv in _templates(container, where, parsed_container):
         try:
             exprs = expressions(template)
         except TemplateError as exc:
@@ -783,7 +799,7 @@ def _cross_check(data: Mapping[str, Any]) -> list[SpecProblem]:
             if problem := undeclared(loc, name):
                 problems.append(problem)
             continue
-        param = _try(_PARAM, raw)
+        param = spec.matrix.params[name] if spec is not None else _try(ParamOfKind, raw)
         if param is None:
             continue
         io = inputs[name][1]
@@ -808,7 +824,7 @@ def _cross_check(data: Mapping[str, Any]) -> list[SpecProblem]:
                 SpecProblem(loc, f"input `{name}` has options; use choice or pchoice over them")
             )
 
-    resource = _try(_RESOURCE, matrix.get("resource"))
+    resource = spec.matrix.resource if spec is not None else _try(Resource, matrix.get("resource"))
     resource_name = resource.name if resource is not None else None
     if resource is not None and resource.name not in unreadable:
         if resource.name not in inputs:
@@ -849,7 +865,7 @@ def _cross_check(data: Mapping[str, Any]) -> list[SpecProblem]:
 
     for name, raw in op_params.items():
         loc = f"params.{name}"
-        p = _try(_OP_PARAM, raw)
+        p = spec.params[name] if spec is not None else _try(OperationParam, raw)
         if p is not None and p.value is None:
             problems.append(SpecProblem(loc, "has no value; give `value: ...`"))
         elif name in raw_params:

@@ -37,6 +37,7 @@ from hbd.core.errors import CoreError
 from hbd.core.events import StartTrial, TrialFailed, TrialInterrupted
 from hbd.core.spec import SweepSpec
 from hbd.core.sweep import SweepMachine
+from hbd.core.vocabulary import EventType
 from hbd.daemon.backend import ExecutorBackend
 from hbd.daemon.clock import Clock
 from hbd.daemon.dispatcher import Dispatcher, OnStatus
@@ -50,7 +51,7 @@ from hbd.store.log import Store
 
 log = structlog.get_logger(__name__)
 
-RESUME_TYPES = REPLAY_TYPES | {"trial.dispatched"}
+RESUME_TYPES = REPLAY_TYPES | {EventType.TRIAL_DISPATCHED}
 
 # How often executors' health (and so their slots) is refreshed.
 HEALTH_INTERVAL = 2.0
@@ -166,7 +167,7 @@ class Reconciler:
         executor_of = {
             e.trial_id: str(e.payload["executor"])
             for e in events
-            if e.type == "trial.dispatched" and e.trial_id
+            if e.type == EventType.TRIAL_DISPATCHED and e.trial_id
         }
         # Trials whose last run was interrupted after (or before) it was dispatched:
         # the next run is to be sent, whatever the executor says of the last one.
@@ -174,7 +175,7 @@ class Reconciler:
         for e in events:
             if e.trial_id and e.type == TrialInterrupted.TYPE:
                 rerun_ids.add(e.trial_id)
-            elif e.trial_id and e.type == "trial.dispatched":
+            elif e.trial_id and e.type == EventType.TRIAL_DISPATCHED:
                 rerun_ids.discard(e.trial_id)
         starts = {
             tid: runner.start_of(tid) for tid, t in machine.trials.items() if not t.state.ended

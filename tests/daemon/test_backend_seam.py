@@ -142,7 +142,7 @@ def test_a_new_scheme_is_accepted_by_the_settings_once_registered(
 ) -> None:
     from hbd.settings import DaemonSettings
 
-    with pytest.raises(ValueError, match="not an http"):
+    with pytest.raises(ValueError, match="not an executor URL"):
         DaemonSettings(executors=["mem://a"])
     monkeypatch.setitem(BACKENDS, "mem", f"{__name__}:MemoryBackend")
     assert DaemonSettings(executors=["mem://a"]).executors == ["mem://a"]
