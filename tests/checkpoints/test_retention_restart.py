@@ -133,3 +133,43 @@ async def test_each_checkpoint_is_deleted_once_and_what_failed_is_retried_after_
         assert summary == {"deleted": len(want), "freed_bytes": len(want) * FREED}
     finally:
         await store.close()
+
+
+class Hanging(MemoryBackend):
+    """An executor whose checkpoint deletion never returns."""
+
+    calls: ClassVar[int] = 0
+
+    async def delete_checkpoint(self, trial_id: str) -> int:
+        Hanging.calls += 1
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
+async def test_a_deletion_that_hangs_never_holds_up_the_sweep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(BACKENDS, "hang", f"{__name__}:Hanging")
+    monkeypatch.setattr(Hanging, "calls", 0)
+    store = await open_store(tmp_path / "hbd.db")
+    try:
+        async with anyio.create_task_group() as tg:
+            daemon = Daemon(store, clock=FakeClock(), checkpoints_keep="resumable")
+            daemon.add_executor("hang://a", backend_for("hang://a", token=None))
+            await tg.start(daemon.run)
+            spec = sweep_yaml(tmp_path / "u.jsonl", concurrency=None, resume=True)
+            sweep_id, _ = await daemon.submit(spec)
+            assert await wait_finished(daemon, sweep_id) == "succeeded"
+            with anyio.fail_after(10):
+                while Hanging.calls == 0:  # retention is stuck in its first deletion
+                    await anyio.sleep(0.01)
+            # ... and another sweep is dispatched and runs to its end meanwhile.
+            other, _ = await daemon.submit(
+                sweep_yaml(tmp_path / "u.jsonl", concurrency=None, resume=True, seed=12)
+            )
+            assert await wait_finished(daemon, other) == "succeeded"
+            assert Hanging.calls == 1
+            tg.cancel_scope.cancel()
+        assert await deleted_events(store, sweep_id) == []
+    finally:
+        await store.close()
