@@ -137,7 +137,14 @@ def create_app(daemon: Daemon) -> FastAPI:
             best_row,
             live_state(sweep_id),
             broken(sweep_id),
+            await checkpoints(sweep_id),
         )
+
+    async def checkpoints(sweep_id: str) -> dict[str, int]:
+        """What retention deleted (the log), and the bytes kept if the daemon measured them."""
+        summary = await daemon.store.checkpoint_summary(sweep_id)
+        kept = daemon.retention.kept_bytes.get(sweep_id)
+        return summary if kept is None else {**summary, "kept_bytes": kept}
 
     @router.get("/v1/sweeps/{sweep_id}/trials")
     async def list_trials(

@@ -93,6 +93,7 @@ class LocalSource:
             await projections.trial_counts(self.db, sweep_id),
             best,
             None,
+            checkpoints=await projections.checkpoint_summary(self.db, sweep_id),
         )
 
     async def trials(self, sweep_id: str, **filters: Any) -> list[dict[str, Any]]:

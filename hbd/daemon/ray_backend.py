@@ -459,6 +459,13 @@ class RayBackend:
             "tail_start": None,
         }
 
+    async def delete_checkpoint(self, trial_id: str) -> int:
+        """Checkpoints stay in the nodes' workdir: this backend cannot delete them
+        (checkpoint retention says so once and leaves them)."""
+        raise ExecutorRejected(
+            f"{self.base}: the Ray backend cannot delete checkpoints on the cluster's nodes"
+        )
+
     async def health(self, *, single: bool = False) -> Health:
         timeout = HEALTH_TIMEOUT if single else RAY_TIMEOUT
         version = await self._json("GET", "/api/version", timeout=timeout)
