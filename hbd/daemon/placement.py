@@ -531,6 +531,10 @@ class Placement:
         attempts = flight.attempts + 1
         # It may have arrived: sending it elsewhere could run it twice.
         only = e.name if maybe_sent else flight.only
+        if flight.cancel_pending and maybe_sent:
+            # Recorded as cancelled unsent below, yet it may run there: cancel it
+            # once it answers, as for a lost trial.
+            e.lost.add(trial_id)
         if attempts >= MAX_DISPATCH_ATTEMPTS:
             if maybe_sent:
                 e.lost.add(trial_id)  # cancelled when it answers again
