@@ -332,6 +332,10 @@ def _plan(
     # child has its own. At the end nothing can resume any more: every
     # checkpoint outside the best's lineage goes (promoted=False says so).
     ended = machine.finished is not None
+    if ended:
+        # A sweep that stopped early (a user's stop, early stopping) leaves rungs
+        # undecided; nothing of them can be promoted any more either.
+        decided.update((t.bracket, t.rung) for t in machine.trials.values())
     owners = []
     children: dict[str, list[str]] = {}
     for t in machine.trials.values():
