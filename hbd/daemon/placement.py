@@ -27,7 +27,9 @@ One record per trial (:class:`Flight`) moves through four phases::
 - SENT: on an executor; polled when silent for ``SILENCE``; declared LOST
   when its executor has been unreachable for ``lost_after``.
 - LOST: failed as lost (the failure is being committed); cancelled on its
-  executor, best effort, once that executor answers again.
+  executor, best effort, once that executor answers again. A QUEUED trial
+  pinned (``only``) to an executor unreachable for ``lost_after`` is lost too:
+  nothing else would end it, and its rung would wait for ever.
 
 A slot (and the trial's devices) is held from SENDING until the trial's
 terminal event is committed (``ended``), so a trial never runs twice.
@@ -531,6 +533,10 @@ class Placement:
         attempts = flight.attempts + 1
         # It may have arrived: sending it elsewhere could run it twice.
         only = e.name if maybe_sent else flight.only
+        if flight.cancel_pending and maybe_sent:
+            # Recorded as cancelled unsent below, yet it may run there: cancel it
+            # once it answers, as for a lost trial.
+            e.lost.add(trial_id)
         if attempts >= MAX_DISPATCH_ATTEMPTS:
             if maybe_sent:
                 e.lost.add(trial_id)  # cancelled when it answers again
@@ -565,6 +571,15 @@ class Placement:
         actions: list[Action] = []
         for trial_id in sorted(self.flights):
             flight = self.flights[trial_id]
+            if flight.phase is Phase.QUEUED and flight.only is not None:
+                # Pinned (it may have arrived there, or its checkpoint is there) to an
+                # executor gone lost_after: nothing else would ever end it.
+                pinned = self.executors.get(flight.only)
+                since = pinned.unreachable_since if pinned is not None else None
+                if pinned is not None and since is not None and now - since >= self.lost_after:
+                    self._queue.pop(trial_id, None)
+                    actions.append(self._lose(flight, pinned, now, "it waited for it"))
+                continue
             if flight.phase is not Phase.SENT or flight.executor is None:
                 continue  # queued, its submit on its way, or already lost
             e = self.executors.get(flight.executor)

@@ -165,7 +165,11 @@ class Retention:
         events = await self.store.sweep_events(sweep_id, types=PASS_TYPES)
         if not events or events[0].type != EventType.SWEEP_SUBMITTED:
             return True
-        plan = _plan(sweep_id, events, self.keep)
+        # A replay of the whole sweep: seconds for a large one, so not in the event
+        # loop; pure, so a daemon stopping need not wait for it.
+        plan = await anyio.to_thread.run_sync(
+            partial(_plan, sweep_id, events, self.keep), abandon_on_cancel=True
+        )
         if plan is None:
             return True  # a sweep that cannot be replayed: its checkpoints are left alone
         ids, ran_on, children, ran, deleted = plan
@@ -332,6 +336,10 @@ def _plan(
     # child has its own. At the end nothing can resume any more: every
     # checkpoint outside the best's lineage goes (promoted=False says so).
     ended = machine.finished is not None
+    if ended:
+        # A sweep that stopped early (a user's stop, early stopping) leaves rungs
+        # undecided; nothing of them can be promoted any more either.
+        decided.update((t.bracket, t.rung) for t in machine.trials.values())
     owners = []
     children: dict[str, list[str]] = {}
     for t in machine.trials.values():
