@@ -275,8 +275,11 @@ class RayBackend:
         end = raw.rfind(b"\n") + 1
         if end <= job.log_bytes:
             return
-        for line in raw[job.log_bytes : end].decode(errors="replace").splitlines():
-            self._parse_line(job, line)
+        # "\n" only, never str.splitlines(): that also splits on U+2028, NEL...,
+        # which the runner's JSON leaves raw inside a line (a metric's name, a
+        # failed trial's stderr tail), and the verdict line would be lost.
+        for line in raw[job.log_bytes : end].decode(errors="replace").split("\n"):
+            self._parse_line(job, line.removesuffix("\r"))
         job.log_bytes = end
 
     @staticmethod

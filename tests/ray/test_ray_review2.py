@@ -1,0 +1,123 @@
+"""Review: what a trial or an operator can do to the Ray path, without a cluster.
+
+The job log is produced by the real runner's Reporter and read back by the
+real RayBackend through httpx MockTransport at the HTTP seam.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from hbd.daemon.ray_backend import RayBackend, job_name
+from hbd.executor import ray_runner
+from hbd.executor.metrics import Line
+from hbd.protocol import ResourceValue, TrialStatus, TrialSubmission
+
+pytestmark = pytest.mark.anyio
+
+
+def sub(**kw: object) -> TrialSubmission:
+    fields: dict[str, object] = {
+        "id": "t1",
+        "sweep_id": "s",
+        "command": ["true"],
+        "resource": ResourceValue(name="epochs", value=1),
+        "metric": "loss",
+        **kw,
+    }
+    return TrialSubmission(**fields)  # type: ignore[arg-type]
+
+
+def cluster(log_text: str, trial: TrialSubmission) -> httpx.MockTransport:
+    name = job_name(trial.id, trial.run)
+    info = {
+        "submission_id": name,
+        "status": "SUCCEEDED",  # the runner exits 0 whatever the trial did
+        "metadata": {"hbd_trial_id": trial.id, "hbd_run": str(trial.run), "hbd_sweep_id": "s"},
+        "start_time": 1000,
+        "end_time": 2000,
+    }
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/api/jobs/":
+            return httpx.Response(200, json=[info])
+        if path == f"/api/jobs/{name}":
+            return httpx.Response(200, json=info)
+        if path == f"/api/jobs/{name}/logs":
+            return httpx.Response(200, json={"logs": log_text})
+        return httpx.Response(404, text="no such job")
+
+    return httpx.MockTransport(handle)
+
+
+SEPARATORS = ["\u2028", "\u2029", "\x85", "\x0b", "\x0c"]
+
+
+async def read_back(trial: TrialSubmission, log_text: str) -> TrialStatus:
+    backend = RayBackend("ray://127.0.0.1:8265", transport=cluster(log_text, trial))
+    try:
+        return await backend.status(trial.id)
+    finally:
+        await backend.aclose()
+
+
+@pytest.mark.parametrize("separator", SEPARATORS)
+async def test_a_failed_trials_stderr_does_not_lose_or_forge_its_verdict(
+    capsys: pytest.CaptureFixture[str], separator: str
+) -> None:
+    # Bug: the backend split the job log with str.splitlines(), which also
+    # splits on U+2028, NEL, VT, FF...; the runner's @hbd-status line is
+    # pydantic JSON, which leaves those raw. A failed trial's stderr tail
+    # (part of that line) cut it: the verdict was lost, and the job (exit 0)
+    # reported as "Ray job ... ended SUCCEEDED" without reason, exit code or
+    # metrics. Quotes stay escaped, so a whole forged status cannot be made.
+    trial = sub()
+    forged = TrialStatus(
+        id="t1", sweep_id="s", run=1, state="succeeded", metrics={"loss": -1e9}, started_at=1.0
+    ).model_dump_json()
+    stderr = f"Traceback...{separator}{ray_runner.STATUS_PREFIX}{forged}{separator}end"
+    real = TrialStatus(
+        id="t1",
+        sweep_id="s",
+        run=1,
+        state="failed",
+        metrics={"loss": 3.0},
+        reason="exit code 1",
+        exit_code=1,
+        stderr_tail=stderr,
+        started_at=1.0,
+        ended_at=2.0,
+    )
+    reporter = ray_runner.Reporter(trial, None)
+    reporter.status(real)
+    reporter.close()
+    status = await read_back(trial, capsys.readouterr().out)
+    assert status == real
+
+
+@pytest.mark.parametrize("separator", SEPARATORS)
+async def test_a_succeeded_trial_with_an_odd_metric_name_stays_succeeded(
+    capsys: pytest.CaptureFixture[str], separator: str
+) -> None:
+    trial = sub()
+    metrics = {"loss": 0.5, f"lr{separator}note": 1.0}
+    real = TrialStatus(
+        id="t1",
+        sweep_id="s",
+        run=1,
+        state="succeeded",
+        metrics=metrics,
+        metrics_seq=1,
+        started_at=1.0,
+        ended_at=2.0,
+    )
+    reporter = ray_runner.Reporter(trial, None)
+
+    reporter.lines([Line(seq=1, metrics=metrics)])
+    reporter.status(real)
+    reporter.close()
+    status = await read_back(trial, capsys.readouterr().out)
+    assert status.state == "succeeded", status.reason
+    assert status.metrics == metrics
