@@ -6,6 +6,11 @@ real RayBackend through httpx MockTransport at the HTTP seam.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -121,3 +126,53 @@ async def test_a_succeeded_trial_with_an_odd_metric_name_stays_succeeded(
     status = await read_back(trial, capsys.readouterr().out)
     assert status.state == "succeeded", status.reason
     assert status.metrics == metrics
+
+
+# ---- the checkpoint contract on a Ray node (the runner as a real process)
+
+WRITE_AND_RESUME = (
+    'test -n "$HBD_RESUME_FROM" && cat "$HBD_RESUME_FROM/w.txt" > "$HBD_TRIAL_DIR/resumed.txt"; '
+    'echo "$HBD_TRIAL_ID" > "$HBD_CHECKPOINT_DIR/w.txt"; '
+    'echo \'{"loss": 1.0}\' >> "$HBD_METRICS_FILE"'
+)
+
+
+def run_on_node(trial: TrialSubmission, node: Path) -> TrialStatus:
+    """``python -m hbd.executor.ray_runner`` as Ray starts it: a real process."""
+    env = {
+        **os.environ,
+        ray_runner.SUBMISSION_ENV: trial.model_dump_json(),
+        ray_runner.WORKDIR_ENV: str(node),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "hbd.executor.ray_runner"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    last = [x for x in done.stdout.split("\n") if x.startswith(ray_runner.STATUS_PREFIX)][-1]
+    return TrialStatus.model_validate_json(last.removeprefix(ray_runner.STATUS_PREFIX))
+
+
+@pytest.mark.parametrize("kind", ["path", "url"])
+def test_a_ray_trial_writes_and_resumes_through_the_daemons_checkpoint_store(
+    tmp_path: Path, kind: str
+) -> None:
+    # Bug: the runner ignored the submission's checkpoint_store (the daemon's
+    # `checkpoints` setting) and always used <node workdir>/checkpoints: with a
+    # shared path or a URL the checkpoint was never where retention and a
+    # resumed child (maybe on another node) look for it.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    store = str(shared) if kind == "path" else f"file://{shared}"
+    command = ["sh", "-c", WRITE_AND_RESUME]
+    parent = sub(id="p1", command=command, checkpoint_store=store)
+    assert run_on_node(parent, tmp_path / "node-a").state == "succeeded"
+    assert (shared / "p1" / "w.txt").read_text() == "p1\n"
+    child = sub(id="c1", command=command, checkpoint_store=store, resume_from="p1")
+    assert run_on_node(child, tmp_path / "node-b").state == "succeeded"
+    assert (tmp_path / "node-b" / "trials" / "c1" / "resumed.txt").read_text() == "p1\n"
+    assert (shared / "c1" / "w.txt").read_text() == "c1\n"
