@@ -213,6 +213,8 @@ class FsspecStore(CheckpointStore):
         files = list(_local_files(source))
         _check_total(trial_id, sum(size for _, size in files), len(files), max_bytes)
         remote = self._remote(trial_id)
+        if self._is_local_copy(source, remote):
+            return 0  # file://<the staging directory>: already stored (deleting would lose it)
         self.delete(trial_id)  # an earlier run's files must not mix with this one's
         copied = 0
         dir_fd = os.open(source, _DIR_FLAGS)
@@ -222,6 +224,17 @@ class FsspecStore(CheckpointStore):
         finally:
             os.close(dir_fd)
         return copied
+
+    def _is_local_copy(self, source: Path, remote: str) -> bool:
+        """Whether ``remote`` is ``source`` itself (a file:// URL naming the staging directory)."""
+        protocol = self.fs.protocol
+        protocols = set(protocol) if isinstance(protocol, (tuple, list)) else {protocol}
+        if not protocols & {"file", "local"}:
+            return False
+        try:
+            return os.path.samefile(source, remote)
+        except (OSError, ValueError):
+            return False
 
     def fetch(self, parent_id: str, max_bytes: int) -> int:
         target = self._local(parent_id)
