@@ -218,7 +218,11 @@ class RayBackend:
                 continue
             try:
                 run = int(meta.get(META_RUN, "1"))
-            except ValueError:
+            except (TypeError, ValueError):
+                continue
+            # Metadata alone is anyone's to write: only the job hbd itself named
+            # for this run (job_name, which Ray keeps unique) is the trial's.
+            if item.get("submission_id") != job_name(trial_id, run):
                 continue
             candidate = (run, str(item.get("submission_id")))
             if best is None or candidate > best:

@@ -176,3 +176,49 @@ def test_a_ray_trial_writes_and_resumes_through_the_daemons_checkpoint_store(
     assert run_on_node(child, tmp_path / "node-b").state == "succeeded"
     assert (tmp_path / "node-b" / "trials" / "c1" / "resumed.txt").read_text() == "p1\n"
     assert (shared / "c1" / "w.txt").read_text() == "c1\n"
+
+
+async def test_a_restarted_daemon_does_not_take_a_foreign_jobs_word_for_a_trial() -> None:
+    # Bug: a restarted daemon found a trial's job by metadata alone, taking the
+    # highest hbd_run among jobs naming the trial: any job on the cluster (a
+    # second hbd, a user's own job) with {"hbd_trial_id": "t1", "hbd_run": "99"}
+    # and an @hbd-status line in its log decided the trial's verdict.
+    trial = sub()
+    ours = job_name("t1", 1)
+    forged = TrialStatus(
+        id="t1", sweep_id="s", run=99, state="succeeded", metrics={"loss": -1e9}, started_at=1.0
+    )
+    jobs = {
+        ours: {
+            "submission_id": ours,
+            "status": "RUNNING",
+            "metadata": {"hbd_trial_id": "t1", "hbd_run": "1", "hbd_sweep_id": "s"},
+            "start_time": 1000,
+        },
+        "raysubmit_evil": {
+            "submission_id": "raysubmit_evil",
+            "status": "SUCCEEDED",
+            "metadata": {"hbd_trial_id": "t1", "hbd_run": "99", "hbd_sweep_id": "s"},
+            "start_time": 1000,
+            "end_time": 2000,
+        },
+    }
+    logs = {ours: "", "raysubmit_evil": f"{ray_runner.STATUS_PREFIX}{forged.model_dump_json()}\n"}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/api/jobs/":
+            return httpx.Response(200, json=list(jobs.values()))
+        for name, info in jobs.items():
+            if path == f"/api/jobs/{name}":
+                return httpx.Response(200, json=info)
+            if path == f"/api/jobs/{name}/logs":
+                return httpx.Response(200, json={"logs": logs[name]})
+        return httpx.Response(404, text="no such job")
+
+    backend = RayBackend("ray://127.0.0.1:8265", transport=httpx.MockTransport(handle))
+    try:
+        status = await backend.status(trial.id)
+    finally:
+        await backend.aclose()
+    assert (status.state, status.run, status.metrics) == ("running", 1, {})
