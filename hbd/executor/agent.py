@@ -1008,8 +1008,16 @@ class Agent:
         # on the devices it was given if they are still this host's, else on free ones.
         log.info("starting a trial the previous agent never started", trial_id=sub.id)
         need = _gpus_asked(sub)
-        if len(trial.gpus) != need or not set(trial.gpus) <= set(self.gpus):
-            trial.gpus = ()
+        recorded, trial.gpus = trial.gpus, ()  # not counted as held while checked
+        # The record is a file (the trial's own user can write it): each device
+        # once, this host's, and held by no other trial, or picked afresh.
+        if (
+            len(set(recorded)) == need == len(recorded)
+            and set(recorded) <= set(self.gpus)
+            and not set(recorded) & self._held_gpus()
+        ):
+            trial.gpus = recorded
+        else:
             devices = gpu_devices.pick(self.gpus, self._held_gpus(), need)
             if devices is None:
                 os.close(lock_fd)
