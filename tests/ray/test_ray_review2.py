@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from hbd.daemon.ray_backend import RayBackend, job_name
+from hbd.errors import ExecutorError
 from hbd.executor import ray_runner
 from hbd.executor.metrics import Line
 from hbd.protocol import ResourceValue, TrialStatus, TrialSubmission
@@ -222,3 +223,57 @@ async def test_a_restarted_daemon_does_not_take_a_foreign_jobs_word_for_a_trial(
     finally:
         await backend.aclose()
     assert (status.state, status.run, status.metrics) == ("running", 1, {})
+
+
+def answering(info: object, listing: object = None) -> httpx.MockTransport:
+    name = job_name("t1", 1)
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/api/jobs/" and request.method == "GET":
+            return httpx.Response(200, json=listing if listing is not None else [info])
+        if path == f"/api/jobs/{name}":
+            return httpx.Response(200, json=info)
+        if path == f"/api/jobs/{name}/logs":
+            return httpx.Response(200, json={"logs": ""})
+        return httpx.Response(404, text="no such job")
+
+    return httpx.MockTransport(handle)
+
+
+OURS = {"hbd_trial_id": "t1", "hbd_run": "1", "hbd_sweep_id": "s"}
+
+
+@pytest.mark.parametrize(
+    "info",
+    [
+        [],
+        "RUNNING",
+        {"status": "RUNNING", "metadata": ["hbd_trial_id"]},
+        {"status": "RUNNING", "metadata": {**OURS, "hbd_run": "x"}},
+        {"status": "RUNNING", "metadata": {**OURS, "hbd_run": ["1"]}},
+        {"status": "FAILED", "metadata": OURS, "start_time": "soon", "end_time": "later"},
+        {"status": "FAILED", "metadata": OURS, "driver_exit_code": "boom", "message": [1]},
+        {"status": "FAILED", "metadata": OURS, "start_time": 10**400, "end_time": 10**400},
+    ],
+)
+async def test_a_malformed_job_answer_is_an_executor_error_not_a_crash(info: object) -> None:
+    # Bug: the backend read Ray's job answers as well-formed dicts: a list,
+    # metadata that is not a dict, a run that is not a number, times that are
+    # strings raised AttributeError/ValueError/TypeError out of submit and
+    # status, which the daemon's dispatcher and resume do not expect (they
+    # handle ExecutorError): one odd answer from a cluster could stop them.
+    listing = [{"submission_id": job_name("t1", 1), "metadata": OURS}]
+    for call in ("submit", "status"):
+        backend = RayBackend("ray://127.0.0.1:8265", transport=answering(info, listing))
+        try:
+            if call == "submit":
+                await backend.submit(sub())
+            else:
+                status = await backend.status("t1")
+                # What it answers is a valid status (model_copy does not validate).
+                assert TrialStatus.model_validate(status.model_dump()) == status
+        except ExecutorError:
+            pass
+        finally:
+            await backend.aclose()
