@@ -975,6 +975,13 @@ class Agent:
                 taken_on_disk=stored.taken,
             )
             trial.done.set()
+            state = results.state_dir(self.workdir, sub.id)
+            if await anyio.to_thread.run_sync(_lock_held, state):
+                # Recorded failed while its supervisor outlived the stop wait: it
+                # keeps its slot and devices until it exits, across restarts too.
+                trial.handle = SupervisorHandle(state, None)
+                trial.lingering = True
+                trial.gpus = await anyio.to_thread.run_sync(_read_gpus, self.workdir, sub.id)
             self._trials[sub.id] = trial
             return
         trial = _Trial.running(sub, stored.started_at)
@@ -1061,6 +1068,14 @@ def _supervisor_alive(state: Path) -> bool:
         return process.supervisor_alive(state)
     except OSError:
         return True
+
+
+def _lock_held(state: Path) -> bool:
+    """Whether a supervisor provably holds this state directory's lock (unreadable: no)."""
+    try:
+        return state.is_dir() and process.supervisor_alive(state)
+    except OSError:
+        return False
 
 
 def _expired(trials: list[_Trial], now: float, limits: AgentLimits) -> list[_Trial]:
