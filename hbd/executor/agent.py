@@ -975,6 +975,13 @@ class Agent:
                 taken_on_disk=stored.taken,
             )
             trial.done.set()
+            state = results.state_dir(self.workdir, sub.id)
+            if await anyio.to_thread.run_sync(_lock_held, state):
+                # Recorded failed while its supervisor outlived the stop wait: it
+                # keeps its slot and devices until it exits, across restarts too.
+                trial.handle = SupervisorHandle(state, None)
+                trial.lingering = True
+                trial.gpus = await anyio.to_thread.run_sync(_read_gpus, self.workdir, sub.id)
             self._trials[sub.id] = trial
             return
         trial = _Trial.running(sub, stored.started_at)
@@ -1008,8 +1015,16 @@ class Agent:
         # on the devices it was given if they are still this host's, else on free ones.
         log.info("starting a trial the previous agent never started", trial_id=sub.id)
         need = _gpus_asked(sub)
-        if len(trial.gpus) != need or not set(trial.gpus) <= set(self.gpus):
-            trial.gpus = ()
+        recorded, trial.gpus = trial.gpus, ()  # not counted as held while checked
+        # The record is a file (the trial's own user can write it): each device
+        # once, this host's, and held by no other trial, or picked afresh.
+        if (
+            len(set(recorded)) == need == len(recorded)
+            and set(recorded) <= set(self.gpus)
+            and not set(recorded) & self._held_gpus()
+        ):
+            trial.gpus = recorded
+        else:
             devices = gpu_devices.pick(self.gpus, self._held_gpus(), need)
             if devices is None:
                 os.close(lock_fd)
@@ -1053,6 +1068,14 @@ def _supervisor_alive(state: Path) -> bool:
         return process.supervisor_alive(state)
     except OSError:
         return True
+
+
+def _lock_held(state: Path) -> bool:
+    """Whether a supervisor provably holds this state directory's lock (unreadable: no)."""
+    try:
+        return state.is_dir() and process.supervisor_alive(state)
+    except OSError:
+        return False
 
 
 def _expired(trials: list[_Trial], now: float, limits: AgentLimits) -> list[_Trial]:

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import httpx
 
+from hbd import checkpoints
 from hbd.executor import results
 from hbd.executor import supervisor as sup
 from hbd.executor.metrics import Line, MetricsTail
@@ -80,21 +81,22 @@ STATUS_CALLBACK_ATTEMPTS = 5
 CANCEL_REASON = results.CANCEL_REASON
 STOPPED_REASON = "the Ray job was stopped while the trial ran"
 LOST_REASON = "the trial's supervisor did not record how it ended"
+UPLOAD_FAILED_REASON = "checkpoint upload failed"  # the agent's words
 
 
 def node_env(sub: TrialSubmission, workdir: Path, directory: Path) -> dict[str, str]:
     """The agent's trial environment (hbd.executor.trialenv), on this node."""
-    checkpoint = (
-        Path(sub.checkpoint_dir)
-        if sub.checkpoint_dir
-        else results.default_checkpoint_dir(workdir, sub.id)
-    )
+    # Where checkpoints live is the daemon's `checkpoints` (the submission's
+    # checkpoint_store), as on the agent: this node's workdir, a shared path
+    # or a URL staged under the workdir.
+    store = checkpoints.open_store(sub.checkpoint_store, workdir)
+    checkpoint = Path(sub.checkpoint_dir) if sub.checkpoint_dir else store.trial_dir(sub.id)
     results.make_private_dir(checkpoint)
     resume: Path | None = None
     if sub.resume_dir is not None:
         resume = Path(sub.resume_dir)
     elif sub.resume_from is not None:
-        resume = results.default_checkpoint_dir(workdir, sub.resume_from)
+        resume = store.resume_dir(sub.resume_from)
     # Ray hands the job the GPUs it reserved in CUDA_VISIBLE_DEVICES.
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
     devices = (
@@ -210,6 +212,10 @@ def run(sub: TrialSubmission, workdir: Path, token: str | None) -> TrialStatus:
     # run N+1 only once run N's job has ended.
     results.remove_trial(workdir, sub.id)
     directory = results.write_submission(workdir, sub)
+    store = checkpoints.open_store(sub.checkpoint_store, workdir)
+    if sub.resume_from is not None and sub.resume_dir is None:
+        # A URL store: the parent's checkpoint downloaded here first (as the agent does).
+        store.fetch(sub.resume_from, checkpoints.DEFAULT_MAX_CHECKPOINT_COPY_BYTES)
     argv = trial_argv(workdir, sub)
     launch = {
         "argv": argv,
@@ -250,6 +256,11 @@ def run(sub: TrialSubmission, workdir: Path, token: str | None) -> TrialStatus:
             break
     record = results.read_exit(workdir, sub.id)
     state, reason = verdict(sub, record, reporter.metrics)
+    if state == "succeeded" and sub.checkpoint_dir is None:
+        try:  # a URL store: uploaded once the run succeeded (as the agent does)
+            store.publish(sub.id, checkpoints.DEFAULT_MAX_CHECKPOINT_COPY_BYTES)
+        except Exception as exc:
+            state, reason = "failed", f"{UPLOAD_FAILED_REASON}: {exc}"
     stderr_tail = None
     if state != "succeeded":
         stderr_tail = read_tail(directory / results.STDERR_FILE, STDERR_TAIL_BYTES)
