@@ -271,12 +271,18 @@ class FsspecStore(CheckpointStore):
             return False
 
     def fetch(self, parent_id: str, max_bytes: int) -> int:
+        """The stored copy, downloaded over any local one.
+
+        A local directory is not proof of the stored run: an earlier run of the
+        parent may have failed here after writing some files, and a later run
+        succeeded elsewhere and stored its own. So the store wins whenever it
+        holds the parent (one download per resume); a local copy is used only
+        when the store has none.
+        """
         target = self._local(parent_id)
-        if target.is_dir():
-            return 0  # it ran here, or was fetched before: complete either way
         remote = self._remote(parent_id)
-        if not self.fs.isdir(remote):
-            return 0  # nothing to resume from: the trial starts afresh
+        if not self.fs.isdir(remote) or self._is_local_copy(target, remote):
+            return 0  # nothing stored (the trial starts afresh), or the store is this directory
         listing = self.fs.find(remote, detail=True)
         files = []
         for path, info in itertools.islice(listing.items(), MAX_CHECKPOINT_FILES + 1):
@@ -294,13 +300,18 @@ class FsspecStore(CheckpointStore):
             copied = 0
             for rel, _ in files:
                 copied = _copy_in(self.fs, f"{remote}/{rel}", incoming, rel, copied, max_bytes)
+            stale = self.staging / f".stale-{parent_id}-{os.getpid()}-{next(_incoming)}"
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(target, stale)
             try:
                 os.rename(incoming, target)
             except OSError:
                 if not target.is_dir():
                     raise
                 remove_entry(incoming.parent, incoming.name)  # a concurrent fetch won
-                return 0
+                copied = 0
+            with contextlib.suppress(OSError):
+                remove_entry(stale.parent, stale.name)
         except BaseException:
             with contextlib.suppress(OSError):
                 remove_entry(incoming.parent, incoming.name)

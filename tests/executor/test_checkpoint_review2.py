@@ -94,11 +94,6 @@ def test_a_deep_shared_store_checkpoint_is_deleted_by_the_daemons_store(tmp_path
     assert sorted(p.name for p in shared.iterdir()) == ["t2"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed (review2): fetch trusts any local directory of the parent, even the "
-    "unpublished one of an earlier failed run; needs a completeness marker",
-)
 def test_a_stale_local_copy_of_an_earlier_failed_run_is_not_resumed_from(tmp_path: Path) -> None:
     # Run 1 of p ran on this executor and was interrupted (nothing uploaded);
     # run 2 ran on another executor and succeeded (uploaded). A child placed
