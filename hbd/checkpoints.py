@@ -96,26 +96,60 @@ def _remove_at(dir_fd: int, name: str) -> int:
     if not stat.S_ISDIR(st.st_mode):
         os.unlink(name, dir_fd=dir_fd)
         return st.st_size if stat.S_ISREG(st.st_mode) else 0
-    freed = 0
-    # fwalk with follow_symlinks=False never descends a link; bottom-up, each
-    # entry is removed relative to its directory's descriptor.
-    for _, dirnames, filenames, fd in os.fwalk(
-        name, dir_fd=dir_fd, topdown=False, follow_symlinks=False
-    ):
-        for entry in (*filenames, *dirnames):
-            try:
-                est = os.stat(entry, dir_fd=fd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if stat.S_ISDIR(est.st_mode):
-                os.rmdir(entry, dir_fd=fd)
-            else:
-                os.unlink(entry, dir_fd=fd)
-                if stat.S_ISREG(est.st_mode):
-                    freed += est.st_size
+    top = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    try:
+        freed = _empty_tree(top)
+    finally:
+        os.close(top)
     with contextlib.suppress(FileNotFoundError):
         os.rmdir(name, dir_fd=dir_fd)
     return freed
+
+
+def _empty_tree(top: int) -> int:
+    """Remove everything below the directory ``top``; the bytes of regular files removed.
+
+    Iterative with two descriptors open, whatever the depth (a trial may nest
+    thousands of directories: os.fwalk recurses and keeps one per level):
+    each directory below ``top`` is moved up into ``top`` under a fresh name,
+    emptied, removed. Links are entries like files: unlinked, never followed.
+    """
+    freed = 0
+    fresh = itertools.count()
+    pending: list[str | None] = [None]  # None: top itself; else a name in top
+    while pending:
+        current = pending.pop()
+        fd = top if current is None else os.open(current, _DIR_FLAGS, dir_fd=top)
+        try:
+            for entry in os.listdir(fd):
+                try:
+                    est = os.stat(entry, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if not stat.S_ISDIR(est.st_mode):
+                    os.unlink(entry, dir_fd=fd)
+                    freed += est.st_size if stat.S_ISREG(est.st_mode) else 0
+                elif current is None:
+                    pending.append(entry)
+                else:
+                    moved = _unused_name(top, fresh)
+                    os.rename(entry, moved, src_dir_fd=fd, dst_dir_fd=top)
+                    pending.append(moved)
+        finally:
+            if fd != top:
+                os.close(fd)
+        if current is not None:
+            os.rmdir(current, dir_fd=top)
+    return freed
+
+
+def _unused_name(dir_fd: int, fresh: Iterator[int]) -> str:
+    while True:
+        name = f".hbd-removing-{next(fresh)}"
+        try:
+            os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return name
 
 
 def remove_local(workdir: Path, trial_id: str) -> int:
@@ -213,6 +247,8 @@ class FsspecStore(CheckpointStore):
         files = list(_local_files(source))
         _check_total(trial_id, sum(size for _, size in files), len(files), max_bytes)
         remote = self._remote(trial_id)
+        if self._is_local_copy(source, remote):
+            return 0  # file://<the staging directory>: already stored (deleting would lose it)
         self.delete(trial_id)  # an earlier run's files must not mix with this one's
         copied = 0
         dir_fd = os.open(source, _DIR_FLAGS)
@@ -223,13 +259,30 @@ class FsspecStore(CheckpointStore):
             os.close(dir_fd)
         return copied
 
+    def _is_local_copy(self, source: Path, remote: str) -> bool:
+        """Whether ``remote`` is ``source`` itself (a file:// URL naming the staging directory)."""
+        protocol = self.fs.protocol
+        protocols = set(protocol) if isinstance(protocol, (tuple, list)) else {protocol}
+        if not protocols & {"file", "local"}:
+            return False
+        try:
+            return os.path.samefile(source, remote)
+        except (OSError, ValueError):
+            return False
+
     def fetch(self, parent_id: str, max_bytes: int) -> int:
+        """The stored copy, downloaded over any local one.
+
+        A local directory is not proof of the stored run: an earlier run of the
+        parent may have failed here after writing some files, and a later run
+        succeeded elsewhere and stored its own. So the store wins whenever it
+        holds the parent (one download per resume); a local copy is used only
+        when the store has none.
+        """
         target = self._local(parent_id)
-        if target.is_dir():
-            return 0  # it ran here, or was fetched before: complete either way
         remote = self._remote(parent_id)
-        if not self.fs.isdir(remote):
-            return 0  # nothing to resume from: the trial starts afresh
+        if not self.fs.isdir(remote) or self._is_local_copy(target, remote):
+            return 0  # nothing stored (the trial starts afresh), or the store is this directory
         listing = self.fs.find(remote, detail=True)
         files = []
         for path, info in itertools.islice(listing.items(), MAX_CHECKPOINT_FILES + 1):
@@ -247,13 +300,18 @@ class FsspecStore(CheckpointStore):
             copied = 0
             for rel, _ in files:
                 copied = _copy_in(self.fs, f"{remote}/{rel}", incoming, rel, copied, max_bytes)
+            stale = self.staging / f".stale-{parent_id}-{os.getpid()}-{next(_incoming)}"
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(target, stale)
             try:
                 os.rename(incoming, target)
             except OSError:
                 if not target.is_dir():
                     raise
                 remove_entry(incoming.parent, incoming.name)  # a concurrent fetch won
-                return 0
+                copied = 0
+            with contextlib.suppress(OSError):
+                remove_entry(stale.parent, stale.name)
         except BaseException:
             with contextlib.suppress(OSError):
                 remove_entry(incoming.parent, incoming.name)

@@ -363,6 +363,32 @@ class DaemonSettings(_Common):
     def _local_gpus(cls, value: Any) -> Any:
         return _gpu_list(value)
 
+    # -- ckpt helper: where checkpoints live and which are kept
+    # (docs/operations.md "Checkpoint retention"). Unset: each executor's own
+    # directory; an absolute path every executor mounts; or an fsspec URL.
+    checkpoints: str | None = Field(default=None, max_length=4096)
+    # "resumable" (default): only what can still be resumed plus the best
+    # trial's lineage; "all": never delete (hbd.core.retention).
+    checkpoints_keep: Literal["all", "resumable"] = "resumable"
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _checkpoints(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from hbd.checkpoints import check_store  # light: standard library only
+
+        value = value.strip()
+        if "\0" in value:
+            raise ValueError("must not contain a NUL character")
+        check_store(value)  # ValueError: "must be an absolute path or a URL like s3://..."
+        return value
+
+    @property
+    def shared_checkpoints(self) -> bool:
+        """Whether every executor reaches every checkpoint (a promotion may run anywhere)."""
+        return self.checkpoints is not None
+
     @field_validator("executors")
     @classmethod
     def _urls(cls, urls: list[str]) -> list[str]:

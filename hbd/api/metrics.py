@@ -18,6 +18,12 @@ a scrape every 15 s costs two ``GROUP BY`` queries and a ``count(*)``.
     hbd_idle_slots{reason}                          free slots and why they are free
     hbd_event_log_events                            rows in the event log
     hbd_subscribers                                 live event-stream subscribers
+    hbd_checkpoints_deleted_total                   checkpoints retention deleted (since start)
+    hbd_checkpoint_bytes_freed_total                bytes those deletions freed
+    hbd_checkpoint_delete_failures_total            retention passes with a deletion that
+                                                    failed (in use, executor away), retried
+    hbd_checkpoint_bytes_kept                       bytes of kept checkpoints, where the
+                                                    daemon can measure them (shared/URL store)
 
 Idle reasons are :class:`hbd.daemon.placement.IdleReason`, the words the
 ``capacity.idle`` events use, from the same classifier: ``no_executor``
@@ -103,6 +109,24 @@ class DaemonMetrics:
             "hbd_store_writable", "1 if the last write of the event log succeeded", registry=r
         )
         daemon.dispatcher.on_dispatched = self.dispatch_latency.observe
+        # ckpt helper: checkpoint retention (hbd.daemon.retention), counted since start.
+        self.ckpt_deleted = Counter(
+            "hbd_checkpoints_deleted", "Checkpoints deleted by retention", registry=r
+        )
+        self.ckpt_freed = Counter(
+            "hbd_checkpoint_bytes_freed", "Bytes freed by deleting checkpoints", registry=r
+        )
+        self.ckpt_failures = Counter(
+            "hbd_checkpoint_delete_failures",
+            "Retention passes in which a deletion failed (retried later)",
+            registry=r,
+        )
+        self._ckpt_seen = (0, 0, 0)
+        self.ckpt_kept = Gauge(
+            "hbd_checkpoint_bytes_kept",
+            "Bytes of the checkpoints sweeps keep, where measured (shared path or URL store)",
+            registry=r,
+        )
 
     async def refresh(self) -> None:
         daemon = self.daemon
@@ -128,6 +152,17 @@ class DaemonMetrics:
             self.used.labels(e.name).set(e.used)
         for reason, n in idle_slots(daemon.placement, daemon.clock.monotonic()).items():
             self.idle.labels(reason.value).set(n)
+        stats = daemon.retention.stats
+        now = (stats.deleted, stats.freed_bytes, stats.failures)
+        for counter, new, seen in zip(
+            (self.ckpt_deleted, self.ckpt_freed, self.ckpt_failures),
+            now,
+            self._ckpt_seen,
+            strict=True,
+        ):
+            counter.inc(new - seen)
+        self._ckpt_seen = now
+        self.ckpt_kept.set(sum(daemon.retention.kept_bytes.values()))
 
     async def render(self) -> bytes:
         await self.refresh()

@@ -148,9 +148,16 @@ def create_app(daemon: Daemon) -> FastAPI:
             best_row,
             live_state(sweep_id),
             broken(sweep_id),
+            checkpoints=await checkpoints(sweep_id),
             per_resource=best_per_resource(succeeded, direction),
             iterations=iterations,
         )
+
+    async def checkpoints(sweep_id: str) -> dict[str, int]:
+        """What retention deleted (the log), and the bytes kept if the daemon measured them."""
+        summary = await daemon.store.checkpoint_summary(sweep_id)
+        kept = daemon.retention.kept_bytes.get(sweep_id)
+        return summary if kept is None else {**summary, "kept_bytes": kept}
 
     @router.get("/v1/sweeps/{sweep_id}/trials")
     async def list_trials(

@@ -30,6 +30,7 @@ from hbd.api.asgi import (
 from hbd.api.metrics import metrics_router
 from hbd.api.routes import create_app
 from hbd.core.limits import DEFAULT_SPEC_LIMITS, SpecLimits
+from hbd.core.retention import Keep
 from hbd.core.sweep import FIRST_FAILURES_STOP
 from hbd.daemon.app import Daemon
 from hbd.daemon.backend import ExecutorBackend, backend_for
@@ -72,6 +73,11 @@ class DaemonOptions:
     first_failures_stop: int = FIRST_FAILURES_STOP  # see hbd.core.sweep
     # GPU devices of the in-process agent (hbd.gpus: auto, none, 0,1).
     local_gpus: str = "auto"
+    # Where checkpoints live and which are kept (settings checkpoints, checkpoints_keep;
+    # `hbd serve` passes the setting, default "resumable"; embedded uses and `hbd run`
+    # keep all, as before retention existed).
+    checkpoints: str | None = None
+    checkpoints_keep: Keep = "all"
 
 
 @dataclass
@@ -152,6 +158,8 @@ async def _serve_with(
                 lost_after=opts.lost_after,
                 first_failures_stop=opts.first_failures_stop,
                 spec_limits=opts.spec_limits,
+                checkpoints=opts.checkpoints,
+                checkpoints_keep=opts.checkpoints_keep,
             )
             if opts.local_slots:
                 workdir = opts.workdir or opts.db.parent / "executor"

@@ -6,7 +6,7 @@ from typing import Any
 
 from hbd.core import geometry
 from hbd.core.spec import parse_spec
-from hbd.core.vocabulary import SweepStatus
+from hbd.core.vocabulary import SweepStatus, TrialStatus
 from hbd.store.projections import SweepRow, TrialRow
 
 
@@ -89,6 +89,7 @@ def sweep_detail(
     best: TrialRow | None,
     live_state: str | None,
     broken: str | None = None,
+    checkpoints: dict[str, int] | None = None,
     per_resource: list[TrialRow] | None = None,
     iterations: int | None = None,
 ) -> dict[str, Any]:
@@ -124,5 +125,15 @@ def sweep_detail(
         "planned_trial_runs": sum(b.trial_runs for b in plan) * (iterations or matrix.iterations),
         "brackets": brackets,
         "best": None if best is None else trial_view(best, matrix.resource.type),
+        "checkpoints": _checkpoints(counts, checkpoints),
         "best_per_resource": [trial_view(t, matrix.resource.type) for t in per_resource or ()],
     }
+
+
+def _checkpoints(counts: dict[str, int], summary: dict[str, int] | None) -> dict[str, int]:
+    """Checkpoints deleted by retention and bytes freed; ``kept``: of the trials that ran
+    to an end (succeeded or failed), those whose checkpoint was not deleted; ``kept_bytes``
+    when the daemon measured them (a shared path or URL store)."""
+    summary = summary or {"deleted": 0, "freed_bytes": 0}
+    ran = counts.get(TrialStatus.SUCCEEDED, 0) + counts.get(TrialStatus.FAILED, 0)
+    return {**summary, "kept": max(0, ran - summary["deleted"])}

@@ -87,6 +87,7 @@ class LocalSource:
             await projections.trial_counts(self.db, sweep_id),
             best,
             None,
+            checkpoints=await projections.checkpoint_summary(self.db, sweep_id),
             per_resource=per_resource,
         )
 

@@ -70,6 +70,8 @@ _DAEMON_FLAGS = {
     "log_format": "--log-format",
     "advertise_url": "--advertise-url",
     "local_gpus": "--gpus",
+    "checkpoints": "--checkpoints",
+    "checkpoints_keep": "--checkpoints-keep",
 }
 _EXECUTOR_FLAGS = {
     "host": "--host",
@@ -236,6 +238,20 @@ def _args_serve(p: argparse.ArgumentParser) -> None:
         metavar="IDS",
         help="GPU devices of the --local-executor: 0,1,... or none (default: what NVML reports)",
     )
+    p.add_argument(
+        "--checkpoints",
+        default=None,
+        metavar="PATH|URL",
+        help="where checkpoints live: a path every executor mounts, or an fsspec URL "
+        "(default: each executor's own directory)",
+    )
+    p.add_argument(
+        "--checkpoints-keep",
+        default=None,
+        choices=("all", "resumable"),
+        help="which checkpoints are kept (default: resumable: what can still be resumed "
+        "and the best trial's lineage)",
+    )
 
 
 def _start_service(settings: DaemonSettings | ExecutorSettings) -> tuple[str | None, Notifier]:
@@ -289,6 +305,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         keep_local_trials=settings.keep_trials_on_exit,
         first_failures_stop=settings.first_failures_stop,
         local_gpus=settings.local_gpus,
+        checkpoints=settings.checkpoints,
+        checkpoints_keep=settings.checkpoints_keep,
     )
 
     async def serve(tg: anyio.abc.TaskGroup, _: anyio.CancelScope) -> None:
@@ -509,6 +527,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     )
     _doctor_token(settings, f)
     _doctor_database(settings, f)
+    _doctor_checkpoints(settings, f)
     from hbd.cli.remote import daemon_url
 
     explicit = bool(args.url or os.environ.get("HBD_URL"))
@@ -539,6 +558,31 @@ def _doctor_token(settings: DaemonSettings, f: _Findings) -> None:
     f.ok(f"token: set (from {origin})")
     if settings.token_file and (problem := token_file_mode_problem(settings.token_file)):
         f.warn(problem)
+
+
+def _doctor_checkpoints(settings: DaemonSettings, f: _Findings) -> None:
+    """ckpt helper: where checkpoints live and which are kept (validated by the settings)."""
+    keep = settings.checkpoints_keep
+    kept = "all kept" if keep == "all" else "kept: what can still be resumed + the best's lineage"
+    store = settings.checkpoints
+    if store is None:
+        f.ok(
+            f"checkpoints: each executor's own directory; a promotion runs where its parent ran; {kept}"
+        )
+        return
+    if "://" in store:
+        f.ok(f"checkpoints: fsspec URL {store} (executors need hbd[checkpoints]); {kept}")
+        return
+    path = Path(store)
+    if not path.is_dir():
+        f.warn(
+            f"checkpoints: {store} is not a directory here",
+            "mount it on this host and on every executor (the daemon deletes through it)",
+        )
+    elif not os.access(path, os.W_OK | os.X_OK):
+        f.warn(f"checkpoints: {store} is not writable here", "give the hbd user write access")
+    else:
+        f.ok(f"checkpoints: shared directory {store}; {kept}")
 
 
 def _doctor_database(settings: DaemonSettings, f: _Findings) -> None:

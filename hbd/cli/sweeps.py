@@ -274,6 +274,15 @@ def cmd_status(args: argparse.Namespace) -> int:
                 )
             )
     out.rows(("bracket", "rung", "resource", "planned", "trials", "by status"), rows)
+    ckpt = detail.get("checkpoints")  # absent from older daemons
+    if ckpt and (ckpt.get("deleted") or ckpt.get("kept")):
+        kept = f"{ckpt.get('kept', 0)} kept"
+        if ckpt.get("kept_bytes") is not None:  # measured: a shared path or URL store
+            kept += f" holding {format_bytes(int(ckpt['kept_bytes']))}"
+        out.line(
+            f"checkpoints: {kept}, {ckpt.get('deleted', 0)} deleted, "
+            f"{format_bytes(int(ckpt.get('freed_bytes') or 0))} freed"
+        )
     per_resource = detail.get("best_per_resource") or []
     if per_resource:
         metric = detail["metric"]["name"]
@@ -284,6 +293,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     print_outcome(detail, why)
     return EXIT_OK
+
+
+def format_bytes(n: int) -> str:
+    """``1234567`` -> ``1.2 MB (1234567 bytes)``: readable, and exact for scripts and tests."""
+    for unit, size in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit} ({n} bytes)"
+    return f"{n} bytes"
 
 
 # ---------------------------------------------------------------- trials

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NoReturn, Protocol
 
 from hbd.core.codec import OBSERVATION_TYPES, SUBMITTED, observation_from_record, plain
-from hbd.core.errors import ReplayDiverged
+from hbd.core.errors import DuplicateEvent, ReplayDiverged
 from hbd.core.events import Decision, RungDecided, StartTrial
 from hbd.core.sweep import SweepMachine
 
@@ -111,7 +111,13 @@ def replay(sweep_id: str, events: Iterable[LoggedEvent]) -> SweepMachine:
             continue
         if expected:
             _missing(sweep_id, event.seq, event.type, expected[0])
-        for decision in machine.handle(observation):
+        try:
+            decisions = machine.handle(observation)
+        except DuplicateEvent:
+            # A repeat changes nothing, live or here: a second stop that
+            # Daemon.cancel wrote into the log of a sweep with no runner.
+            continue
+        for decision in decisions:
             checked = _checked(decision)
             if checked is not None:
                 expected.append(checked)

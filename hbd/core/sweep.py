@@ -437,6 +437,12 @@ class SweepMachine:
             if visible(opening, position, rung)
         ]
 
+    def closed_rungs(self) -> set[tuple[int, int]]:
+        """The (bracket position, rung) of every closed rung: all its trials ended,
+        its promotions made (an asynchronous rung may promote before it closes;
+        ``scheduler.position`` tells iterations' brackets apart)."""
+        return {(position, rung) for position, rung, _ in self._decided.values()}
+
     def _record_decided(self, decision: RungDecided) -> None:
         for ranked in decision.ranking:
             t = self._trials[ranked.trial_id]

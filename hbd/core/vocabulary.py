@@ -44,6 +44,8 @@ class EventType(StrEnum):
     TRIAL_INTERRUPTED = "trial.interrupted"
     TRIAL_LOST = "trial.lost"  # the daemon gave up on its executor; trial.failed follows
     TRIAL_CANCEL_REQUESTED = "trial.cancel_requested"
+    # A trial's checkpoint deleted by retention (hbd.core.retention); log-only.
+    CHECKPOINT_DELETED = "checkpoint.deleted"
 
 
 class TrialStatus(StrEnum):

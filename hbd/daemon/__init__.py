@@ -25,13 +25,18 @@ The parts, and who owns which state (each piece of state has one owner)::
     capacity            throttled ``capacity.idle`` notes, worded by the one
                         idle classifier (placement.IdleReason, also /metrics)
     metricsync          metrics lines in order, fetching what callbacks missed
+    retention           checkpoint retention in its own task: when a rung is
+                        decided or a sweep ends, deletes the checkpoints
+                        hbd.core.retention lets go (executor route, shared path
+                        or URL store) and logs ``checkpoint.deleted``; rebuilt
+                        from the log, so never deleting twice
     backend             the ExecutorBackend Protocol; backend_for(url) picks the
                         class by URL scheme (executors: the http(s) agent client)
     store (hbd.store)   the event log: the truth; everything above is rebuilt
                         from it on start
 
 Imports run one way: app -> reconciler -> dispatcher -> capacity -> placement,
-and every shell -> runner -> metricsync; nothing imports app (tests/ guards
+app -> retention, and every shell -> runner -> metricsync; nothing imports app (tests/ guards
 against any cycle, TYPE_CHECKING imports included).
 
 The life of a trial
@@ -42,7 +47,8 @@ The life of a trial
 2. The dispatcher loop calls ``Placement.place(now)``: a trial whose sweep is
    under its ``concurrency`` goes to the usable executor with most free slots
    that also has the GPU devices it asks for (a resumed promotion only to its
-   parent's executor) -> SENDING, holding a slot, and a ``Send`` action.
+   parent's executor; with shared checkpoints, there first if it is free, else
+   anywhere) -> SENDING, holding a slot, and a ``Send`` action.
 3. The dispatcher submits it (the trial id is the idempotency key) and feeds
    the outcome back: accepted -> SENT (and ``trial.dispatched`` is logged);
    429 -> QUEUED at the head, executor busy; unreachable -> QUEUED again, pinned

@@ -25,6 +25,7 @@ from hbd.core.codec import SUBMITTED, Record, observation_record
 from hbd.core.errors import SpecError
 from hbd.core.events import Begin, Decision, StartTrial, StopRequested, TrialInterrupted
 from hbd.core.limits import DEFAULT_SPEC_LIMITS, SpecLimits
+from hbd.core.retention import Keep
 from hbd.core.spec import SweepSpec, load_spec, parse_spec, spec_warnings
 from hbd.core.sweep import FIRST_FAILURES_STOP, SweepMachine
 from hbd.core.trialcommand import trial_command
@@ -37,6 +38,7 @@ from hbd.daemon.lifecycle import decision_records
 from hbd.daemon.metricsync import MetricsSync
 from hbd.daemon.placement import LOST_AFTER, ExecutorSlots, Placement
 from hbd.daemon.reconciler import Reconciler
+from hbd.daemon.retention import Retention
 from hbd.daemon.runner import (
     REPLAY_TYPES,
     Observe,
@@ -173,8 +175,15 @@ class Daemon:
         lost_after: float = LOST_AFTER,
         first_failures_stop: int = FIRST_FAILURES_STOP,
         spec_limits: SpecLimits = DEFAULT_SPEC_LIMITS,
+        checkpoints: str | None = None,
+        checkpoints_keep: Keep = "all",
     ) -> None:
         self.store = store
+        # Where checkpoints live (None: each executor's own directory) and which
+        # are kept (hbd.core.retention); settings ``checkpoints``, ``checkpoints_keep``
+        # (whose default, "resumable", `hbd serve` passes; built bare: keep all).
+        self.checkpoints = checkpoints
+        self.checkpoints_keep: Keep = checkpoints_keep
         self.first_failures_stop = first_failures_stop  # recorded in each sweep.submitted
         self.spec_limits = spec_limits
         self._spec_workers = anyio.CapacityLimiter(SPEC_WORKERS)
@@ -182,7 +191,9 @@ class Daemon:
         self.runners: dict[str, SweepRunner] = {}
         # Composition: placement owns every in-flight trial's state; the shells
         # around it get the capabilities they need, never the daemon.
-        self.placement = Placement(lost_after=lost_after)
+        self.placement = Placement(
+            lost_after=lost_after, shared_checkpoints=checkpoints is not None
+        )
         self.backends: dict[str, ExecutorBackend] = {}
         self.pool = PoolView(self.placement, self.backends)
         self.metricsync = MetricsSync(self.executor_running)
@@ -207,6 +218,16 @@ class Daemon:
             running=lambda: self.running,
         )
         self.bus = EventBus()
+        # Deletes checkpoints nothing can resume from any more, in its own task.
+        self.retention = Retention(
+            store,
+            self.backends,
+            self.clock,
+            checkpoints=checkpoints,
+            keep=checkpoints_keep,
+            executor_of=self.placement.executor_of,
+            published=self.bus.publish,
+        )
         self.callback_url = callback_url
         self._tg: TaskGroup | None = None
         self._ready = False  # sweeps resumed and not shutting down: submissions are taken
@@ -234,6 +255,11 @@ class Daemon:
                 tg.start_soon(self.dispatcher.run)
                 await self.reconciler.resume_all()
                 tg.start_soon(self.reconciler.run)
+                if self.retention.enabled:
+                    # What the last run left undeleted (a failure, a stop mid-pass).
+                    for sweep in await self.store.list_sweeps():
+                        self.retention.due(sweep.id)
+                    tg.start_soon(self.retention.run)
                 self._ready = True
                 task_status.started()
         finally:
@@ -485,6 +511,7 @@ class Daemon:
             timeout_seconds=spec.timeout_seconds,
             working_dir=container.working_dir,
             resources=trial_resources(spec),
+            checkpoint_store=self.checkpoints,
         )
 
     # ---- what runners ask of the daemon (runner.SweepHost) ----
@@ -555,4 +582,6 @@ class Daemon:
     # ---- events ----
 
     def published(self, events: Iterable[StoredEvent]) -> None:
+        events = list(events)
         self.bus.publish(events)
+        self.retention.on_events(events)

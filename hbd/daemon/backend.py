@@ -17,6 +17,10 @@ The contract every backend keeps (docs/executors.md says more):
 - ``metrics`` pages a trial run's metrics lines by ``seq`` (1, 2, ...).
 - ``cancel`` returns ``None`` for an unknown trial; finished ones unchanged.
 - ``health`` reports slots (and devices) so that placement can count them.
+- ``delete_checkpoint`` removes the trial's checkpoint the backend keeps
+  (idempotent: 0 bytes when none is left); raises ``ExecutorBusy`` while it
+  is in use (retried later), ``ExecutorRejected`` when the backend cannot
+  delete checkpoints at all (retention then leaves them).
 - Errors are hbd's own (``ExecutorUnavailable``, ``ExecutorRejected``,
   ``ExecutorBusy``, ``NotFound``), never a library's.
 """
@@ -55,6 +59,10 @@ class ExecutorBackend(Protocol):
     async def logs(self, trial_id: str, stream: str, offset: int) -> dict[str, Any]: ...
 
     async def health(self, *, single: bool = False) -> Health: ...
+
+    async def delete_checkpoint(self, trial_id: str) -> int:
+        """Remove the trial's checkpoint here; the bytes freed (checkpoint retention)."""
+        ...
 
     async def aclose(self) -> None: ...
 

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from hbd.daemon.clock import Clock, RealClock
 from hbd.errors import ExecutorBusy, ExecutorRejected, ExecutorUnavailable, NotFound
 from hbd.http import auth_headers, base_url
-from hbd.protocol import Health, MetricsPage, TrialStatus, TrialSubmission
+from hbd.protocol import CheckpointDeleted, Health, MetricsPage, TrialStatus, TrialSubmission
 
 log = structlog.get_logger(__name__)
 
@@ -202,6 +202,20 @@ class ExecutorClient:
                 "tail_start",
             )
         }
+
+    async def delete_checkpoint(self, trial_id: str) -> int:
+        """``DELETE /v1/trials/{id}/checkpoint``: the bytes freed (0: none was left).
+
+        409 (the checkpoint is in use: the trial or one resuming from it runs)
+        raises ExecutorBusy, to be tried again later; 404 (an agent older than
+        the route) raises ExecutorRejected: it cannot delete checkpoints.
+        """
+        response = await self._request("DELETE", f"/v1/trials/{trial_id}/checkpoint")
+        if response.status_code == 409:
+            raise ExecutorBusy(f"{self.url}: checkpoint of {trial_id} in use (HTTP 409)")
+        if response.status_code != 200:
+            raise self._refused(response, f"deleting the checkpoint of {trial_id}")
+        return self._parse(CheckpointDeleted, response, "checkpoint deletion").freed_bytes
 
     async def health(self, *, single: bool = False) -> Health:
         """The executor's health; ``single``: one attempt within HEALTH_TIMEOUT (periodic checks)."""

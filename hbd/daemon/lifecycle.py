@@ -28,13 +28,17 @@ TRIAL_LOST = (
     EventType.TRIAL_LOST
 )  # the reconciler gave up on a trial's executor; its trial.failed follows
 CAPACITY_IDLE = EventType.CAPACITY_IDLE
+# Written by checkpoint retention (hbd.daemon.retention), also after a sweep finished.
+CHECKPOINT_DELETED = EventType.CHECKPOINT_DELETED
 # Markers derived from the decisions of one step.
 BRACKET_STARTED = EventType.BRACKET_STARTED
 RUNG_STARTED = EventType.RUNG_STARTED
 
 NOTE_TYPES = frozenset({TRIAL_DISPATCHED, TRIAL_RUNNING, TRIAL_METRICS, TRIAL_LOST, CAPACITY_IDLE})
 MARKER_TYPES = frozenset({BRACKET_STARTED, RUNG_STARTED})
-EVENT_TYPES: frozenset[str] = OBSERVATION_TYPES | DECISION_TYPES | NOTE_TYPES | MARKER_TYPES
+EVENT_TYPES: frozenset[str] = (
+    OBSERVATION_TYPES | DECISION_TYPES | NOTE_TYPES | MARKER_TYPES | {CHECKPOINT_DELETED}
+)
 
 
 def started_rungs(trials: Iterable[Any]) -> set[tuple[int, int, int]]:

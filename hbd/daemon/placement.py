@@ -19,14 +19,19 @@ One record per trial (:class:`Flight`) moves through four phases::
   for its sweep to be under its
   ``concurrency`` and an executor with a free slot (and as many free GPU
   devices as the trial asks for); a promoted trial of a ``resume: true`` sweep
-  waits for its parent's executor (``only``).
+  waits for its parent's executor (``only``), unless checkpoints are shared
+  (``shared_checkpoints``: a path every executor mounts, or a URL): then it
+  goes to its parent's executor if that one can take it now (``prefer``),
+  else to any other.
 - SENDING: its submit is on its way; a cancel is kept (``cancel_pending``)
   and carried out when the submit returns; it is never polled (a 404 would
   only mean "not yet").
 - SENT: on an executor; polled when silent for ``SILENCE``; declared LOST
   when its executor has been unreachable for ``lost_after``.
 - LOST: failed as lost (the failure is being committed); cancelled on its
-  executor, best effort, once that executor answers again.
+  executor, best effort, once that executor answers again. A QUEUED trial
+  pinned (``only``) to an executor unreachable for ``lost_after`` is lost too:
+  nothing else would end it, and its rung would wait for ever.
 
 A slot (and the trial's devices) is held from SENDING until the trial's
 terminal event is committed (``ended``), so a trial never runs twice.
@@ -115,6 +120,7 @@ class Flight:
     attempts: int = 0
     executor: str | None = None
     only: str | None = None  # the one executor it may go to (affinity, maybe-sent)
+    prefer: str | None = None  # tried first when free (its parent's, checkpoints shared)
     gpus: int = 0
     heard_at: float = 0.0
     cancel_pending: bool = False
@@ -197,9 +203,17 @@ Action = Send | Dispatched | CancelOn | Poll | Fail | Lost | CancelUnsent
 
 
 class Placement:
-    def __init__(self, *, lost_after: float = LOST_AFTER, silence: float = SILENCE) -> None:
+    def __init__(
+        self,
+        *,
+        lost_after: float = LOST_AFTER,
+        silence: float = SILENCE,
+        shared_checkpoints: bool = False,
+    ) -> None:
         self.lost_after = lost_after
         self.silence = silence
+        # Every executor reaches every checkpoint: a resumed promotion may run anywhere.
+        self.shared_checkpoints = shared_checkpoints
         self.executors: dict[str, ExecutorSlots] = {}
         self.sweeps: dict[str, SweepSlots] = {}
         self.flights: dict[str, Flight] = {}
@@ -292,8 +306,12 @@ class Placement:
             return [CancelUnsent(trial_id=trial_id, sweep_id=sweep_id, reason="sweep stopping")]
         if old is not None and old.phase is not Phase.QUEUED:
             self._release(trial_id)
+        prefer = None
         if only is None:
-            only = self._affinity(start)
+            if self.shared_checkpoints:
+                prefer = self._parent_executor(start)
+            else:
+                only = self._affinity(start)
         self.flights[trial_id] = Flight(
             start=start,
             sweep_id=sweep_id,
@@ -301,6 +319,7 @@ class Placement:
             queued_at=old.queued_at if old is not None else now,
             attempts=attempts,
             only=only,
+            prefer=prefer,
             gpus=sweep.gpus,
             heard_at=old.heard_at if old is not None else 0.0,
         )
@@ -313,11 +332,17 @@ class Placement:
         """A resumed trial's parent's executor: its checkpoint is there."""
         if start.resume_from is None or start.parent is None:
             return None
+        name = self._parent_executor(start)
+        if name is None:
+            self.affinity_unknown.append(start)
+        return name
+
+    def _parent_executor(self, start: StartTrial) -> str | None:
+        """The configured executor a resumed trial's parent ran on, if known."""
+        if start.resume_from is None or start.parent is None:
+            return None
         name = self._ran_on.get(start.parent)
-        if name is not None and name in self.executors:
-            return name
-        self.affinity_unknown.append(start)
-        return None
+        return name if name is not None and name in self.executors else None
 
     def dequeue(self, trial_id: str) -> bool:
         """Take a trial out of the queue if it was never sent; True if it was there."""
@@ -407,7 +432,7 @@ class Placement:
         return actions
 
     def _available(self, flight: Flight, now: float) -> ExecutorSlots | None:
-        """An executor for the trial, the one with most free slots first."""
+        """An executor for the trial: its ``prefer`` if usable, else the one with most free slots."""
         usable = [
             e
             for e in self.executors.values()
@@ -419,6 +444,9 @@ class Placement:
         ]
         if not usable:
             return None
+        for e in usable:
+            if e.name == flight.prefer:
+                return e
         return max(usable, key=lambda e: (e.free, e.name))
 
     def _hold(self, trial_id: str, name: str) -> None:
@@ -508,6 +536,10 @@ class Placement:
         attempts = flight.attempts + 1
         # It may have arrived: sending it elsewhere could run it twice.
         only = e.name if maybe_sent else flight.only
+        if flight.cancel_pending and maybe_sent:
+            # Recorded as cancelled unsent below, yet it may run there: cancel it
+            # once it answers, as for a lost trial.
+            e.lost.add(trial_id)
         if attempts >= MAX_DISPATCH_ATTEMPTS:
             if maybe_sent:
                 e.lost.add(trial_id)  # cancelled when it answers again
@@ -542,6 +574,15 @@ class Placement:
         actions: list[Action] = []
         for trial_id in sorted(self.flights):
             flight = self.flights[trial_id]
+            if flight.phase is Phase.QUEUED and flight.only is not None:
+                # Pinned (it may have arrived there, or its checkpoint is there) to an
+                # executor gone lost_after: nothing else would ever end it.
+                pinned = self.executors.get(flight.only)
+                since = pinned.unreachable_since if pinned is not None else None
+                if pinned is not None and since is not None and now - since >= self.lost_after:
+                    self._queue.pop(trial_id, None)
+                    actions.append(self._lose(flight, pinned, now, "it waited for it"))
+                continue
             if flight.phase is not Phase.SENT or flight.executor is None:
                 continue  # queued, its submit on its way, or already lost
             e = self.executors.get(flight.executor)

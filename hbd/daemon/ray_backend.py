@@ -127,6 +127,23 @@ def cpu_quantity(text: str) -> float:
     return value
 
 
+def _meta(info: Any) -> dict[str, Any]:
+    """A job's metadata: a dict whatever the cluster answered."""
+    meta = info.get("metadata") if isinstance(info, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def _seconds(millis: Any) -> float | None:
+    """A job time (Ray gives milliseconds); None if absent or not a usable number."""
+    if isinstance(millis, bool) or not isinstance(millis, (int, float)):
+        return None
+    try:
+        value = millis / 1000
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
 @dataclass
 class _Job:
     """What the log of one job said, parsed once and extended as it grows."""
@@ -213,12 +230,16 @@ class RayBackend:
         jobs = await self._json("GET", "/api/jobs/")
         best: tuple[int, str] | None = None
         for item in jobs if isinstance(jobs, list) else []:
-            meta = item.get("metadata") or {}
+            meta = _meta(item)
             if meta.get(META_TRIAL) != trial_id:
                 continue
             try:
                 run = int(meta.get(META_RUN, "1"))
-            except ValueError:
+            except (TypeError, ValueError):
+                continue
+            # Metadata alone is anyone's to write: only the job hbd itself named
+            # for this run (job_name, which Ray keeps unique) is the trial's.
+            if item.get("submission_id") != job_name(trial_id, run):
                 continue
             candidate = (run, str(item.get("submission_id")))
             if best is None or candidate > best:
@@ -245,13 +266,15 @@ class RayBackend:
             ):
                 return job
             info = await self._json("GET", f"/api/jobs/{name}")
-            meta = info.get("metadata") or {}
+            if not isinstance(info, dict):
+                raise ExecutorRejected(f"malformed answer from {self.base} about job {name}")
+            meta = _meta(info)
             if job is None:
-                job = _Job(
-                    name=name,
-                    trial_id=str(meta.get(META_TRIAL, "")),
-                    run=int(meta.get(META_RUN, "1")),
-                )
+                try:
+                    run = int(meta.get(META_RUN, "1"))
+                except (TypeError, ValueError):
+                    raise ExecutorRejected(f"job {name} on {self.base}: bad {META_RUN}") from None
+                job = _Job(name=name, trial_id=str(meta.get(META_TRIAL, "")), run=run)
                 self._jobs[name] = job
             job.info = info
             job.read_at = now
@@ -275,8 +298,11 @@ class RayBackend:
         end = raw.rfind(b"\n") + 1
         if end <= job.log_bytes:
             return
-        for line in raw[job.log_bytes : end].decode(errors="replace").splitlines():
-            self._parse_line(job, line)
+        # "\n" only, never str.splitlines(): that also splits on U+2028, NEL...,
+        # which the runner's JSON leaves raw inside a line (a metric's name, a
+        # failed trial's stderr tail), and the verdict line would be lost.
+        for line in raw[job.log_bytes : end].decode(errors="replace").split("\n"):
+            self._parse_line(job, line.removesuffix("\r"))
         job.log_bytes = end
 
     @staticmethod
@@ -300,10 +326,10 @@ class RayBackend:
 
     def _status(self, job: _Job) -> TrialStatus:
         info = job.info
-        meta = info.get("metadata") or {}
+        meta = _meta(info)
         state = info.get("status")
-        started = (info.get("start_time") or 0) / 1000 or time.time()
-        ended = info.get("end_time")
+        started = _seconds(info.get("start_time")) or time.time()
+        ended = _seconds(info.get("end_time"))
         base = TrialStatus(
             id=job.trial_id,
             sweep_id=str(meta.get(META_SWEEP, "")),
@@ -318,17 +344,18 @@ class RayBackend:
             return job.final
         if state in _ACTIVE:
             return base
-        ended_at = ended / 1000 if ended else time.time()
+        ended_at = ended or time.time()
         if state == "STOPPED":
             return base.model_copy(
                 update={"state": "cancelled", "reason": CANCEL_REASON, "ended_at": ended_at}
             )
         message = info.get("message") or f"Ray job {job.name} ended {state}"
+        code = info.get("driver_exit_code")  # model_copy below does not validate
         return base.model_copy(
             update={
                 "state": "failed",
                 "reason": f"Ray job {job.name}: {message}"[:2000],
-                "exit_code": info.get("driver_exit_code"),
+                "exit_code": code if type(code) is int and abs(code) < 2**31 else None,
                 "ended_at": ended_at,
             }
         )
@@ -342,8 +369,7 @@ class RayBackend:
         except NotFound:
             job = None
         if job is not None:
-            meta = job.info.get("metadata") or {}
-            if meta.get(META_DIGEST) != digest(submission):
+            if _meta(job.info).get(META_DIGEST) != digest(submission):
                 raise ExecutorRejected(
                     f"trial {submission.id!r} was already submitted with a different payload"
                 )
@@ -458,6 +484,13 @@ class RayBackend:
             "marker_start": None,
             "tail_start": None,
         }
+
+    async def delete_checkpoint(self, trial_id: str) -> int:
+        """Checkpoints stay in the nodes' workdir: this backend cannot delete them
+        (checkpoint retention says so once and leaves them)."""
+        raise ExecutorRejected(
+            f"{self.base}: the Ray backend cannot delete checkpoints on the cluster's nodes"
+        )
 
     async def health(self, *, single: bool = False) -> Health:
         timeout = HEALTH_TIMEOUT if single else RAY_TIMEOUT

@@ -43,7 +43,7 @@ from hbd.daemon.clock import Clock
 from hbd.daemon.dispatcher import Dispatcher, OnStatus
 from hbd.daemon.lifecycle import TRIAL_DISPATCHED
 from hbd.daemon.metricsync import MetricsSync
-from hbd.daemon.placement import Placement, Poll
+from hbd.daemon.placement import Phase, Placement, Poll
 from hbd.daemon.runner import REPLAY_TYPES, Note, Observe, SweepRunner, replay, sweep_spec
 from hbd.errors import ExecutorError, ExecutorUnavailable, NotFound
 from hbd.protocol import TrialStatus
@@ -308,6 +308,8 @@ class Reconciler:
         try:
             status = await self.backends[name].status(start.trial_id)
         except NotFound:
+            if not self._still_sent(start.trial_id):
+                return  # its result was committed while we asked: it ended
             # The executor never got it (or lost it before starting): send it again
             # (or, for a stopping sweep, enqueue records its cancel).
             self.dispatcher.ended(start.trial_id)
@@ -325,6 +327,12 @@ class Reconciler:
             return  # adopted; poll_silent keeps asking and declares it lost after lost_after
         self.placement.heard(start.trial_id, self.clock.monotonic())
         await self._settle(runner, start.trial_id, status)
+
+    def _still_sent(self, trial_id: str) -> bool:
+        """Whether the trial is still on its executor as placement sees it (not ended,
+        not queued again): a 404 about any other is stale."""
+        flight = self.placement.flights.get(trial_id)
+        return flight is not None and flight.phase is Phase.SENT
 
     # ---- polling ----
 
@@ -344,6 +352,10 @@ class Reconciler:
         try:
             status = await self.backends[name].status(trial_id)
         except NotFound:
+            if not self._still_sent(trial_id):
+                # Its result was committed while the poll was on its way (and the
+                # executor has forgotten the finished trial since): it ended.
+                return
             # Reachable but it never got the trial: sending it again cannot run it twice
             # (a stopping sweep's trial is cancelled by enqueue instead).
             log.warning(

@@ -52,12 +52,10 @@ from hbd.executor.callbacks import CallbackChannel
 from hbd.executor.metrics import DEFAULT_MAX_METRICS_FILE_BYTES, MetricsTail
 from hbd.executor.process import (
     SupervisorHandle,
-    describe_exit,
 )
 from hbd.executor.trialenv import trial_argv, trial_env
 from hbd.executor.trialfiles import read_tail_async
 from hbd.protocol import (
-    TIMEOUT_REASON,
     AgentTrialState,
     Health,
     MetricsPage,
@@ -99,7 +97,7 @@ RETENTION_SWEEP_INTERVAL = 60.0
 # wait for its record before giving up on it.
 STOP_WAIT_SECONDS = CANCEL_GRACE_SECONDS + 5.0
 
-CANCEL_REASON = "cancelled by request"
+CANCEL_REASON = results.CANCEL_REASON
 # A trial an agent of an older hbd (before supervisors) was running when it was
 # replaced: nothing recorded its outcome, so it is stopped and failed.
 RESTART_REASON = "executor restarted while the trial ran"
@@ -880,22 +878,13 @@ class Agent:
         self, trial: _Trial, record: results.ExitRecord
     ) -> tuple[AgentTrialState, str | None]:
         """The verdict from the supervisor's record: the same whether or not the agent restarted."""
-        metric = trial.submission.metric
-        if record.error is not None:
-            return "failed", record.error
-        if record.stopped == sup.STOP_CANCEL:
-            return "cancelled", CANCEL_REASON
-        if record.stopped == sup.STOPPED_TIMEOUT:
-            return "failed", TIMEOUT_REASON
-        if record.stopped is not None:
-            return "failed", SHUTDOWN_REASON
-        if record.returncode is None:
-            return "failed", SUPERVISOR_LOST_REASON
-        if record.returncode != 0:
-            return "failed", describe_exit(record.returncode)
-        if metric is not None and metric not in trial.status.metrics:
-            return "failed", f"never reported metric {metric!r}"
-        return "succeeded", None
+        return results.verdict(
+            record,
+            metric=trial.submission.metric,
+            metrics=trial.status.metrics,
+            stopped=("failed", SHUTDOWN_REASON),
+            lost=SUPERVISOR_LOST_REASON,
+        )
 
     async def _finish(
         self,
@@ -986,6 +975,13 @@ class Agent:
                 taken_on_disk=stored.taken,
             )
             trial.done.set()
+            state = results.state_dir(self.workdir, sub.id)
+            if await anyio.to_thread.run_sync(_lock_held, state):
+                # Recorded failed while its supervisor outlived the stop wait: it
+                # keeps its slot and devices until it exits, across restarts too.
+                trial.handle = SupervisorHandle(state, None)
+                trial.lingering = True
+                trial.gpus = await anyio.to_thread.run_sync(_read_gpus, self.workdir, sub.id)
             self._trials[sub.id] = trial
             return
         trial = _Trial.running(sub, stored.started_at)
@@ -1019,8 +1015,16 @@ class Agent:
         # on the devices it was given if they are still this host's, else on free ones.
         log.info("starting a trial the previous agent never started", trial_id=sub.id)
         need = _gpus_asked(sub)
-        if len(trial.gpus) != need or not set(trial.gpus) <= set(self.gpus):
-            trial.gpus = ()
+        recorded, trial.gpus = trial.gpus, ()  # not counted as held while checked
+        # The record is a file (the trial's own user can write it): each device
+        # once, this host's, and held by no other trial, or picked afresh.
+        if (
+            len(set(recorded)) == need == len(recorded)
+            and set(recorded) <= set(self.gpus)
+            and not set(recorded) & self._held_gpus()
+        ):
+            trial.gpus = recorded
+        else:
             devices = gpu_devices.pick(self.gpus, self._held_gpus(), need)
             if devices is None:
                 os.close(lock_fd)
@@ -1064,6 +1068,14 @@ def _supervisor_alive(state: Path) -> bool:
         return process.supervisor_alive(state)
     except OSError:
         return True
+
+
+def _lock_held(state: Path) -> bool:
+    """Whether a supervisor provably holds this state directory's lock (unreadable: no)."""
+    try:
+        return state.is_dir() and process.supervisor_alive(state)
+    except OSError:
+        return False
 
 
 def _expired(trials: list[_Trial], now: float, limits: AgentLimits) -> list[_Trial]:

@@ -41,15 +41,14 @@ from pathlib import Path
 
 import httpx
 
+from hbd import checkpoints
 from hbd.executor import results
 from hbd.executor import supervisor as sup
 from hbd.executor.metrics import Line, MetricsTail
-from hbd.executor.process import describe_exit
 from hbd.executor.trialenv import trial_argv, trial_env
 from hbd.executor.trialfiles import read_tail
 from hbd.protocol import (
     MAX_METRICS_PAGE_LINES,
-    TIMEOUT_REASON,
     AgentTrialState,
     MetricsLine,
     TrialStatus,
@@ -79,24 +78,25 @@ CALLBACK_TIMEOUT_SECONDS = 5.0
 # pages what it missed); then the daemon's polling finds the verdict.
 STATUS_CALLBACK_ATTEMPTS = 5
 
-CANCEL_REASON = "cancelled by request"
+CANCEL_REASON = results.CANCEL_REASON
 STOPPED_REASON = "the Ray job was stopped while the trial ran"
 LOST_REASON = "the trial's supervisor did not record how it ended"
+UPLOAD_FAILED_REASON = "checkpoint upload failed"  # the agent's words
 
 
 def node_env(sub: TrialSubmission, workdir: Path, directory: Path) -> dict[str, str]:
     """The agent's trial environment (hbd.executor.trialenv), on this node."""
-    checkpoint = (
-        Path(sub.checkpoint_dir)
-        if sub.checkpoint_dir
-        else results.default_checkpoint_dir(workdir, sub.id)
-    )
+    # Where checkpoints live is the daemon's `checkpoints` (the submission's
+    # checkpoint_store), as on the agent: this node's workdir, a shared path
+    # or a URL staged under the workdir.
+    store = checkpoints.open_store(sub.checkpoint_store, workdir)
+    checkpoint = Path(sub.checkpoint_dir) if sub.checkpoint_dir else store.trial_dir(sub.id)
     results.make_private_dir(checkpoint)
     resume: Path | None = None
     if sub.resume_dir is not None:
         resume = Path(sub.resume_dir)
     elif sub.resume_from is not None:
-        resume = results.default_checkpoint_dir(workdir, sub.resume_from)
+        resume = store.resume_dir(sub.resume_from)
     # Ray hands the job the GPUs it reserved in CUDA_VISIBLE_DEVICES.
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
     devices = (
@@ -108,24 +108,17 @@ def node_env(sub: TrialSubmission, workdir: Path, directory: Path) -> dict[str, 
 def verdict(
     sub: TrialSubmission, record: results.ExitRecord | None, metrics: dict[str, float]
 ) -> tuple[AgentTrialState, str | None]:
-    """The agent's rules (hbd.executor.agent.Agent._outcome) on the supervisor's record."""
+    """The agent's rules (hbd.executor.results.verdict) on the supervisor's record."""
     if record is None:
         return "failed", LOST_REASON
-    if record.error is not None:
-        return "failed", record.error
-    if record.stopped == sup.STOP_CANCEL:
-        return "cancelled", CANCEL_REASON
-    if record.stopped == sup.STOPPED_TIMEOUT:
-        return "failed", TIMEOUT_REASON
-    if record.stopped is not None:
-        return "cancelled", STOPPED_REASON  # only Ray's stop_job signals us
-    if record.returncode is None:
-        return "failed", LOST_REASON
-    if record.returncode != 0:
-        return "failed", describe_exit(record.returncode)
-    if sub.metric is not None and sub.metric not in metrics:
-        return "failed", f"never reported metric {sub.metric!r}"
-    return "succeeded", None
+    # Only Ray's stop_job stops a job's supervisor otherwise.
+    return results.verdict(
+        record,
+        metric=sub.metric,
+        metrics=metrics,
+        stopped=("cancelled", STOPPED_REASON),
+        lost=LOST_REASON,
+    )
 
 
 class Reporter:
@@ -219,6 +212,10 @@ def run(sub: TrialSubmission, workdir: Path, token: str | None) -> TrialStatus:
     # run N+1 only once run N's job has ended.
     results.remove_trial(workdir, sub.id)
     directory = results.write_submission(workdir, sub)
+    store = checkpoints.open_store(sub.checkpoint_store, workdir)
+    if sub.resume_from is not None and sub.resume_dir is None:
+        # A URL store: the parent's checkpoint downloaded here first (as the agent does).
+        store.fetch(sub.resume_from, checkpoints.DEFAULT_MAX_CHECKPOINT_COPY_BYTES)
     argv = trial_argv(workdir, sub)
     launch = {
         "argv": argv,
@@ -259,6 +256,11 @@ def run(sub: TrialSubmission, workdir: Path, token: str | None) -> TrialStatus:
             break
     record = results.read_exit(workdir, sub.id)
     state, reason = verdict(sub, record, reporter.metrics)
+    if state == "succeeded" and sub.checkpoint_dir is None:
+        try:  # a URL store: uploaded once the run succeeded (as the agent does)
+            store.publish(sub.id, checkpoints.DEFAULT_MAX_CHECKPOINT_COPY_BYTES)
+        except Exception as exc:
+            state, reason = "failed", f"{UPLOAD_FAILED_REASON}: {exc}"
     stderr_tail = None
     if state != "succeeded":
         stderr_tail = read_tail(directory / results.STDERR_FILE, STDERR_TAIL_BYTES)

@@ -27,7 +27,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +36,8 @@ from pydantic import ValidationError
 
 from hbd.checkpoints import CHECKPOINTS_DIR
 from hbd.executor import supervisor as sup
-from hbd.protocol import TrialStatus, TrialSubmission
+from hbd.executor.process import describe_exit
+from hbd.protocol import TIMEOUT_REASON, AgentTrialState, TrialStatus, TrialSubmission
 
 log = structlog.get_logger(__name__)
 
@@ -312,3 +313,39 @@ def load_trials(workdir: Path) -> list[StoredTrial]:
         if d.is_dir() and not d.is_symlink()
     )
     return [t for t in found if t is not None]
+
+
+# Why a cancelled trial run ended (the agent's and a Ray job's alike).
+CANCEL_REASON = "cancelled by request"
+
+
+def verdict(
+    record: ExitRecord,
+    *,
+    metric: str | None,
+    metrics: Mapping[str, float],
+    stopped: tuple[AgentTrialState, str],
+    lost: str,
+) -> tuple[AgentTrialState, str | None]:
+    """How a trial run ended, from its supervisor's record: the same rules
+    wherever it ran and whether or not its executor restarted meanwhile.
+
+    ``stopped``: the outcome of a run stopped by something other than a cancel
+    or its timeout (the executor shutting down, a Ray job stopped); ``lost``:
+    the reason when the record holds no exit status.
+    """
+    if record.error is not None:
+        return "failed", record.error
+    if record.stopped == sup.STOP_CANCEL:
+        return "cancelled", CANCEL_REASON
+    if record.stopped == sup.STOPPED_TIMEOUT:
+        return "failed", TIMEOUT_REASON
+    if record.stopped is not None:
+        return stopped
+    if record.returncode is None:
+        return "failed", lost
+    if record.returncode != 0:
+        return "failed", describe_exit(record.returncode)
+    if metric is not None and metric not in metrics:
+        return "failed", f"never reported metric {metric!r}"
+    return "succeeded", None

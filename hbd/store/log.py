@@ -167,7 +167,8 @@ class Store:
             for sql, params in projections.grouped(stmts):
                 await tx.executemany(sql, params)
             last = first + len(encoded) - 1
-            await tx.execute(projections.LAST_SEQ, (last, sweep_id))
+            if any(e[0] not in projections.AFTER_THE_END_TYPES for e in encoded):
+                await tx.execute(projections.LAST_SEQ, (last, sweep_id))
 
         if len(encoded) >= THREAD_ENCODE_EVENTS:
             return await anyio.to_thread.run_sync(_committed, sweep_id, encoded, first, at)
@@ -297,6 +298,9 @@ class Store:
 
     async def rung_progress(self, sweep_id: str) -> list[dict[str, Any]]:
         return await projections.rung_progress(self.db, sweep_id)
+
+    async def checkpoint_summary(self, sweep_id: str) -> dict[str, int]:
+        return await projections.checkpoint_summary(self.db, sweep_id)
 
     # -- housekeeping ----------------------------------------------------------
 

@@ -112,6 +112,10 @@ _REOPENED = (
     " best_trial_id = NULL, best_metric = NULL, reason = NULL WHERE id = ?"
 )
 LAST_SEQ = "UPDATE sweeps SET last_seq = ? WHERE id = ?"
+# Log-only events that may follow a sweep's sweep.finished (checkpoint retention
+# deletes the last checkpoints once the sweep ends): a batch of only these does
+# not move ``last_seq``, which marks the end of the sweep's event stream.
+AFTER_THE_END_TYPES = frozenset({EventType.CHECKPOINT_DELETED})
 
 
 def _need(event_type: str, payload: Mapping[str, Any], key: str) -> Any:
@@ -353,6 +357,18 @@ async def trial_counts(db: Database, sweep_id: str) -> dict[str, int]:
         (sweep_id,),
     )
     return {r[0]: r[1] for r in rows}
+
+
+async def checkpoint_summary(db: Database, sweep_id: str) -> dict[str, int]:
+    """Checkpoints retention deleted (``checkpoint.deleted`` events) and the bytes freed."""
+    rows = await db.fetchall(
+        # total(), not sum(): a float that never overflows, whatever the log holds.
+        "SELECT count(*), total(json_extract(payload, '$.freed_bytes'))"
+        " FROM events WHERE sweep_id = ? AND type = ?",
+        (sweep_id, EventType.CHECKPOINT_DELETED),
+    )
+    deleted, freed = rows[0] if rows else (0, 0)
+    return {"deleted": int(deleted), "freed_bytes": int(freed)}
 
 
 async def rung_progress(db: Database, sweep_id: str) -> list[dict[str, Any]]:

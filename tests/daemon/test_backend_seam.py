@@ -13,7 +13,7 @@ from hbd.daemon.app import Daemon
 from hbd.daemon.backend import BACKENDS, ExecutorBackend, backend_for
 from hbd.daemon.clock import FakeClock
 from hbd.daemon.executors import ExecutorClient
-from hbd.errors import ConfigError, NotFound
+from hbd.errors import ConfigError, ExecutorRejected, NotFound
 from hbd.protocol import Health, MetricsPage, TrialResources, TrialStatus, TrialSubmission
 from hbd.store.log import open_store
 from tests.daemon.helpers import wait_finished
@@ -129,6 +129,9 @@ class MemoryBackend:
             gpus=devices,
             free_gpus=devices[self._held() :],
         )
+
+    async def delete_checkpoint(self, trial_id: str) -> int:
+        raise ExecutorRejected("this backend keeps no checkpoints")
 
     async def aclose(self) -> None:
         self.closed = True

@@ -57,7 +57,10 @@ def test_an_fsspec_store_round_trips_regular_files_only(tmp_path: Path, scheme: 
     assert (got / "weights.bin").read_bytes() == b"w" * 100
     assert (got / "nested" / "opt.bin").read_bytes() == b"o" * 10
     assert sorted(p.name for p in got.rglob("*")) == ["nested", "opt.bin", "weights.bin"]
-    assert there.fetch("p", max_bytes=1000) == 0  # already here: not fetched again
+    # The stored copy wins over a local one (which may be a failed run's): fetched again.
+    assert there.fetch("p", max_bytes=1000) == 110
+    assert sorted(p.name for p in got.rglob("*")) == ["nested", "opt.bin", "weights.bin"]
+    assert not [p for p in got.parent.iterdir() if p.name.startswith(".")]  # nothing left aside
     assert there.fetch("never-stored", max_bytes=1000) == 0
     assert not there.resume_dir("never-stored").exists()
 
