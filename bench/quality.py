@@ -17,11 +17,11 @@ Two multi-fidelity problems, both minimised, resource 1..81 (maxIterations=81, e
 
 Methods, each on one worker, trials in the order the method runs them:
 
-- ``hbd-random``, ``hbd-bohb``: hbd's geometry (``hbd.core.geometry.brackets``),
-  hbd's ranking, and the Sampler contract (random: ``space.sample_config``;
-  bohb: ``hbd.core.tpe.BOHBSampler``), through ``run_hbd`` below: brackets
-  one after another, each bracket's configurations proposed when it starts,
-  from the results committed so far (every earlier rung decision).
+- ``hbd-random``, ``hbd-bohb``, ``hbd-rnd-async``, ``hbd-bohb-async``: hbd's
+  own core, ``SweepMachine`` with the spec's ``tuner`` and ``promotion``
+  (``run_hbd`` below): trial runs in the daemon's dispatch order (deeper rungs
+  first), brackets of a learning sampler opened lazily and shown the closed
+  first rungs (docs/search.md), iterations as ``matrix.iterations``.
 - ``hyperband``: Li et al. 2018, Algorithm 1, written out here with float
   arithmetic and numpy's random sampling (a reference independent of hbd).
 - ``optuna-tpe``: Optuna's HyperbandPruner(1, 81, 3) with TPESampler (defaults),
@@ -45,6 +45,7 @@ Not part of the test suite. Needs the test extra (Optuna).
 from __future__ import annotations
 
 import argparse
+import heapq
 import math
 import statistics
 import sys
@@ -58,10 +59,12 @@ import numpy as np
 from pydantic import TypeAdapter
 
 from hbd.core import geometry
+from hbd.core.events import Begin, StartTrial, TrialFailed, TrialSucceeded
 from hbd.core.params import Param
-from hbd.core.ranking import rank
-from hbd.core.space import JSONValue, sample_config
-from hbd.core.tpe import BOHBSampler, BOHBSettings, RunResult, Sampler
+from hbd.core.space import JSONValue
+from hbd.core.spec import HyperbandMatrix
+from hbd.core.sweep import SweepMachine
+from hbd.core.tpe import BOHBSampler, BOHBSettings
 
 MAX_ITERATIONS, ETA = 81, 3
 BOHB_SETTINGS = BOHBSettings()  # the defaults, as a sweep gets them; --bohb overrides
@@ -262,66 +265,58 @@ def iteration_cost(plan: Sequence[geometry.Bracket]) -> float:
 # ---------------------------------------------------------------- hbd
 
 
-class RandomSampler:
-    """hbd's random sampling behind the Sampler contract (what the seam adds to the core)."""
+def hbd_matrix(problem: Problem, tuner: str, promotion: str, iterations: int) -> HyperbandMatrix:
+    return HyperbandMatrix.model_validate(
+        {
+            "kind": "hyperband",
+            "params": problem.params,
+            "maxIterations": MAX_ITERATIONS,
+            "eta": ETA,
+            "resource": {"name": "r", "type": "int"},
+            "metric": {"name": "loss", "optimization": "minimize"},
+            "tuner": {"hubRef": tuner},
+            "promotion": promotion,
+            "iterations": iterations,
+        }
+    )
 
-    def __init__(self, params: Mapping[str, Any], *, seed: int) -> None:
-        self.params, self.seed = params, seed
 
-    def propose(
-        self, *, bracket: int, index: int, history: Sequence[RunResult]
-    ) -> dict[str, JSONValue]:
-        return sample_config(self.params, seed=self.seed, bracket=bracket, index=index)
+def run_hbd(
+    problem: Problem, ledger: Ledger, seed: int, *, tuner: str, promotion: str = "synchronous"
+) -> None:
+    """hbd's own core (``SweepMachine``, its scheduler and sampler) on one worker.
 
-
-def run_hbd(sampler: Sampler, ledger: Ledger) -> None:
-    """Successive halving over hbd's plan with the Sampler contract.
-
-    Brackets run one after another (s_max first), iteration after iteration;
-    a bracket's configurations are proposed when it starts, from every result
-    committed so far (each rung is committed when it is decided, as a whole).
-    The bracket key passed to the sampler is s + iteration * (s_max + 1).
-
-    Once ``SweepMachine(sampler=...)`` exists, this is replaced by driving the
-    machine: ``Begin`` then one ``TrialSucceeded``/``TrialFailed`` per
-    ``StartTrial`` (in the order the daemon dispatches them), the ledger
-    charging each StartTrial its resource minus its parent's.
+    Each trial run is taken in the order the daemon's dispatcher takes them
+    (``StartTrial.priority``: deeper rungs first, then first in first out) and
+    charged its resource minus its parent's (resume). ``--bohb`` settings
+    replace the sampler's defaults.
     """
-    plan = geometry.brackets(MAX_ITERATIONS, ETA)
-    history: list[RunResult] = []
-    iteration = 0
-    while not ledger.exhausted:
-        for b in plan:
-            if ledger.exhausted:
-                return
-            key = b.s + iteration * len(plan)
-            snapshot = tuple(history)
-            current: list[tuple[int, Config]] = [
-                (i, sampler.propose(bracket=key, index=i, history=snapshot))
-                for i in range(b.rungs[0].configs)
-            ]
-            previous = 0.0
-            for r, rung in enumerate(b.rungs):
-                resource = float(rung.resource)
-                results = []
-                for i, config in current:
-                    loss = ledger.run(config, resource, resource - previous)
-                    results.append((i, config, loss))
-                history.extend(RunResult(config, resource, loss) for _, config, loss in results)
-                if r + 1 == len(b.rungs):
-                    break
-                keep = b.rungs[r + 1].configs
-                ranked = rank(
-                    [x for x in results if x[2] is not None],
-                    value=lambda x: x[2],
-                    order_key=lambda x: (x[0],),
-                    direction="minimize",
-                )
-                current = [(i, c) for i, c, _ in ranked[:keep]]
-                previous = resource
-                if not current:
-                    break
-        iteration += 1
+    iterations = math.ceil(max(BUDGET_POINTS)) + 1  # more than the budget needs
+    matrix = hbd_matrix(problem, tuner, promotion, iterations)
+    sampler = (
+        BOHBSampler(matrix.params, seed=seed, settings=BOHB_SETTINGS) if tuner == "bohb" else None
+    )
+    machine = SweepMachine(matrix, sweep_id="q", seed=seed, sampler=sampler)
+    pending: list[tuple[int, int, StartTrial]] = []
+    order = 0
+
+    def take(decisions: Sequence[Any]) -> None:
+        nonlocal order
+        for d in decisions:
+            if isinstance(d, StartTrial):
+                heapq.heappush(pending, (-d.priority, order, d))
+                order += 1
+
+    take(machine.handle(Begin()))
+    while pending and not ledger.exhausted:
+        start = heapq.heappop(pending)[2]
+        previous = float(machine.trials[start.parent].resource) if start.parent else 0.0
+        resource = float(start.resource)
+        loss = ledger.run(start.config, resource, resource - previous)
+        if loss is None:
+            take(machine.handle(TrialFailed(trial_id=start.trial_id, reason="diverged")))
+        else:
+            take(machine.handle(TrialSucceeded(trial_id=start.trial_id, metrics={"loss": loss})))
 
 
 # ---------------------------------------------------------------- textbook Hyperband
@@ -397,9 +392,13 @@ def run_optuna(problem: Problem, ledger: Ledger, seed: int) -> None:
 
 
 METHODS: dict[str, Callable[[Problem, Ledger, int], None]] = {
-    "hbd-random": lambda pr, led, seed: run_hbd(RandomSampler(pr.params, seed=seed), led),
-    "hbd-bohb": lambda pr, led, seed: run_hbd(
-        BOHBSampler(pr.params, seed=seed, settings=BOHB_SETTINGS), led
+    "hbd-random": lambda pr, led, seed: run_hbd(pr, led, seed, tuner="random"),
+    "hbd-bohb": lambda pr, led, seed: run_hbd(pr, led, seed, tuner="bohb"),
+    "hbd-rnd-async": lambda pr, led, seed: run_hbd(
+        pr, led, seed, tuner="random", promotion="asynchronous"
+    ),
+    "hbd-bohb-async": lambda pr, led, seed: run_hbd(
+        pr, led, seed, tuner="bohb", promotion="asynchronous"
     ),
     "hyperband": run_textbook,
     "optuna-tpe": run_optuna,

@@ -343,6 +343,13 @@ class Client:
         params = {"stream": stream, "offset": offset}
         return await self._call("GET", f"/v1/trials/{trial_id}/logs", params=params)  # type: ignore[no-any-return]
 
+    async def extend(self, sweep_id: str, iterations: int) -> int:
+        """Ask for more Hyperband iterations; the sweep's iterations in all."""
+        answer = await self._call(
+            "POST", f"/v1/sweeps/{sweep_id}/extend", params={"iterations": iterations}
+        )
+        return int(answer["iterations"])
+
     async def cancel(self, sweep_id: str) -> bool:
         return bool((await self._call("POST", f"/v1/sweeps/{sweep_id}/cancel"))["cancelling"])
 

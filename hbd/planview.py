@@ -58,17 +58,23 @@ class Plan:
     eta: int | float
     s_max: int
     brackets: tuple[PlanBracket, ...]  # s_max..0, Hyperband's order
-    total_trial_runs: int
-    total_resource: int | float
+    total_trial_runs: int  # over every iteration
+    total_resource: int | float  # over every iteration
     params: tuple[PlanParam, ...]  # in declaration order
     metric: str
     direction: str
     resource_name: str
     resource_type: str
     warnings: tuple[str, ...]
+    iterations: int = 1  # Hyperband iterations: the brackets run this often
+    tuner: str = "random"
+    promotion: str = "synchronous"
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "iterations": self.iterations,
+            "tuner": self.tuner,
+            "promotion": self.promotion,
             "max_iterations": self.max_iterations,
             "eta": self.eta,
             "s_max": self.s_max,
@@ -113,12 +119,15 @@ def build_plan(spec: SweepSpec) -> Plan:
         eta=m.eta,
         s_max=plan_brackets[0].bracket,
         brackets=tuple(plan_brackets),
-        total_trial_runs=sum(b.trial_runs for b in plan_brackets),
-        total_resource=_total(grand, rtype),
+        total_trial_runs=sum(b.trial_runs for b in plan_brackets) * m.iterations,
+        total_resource=_total(grand * m.iterations, rtype),
         params=tuple(PlanParam(name, p.kind, describe(p)) for name, p in m.params.items()),
         metric=m.metric.name,
         direction=m.metric.optimization,
         resource_name=m.resource.name,
         resource_type=rtype,
         warnings=tuple(spec_warnings(spec)),
+        iterations=m.iterations,
+        tuner=m.tuner.hub_ref if m.tuner is not None else "random",
+        promotion=m.promotion,
     )

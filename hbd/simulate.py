@@ -2,8 +2,10 @@
 
 The sweep machine is driven exactly as the daemon drives it, with the
 objective ``f(config, resource) -> float | dict[str, float]`` standing in for
-executors. Trials complete in the order they were started (FIFO), so a spec,
-a seed and an objective always give the same simulation, bit for bit.
+executors. Trials run one at a time, deeper rungs first (``StartTrial.priority``,
+as the daemon's dispatcher orders its queue: full-resource results come early),
+then in the order they were started; so a spec, a seed and an objective always
+give the same simulation, bit for bit.
 
 A bad objective *reference* (no such module, attribute, not callable) is the
 user's mistake and raises ``ObjectiveError`` before anything runs. A bad
@@ -15,13 +17,13 @@ daemon; the sweep goes on.
 from __future__ import annotations
 
 import copy
+import heapq
 import importlib
 import importlib.util
 import inspect
 import math
 import numbers
 import sys
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -241,10 +243,12 @@ class TrialOutcome:
     status: TrialStatus  # one of TERMINAL_TRIAL_STATUSES
     metric: float | None  # the spec's metric, when the trial succeeded with a finite one
     reason: str | None  # why it failed or was cancelled
+    iteration: int = 0  # the Hyperband iteration
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.trial_id,
+            "iteration": self.iteration,
             "bracket": self.bracket,
             "rung": self.rung,
             "config": dict(self.config),
@@ -264,9 +268,11 @@ class RungOutcome:
     promoted: tuple[str, ...]
     cutoff: float | None
     reason: str
+    iteration: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "iteration": self.iteration,
             "bracket": self.bracket,
             "rung": self.rung,
             "size": self.size,
@@ -334,7 +340,8 @@ def simulate(
         spec, sweep_id=SIMULATION_SWEEP_ID, seed=seed, first_failures_stop=FIRST_FAILURES_STOP
     )
     metric = spec.matrix.metric.name
-    queue: deque[StartTrial] = deque()
+    # (-priority, order started, trial): deeper rungs first, FIFO among equals.
+    queue: list[tuple[int, int, StartTrial]] = []
     started: list[StartTrial] = []
     cancel_reason: dict[str, str] = {}
     decided: list[RungDecided] = []
@@ -344,7 +351,7 @@ def simulate(
         nonlocal early
         for d in machine.handle(event):
             if isinstance(d, StartTrial):
-                queue.append(d)
+                heapq.heappush(queue, (-d.priority, len(started), d))
                 started.append(d)
             elif isinstance(d, CancelTrials):
                 for tid in d.trial_ids:
@@ -356,7 +363,7 @@ def simulate(
 
     feed(Begin())
     while queue:
-        start = queue.popleft()
+        start = heapq.heappop(queue)[2]
         if start.trial_id in cancel_reason:
             feed(TrialCancelled(trial_id=start.trial_id, reason=cancel_reason[start.trial_id]))
         else:
@@ -383,26 +390,31 @@ def simulate(
                 if t.state.value == TrialStatus.SUCCEEDED
                 else None,
                 reason=t.reason,
+                iteration=t.iteration,
             )
         )
-    sizes: dict[tuple[int, int], int] = {}
-    for outcome in trials:
-        key = (outcome.bracket, outcome.rung)
+    sizes: dict[tuple[int, int, int], int] = {}
+    for s in started:
+        key = (s.iteration, s.bracket, s.rung)
         sizes[key] = sizes.get(key, 0) + 1
-    rungs = sorted(
-        (
-            RungOutcome(
-                bracket=d.bracket,
-                rung=d.rung,
-                size=sizes[(d.bracket, d.rung)],
-                promoted=d.promoted,
-                cutoff=d.cutoff,
-                reason=d.reason,
-            )
-            for d in decided
-        ),
-        key=lambda r: (-r.bracket, r.rung),
-    )
+    # One outcome per rung: an asynchronous rung is decided at each promotion
+    # and when it closes; its outcome has every promotion and the last reason.
+    merged: dict[tuple[int, int, int], RungOutcome] = {}
+    worst = max if spec.matrix.metric.optimization == "minimize" else min
+    for d in decided:
+        key = (d.iteration, d.bracket, d.rung)
+        held = merged.get(key)
+        cutoffs = [c for c in (held.cutoff if held else None, d.cutoff) if c is not None]
+        merged[key] = RungOutcome(
+            bracket=d.bracket,
+            rung=d.rung,
+            size=sizes[key],
+            promoted=(held.promoted if held else ()) + d.promoted,
+            cutoff=worst(cutoffs) if cutoffs else None,
+            reason=d.reason,
+            iteration=d.iteration,
+        )
+    rungs = sorted(merged.values(), key=lambda r: (r.iteration, -r.bracket, r.rung))
     return Simulation(
         seed=seed,
         seed_source=seed_source,

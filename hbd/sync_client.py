@@ -196,6 +196,11 @@ class Client:
         """Stop a sweep; False when it had already finished."""
         return bool(self._call("POST", f"/v1/sweeps/{sweep}/cancel")["cancelling"])
 
+    def extend(self, sweep: str, iterations: int = 1) -> int:
+        """More Hyperband iterations for a running sweep; its iterations in all."""
+        answer = self._call("POST", f"/v1/sweeps/{sweep}/extend", params={"iterations": iterations})
+        return int(answer["iterations"])
+
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/healthz")  # type: ignore[no-any-return]
 

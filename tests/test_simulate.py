@@ -187,9 +187,10 @@ def test_early_stopping_cancels_what_has_not_run(tmp_path: Path) -> None:
     assert cancelled and all(t.metric is None and t.reason == sim.reason for t in cancelled)
     calls = sys.modules[name].calls
     assert len(calls) == sum(t.status != "cancelled" for t in sim.trials)
-    # the stopping trial is the first s=0 trial (bracket 0 starts at R), and is the best
-    assert sim.best is not None and sim.best.metric == 0.01 and sim.best.bracket == 0
-    assert sim.trials[-1].status == "cancelled"
+    # the stopping trial is the first to reach R: deeper rungs run first, so it is
+    # bracket 4's promoted trial, before bracket 0 (which starts at R) runs at all
+    assert sim.best is not None and sim.best.metric == 0.01 and sim.best.resource == 81
+    assert sim.best.bracket == 4
 
 
 # ---------------------------------------------------------------- bad results fail one trial
@@ -356,3 +357,68 @@ def test_simulation_json_is_plain_data() -> None:
         "parent",
     }
     assert set(data["rungs"][0]) >= {"bracket", "rung", "promoted", "cutoff"}
+
+
+# ---------------------------------------------------------------- anytime order
+
+
+def test_deeper_rungs_run_first_and_the_decisions_are_those_of_fifo(tmp_path: Path) -> None:
+    from hbd.core.events import Begin, StartTrial
+    from hbd.core.sweep import SweepMachine
+    from hbd.simulate import evaluate
+
+    name = write_module(
+        tmp_path,
+        """
+        calls = []
+        def f(config, r):
+            calls.append(r)
+            return (config["lr"] - 0.3) ** 2 + 1 / r
+        """,
+    )
+    spec = reference_spec(earlyStopping=[])
+    sim = simulate(spec, load_objective(f"{name}:f", [tmp_path]), seed=0)
+    calls = sys.modules[name].calls
+    # A promotion (resource > 1 in bracket 4) runs before the last first-rung trials.
+    assert calls.index(81) < len(calls) - 5
+    # First in, first out, as before: the same rung decisions and the same winner.
+    machine = SweepMachine.for_spec(spec, sweep_id="sim", seed=0)
+    objective = load_objective(f"{name}:f", [tmp_path])
+    queue = [d for d in machine.handle(Begin()) if isinstance(d, StartTrial)]
+    decided = []
+    while queue:
+        out = machine.handle(evaluate(objective, queue.pop(0), "loss"))
+        queue += [d for d in out if isinstance(d, StartTrial)]
+        decided += [(d.bracket, d.rung, d.promoted) for d in out if hasattr(d, "promoted")]
+    assert sorted(decided) == sorted((r.bracket, r.rung, r.promoted) for r in sim.rungs)
+    assert machine.finished is not None and machine.finished.best == sim.best
+
+
+def test_the_plan_totals_cover_every_iteration() -> None:
+    one = build_plan(reference_spec())
+    three = build_plan(
+        reference_spec(iterations=3, tuner={"hubRef": "bohb"}, promotion="asynchronous")
+    )
+    assert three.total_trial_runs == 3 * one.total_trial_runs
+    assert three.total_resource == 3 * one.total_resource
+    assert three.brackets == one.brackets  # the table shows one iteration
+    data = three.to_json()
+    assert (data["iterations"], data["tuner"], data["promotion"]) == (3, "bohb", "asynchronous")
+
+
+def test_an_asynchronous_multi_iteration_simulation_has_one_outcome_per_rung(
+    tmp_path: Path,
+) -> None:
+    name = write_module(
+        tmp_path, "def f(config, r):\n    return (config['lr'] - 0.3) ** 2 + 1 / r\n"
+    )
+    spec = reference_spec(earlyStopping=[], promotion="asynchronous", iterations=2)
+    sim = simulate(spec, load_objective(f"{name}:f", [tmp_path]), seed=0)
+    keys = [(r.iteration, r.bracket, r.rung) for r in sim.rungs]
+    assert len(keys) == len(set(keys)) and {k[0] for k in keys} == {0, 1}
+    plan = build_plan(spec)
+    for r in sim.rungs:  # every promotion of a rung, at most its next rung's plan
+        if r.rung < r.bracket:
+            planned = next(b for b in plan.brackets if b.bracket == r.bracket).rungs[r.rung + 1]
+            assert 0 < len(r.promoted) <= planned.configs
+    assert len(sim.trials) == plan.total_trial_runs

@@ -19,12 +19,19 @@ from fastapi.responses import JSONResponse
 from hbd.api.asgi import is_authenticated
 from hbd.api.docs import add_docs
 from hbd.api.sse import create_event_router
-from hbd.api.views import resource_type, sweep_detail, sweep_summary, trial_view
+from hbd.api.views import (
+    best_per_resource,
+    resource_type,
+    sweep_detail,
+    sweep_summary,
+    trial_view,
+)
 from hbd.core.errors import SpecError
-from hbd.core.limits import MAX_SQL_INT
+from hbd.core.limits import MAX_HYPERBAND_ITERATIONS, MAX_SQL_INT
 from hbd.core.spec import sweep_id_problem
 from hbd.core.vocabulary import TrialStatus
 from hbd.daemon.app import Daemon, SweepChanged
+from hbd.daemon.extend import CannotExtend, extend
 from hbd.errors import ConflictError, ExecutorError, NotFound, NotReady, StoreError
 from hbd.protocol import TrialUpdate
 from hbd.version import __version__
@@ -126,10 +133,14 @@ def create_app(daemon: Daemon) -> FastAPI:
         sweep = await sweep_or_404(sweep_id)
         runner = daemon.runners.get(sweep_id)
         best_id = sweep.best_trial_id
+        iterations = None
         if runner is not None:
             best = runner.machine.best()
             best_id = best.trial_id if best else None
+            iterations = runner.machine.scheduler.iterations
         best_row = await daemon.store.get_trial(best_id) if best_id else None
+        succeeded = await daemon.store.list_trials(sweep_id, status=TrialStatus.SUCCEEDED)
+        direction = sweep.spec_json["matrix"]["metric"].get("optimization", "minimize")
         return sweep_detail(
             sweep,
             await daemon.store.rung_progress(sweep_id),
@@ -137,7 +148,9 @@ def create_app(daemon: Daemon) -> FastAPI:
             best_row,
             live_state(sweep_id),
             broken(sweep_id),
-            await checkpoints(sweep_id),
+            checkpoints=await checkpoints(sweep_id),
+            per_resource=best_per_resource(succeeded, direction),
+            iterations=iterations,
         )
 
     async def checkpoints(sweep_id: str) -> dict[str, int]:
@@ -165,6 +178,21 @@ def create_app(daemon: Daemon) -> FastAPI:
         except NotFound as exc:
             raise HTTPException(404, str(exc)) from None
         return {"id": sweep_id, "cancelling": cancelling}
+
+    @router.post("/v1/sweeps/{sweep_id}/extend", status_code=202)
+    async def extend_sweep(
+        sweep_id: str, iterations: Annotated[int, Query(ge=1, le=MAX_HYPERBAND_ITERATIONS)] = 1
+    ) -> dict[str, Any]:
+        """More Hyperband iterations (logged as sweep.extended); a finished sweep reopens."""
+        try:
+            total = await extend(daemon, sweep_id, iterations)
+        except NotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+        except CannotExtend as exc:
+            raise HTTPException(409, str(exc)) from None
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return {"id": sweep_id, "iterations": total}
 
     @router.get("/v1/trials/{trial_id}/logs")
     async def trial_logs(

@@ -41,6 +41,23 @@ def trial_view(trial: TrialRow, rtype: str) -> dict[str, Any]:
     }
 
 
+def best_per_resource(trials: list[TrialRow], direction: str) -> list[TrialRow]:
+    """The best succeeded trial run at each resource, lowest resource first.
+
+    The last is the sweep's best (the best at the highest resource reached,
+    HpBandSter's convention; hbd.core.sweep.SweepMachine.best); ties by id.
+    """
+    sign = -1.0 if direction == "maximize" else 1.0
+    best: dict[float, TrialRow] = {}
+    for t in trials:
+        if t.metric is None or t.resource is None:
+            continue
+        held = best.get(t.resource)
+        if held is None or (sign * t.metric, t.id) < (sign * (held.metric or 0.0), held.id):
+            best[t.resource] = t
+    return [best[r] for r in sorted(best)]
+
+
 def sweep_summary(
     sweep: SweepRow, live_state: str | None = None, broken: str | None = None
 ) -> dict[str, Any]:
@@ -73,7 +90,11 @@ def sweep_detail(
     live_state: str | None,
     broken: str | None = None,
     checkpoints: dict[str, int] | None = None,
+    per_resource: list[TrialRow] | None = None,
+    iterations: int | None = None,
 ) -> dict[str, Any]:
+    """``iterations``: Hyperband iterations planned now (a live sweep may have
+    been extended); default the spec's."""
     spec = parse_spec(sweep.spec_json)
     matrix = spec.matrix
     plan = geometry.brackets(matrix.max_iterations, matrix.eta, matrix.resource.type)
@@ -100,10 +121,12 @@ def sweep_detail(
         "eta": matrix.eta,
         "concurrency": matrix.concurrency,
         "trials": counts,
-        "planned_trial_runs": sum(b.trial_runs for b in plan),
+        "iterations": iterations or matrix.iterations,
+        "planned_trial_runs": sum(b.trial_runs for b in plan) * (iterations or matrix.iterations),
         "brackets": brackets,
         "best": None if best is None else trial_view(best, matrix.resource.type),
         "checkpoints": _checkpoints(counts, checkpoints),
+        "best_per_resource": [trial_view(t, matrix.resource.type) for t in per_resource or ()],
     }
 
 

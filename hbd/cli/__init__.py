@@ -59,6 +59,7 @@ COMMAND_MODULES: dict[str, str] = {
     "trials": "sweeps",
     "results": "sweeps",
     "cancel": "sweeps",
+    "extend": "sweeps",
     "logs": "logs",
     "run": "run",
     "serve": "service",

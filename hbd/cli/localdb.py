@@ -69,24 +69,18 @@ class LocalSource:
         return [sweep_summary(s) for s in await projections.list_sweeps(self.db)]
 
     async def sweep(self, sweep_id: str) -> dict[str, Any]:
-        from hbd.api.views import sweep_detail
+        from hbd.api.views import best_per_resource, sweep_detail
         from hbd.store import projections
 
         row = await self._sweep_row(sweep_id)
+        direction = row.spec_json["matrix"]["metric"].get("optimization", "minimize")
+        succeeded = await projections.list_trials(self.db, sweep_id, status=TrialStatus.SUCCEEDED)
+        per_resource = best_per_resource(succeeded, direction)
         best = None
         if row.best_trial_id:
             best = await projections.get_trial(self.db, row.best_trial_id)
         elif not row.finished:  # running under a daemon (or interrupted): the best so far
-            metric = row.spec_json["matrix"]["metric"]
-            done = [
-                t
-                for t in await projections.list_trials(
-                    self.db, sweep_id, status=TrialStatus.SUCCEEDED
-                )
-                if t.metric is not None
-            ]
-            sign = -1 if metric.get("optimization") == "maximize" else 1
-            best = min(done, key=lambda t: (sign * (t.metric or 0.0), t.id), default=None)
+            best = per_resource[-1] if per_resource else None
         return sweep_detail(
             row,
             await projections.rung_progress(self.db, sweep_id),
@@ -94,6 +88,7 @@ class LocalSource:
             best,
             None,
             checkpoints=await projections.checkpoint_summary(self.db, sweep_id),
+            per_resource=per_resource,
         )
 
     async def trials(self, sweep_id: str, **filters: Any) -> list[dict[str, Any]]:

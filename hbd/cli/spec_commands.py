@@ -115,6 +115,10 @@ def _print_plan(path: str, plan: Plan) -> None:
         f"s_max={plan.s_max}; resource {res} ({plan.resource_type}); "
         f"metric {plan.metric} ({plan.direction})"
     )
+    out.line(
+        f"search: {plan.tuner} sampling, {plan.promotion} promotion, "
+        f"{plan.iterations} Hyperband iteration{'s' if plan.iterations != 1 else ''}"
+    )
     table = Table(
         title=f"Brackets: configs x {res} per rung",
         caption=f"runs: trial runs; total: {res} summed over them",
@@ -131,7 +135,7 @@ def _print_plan(path: str, plan: Plan) -> None:
         table.add_row(f"s={b.bracket}", *cells, str(b.trial_runs), format_number(b.total_resource))
     table.add_section()
     table.add_row(
-        "total",
+        "total" if plan.iterations == 1 else f"total x{plan.iterations}",
         *[""] * (plan.s_max + 1),
         str(plan.total_trial_runs),
         format_number(plan.total_resource),
@@ -210,17 +214,18 @@ def _print_simulation(path: str, objective: str, sim: Simulation, plan: Plan) ->
     out.line(
         f"Simulating {path} with {objective}, seed {sim.seed} ({_SEED_SOURCES[sim.seed_source]})"
     )
-    by_rung: dict[tuple[int, int], list[TrialOutcome]] = {}
+    by_rung: dict[tuple[int, int, int], list[TrialOutcome]] = {}
     for t in sim.trials:
-        by_rung.setdefault((t.bracket, t.rung), []).append(t)
-    decided = {(r.bracket, r.rung): r for r in sim.rungs}
+        by_rung.setdefault((t.iteration, t.bracket, t.rung), []).append(t)
+    decided = {(r.iteration, r.bracket, r.rung): r for r in sim.rungs}
     trials = {t.trial_id: t for t in sim.trials}
     res = plan.resource_name
 
-    for b in plan.brackets:
+    for it, b in ((it, b) for it in range(plan.iterations) for b in plan.brackets):
         out.line("")
+        where = f"Iteration {it}, bracket" if plan.iterations > 1 else "Bracket"
         table = Table(
-            title=f"Bracket s={b.bracket}: {b.rungs[0].configs} configs from {res}={format_number(b.rungs[0].resource)}",
+            title=f"{where} s={b.bracket}: {b.rungs[0].configs} configs from {res}={format_number(b.rungs[0].resource)}",
             title_justify="left",
         )
         table.add_column("rung", justify="right")
@@ -232,7 +237,7 @@ def _print_simulation(path: str, objective: str, sim: Simulation, plan: Plan) ->
         table.add_column(f"best {sim.metric}", justify="right")
         notes: list[str] = []
         for planned in b.rungs:
-            key = (b.bracket, planned.rung)
+            key = (it, b.bracket, planned.rung)
             ran = by_rung.get(key, [])
             row = [
                 str(planned.rung),

@@ -283,6 +283,14 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"checkpoints: {kept}, {ckpt.get('deleted', 0)} deleted, "
             f"{format_bytes(int(ckpt.get('freed_bytes') or 0))} freed"
         )
+    per_resource = detail.get("best_per_resource") or []
+    if per_resource:
+        metric = detail["metric"]["name"]
+        out.line(f"best per {detail['resource']['name']} (the sweep's best is the last):")
+        out.rows(
+            (detail["resource"]["name"], metric, "trial"),
+            [(str(t["resource"]), format_number(t["metric"]), t["id"]) for t in per_resource],
+        )
     print_outcome(detail, why)
     return EXIT_OK
 
@@ -497,6 +505,26 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- extend
+
+
+def _args_extend(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep")
+    p.add_argument(
+        "--iterations",
+        type=int,
+        default=1,
+        help="how many more Hyperband iterations (default 1)",
+    )
+    add_connection_args(p)
+
+
+def cmd_extend(args: argparse.Namespace) -> int:
+    total = call(args, lambda c: c.extend(args.sweep, args.iterations))
+    say(f"sweep {args.sweep}: {args.iterations} more iteration(s), {total} in all")
+    return EXIT_OK
+
+
 COMMANDS: tuple[Command, ...] = (
     Command("submit", "submit a sweep spec to the daemon", _args_submit, cmd_submit),
     Command("status", "list sweeps, or show one sweep's progress", _args_status, cmd_status),
@@ -509,5 +537,11 @@ COMMANDS: tuple[Command, ...] = (
         "stop a sweep: nothing new starts, running trials are cancelled",
         _args_cancel,
         cmd_cancel,
+    ),
+    Command(
+        "extend",
+        "run more Hyperband iterations in a sweep (a finished one is reopened)",
+        _args_extend,
+        cmd_extend,
     ),
 )

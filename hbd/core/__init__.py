@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         RungDecided,
         StartTrial,
         StopRequested,
+        SweepExtended,
         SweepFinished,
         TrialCancelled,
         TrialFailed,
@@ -40,9 +41,17 @@ if TYPE_CHECKING:
     )
     from hbd.core.geometry import Bracket, Rung, brackets
     from hbd.core.sampler import RandomSampler, RunResult, Sampler
-    from hbd.core.scheduler import Scheduler, Slot, Step, SynchronousHyperband
+    from hbd.core.scheduler import (
+        AsynchronousHyperband,
+        Scheduler,
+        Slot,
+        Step,
+        SynchronousHyperband,
+    )
+    from hbd.core.search import Search
     from hbd.core.spec import SweepSpec, load_spec, parse_spec
     from hbd.core.sweep import SweepMachine, trial_id
+    from hbd.core.tpe import BOHBSampler, BOHBSettings
     from hbd.core.vocabulary import EventType, SweepStatus, TrialStatus
 
 # Public name -> the module that defines it.
@@ -63,6 +72,7 @@ _HOMES = {
     "RungDecided": "hbd.core.events",
     "StartTrial": "hbd.core.events",
     "StopRequested": "hbd.core.events",
+    "SweepExtended": "hbd.core.events",
     "SweepFinished": "hbd.core.events",
     "TrialCancelled": "hbd.core.events",
     "TrialFailed": "hbd.core.events",
@@ -75,6 +85,10 @@ _HOMES = {
     "RunResult": "hbd.core.sampler",
     "Sampler": "hbd.core.sampler",
     "Scheduler": "hbd.core.scheduler",
+    "AsynchronousHyperband": "hbd.core.scheduler",
+    "Search": "hbd.core.search",
+    "BOHBSampler": "hbd.core.tpe",
+    "BOHBSettings": "hbd.core.tpe",
     "Slot": "hbd.core.scheduler",
     "Step": "hbd.core.scheduler",
     "SynchronousHyperband": "hbd.core.scheduler",
@@ -89,6 +103,9 @@ _HOMES = {
 }
 
 __all__ = [
+    "AsynchronousHyperband",
+    "BOHBSampler",
+    "BOHBSettings",
     "Begin",
     "BestTrial",
     "Bracket",
@@ -108,12 +125,14 @@ __all__ = [
     "RungDecided",
     "Sampler",
     "Scheduler",
+    "Search",
     "Slot",
     "SpecError",
     "SpecProblem",
     "StartTrial",
     "Step",
     "StopRequested",
+    "SweepExtended",
     "SweepFinished",
     "SweepMachine",
     "SweepSpec",

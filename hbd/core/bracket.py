@@ -60,6 +60,11 @@ SWEEP_TRANSITIONS: Mapping[tuple[SweepState, str], SweepState] = {
     (SweepState.RUNNING, EventType.TRIAL_CANCELLED): SweepState.RUNNING,
     (SweepState.RUNNING, EventType.TRIAL_INTERRUPTED): SweepState.RUNNING,
     (SweepState.RUNNING, EventType.SWEEP_STOP_REQUESTED): SweepState.STOPPING,
+    # More Hyperband iterations: planned after the running ones, or reopening a
+    # sweep that finished with every bracket done (the machine refuses to
+    # reopen a stopped one, whose state is the same).
+    (SweepState.RUNNING, EventType.SWEEP_EXTENDED): SweepState.RUNNING,
+    (SweepState.FINISHED, EventType.SWEEP_EXTENDED): SweepState.RUNNING,
     (SweepState.STOPPING, EventType.TRIAL_SUCCEEDED): SweepState.STOPPING,
     (SweepState.STOPPING, EventType.TRIAL_FAILED): SweepState.STOPPING,
     (SweepState.STOPPING, EventType.TRIAL_CANCELLED): SweepState.STOPPING,
@@ -126,6 +131,7 @@ class Trial:
     # The configuration as the sampler proposed it, before casting to inputs
     # (what a learning sampler is shown); None for trials built elsewhere.
     sampled: Mapping[str, JSON] | None = None
+    iteration: int = 0  # the Hyperband iteration (outer loop) it belongs to
 
     def fire(self, event: str, *, sweep_id: str) -> TrialState:
         """Move this trial by ``event`` through ``TRIAL_TRANSITIONS``; the new state."""
@@ -145,6 +151,7 @@ class Trial:
             resource=self.resource,
             parent=self.parent,
             resume_from=self.parent if resume else None,
+            iteration=self.iteration,
         )
 
     def order_key(self, bracket_position: int) -> tuple[int, ...]:
@@ -157,7 +164,8 @@ class BracketRun:
     """One bracket in flight: which rung is open and which trials are in it."""
 
     plan: geometry.Bracket
-    position: int  # 0 for s_max, the first bracket to start
+    position: int  # 0 for s_max, the first bracket to start (counting on over iterations)
+    iteration: int = 0
     rung: int = 0
     trials: list[list[Trial]] = field(default_factory=list)  # trials[rung] in index order
     done: bool = False
@@ -233,6 +241,7 @@ class BracketRun:
             else tuple(t.trial_id for t in ranked if t.trial_id not in promoted_ids),
             cutoff=cutoff,
             reason=reason,
+            iteration=self.iteration,
         )
         if not promoted:
             self.done = True

@@ -19,6 +19,7 @@ from hbd.core.events import (
     RungDecided,
     StartTrial,
     StopRequested,
+    SweepExtended,
     SweepFinished,
     TrialCancelled,
     TrialFailed,
@@ -39,6 +40,7 @@ OBSERVATION_TYPES = frozenset(
         TrialCancelled.TYPE,
         TrialInterrupted.TYPE,
         StopRequested.TYPE,
+        SweepExtended.TYPE,
     }
 )
 DECISION_TYPES = frozenset(
@@ -59,6 +61,10 @@ def decision_record(decision: Decision) -> Record:
     payload = plain(asdict(decision))
     if isinstance(decision, StartTrial):
         payload["trial_id"] = decision.trial_id
+    # A first iteration's decisions are spelled as before iterations existed,
+    # so one-iteration sweeps log what older versions logged.
+    if payload.get("iteration") == 0:
+        del payload["iteration"]
     return decision.TYPE, payload
 
 
@@ -87,4 +93,6 @@ def observation_from_record(type_: str, payload: Mapping[str, Any]) -> Observati
         )
     if type_ == StopRequested.TYPE:
         return StopRequested(reason=str(payload.get("reason", "")))
+    if type_ == SweepExtended.TYPE:
+        return SweepExtended(iterations=int(payload["iterations"]))
     return None

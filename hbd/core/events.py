@@ -70,8 +70,26 @@ class StopRequested:
     reason: str = "cancelled by user"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SweepExtended:
+    """Someone asked for ``iterations`` more Hyperband iterations (``hbd extend``).
+
+    A running sweep plans them after its own; a sweep that finished with every
+    bracket done is reopened. A stopped sweep stays stopped.
+    """
+
+    TYPE: ClassVar[EventType] = EventType.SWEEP_EXTENDED
+    iterations: int
+
+
 Observation = (
-    Begin | TrialSucceeded | TrialFailed | TrialCancelled | TrialInterrupted | StopRequested
+    Begin
+    | TrialSucceeded
+    | TrialFailed
+    | TrialCancelled
+    | TrialInterrupted
+    | StopRequested
+    | SweepExtended
 )
 
 
@@ -91,6 +109,16 @@ class StartTrial:
     resource: int | float
     parent: str | None
     resume_from: str | None
+    # The Hyperband iteration (Li et al.'s outer loop) the trial belongs to;
+    # the log spells it only when it is not 0 (hbd.core.codec).
+    iteration: int = 0
+
+    @property
+    def priority(self) -> int:
+        """Dispatch order: higher first. Deeper rungs first, so that a sweep has
+        full-resource results early (anytime); it changes when a trial starts,
+        never what is decided."""
+        return self.rung
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,6 +141,7 @@ class RungDecided:
     stopped: tuple[str, ...]
     cutoff: float | None  # metric of the last promoted trial; None when nothing was promoted
     reason: str
+    iteration: int = 0  # see StartTrial.iteration
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_MAX_TRIAL_RUNS",
     "DEFAULT_SPEC_LIMITS",
     "MAX_CONCURRENCY",
+    "MAX_HYPERBAND_ITERATIONS",
     "MAX_NAME_CHARS",
     "MAX_SPEC_ALIASES",
     "MAX_SPEC_BYTES",
@@ -47,6 +48,12 @@ MAX_CONCURRENCY = 1_000_000
 # replayed in its first event; a name is a label, not a document (a 900 KB
 # name took a daemon to 2.9 GB over SSE replays).
 MAX_NAME_CHARS = 256
+# Hyperband iterations of one sweep (matrix.iterations, and after every
+# `hbd extend`): the total trial runs are capped by max_trial_runs anyway; this
+# bounds the scheduler's bracket list (one entry per bracket and iteration)
+# before a plan's size is even computed. Li et al. run a handful; BOHB's
+# benchmarks 4 to 64.
+MAX_HYPERBAND_ITERATIONS = 1_000
 # Trial runs one sweep may plan (all brackets, all rungs; retries not counted).
 # Each is a log row, a queue entry and an executor process: 100,000 is weeks
 # of work on any host hbd targets, and its plan (a few MB) is built in a second.
@@ -103,17 +110,22 @@ def planned_trial_runs(max_iterations: int, eta: float | Fraction) -> int:
 
 
 def trial_runs_problem(
-    max_iterations: int, eta: float | Fraction, limit: int
+    max_iterations: int, eta: float | Fraction, limit: int, iterations: int = 1
 ) -> SpecProblem | None:
-    """Why a plan is too large for ``limit`` trial runs per sweep, or None."""
-    runs = planned_trial_runs(max_iterations, eta)
+    """Why a plan (``iterations`` times over) is too large for ``limit`` trial runs, or None."""
+    runs = planned_trial_runs(max_iterations, eta) * iterations
     if runs <= limit:
         return None
+    times = f" times {iterations} iterations" if iterations > 1 else ""
     return SpecProblem(
-        "matrix.maxIterations",
-        f"maxIterations {max_iterations} with eta {eta:g} plans {runs:,} trial runs, "
+        "matrix.iterations" if iterations > 1 else "matrix.maxIterations",
+        f"maxIterations {max_iterations} with eta {eta:g}{times} plans {runs:,} trial runs, "
         f"more than the limit of {limit:,} per sweep (setting max_trial_runs); "
-        "lower maxIterations or raise eta",
+        + (
+            "lower iterations or maxIterations, or raise eta"
+            if iterations > 1
+            else "lower maxIterations or raise eta"
+        ),
     )
 
 

@@ -3,9 +3,12 @@
 A sampler proposes the configuration of one new trial, keyed by
 ``(bracket, index)``, given the ``history`` of completed trial runs. The
 machine defines that history by the log, never by arrival order: it is the
-results of every rung already *decided* (a logged ``rung.decided``) when the
-bracket that asks opens, sorted by trial id. So a replay of the log gives a
-learning sampler the same history, and it proposes the same configurations.
+results of the closed rungs ``scheduler.visible`` shows the bracket that asks
+(every rung of the brackets two or more before it, the first rung of the one
+just before: with lazy opening exactly the rungs closed when it opens), sorted
+by trial id. So the same results give a learning sampler the same history in
+any order, a replay of the log gives it the same history, and it proposes the
+same configurations.
 
 A sampler must be a pure function of its constructor arguments and of what
 ``propose`` is given: no clock, no global RNG, no state carried between calls

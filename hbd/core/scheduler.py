@@ -5,7 +5,11 @@ stopping, stop and finish; a scheduler keeps the algorithm. It never creates a
 trial itself: it answers with ``Slot``s (a new configuration to sample, or a
 trial to promote), the machine makes the trials (asking its sampler for new
 configurations) and hands them back through ``started``. So a new algorithm
-(asynchronous promotion, ASHA) is a new class here, not an edit of the machine.
+is a new class here, not an edit of the machine: ``SynchronousHyperband``
+(a rung barrier per bracket) and ``AsynchronousHyperband`` (ASHA's promotion
+rule) share the outer loop, ``_Iterations``: brackets in Hyperband's order over
+``iterations`` repetitions of the plan, opened all at once or lazily (bracket
+b+1 when bracket b's first rung is closed), and ``extend`` for more.
 
 A scheduler is pure and deterministic: what it answers is a function of the
 plan and of the calls it received, in order. The machine calls it only from
@@ -14,16 +18,25 @@ plan and of the calls it received, in order. The machine calls it only from
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Protocol
 
 from hbd.core import geometry
-from hbd.core.bracket import BracketRun, Trial
-from hbd.core.events import RungDecided
-from hbd.core.ranking import Direction
+from hbd.core.bracket import BracketRun, Trial, TrialState
+from hbd.core.events import RankedTrial, RungDecided
+from hbd.core.ranking import Direction, metric_value, rank
 
-__all__ = ["Scheduler", "Slot", "Step", "SynchronousHyperband"]
+__all__ = [
+    "AsynchronousHyperband",
+    "Scheduler",
+    "Slot",
+    "Step",
+    "SynchronousHyperband",
+    "visible",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,19 +48,23 @@ class Slot:
     index: int
     resource: int | float
     parent: Trial | None
+    iteration: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Step:
     """What a scheduler decided after a trial ended.
 
-    ``decided`` come first: the machine records their results (a sampler's
-    history) before it fills ``starts``, in order, so a bracket opened by this
-    step samples with those rungs' results known.
+    ``decided`` come first: every rung decision, in order (a synchronous rung is
+    decided once; an asynchronous one at each promotion and when it closes).
+    ``closed`` are those that close a rung (all its trials ended): the machine
+    keeps their results as a sampler's history before it fills ``starts``, in
+    order, so a bracket opened by this step samples with them (``visible``).
     """
 
     decided: tuple[RungDecided, ...] = ()
     starts: tuple[Slot, ...] = ()
+    closed: tuple[RungDecided, ...] = ()
 
 
 class Scheduler(Protocol):
@@ -67,13 +84,27 @@ class Scheduler(Protocol):
         """``trial`` ended. ``decide`` False: the sweep is stopping, only count it."""
         ...
 
+    def extend(self, iterations: int) -> list[Slot]:
+        """Plan ``iterations`` more Hyperband iterations; the trial runs to start now."""
+        ...
+
+    @property
+    def iterations(self) -> int:
+        """Hyperband iterations planned so far."""
+        ...
+
     @property
     def done(self) -> bool:
         """Nothing more will be started: every trial run of the plan was decided."""
         ...
 
-    def position(self, bracket: int) -> int:
+    def position(self, bracket: int, iteration: int = 0) -> int:
         """Bracket order for ranking ties (0 for the first bracket to start)."""
+        ...
+
+    def sample_key(self, bracket: int, iteration: int = 0) -> int:
+        """The ``bracket`` a sampler is given: the bracket in the first iteration,
+        distinct ones after (so no two iterations draw the same configurations)."""
         ...
 
     def snapshot(self) -> list[Any]:
@@ -81,17 +112,19 @@ class Scheduler(Protocol):
         ...
 
 
-class SynchronousHyperband:
-    """Hyperband (Li et al. 2018) with a rung barrier per bracket, brackets side by side.
+class _Iterations:
+    """Hyperband's outer loop, shared by both schedulers.
 
-    A rung is decided only when every one of its trials has ended, from the
-    complete set of results, so promotions never depend on arrival order.
-
-    ``lazy``: open bracket b+1 only once bracket b's first rung is decided
-    (default: every bracket opens at the start, so executors are not idle at one
-    bracket's barrier). A learning sampler then sees results before it proposes
-    the next bracket's configurations. Which scheduler options a sweep runs with
-    must be part of what its log records, so that a replay uses the same.
+    Brackets run in Hyperband's order (s_max down to 0), iteration after
+    iteration; ``position`` counts them from 0 over all iterations. Eager (the
+    default) opens every bracket at once, so executors are not idle at one
+    bracket's barrier; ``lazy`` opens bracket b+1 only when bracket b's first
+    rung is *closed* and every bracket before b is done. Then, whatever order
+    trials ended in, exactly these rungs are closed when bracket b+1 opens:
+    every rung of brackets 0..b-1 and the first rung of bracket b (``visible``).
+    That is the history a learning sampler is shown (sweep.py), a function of
+    the results and never of their arrival order. (Bracket b's later rungs may
+    or may not have closed: they are not shown.)
     """
 
     def __init__(
@@ -101,38 +134,129 @@ class SynchronousHyperband:
         metric: str,
         direction: Direction,
         lazy: bool = False,
+        iterations: int = 1,
     ) -> None:
+        if iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {iterations}")
         self.metric = metric
         self.direction = direction
         self.lazy = lazy
-        self._brackets = [BracketRun(plan=b, position=p) for p, b in enumerate(plan)]
-        self._opened = 0  # brackets opened so far, in plan order (s_max first)
+        self.plan = tuple(plan)
+        self._top = self.plan[0].s
+        self._per = len(self.plan)
+        self._iterations = 0
+        self._brackets: list[Any] = []
+        self._opened = 0  # brackets opened so far, in position order
+        self._first_closed = 0  # brackets whose first rung is closed
+        self._done_prefix = 0  # brackets 0.._done_prefix-1 are all done
+        self._add(iterations)
+
+    def _new_bracket(self, plan: geometry.Bracket, *, position: int, iteration: int) -> Any:
+        raise NotImplementedError  # pragma: no cover - each scheduler has its bracket
+
+    def _add(self, iterations: int) -> None:
+        for it in range(self._iterations, self._iterations + iterations):
+            for p, b in enumerate(self.plan):
+                self._brackets.append(
+                    self._new_bracket(b, position=it * self._per + p, iteration=it)
+                )
+        self._iterations += iterations
+
+    @property
+    def iterations(self) -> int:
+        return self._iterations
 
     def begin(self) -> list[Slot]:
         count = 1 if self.lazy else len(self._brackets)
-        return [s for run in self._brackets[:count] for s in self._open_first(run)]
+        return [s for _ in range(count) for s in self._open_next()]
 
-    def _open_first(self, run: BracketRun) -> list[Slot]:
+    def extend(self, iterations: int) -> list[Slot]:
+        if iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {iterations}")
+        self._add(iterations)
+        if not self.lazy:
+            return [s for _ in range(self._opened, len(self._brackets)) for s in self._open_next()]
+        # Lazily, the next bracket opens now if what it waits for is closed.
+        return self._open_ready()
+
+    def _open_next(self) -> list[Slot]:
+        run = self._brackets[self._opened]
         self._opened += 1
         rung = run.plan.rungs[0]
+        self._opening(run)
         return [
-            Slot(bracket=run.s, rung=0, index=i, resource=rung.resource, parent=None)
+            Slot(
+                bracket=run.s,
+                rung=0,
+                index=i,
+                resource=rung.resource,
+                parent=None,
+                iteration=run.iteration,
+            )
             for i in range(rung.configs)
         ]
+
+    def _opening(self, run: Any) -> None:
+        """A bracket opens (hook for the scheduler's own bookkeeping)."""
+
+    def _open_ready(self) -> list[Slot]:
+        """Lazily: the next bracket's slots, if its predecessor's first rung is
+        closed and every bracket before that is done; else nothing."""
+        if not self.lazy or self._opened == len(self._brackets):
+            return []
+        while self._done_prefix < self._opened and self._brackets[self._done_prefix].done:
+            self._done_prefix += 1
+        if self._first_closed == self._opened and self._done_prefix >= self._opened - 1:
+            return self._open_next()
+        return []
+
+    @property
+    def done(self) -> bool:
+        return self._opened == len(self._brackets) and all(b.done for b in self._brackets)
+
+    def position(self, bracket: int, iteration: int = 0) -> int:
+        return iteration * self._per + self._top - bracket
+
+    def sample_key(self, bracket: int, iteration: int = 0) -> int:
+        return bracket + iteration * self._per
+
+    def _run(self, trial: Trial) -> Any:
+        return self._brackets[self.position(trial.bracket, trial.iteration)]
+
+
+def visible(opening: int, position: int, rung: int) -> bool:
+    """Whether a closed rung (bracket ``position``, ``rung``) is in the history of
+    the bracket opening at position ``opening``: every rung of the brackets two
+    or more before it, and the first rung of the one just before (see
+    ``_Iterations``: lazily, exactly those are closed when it opens)."""
+    return position <= opening - 2 or (position == opening - 1 and rung == 0)
+
+
+class SynchronousHyperband(_Iterations):
+    """Hyperband (Li et al. 2018) with a rung barrier per bracket, brackets side by side.
+
+    A rung is decided only when every one of its trials has ended, from the
+    complete set of results, so promotions never depend on arrival order.
+    Which scheduler options a sweep runs with are recorded in its
+    ``sweep.submitted`` (hbd.core.search), so that a replay uses the same.
+    """
+
+    def _new_bracket(self, plan: geometry.Bracket, *, position: int, iteration: int) -> BracketRun:
+        return BracketRun(plan=plan, position=position, iteration=iteration)
 
     def started(self, trials: Sequence[Trial]) -> None:
         by_bracket: dict[int, list[Trial]] = {}
         for t in trials:
-            by_bracket.setdefault(t.bracket, []).append(t)
-        for bracket, group in by_bracket.items():
-            self._run(bracket).open_rung(group)
+            by_bracket.setdefault(self.position(t.bracket, t.iteration), []).append(t)
+        for position, group in by_bracket.items():
+            self._brackets[position].open_rung(group)
 
     def replaced(self, old: Trial, new: Trial) -> None:
-        self._run(old.bracket).replace(old, new)
+        self._run(old).replace(old, new)
 
     def ended(self, trial: Trial, *, decide: bool = True) -> Step:
         # The previous rungs of this bracket are closed, so the trial is in the open one.
-        run = self._run(trial.bracket)
+        run: BracketRun = self._run(trial)
         if not run.trial_ended() or not decide:
             return Step()
         decision, promoted = run.decide(self.metric, self.direction)
@@ -141,26 +265,254 @@ class SynchronousHyperband:
             rung = run.plan.rungs[run.rung + 1]
             starts = [
                 Slot(
-                    bracket=run.s, rung=rung.index, index=t.index, resource=rung.resource, parent=t
+                    bracket=run.s,
+                    rung=rung.index,
+                    index=t.index,
+                    resource=rung.resource,
+                    parent=t,
+                    iteration=run.iteration,
                 )
                 for t in promoted
             ]
-        if self.lazy and decision.rung == 0 and self._opened < len(self._brackets):
-            starts += self._open_first(self._brackets[self._opened])
-        return Step(decided=(decision,), starts=tuple(starts))
-
-    @property
-    def done(self) -> bool:
-        return self._opened == len(self._brackets) and all(b.done for b in self._brackets)
-
-    def position(self, bracket: int) -> int:
-        return self._brackets[0].s - bracket
-
-    def _run(self, bracket: int) -> BracketRun:
-        return self._brackets[self.position(bracket)]
+        if decision.rung == 0:
+            self._first_closed += 1
+        starts += self._open_ready()
+        return Step(decided=(decision,), starts=tuple(starts), closed=(decision,))
 
     def snapshot(self) -> list[Any]:
         return [
-            (b.s, b.rung, b.done, [[t.trial_id for t in r] for r in b.trials])
+            (b.iteration, b.s, b.rung, b.done, [[t.trial_id for t in r] for r in b.trials])
+            for b in self._brackets
+        ]
+
+
+@dataclass(slots=True)
+class _Rung:
+    """One rung of an asynchronous bracket: its trials, in the order they started."""
+
+    trials: list[Trial] = field(default_factory=list)
+    expected: int = 0  # trials sent into it (promotions whose trials may not exist yet)
+    ended: list[Trial] = field(default_factory=list)  # in the order they ended
+    promoted: list[Trial] = field(default_factory=list)  # in the order they went on
+    closed: bool = False
+
+
+@dataclass(slots=True)
+class _AsyncBracket:
+    plan: geometry.Bracket
+    position: int
+    iteration: int
+    rungs: list[_Rung]
+    done: bool = False
+
+    @property
+    def s(self) -> int:
+        return self.plan.s
+
+
+class AsynchronousHyperband(_Iterations):
+    """Hyperband with ASHA's promotion rule (Li et al. 2020, Algorithm 2), per bracket.
+
+    When a trial of rung i ends, every trial among the top floor(m / eta) of the
+    m trials of rung i that have ended so far, not yet promoted, goes on at
+    once: no trial waits for its rung's slowest. A bracket promotes at most the
+    planned size of its next rung, as synchronous Hyperband does, so its
+    budget is the same; when the last trial of a rung ends (the rung closes)
+    the best not yet promoted fill what is left of it.
+
+    What it gives up: a promotion depends on the order results arrived in (an
+    early good result may go on where the full ranking would have stopped
+    it), so two runs of the same sweep may differ. The log makes it
+    replayable: promotions are logged ``rung.decided`` events, decided from the
+    results in logged order, and replay checks them.
+    """
+
+    def _new_bracket(
+        self, plan: geometry.Bracket, *, position: int, iteration: int
+    ) -> _AsyncBracket:
+        return _AsyncBracket(
+            plan=plan,
+            position=position,
+            iteration=iteration,
+            rungs=[_Rung() for _ in plan.rungs],
+        )
+
+    def _opening(self, run: Any) -> None:
+        run.rungs[0].expected = run.plan.rungs[0].configs
+
+    def started(self, trials: Sequence[Trial]) -> None:
+        for t in trials:
+            self._run(t).rungs[t.rung].trials.append(t)
+
+    def replaced(self, old: Trial, new: Trial) -> None:
+        trials = self._run(old).rungs[old.rung].trials
+        trials[trials.index(old)] = new
+
+    def ended(self, trial: Trial, *, decide: bool = True) -> Step:
+        run: _AsyncBracket = self._run(trial)
+        rung = run.rungs[trial.rung]
+        rung.ended.append(trial)
+        if not decide or run.done:
+            return Step()
+        decided: list[RungDecided] = []
+        closed: list[RungDecided] = []
+        starts: list[Slot] = []
+        if trial.rung < run.s:
+            decision = self._promote(run, trial.rung, final=False, starts=starts)
+            if decision is not None:
+                decided.append(decision)
+        # Close every rung that is complete now, from this one up: a closed rung
+        # fixes the next one's population, which may be complete already.
+        for i in range(trial.rung, run.s + 1):
+            if not self._closable(run, i):
+                break
+            decision = self._close(run, i, starts)
+            decided.append(decision)
+            closed.append(decision)
+            if i == 0:
+                self._first_closed += 1
+            if run.done:
+                break
+        if closed:
+            starts += self._open_ready()
+        return Step(decided=tuple(decided), starts=tuple(starts), closed=tuple(closed))
+
+    def _closable(self, run: _AsyncBracket, i: int) -> bool:
+        rung = run.rungs[i]
+        if rung.closed:
+            return False
+        before_closed = i == 0 or run.rungs[i - 1].closed
+        return before_closed and len(rung.ended) == rung.expected
+
+    def _ranked(self, trials: Sequence[Trial], run: _AsyncBracket) -> list[Trial]:
+        return rank(
+            trials,
+            value=lambda t: (
+                metric_value(t.metrics, self.metric) if t.state is TrialState.SUCCEEDED else None
+            ),
+            order_key=lambda t: t.order_key(run.position),
+            direction=self.direction,
+        )
+
+    def _promote(
+        self, run: _AsyncBracket, i: int, *, final: bool, starts: list[Slot]
+    ) -> RungDecided | None:
+        """Promote from rung i what ASHA's rule allows now; the decision, or None."""
+        rung = run.rungs[i]
+        nxt = run.plan.rungs[i + 1]
+        ranked = self._ranked(rung.ended, run)
+        good = [
+            t
+            for t in ranked
+            if t.state is TrialState.SUCCEEDED and metric_value(t.metrics, self.metric) is not None
+        ]
+        if final:
+            top = good
+        else:
+            eta = geometry.as_fraction(self._eta_of(run))
+            top = good[: math.floor(Fraction(len(rung.ended)) / eta)]
+        done = {t.trial_id for t in rung.promoted}
+        room = nxt.configs - len(rung.promoted)
+        new = [t for t in top if t.trial_id not in done][: max(room, 0)]
+        if not new and not final:
+            return None
+        rung.promoted += new
+        run.rungs[i + 1].expected += len(new)
+        starts += [
+            Slot(
+                bracket=run.s,
+                rung=nxt.index,
+                index=t.index,
+                resource=nxt.resource,
+                parent=t,
+                iteration=run.iteration,
+            )
+            for t in new
+        ]
+        return self._decision(run, i, ranked, new, final=final)
+
+    def _eta_of(self, run: _AsyncBracket) -> Fraction:
+        # eta is the ratio of successive rung resources (exact, from geometry).
+        rungs = run.plan.rungs
+        if len(rungs) > 1:
+            return rungs[1].exact_resource / rungs[0].exact_resource
+        return Fraction(1)  # pragma: no cover - a one-rung bracket promotes nothing
+
+    def _close(self, run: _AsyncBracket, i: int, starts: list[Slot]) -> RungDecided:
+        rung = run.rungs[i]
+        rung.closed = True
+        if i < run.s:
+            decision = self._promote(run, i, final=True, starts=starts)
+            assert decision is not None
+            if not rung.promoted:
+                run.done = True
+            return decision
+        run.done = True
+        return self._decision(run, i, self._ranked(rung.ended, run), [], final=True)
+
+    def _decision(
+        self,
+        run: _AsyncBracket,
+        i: int,
+        ranked: Sequence[Trial],
+        new: Sequence[Trial],
+        *,
+        final: bool,
+    ) -> RungDecided:
+        rung = run.rungs[i]
+        last = i == run.s
+        if last:
+            reason = "last rung of the bracket"
+        elif final:
+            reason = (
+                f"rung closed: {len(rung.promoted)} of {len(rung.trials)} promoted "
+                f"by {self.metric} ({self.direction}), {len(new)} now"
+                if rung.promoted
+                else f"no trial of this rung reported {self.metric!r}; the bracket ends here"
+            )
+        else:
+            reason = (
+                f"asynchronous: in the top 1/eta of the {len(rung.ended)} ended so far "
+                f"by {self.metric} ({self.direction})"
+            )
+        promoted_ids = {t.trial_id for t in rung.promoted}
+        return RungDecided(
+            bracket=run.s,
+            rung=i,
+            ranking=tuple(
+                RankedTrial(
+                    trial_id=t.trial_id,
+                    index=t.index,
+                    status=t.state.value,
+                    metric=metric_value(t.metrics, self.metric),
+                )
+                for t in ranked
+            ),
+            promoted=tuple(t.trial_id for t in new),
+            stopped=tuple(t.trial_id for t in ranked if t.trial_id not in promoted_ids)
+            if final and not last
+            else (),
+            cutoff=metric_value(new[-1].metrics, self.metric) if new else None,
+            reason=reason,
+            iteration=run.iteration,
+        )
+
+    def snapshot(self) -> list[Any]:
+        return [
+            (
+                b.iteration,
+                b.s,
+                b.done,
+                [
+                    (
+                        r.closed,
+                        r.expected,
+                        [t.trial_id for t in r.trials],
+                        [t.trial_id for t in r.ended],
+                        [t.trial_id for t in r.promoted],
+                    )
+                    for r in b.rungs
+                ],
+            )
             for b in self._brackets
         ]

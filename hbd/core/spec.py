@@ -30,7 +30,14 @@ from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from hbd.core.component import (
@@ -47,6 +54,7 @@ from hbd.core.errors import SpecError, SpecProblem
 from hbd.core.limits import (
     DEFAULT_SPEC_LIMITS,
     MAX_CONCURRENCY,
+    MAX_HYPERBAND_ITERATIONS,
     MAX_NAME_CHARS,
     MAX_SQL_INT,
     MIN_SQL_INT,
@@ -69,6 +77,7 @@ from hbd.core.params import (
     QLogUniformParam,
 )
 from hbd.core.templating import EXECUTOR_GLOBALS, TemplateError, expressions, format_value
+from hbd.core.tpe import BOHBSettings
 
 __all__ = [
     "MAX_SWEEP_ID_LENGTH",
@@ -108,7 +117,8 @@ PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 MAX_SWEEP_ID_LENGTH = 64
 SWEEP_ID_PATTERN = re.compile(rf"^[A-Za-z0-9_-]{{1,{MAX_SWEEP_ID_LENGTH}}}$")
 
-NO_TUNER = "tuners are not pluggable yet; hbd uses its built-in random sampling; remove `tuner`"
+# The samplers `matrix.tuner.hubRef` names (hbd.core.search builds them).
+TUNERS = ("random", "bohb")
 NO_POLICY = "early-stopping policies are not supported; only threshold conditions"
 
 
@@ -142,11 +152,30 @@ class Metric(Frozen):
 
 
 class Tuner(Frozen):
+    """Polyaxon's ``matrix.tuner``: ``hubRef`` names the sampler (``random``, the
+    default, or ``bohb``); ``params`` are the sampler's settings, validated
+    (``BOHBSettings``; random takes none)."""
+
     hub_ref: str
-    params: dict[str, Any] | None = None
+    params: BOHBSettings | None = None
     queue: str | None = None
     namespace: str | None = None
     presets: list[str] | None = None
+
+    @field_validator("hub_ref")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in TUNERS:
+            raise ValueError(
+                f"unknown tuner {v!r}: hbd has {' and '.join(TUNERS)} (random is the default)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _params_for_bohb(self) -> Tuner:
+        if self.hub_ref == "random" and self.params is not None:
+            raise ValueError("the random tuner takes no params; remove tuner.params")
+        return self
 
 
 class MetricEarlyStopping(Frozen):
@@ -182,6 +211,11 @@ class HyperbandMatrix(Frozen):
     seed: int | None = Field(default=None, ge=MIN_SQL_INT, le=MAX_SQL_INT)  # stored in SQL
     concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)
     tuner: Tuner | None = None
+    # synchronous: a rung barrier per bracket (order-independent promotions);
+    # asynchronous: ASHA's rule, promotions as results arrive (hbd.core.scheduler).
+    promotion: Literal["synchronous", "asynchronous"] = "synchronous"
+    # Hyperband iterations (Li et al.'s outer loop): the plan runs this often.
+    iterations: int = Field(default=1, ge=1, le=MAX_HYPERBAND_ITERATIONS)
     early_stopping: list[EarlyStopping] = Field(default_factory=list)
 
     @field_validator("params")
@@ -198,12 +232,6 @@ class HyperbandMatrix(Frozen):
         if v < 2:
             raise ValueError(f"eta must be >= 2, got {v!r}")
         return v
-
-    @field_validator("tuner", mode="before")
-    @classmethod
-    def _no_tuner(cls, v: object) -> None:
-        if v is not None:
-            raise ValueError(NO_TUNER)
 
 
 OPERATION_CLUSTER_KEYS = {
@@ -332,7 +360,7 @@ def load_spec(text: str, *, limits: SpecLimits = DEFAULT_SPEC_LIMITS) -> SweepSp
     except SpecError as exc:
         raise SpecError(problems + exc.problems) from None
     m = spec.matrix
-    too_many = trial_runs_problem(m.max_iterations, m.eta, limits.max_trial_runs)
+    too_many = trial_runs_problem(m.max_iterations, m.eta, limits.max_trial_runs, m.iterations)
     if problems or too_many:
         raise SpecError(problems + ([too_many] if too_many else []))
     return spec

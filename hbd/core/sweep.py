@@ -10,7 +10,8 @@ given: a ``Scheduler`` (scheduler.py: which trial runs start, when a rung is
 decided, what is promoted; synchronous Hyperband by default, every bracket
 side by side, promotions independent of arrival order) and a ``Sampler``
 (sampler.py: new configurations, keyed by (seed, bracket, index) by default,
-shown the results of the rungs decided so far). A machine fed the same
+shown the results of the rungs closed by construction when their bracket
+opens; search.py builds both from the spec). A machine fed the same
 observations in the same order makes the same decisions, bit for bit: that is
 how the daemon resumes after a restart (replay.py checks it against the log).
 """
@@ -45,6 +46,7 @@ from hbd.core.events import (
     RungDecided,
     StartTrial,
     StopRequested,
+    SweepExtended,
     SweepFinished,
     SweepStatus,
     TrialCancelled,
@@ -52,9 +54,11 @@ from hbd.core.events import (
     TrialInterrupted,
     TrialSucceeded,
 )
+from hbd.core.limits import MAX_HYPERBAND_ITERATIONS
 from hbd.core.ranking import Direction, metric_value, rank, reached
-from hbd.core.sampler import RandomSampler, RunResult, Sampler
-from hbd.core.scheduler import Scheduler, Slot, SynchronousHyperband
+from hbd.core.sampler import RunResult, Sampler
+from hbd.core.scheduler import Scheduler, Slot, visible
+from hbd.core.search import Search
 from hbd.core.spec import (
     FailureEarlyStopping,
     HyperbandMatrix,
@@ -74,9 +78,15 @@ from hbd.core.spec import (
 FIRST_FAILURES_STOP = 10
 
 
-def trial_id(sweep_id: str, bracket: int, rung: int, index: int, attempt: int = 0) -> str:
-    """Trial ids are derived, not drawn, so a replay names every trial the same."""
-    base = f"{sweep_id}-s{bracket}-r{rung}-c{index}"
+def trial_id(
+    sweep_id: str, bracket: int, rung: int, index: int, attempt: int = 0, iteration: int = 0
+) -> str:
+    """Trial ids are derived, not drawn, so a replay names every trial the same.
+
+    The first Hyperband iteration's ids are spelled as before iterations existed.
+    """
+    it = f"-i{iteration}" if iteration else ""
+    base = f"{sweep_id}{it}-s{bracket}-r{rung}-c{index}"
     return f"{base}-a{attempt}" if attempt else base
 
 
@@ -98,10 +108,13 @@ class SweepMachine:
         first_failures_stop: int | None = None,
         sampler: Sampler | None = None,
         scheduler: Scheduler | None = None,
+        search: Search | None = None,
     ) -> None:
         self.matrix = matrix
-        # Where new configurations come from (default: keyed random draws).
-        self.sampler: Sampler = sampler or RandomSampler(matrix.params, seed=seed)
+        # The sampler, scheduler and their options (default: what the spec says).
+        self.search = search or Search.of(matrix)
+        # Where new configurations come from (default: the search's sampler).
+        self.sampler: Sampler = sampler or self.search.make_sampler(matrix.params, seed=seed)
         # Sampled values as their inputs receive them (3.0 on an int input is 3).
         self._cast = cast
         self.sweep_id = sweep_id
@@ -116,7 +129,7 @@ class SweepMachine:
         self.plan = geometry.brackets(matrix.max_iterations, matrix.eta, matrix.resource.type)
         self.state = SweepState.CREATED
         # Which trial runs start, when rungs are decided, what is promoted.
-        self.scheduler: Scheduler = scheduler or SynchronousHyperband(
+        self.scheduler: Scheduler = scheduler or self.search.make_scheduler(
             self.plan, metric=self.metric, direction=self.direction
         )
         self._trials: dict[str, Trial] = {}
@@ -126,8 +139,9 @@ class SweepMachine:
         self._final_failures = 0  # failed runs with no retry left (the first-failures rule)
         self._stopping: _Stopping | None = None
         self._finished: SweepFinished | None = None
-        # Results of the trials of every decided rung: a sampler's history (see sampler.py).
-        self._decided: dict[str, RunResult] = {}
+        # Results of the trials of every closed rung, with the bracket position
+        # and rung: a sampler's history is the part ``scheduler.visible`` shows.
+        self._decided: dict[str, tuple[int, int, RunResult]] = {}
 
     @classmethod
     def for_spec(
@@ -139,6 +153,7 @@ class SweepMachine:
         first_failures_stop: int | None = None,
         sampler: Sampler | None = None,
         scheduler: Scheduler | None = None,
+        search: Search | None = None,
     ) -> SweepMachine:
         return cls(
             spec.matrix,
@@ -149,18 +164,22 @@ class SweepMachine:
             first_failures_stop=first_failures_stop,
             sampler=sampler,
             scheduler=scheduler,
+            search=search,
         )
 
     @classmethod
     def for_submitted(cls, payload: Mapping[str, Any], *, sweep_id: str) -> SweepMachine:
         """The machine a ``sweep.submitted`` payload describes: its spec, seed and
-        the rules in force when it was submitted (absent in older logs: off)."""
+        the rules in force when it was submitted (absent in older logs: off), and
+        its search (sampler, scheduler, options; absent in older logs: random,
+        synchronous, eager, one iteration)."""
         stop = payload.get("first_failures_stop")
         return cls.for_spec(
             parse_spec(payload["spec_json"]),
             sweep_id=sweep_id,
             seed=int(payload["seed"]),
             first_failures_stop=int(stop) if stop else None,
+            search=Search.from_json(payload.get("search")),
         )
 
     # ---- read-only views ----
@@ -178,29 +197,43 @@ class SweepMachine:
         return list(self._running)
 
     def best(self) -> BestTrial | None:
-        """The best trial so far over all brackets and rungs (Li et al. return the same)."""
+        """The best trial run at the highest resource any run reached with the metric.
+
+        HpBandSter's and BOHB's convention: a low-resource run's metric is
+        optimistic or noisy and its checkpoint partly trained, so it is not
+        compared with full-resource runs (Li et al. return the best over all).
+        """
+        per = self.best_per_resource()
+        return per[-1] if per else None
+
+    def best_per_resource(self) -> list[BestTrial]:
+        """The best trial run at each resource reached, lowest resource first."""
         position = self.scheduler.position
-        done = [t for t in self._trials.values() if t.state is TrialState.SUCCEEDED]
-        ranked = rank(
-            done,
-            value=lambda t: metric_value(t.metrics, self.metric),
-            order_key=lambda t: t.order_key(position(t.bracket)),
-            direction=self.direction,
-        )
-        if not ranked:
-            return None
-        top = ranked[0]
-        value = metric_value(top.metrics, self.metric)
-        if value is None:
-            return None
-        return BestTrial(
-            trial_id=top.trial_id,
-            bracket=top.bracket,
-            rung=top.rung,
-            config=top.config,
-            resource=top.resource,
-            metric=value,
-        )
+        by_resource: dict[float, list[Trial]] = {}
+        for t in self._trials.values():
+            if t.state is TrialState.SUCCEEDED and metric_value(t.metrics, self.metric) is not None:
+                by_resource.setdefault(float(t.resource), []).append(t)
+        out = []
+        for resource in sorted(by_resource):
+            top = rank(
+                by_resource[resource],
+                value=lambda t: metric_value(t.metrics, self.metric),
+                order_key=lambda t: t.order_key(position(t.bracket, t.iteration)),
+                direction=self.direction,
+            )[0]
+            value = metric_value(top.metrics, self.metric)
+            assert value is not None  # only runs with the metric are ranked here
+            out.append(
+                BestTrial(
+                    trial_id=top.trial_id,
+                    bracket=top.bracket,
+                    rung=top.rung,
+                    config=top.config,
+                    resource=top.resource,
+                    metric=value,
+                )
+            )
+        return out
 
     def snapshot(self) -> dict[str, Any]:
         """Everything that determines future decisions, as plain comparable data."""
@@ -235,6 +268,8 @@ class SweepMachine:
             return self._on_result(event)
         if isinstance(event, TrialInterrupted):
             return self._on_interrupted(event)
+        if isinstance(event, SweepExtended):
+            return self._on_extended(event)
         self._move(event.TYPE)
         return list(self._start(self.scheduler.begin()))
 
@@ -251,6 +286,8 @@ class SweepMachine:
             raise cls(
                 event=event.TYPE, state=self.state.value, sweep_id=self.sweep_id, trial_id=trial_id
             )
+        if isinstance(event, SweepExtended):
+            self._check_extended(event)
         if trial_id is None:
             return
         trial = self._trials.get(trial_id)
@@ -287,7 +324,29 @@ class SweepMachine:
                     detail=f"non-numeric metrics: {', '.join(sorted(bad))}",
                 )
 
+    def _check_extended(self, event: SweepExtended) -> None:
+        problem = None
+        total = self.scheduler.iterations + event.iterations
+        if self._stopping is not None:
+            problem = "a stopped sweep is not extended"
+        elif event.iterations < 1:
+            problem = f"iterations must be >= 1, got {event.iterations}"
+        elif total > MAX_HYPERBAND_ITERATIONS:
+            problem = (
+                f"{total} iterations in all is more than the limit of {MAX_HYPERBAND_ITERATIONS}"
+            )
+        if problem is not None:
+            raise InvalidTransition(
+                event=event.TYPE, state=self.state.value, sweep_id=self.sweep_id, detail=problem
+            )
+
     # ---- transitions ----
+
+    def _on_extended(self, event: SweepExtended) -> list[Decision]:
+        """More iterations: planned after the others; a finished sweep runs again."""
+        self._move(event.TYPE)
+        self._finished = None
+        return list(self._start(self.scheduler.extend(event.iterations)))
 
     def _on_result(self, event: TrialSucceeded | TrialFailed | TrialCancelled) -> list[Decision]:
         trial = self._trials[event.trial_id]
@@ -315,8 +374,8 @@ class SweepMachine:
         if isinstance(event, TrialFailed) and trial.attempt < self.max_retries:
             return [self._retry(trial)]  # the rung waits for the new attempt
         step = self.scheduler.ended(trial)
-        # Decided rungs join the history before anything new is sampled (sampler.py).
-        for decision in step.decided:
+        # Closed rungs join the history before anything new is sampled (search.py).
+        for decision in step.closed:
             self._record_decided(decision)
         decisions: list[Decision] = [*step.decided, *self._start(step.starts)]
         if self.scheduler.done:
@@ -339,7 +398,14 @@ class SweepMachine:
         """Start the failed trial's run again: same config, rung and resource, a new id."""
         attempt = failed.attempt + 1
         retry = Trial(
-            trial_id=trial_id(self.sweep_id, failed.bracket, failed.rung, failed.index, attempt),
+            trial_id=trial_id(
+                self.sweep_id,
+                failed.bracket,
+                failed.rung,
+                failed.index,
+                attempt,
+                failed.iteration,
+            ),
             bracket=failed.bracket,
             rung=failed.rung,
             index=failed.index,
@@ -348,15 +414,34 @@ class SweepMachine:
             parent=failed.parent,
             attempt=attempt,
             sampled=failed.sampled,
+            iteration=failed.iteration,
         )
         self.scheduler.replaced(failed, retry)
         self._trials[retry.trial_id] = retry
         self._running[retry.trial_id] = None
         return retry.start(resume=self.matrix.resume)
 
-    def history(self) -> list[RunResult]:
-        """What a sampler is shown now: every decided rung's results, by trial id."""
-        return [self._decided[tid] for tid in sorted(self._decided)]
+    def history(self, opening: int | None = None) -> list[RunResult]:
+        """What a sampler is shown when the bracket at position ``opening`` opens
+        (default: one after the last): the closed rungs ``scheduler.visible``
+        shows it, by trial id.
+
+        Opened lazily (search.py), exactly these rungs are closed at that moment
+        whatever order results arrived in; other closed rungs are not shown.
+        """
+        if opening is None:
+            opening = max((p for p, _, _ in self._decided.values()), default=-1) + 2
+        return [
+            result
+            for tid, (position, rung, result) in sorted(self._decided.items())
+            if visible(opening, position, rung)
+        ]
+
+    def closed_rungs(self) -> set[tuple[int, int]]:
+        """The (bracket position, rung) of every closed rung: all its trials ended,
+        its promotions made (an asynchronous rung may promote before it closes;
+        ``scheduler.position`` tells iterations' brackets apart)."""
+        return {(position, rung) for position, rung, _ in self._decided.values()}
 
     def _record_decided(self, decision: RungDecided) -> None:
         for ranked in decision.ranking:
@@ -365,30 +450,50 @@ class SweepMachine:
                 metric_value(t.metrics, self.metric) if t.state is TrialState.SUCCEEDED else None
             )
             loss = None if value is None else (-value if self.direction == "maximize" else value)
-            self._decided[t.trial_id] = RunResult(
-                config=t.sampled if t.sampled is not None else t.config,
-                resource=float(t.resource),
-                loss=loss,
+            position = self.scheduler.position(t.bracket, t.iteration)
+            self._decided[t.trial_id] = (
+                position,
+                t.rung,
+                RunResult(
+                    config=t.sampled if t.sampled is not None else t.config,
+                    resource=float(t.resource),
+                    loss=loss,
+                ),
             )
 
     def _start(self, slots: Sequence[Slot]) -> list[StartTrial]:
         """Make and register the trials of ``slots`` (sampling new configs), in order."""
-        history = self.history() if any(s.parent is None for s in slots) else []
+        histories: dict[int, list[RunResult]] = {}  # by the opening bracket's position
+        # An eagerly opened bracket opens whatever the results: it is shown none
+        # (what would be closed then depends on arrival order; only the random
+        # sampler, which ignores it, runs eagerly, search.py).
+        lazy = bool(getattr(self.scheduler, "lazy", False))
         trials = []
         for slot in slots:
             sampled: Mapping[str, Any] | None
             config: Mapping[str, Any]
             parent = slot.parent
             if parent is None:
+                opening = self.scheduler.position(slot.bracket, slot.iteration)
+                if opening not in histories:
+                    histories[opening] = self.history(opening) if lazy else []
                 proposed = self.sampler.propose(
-                    bracket=slot.bracket, index=slot.index, history=history
+                    bracket=self.scheduler.sample_key(slot.bracket, slot.iteration),
+                    index=slot.index,
+                    history=histories[opening],
                 )
                 sampled, config = proposed, proposed if self._cast is None else self._cast(proposed)
             else:
                 sampled, config = parent.sampled, parent.config
             trials.append(
                 Trial(
-                    trial_id=trial_id(self.sweep_id, slot.bracket, slot.rung, slot.index),
+                    trial_id=trial_id(
+                        self.sweep_id,
+                        slot.bracket,
+                        slot.rung,
+                        slot.index,
+                        iteration=slot.iteration,
+                    ),
                     bracket=slot.bracket,
                     rung=slot.rung,
                     index=slot.index,
@@ -396,6 +501,7 @@ class SweepMachine:
                     resource=slot.resource,
                     parent=parent.trial_id if parent else None,
                     sampled=sampled,
+                    iteration=slot.iteration,
                 )
             )
         self.scheduler.started(trials)

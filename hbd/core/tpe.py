@@ -42,7 +42,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
@@ -78,6 +78,7 @@ from hbd.core.params import (
     UniformParam,
     UniformValue,
 )
+from hbd.core.sampler import RunResult, Sampler
 from hbd.core.space import JSONValue, sample_config
 
 if TYPE_CHECKING:
@@ -107,25 +108,6 @@ LOG_DENSITY_FLOOR = math.log(1e-32)
 # Key word that separates the model's generator from space.param_rng's keys
 # (which have 4 words): this one has 5, so the streams can never coincide.
 _MODEL_STREAM = 0xB0B
-
-
-# ---------------------------------------------------------------- the contract
-# A local copy of the seam's contract (hbd/core/sampler.py on the `seam`
-# branch, the same shape); on merge, replace both with
-# `from hbd.core.sampler import RunResult, Sampler`.
-
-
-@dataclass(frozen=True)
-class RunResult:
-    config: Mapping[str, JSONValue]  # as sampled (before casting to inputs)
-    resource: float  # the rung's resource value
-    loss: float | None  # metric oriented so lower is better; None: failed / no metric
-
-
-class Sampler(Protocol):
-    def propose(
-        self, *, bracket: int, index: int, history: Sequence[RunResult]
-    ) -> dict[str, JSONValue]: ...
 
 
 # ---------------------------------------------------------------- settings

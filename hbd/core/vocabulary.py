@@ -24,6 +24,7 @@ class EventType(StrEnum):
     SWEEP_SUBMITTED = "sweep.submitted"
     SWEEP_BEGIN = "sweep.begin"
     SWEEP_STOP_REQUESTED = "sweep.stop_requested"
+    SWEEP_EXTENDED = "sweep.extended"  # more Hyperband iterations (hbd extend)
     SWEEP_EARLY_STOPPED = "sweep.early_stopped"
     SWEEP_FINISHED = "sweep.finished"
     # Markers the daemon derives from a step's decisions, and its idle notes.

@@ -427,6 +427,7 @@ class Daemon:
                 "seed": seed,
                 # what replay needs to rebuild the same machine (SweepMachine.for_submitted)
                 "first_failures_stop": self.first_failures_stop,
+                "search": machine.search.to_json(),
             }
             records = [(SUBMITTED, submitted), *started]
             committed = await self.store.append(sweep_id, records, at=self.clock.wall())

@@ -41,30 +41,35 @@ EVENT_TYPES: frozenset[str] = (
 )
 
 
-def started_rungs(trials: Iterable[Any]) -> set[tuple[int, int]]:
-    """The (bracket, rung) pairs that already hold a trial: rungs already announced."""
-    return {(t.bracket, t.rung) for t in trials}
+def started_rungs(trials: Iterable[Any]) -> set[tuple[int, int, int]]:
+    """The (iteration, bracket, rung) that already hold a trial: rungs already announced."""
+    return {(t.iteration, t.bracket, t.rung) for t in trials}
 
 
-def decision_records(decisions: Sequence[Decision], started: set[tuple[int, int]]) -> list[Record]:
+def decision_records(
+    decisions: Sequence[Decision], started: set[tuple[int, int, int]]
+) -> list[Record]:
     """The records of ``decisions``, with ``bracket.started`` / ``rung.started`` markers.
 
-    A rung's trials are all scheduled by one decision step (the core opens a
-    rung whole), so the first StartTrial of a (bracket, rung) not in
-    ``started`` introduces it; ``started`` is updated in place.
+    A synchronous rung's trials are all scheduled by one decision step, so the
+    first StartTrial of an (iteration, bracket, rung) not in ``started``
+    introduces it; ``started`` is updated in place. (With asynchronous
+    promotion a rung fills over several steps: its marker counts the first.)
+    A later iteration's markers carry ``iteration``.
     """
-    new_rungs: dict[tuple[int, int], list[StartTrial]] = {}
+    new_rungs: dict[tuple[int, int, int], list[StartTrial]] = {}
     for d in decisions:
-        if isinstance(d, StartTrial) and (d.bracket, d.rung) not in started:
-            new_rungs.setdefault((d.bracket, d.rung), []).append(d)
+        if isinstance(d, StartTrial) and (d.iteration, d.bracket, d.rung) not in started:
+            new_rungs.setdefault((d.iteration, d.bracket, d.rung), []).append(d)
     records: list[Record] = []
     for d in decisions:
-        if isinstance(d, StartTrial) and (d.bracket, d.rung) in new_rungs:
-            key = (d.bracket, d.rung)
+        if isinstance(d, StartTrial) and (d.iteration, d.bracket, d.rung) in new_rungs:
+            key = (d.iteration, d.bracket, d.rung)
             rung = new_rungs.pop(key)
             started.add(key)
+            it = {"iteration": d.iteration} if d.iteration else {}
             if d.rung == 0:
-                records.append((BRACKET_STARTED, {"bracket": d.bracket, "trials": len(rung)}))
+                records.append((BRACKET_STARTED, {"bracket": d.bracket, "trials": len(rung), **it}))
             records.append(
                 (
                     RUNG_STARTED,
@@ -74,6 +79,7 @@ def decision_records(decisions: Sequence[Decision], started: set[tuple[int, int]
                         "resource": d.resource,
                         "trials": len(rung),
                         "trial_ids": [t.trial_id for t in rung],
+                        **it,
                     },
                 )
             )

@@ -14,7 +14,9 @@ One record per trial (:class:`Flight`) moves through four phases::
                    ^                  |                |
                    +-- busy / failed -+   +-- not found-+   SENT --lost_after--> LOST
 
-- QUEUED: waits, in scheduling order, for its sweep to be under its
+- QUEUED: waits, deeper rungs first and then in scheduling order
+  (``RungQueue``: full-resource results come early; decisions do not change),
+  for its sweep to be under its
   ``concurrency`` and an executor with a free slot (and as many free GPU
   devices as the trial asks for); a promoted trial of a ``resume: true`` sweep
   waits for its parent's executor (``only``), unless checkpoints are shared
@@ -37,12 +39,12 @@ terminal event is committed (``ended``), so a trial never runs twice.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
 from hbd.core.events import StartTrial
+from hbd.daemon.rungqueue import RungQueue
 from hbd.protocol import Health
 
 # Tries to place one trial before failing it: with the executor cooldown
@@ -215,7 +217,8 @@ class Placement:
         self.executors: dict[str, ExecutorSlots] = {}
         self.sweeps: dict[str, SweepSlots] = {}
         self.flights: dict[str, Flight] = {}
-        self._queue: OrderedDict[str, None] = OrderedDict()  # QUEUED trial ids, in order
+        # QUEUED trial ids: by StartTrial.priority (deeper rungs first), then in order.
+        self._queue = RungQueue(lambda trial_id: self.flights[trial_id].start.priority)
         # trial -> executor it was sent to, kept after it ends (until its sweep
         # is forgotten): a resumed promotion goes where its parent ran.
         self._ran_on: dict[str, str] = {}

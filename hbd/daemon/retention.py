@@ -316,14 +316,16 @@ def _plan(
             "checkpoint retention skips a sweep it cannot replay", sweep_id=sweep_id, error=str(exc)
         )
         return None
-    decided: set[tuple[int, int]] = set()
+    # Closed rungs, keyed by bracket position (iterations repeat bracket numbers);
+    # an asynchronous rung.decided may promote before its rung closes.
+    decided = machine.closed_rungs()
+    position = machine.scheduler.position
     promoted: set[str] = set()
     ran_on: dict[str, str] = {}
     deleted: set[str] = set()
     for e in events:
         p = e.payload
         if e.type == EventType.RUNG_DECIDED:
-            decided.add((int(p["bracket"]), int(p["rung"])))
             promoted.update(str(t) for t in p.get("promoted") or ())
         elif e.type in _WHERE and e.trial_id is not None and isinstance(p.get("executor"), str):
             ran_on[e.trial_id] = p["executor"]
@@ -339,7 +341,7 @@ def _plan(
     if ended:
         # A sweep that stopped early (a user's stop, early stopping) leaves rungs
         # undecided; nothing of them can be promoted any more either.
-        decided.update((t.bracket, t.rung) for t in machine.trials.values())
+        decided.update((position(t.bracket, t.iteration), t.rung) for t in machine.trials.values())
     owners = []
     children: dict[str, list[str]] = {}
     for t in machine.trials.values():
@@ -349,7 +351,7 @@ def _plan(
         owners.append(
             CheckpointOwner(
                 trial_id=t.trial_id,
-                bracket=t.bracket,
+                bracket=position(t.bracket, t.iteration),  # the key `decided` uses
                 rung=t.rung,
                 state=t.state.value,
                 parent=parent,

@@ -23,6 +23,7 @@ Projection rules, per event type:
   next run's ``trial.dispatched`` moves it on).
 - ``trial.lost``: reason.
 - ``sweep.finished``: status, finished_at, best trial and metric, reason.
+- ``sweep.extended``: status running again; finished_at, best and reason cleared.
 - anything else: logged only.
 
 Trial updates apply only while the trial is not finished: a late ``running``
@@ -105,6 +106,11 @@ _FINISHED = (
     "UPDATE sweeps SET status = ?, finished_at = ?, best_trial_id = ?, best_metric = ?,"
     " reason = ? WHERE id = ?"
 )
+# An extended sweep runs again: not finished, no final best (hbd extend).
+_REOPENED = (
+    f"UPDATE sweeps SET status = '{SweepStatus.RUNNING}', finished_at = NULL,"
+    " best_trial_id = NULL, best_metric = NULL, reason = NULL WHERE id = ?"
+)
 LAST_SEQ = "UPDATE sweeps SET last_seq = ? WHERE id = ?"
 # Log-only events that may follow a sweep's sweep.finished (checkpoint retention
 # deletes the last checkpoints once the sweep ends): a batch of only these does
@@ -134,6 +140,8 @@ def statement(
             int(_need(t, p, "seed")),
             at,
         )
+    if t == EventType.SWEEP_EXTENDED:
+        return _REOPENED, (sweep_id,)
     if t == EventType.SWEEP_FINISHED:
         best = p.get("best") or {}
         return _FINISHED, (

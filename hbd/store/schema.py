@@ -147,7 +147,31 @@ V3: tuple[str, ...] = (
     """,
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (V1, V2, V3)
+# v4: a sweep that finished with every bracket done may be extended (hbd
+# extend: sweep.extended) and finish again, so a sweep's log may hold one
+# sweep.finished per extension. The unique index becomes a trigger: a finish
+# is refused while the sweep's last finish has no extension after it (run only
+# for a finish, over that sweep's events by the events_sweep_seq index).
+V4: tuple[str, ...] = (
+    "DROP INDEX events_one_finish_per_sweep",
+    f"""
+    CREATE TRIGGER events_one_finish_per_extension BEFORE INSERT ON events
+    WHEN NEW.type = '{EventType.SWEEP_FINISHED}' AND EXISTS (
+        SELECT 1 FROM events AS f
+        WHERE f.sweep_id = NEW.sweep_id AND f.type = '{EventType.SWEEP_FINISHED}'
+          AND NOT EXISTS (
+            SELECT 1 FROM events AS x
+            WHERE x.sweep_id = NEW.sweep_id AND x.type = '{EventType.SWEEP_EXTENDED}'
+              AND x.seq > f.seq
+          )
+    )
+    BEGIN
+        SELECT RAISE(ABORT, 'sweep already finished: one sweep.finished per extension');
+    END
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (V1, V2, V3, V4)
 CURRENT_VERSION = len(MIGRATIONS)
 
 

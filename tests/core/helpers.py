@@ -34,7 +34,9 @@ def spec_dict(
     early_stopping: list[dict[str, Any]] | None = None,
     resource_type: str = "int",
     max_retries: int = 0,
+    search: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """``search``: matrix keys of the search (tuner, promotion, iterations)."""
     termination = {"termination": {"maxRetries": max_retries}} if max_retries else {}
     return termination | {
         "version": 1.1,
@@ -51,6 +53,7 @@ def spec_dict(
                 "y": {"kind": "choice", "value": [1, 2, 3]},
             },
             "earlyStopping": early_stopping or [],
+            **(search or {}),
         },
         "component": {
             "inputs": [

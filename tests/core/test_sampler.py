@@ -57,7 +57,7 @@ def test_the_machine_asks_its_sampler_once_per_new_config_and_casts_the_answer()
     assert all(h == () for _, _, h in sampler.calls)
 
 
-def test_history_holds_decided_rungs_by_trial_id_with_loss_oriented_lower_is_better() -> None:
+def test_history_holds_closed_first_rungs_by_trial_id_with_loss_oriented_lower_is_better() -> None:
     machine = make_machine(max_iterations=9, direction="maximize")
     drive(machine)
     expected = [

@@ -43,21 +43,32 @@ def test_an_explicit_synchronous_hyperband_is_the_default() -> None:
     assert drive(explicit).decisions == drive(make_machine(max_iterations=27)).decisions
 
 
-def test_lazy_brackets_open_one_after_the_other_first_rung() -> None:
+def test_lazy_brackets_open_when_the_previous_first_rung_and_all_before_are_closed() -> None:
     machine = lazy_machine(max_iterations=27)
     first = machine.handle(Begin())
     assert {d.bracket for d in by_type(first, StartTrial)} == {3}
-    run = drive(lazy_machine(max_iterations=27))
-    for step in run.steps[1:]:  # after Begin
-        decided = [d for d in step if isinstance(d, RungDecided) and d.rung == 0]
-        opened = {d.bracket for d in step if isinstance(d, StartTrial) and d.rung == 0}
-        if decided and decided[0].bracket > 0:
-            assert opened == {decided[0].bracket - 1}
-            # The decision comes first, then its promotions, then the new bracket.
-            kinds = [type(d).__name__ for d in step]
-            assert kinds[0] == "RungDecided"
-        else:
-            assert not opened
+    for seed in range(5):
+        run = drive(lazy_machine(max_iterations=27), rng=random.Random(seed))
+        first_closed: set[int] = set()
+        done: set[int] = set()
+        opened = [3]
+        for step in run.steps[1:]:  # after Begin
+            for d in by_type(step, RungDecided):
+                if d.rung == 0:
+                    first_closed.add(d.bracket)
+                if not d.promoted:
+                    done.add(d.bracket)
+            new = {d.bracket for d in step if isinstance(d, StartTrial) and d.rung == 0}
+            ready = (
+                opened[-1] > 0
+                and opened[-1] in first_closed
+                and all(b in done for b in range(opened[-1] + 1, 4))
+            )
+            # Opened exactly when ready: the previous bracket's first rung
+            # closed and every bracket before it done.
+            assert new == ({opened[-1] - 1} if ready else set()), (seed, step)
+            opened += sorted(new)
+        assert opened == [3, 2, 1, 0]
 
 
 def test_with_the_random_sampler_lazy_runs_the_same_trials_and_decisions() -> None:
@@ -130,12 +141,22 @@ class OneRung:
         self.open -= 1
         return Step()
 
+    def extend(self, iterations: int) -> list[Slot]:
+        return []
+
+    @property
+    def iterations(self) -> int:
+        return 1
+
     @property
     def done(self) -> bool:
         return self.open == 0
 
-    def position(self, bracket: int) -> int:
+    def position(self, bracket: int, iteration: int = 0) -> int:
         return 0
+
+    def sample_key(self, bracket: int, iteration: int = 0) -> int:
+        return bracket
 
     def snapshot(self) -> list[Any]:
         return [self.open]

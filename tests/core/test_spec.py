@@ -479,10 +479,28 @@ def mutate(path: str, value: Any = None, *, delete: bool = False) -> dict[str, A
         ),
         (
             mutate("matrix.tuner", {"hubRef": "acme/t:1"}),
-            "matrix.tuner",
-            "tuners are not pluggable yet",
+            "matrix.tuner.hubRef",
+            "unknown tuner 'acme/t:1': hbd has random and bohb",
         ),
-        (mutate("matrix.tuner", {}), "matrix.tuner", "remove `tuner`"),
+        (mutate("matrix.tuner", {}), "matrix.tuner.hubRef", "required"),
+        (
+            mutate("matrix.tuner", {"hubRef": "bohb", "params": {"topNPercent": 0}}),
+            "matrix.tuner.params.topNPercent",
+            "greater than or equal to 1",
+        ),
+        (
+            mutate("matrix.tuner", {"hubRef": "bohb", "params": {"numSamplez": 3}}),
+            "matrix.tuner.params.numSamplez",
+            "",
+        ),
+        (
+            mutate("matrix.tuner", {"hubRef": "random", "params": {"numSamples": 3}}),
+            "matrix.tuner",
+            "the random tuner takes no params",
+        ),
+        (mutate("matrix.promotion", "eventually"), "matrix.promotion", "asynchronous"),
+        (mutate("matrix.iterations", 0), "matrix.iterations", "greater than or equal to 1"),
+        (mutate("matrix.iterations", 10**6), "matrix.iterations", "less than or equal to 1000"),
         (mutate("matrix.numRuns", 3), "matrix.numRuns", "unknown key `numRuns`"),
         (mutate("component.container.foo", 1), "component.container.foo", "unknown key"),
         (mutate("kind", "component"), "kind", "operation"),
@@ -677,7 +695,7 @@ def test_several_errors_reported_together() -> None:
         "matrix.metric",
         "matrix.params.lr.value",
         "matrix.params.ghost.value.scale",
-        "matrix.tuner",
+        "matrix.tuner.hubRef",
         "extra",
         "matrix.params.ghost",  # cross check still runs although the schema failed
     ]:

@@ -118,7 +118,10 @@ def test_a_sweep_moves_created_running_finished_and_then_not_at_all() -> None:
             seen.append(m.state)
     assert seen == [SweepState.CREATED, SweepState.RUNNING, SweepState.FINISHED]
     assert all(t.state is TrialState.SUCCEEDED for t in m.trials.values())
-    # A finished sweep cannot be moved at all (every trigger refused).
+    # A finished sweep cannot be moved by anything but more iterations.
     for trigger in [*SWEEP_EVENTS, *CONDITIONS]:
+        if trigger == "sweep.extended":
+            assert fire(SWEEP_MOVES, m.state, trigger, sweep_id="sw") is SweepState.RUNNING
+            continue
         with pytest.raises(InvalidTransition):
             fire(SWEEP_MOVES, m.state, trigger, sweep_id="sw")

@@ -93,8 +93,15 @@ async def test_results_hold_every_metric_sorted_and_the_db_reads_them_too(
     assert len(rows) == 3
     losses = [r["metric"] for r in rows]
     assert losses == sorted(losses)
-    best = (await live.client.get(f"/v1/sweeps/{sweep_id}")).json()["best"]
+    detail = (await live.client.get(f"/v1/sweeps/{sweep_id}")).json()
+    best = detail["best"]
     assert rows[0]["id"] == best["id"]
+    # The best per resource, lowest first; the sweep's best is the last (highest resource).
+    per = detail["best_per_resource"]
+    assert per[-1]["id"] == best["id"] and per[-1]["resource"] == detail["max_iterations"]
+    assert [p["resource"] for p in per] == sorted(p["resource"] for p in per)
+    status = (await hbd("status", sweep_id, "--db", str(live.db))).stdout.decode()
+    assert "best per steps" in status and best["id"] in status
     assert set(rows[0]["metrics"]) == {"loss", "resumed_from"}  # not only the sweep's metric
     assert rows[0]["started_at"].endswith("Z") and rows[0]["duration"] >= 0
 

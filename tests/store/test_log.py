@@ -287,6 +287,16 @@ async def test_duplicates_within_one_batch_and_other_uniques(store: Store) -> No
     with pytest.raises(ConflictError):  # foreign key: no such sweep
         await store.append("ghost", [scheduled("g1")], at=5.0)
     assert await store.event_count() == 2
+    # An extension (hbd extend) reopens the sweep: one more finish, and only one.
+    sweep = await store.get_sweep(SWEEP)
+    assert sweep is not None and sweep.finished
+    await store.append(SWEEP, [("sweep.extended", {"iterations": 1})], at=6.0)
+    sweep = await store.get_sweep(SWEEP)
+    assert sweep is not None and not sweep.finished and sweep.finished_at is None
+    await store.append(SWEEP, [finished], at=7.0)
+    with pytest.raises(ConflictError):
+        await store.append(SWEEP, [finished], at=8.0)
+    assert await store.event_count() == 4
 
 
 async def test_finished_trial_row_cannot_change(store: Store) -> None:

@@ -1,0 +1,97 @@
+"""What a sweep searches with: its sampler, its scheduler and their options.
+
+A spec names them (``matrix.tuner``, ``matrix.promotion``, ``matrix.iterations``);
+``Search.of(matrix)`` reads them, and the daemon records ``Search.to_json()``
+in the sweep's ``sweep.submitted`` so that a replay builds the same machine
+even if a later hbd changes a default (a BOHB setting, when brackets open).
+An older log without the record ran random sampling, synchronous promotion,
+every bracket opened at once, one iteration: ``Search.from_json(None)``.
+
+Why a learning sampler opens brackets lazily: a sampler's history must be a
+function of the results, never of their arrival order (the determinism the
+property tests hold). Opened lazily, bracket b+1 opens exactly when bracket
+b's first rung closes, and by then exactly the first rungs of brackets 0..b
+have closed, whatever the order (scheduler.py). Eagerly, every bracket opens
+at the start with nothing to learn from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from hbd.core import geometry
+from hbd.core.params import Param
+from hbd.core.ranking import Direction
+from hbd.core.sampler import RandomSampler, Sampler
+from hbd.core.scheduler import AsynchronousHyperband, Scheduler, SynchronousHyperband
+from hbd.core.spec import HyperbandMatrix
+from hbd.core.tpe import BOHBSampler, BOHBSettings
+
+__all__ = ["Search"]
+
+SamplerKind = Literal["random", "bohb"]
+Promotion = Literal["synchronous", "asynchronous"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Search:
+    sampler: SamplerKind = "random"
+    settings: Mapping[str, Any] | None = None  # the sampler's settings (BOHBSettings), in full
+    promotion: Promotion = "synchronous"
+    lazy: bool = False  # brackets open one after another (see the module doc)
+    iterations: int = 1  # as submitted; sweep.extended events add to it
+
+    @classmethod
+    def of(cls, matrix: HyperbandMatrix) -> Search:
+        tuner = matrix.tuner
+        kind: SamplerKind = "bohb" if tuner is not None and tuner.hub_ref == "bohb" else "random"
+        settings = None
+        if kind == "bohb":
+            bohb = tuner.params if tuner is not None and tuner.params else BOHBSettings()
+            settings = bohb.model_dump(mode="json")
+        return cls(
+            sampler=kind,
+            settings=settings,
+            promotion=matrix.promotion,
+            lazy=kind != "random",
+            iterations=matrix.iterations,
+        )
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> Search:
+        """The record of a ``sweep.submitted`` (None: an older log, today's defaults then)."""
+        if data is None:
+            return cls()
+        settings = data.get("settings")
+        return cls(
+            sampler=data["sampler"],
+            settings=dict(settings) if settings is not None else None,
+            promotion=data["promotion"],
+            lazy=bool(data["lazy"]),
+            iterations=int(data["iterations"]),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sampler": self.sampler,
+            "settings": None if self.settings is None else dict(self.settings),
+            "promotion": self.promotion,
+            "lazy": self.lazy,
+            "iterations": self.iterations,
+        }
+
+    def make_sampler(self, params: Mapping[str, Param], *, seed: int) -> Sampler:
+        if self.sampler == "bohb":
+            settings = BOHBSettings.model_validate(self.settings or {})
+            return BOHBSampler(params, seed=seed, settings=settings)
+        return RandomSampler(params, seed=seed)
+
+    def make_scheduler(
+        self, plan: Sequence[geometry.Bracket], *, metric: str, direction: Direction
+    ) -> Scheduler:
+        cls = AsynchronousHyperband if self.promotion == "asynchronous" else SynchronousHyperband
+        return cls(
+            plan, metric=metric, direction=direction, lazy=self.lazy, iterations=self.iterations
+        )
