@@ -35,6 +35,9 @@ class EventType(StrEnum):
     RUNG_DECIDED = "rung.decided"
     # A trial's life: scheduled → dispatched → running → an outcome.
     TRIAL_SCHEDULED = "trial.scheduled"
+    # Written, and committed, before a submit: a trial that may have reached an
+    # executor is known to the log even if the daemon dies before the answer.
+    TRIAL_SENDING = "trial.sending"
     TRIAL_DISPATCHED = "trial.dispatched"
     TRIAL_RUNNING = "trial.running"
     TRIAL_METRICS = "trial.metrics"

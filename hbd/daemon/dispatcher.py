@@ -32,7 +32,7 @@ from hbd.core.spec import SweepSpec
 from hbd.daemon.backend import ExecutorBackend
 from hbd.daemon.capacity import CapacityWatch
 from hbd.daemon.clock import Clock
-from hbd.daemon.lifecycle import TRIAL_DISPATCHED, TRIAL_LOST, TRIAL_RUNNING
+from hbd.daemon.lifecycle import TRIAL_DISPATCHED, TRIAL_LOST, TRIAL_RUNNING, TRIAL_SENDING
 from hbd.daemon.placement import (
     Action,
     CancelOn,
@@ -225,6 +225,12 @@ class Dispatcher:
             )
             self.wake()
             return
+        # Write-ahead: once the submit may arrive, the log says where, so a daemon
+        # restarted after a crash here waits for that executor instead of
+        # sending the trial elsewhere too.
+        intent = Note(TRIAL_SENDING, {"trial_id": trial_id, "executor": name})
+        if not await runner.log_first(intent):
+            return  # the trial or its sweep ended meanwhile: nothing to send
         try:
             status = await self.backends[name].submit(submission)
         except ExecutorBusy:

@@ -245,6 +245,11 @@ class Placement:
         lost, e.lost = sorted(e.lost), set()
         return [CancelOn(trial_id=t, sweep_id=None, executor=name) for t in lost]
 
+    def cancel_when_back(self, trial_id: str, names: Iterable[str]) -> None:
+        """Have these executors cancel any copy of the trial once they answer again."""
+        for name in names:
+            self.executors[name].lost.add(trial_id)
+
     def reachable(self, name: str) -> None:
         e = self.executors[name]
         e.healthy = True

@@ -51,10 +51,14 @@ from hbd.store.log import Store
 
 log = structlog.get_logger(__name__)
 
-RESUME_TYPES = REPLAY_TYPES | {EventType.TRIAL_DISPATCHED}
+RESUME_TYPES = REPLAY_TYPES | {EventType.TRIAL_SENDING, EventType.TRIAL_DISPATCHED}
 
 # How often executors' health (and so their slots) is refreshed.
 HEALTH_INTERVAL = 2.0
+# How often a trial that may sit on an unreachable executor (its submit logged
+# as sending, its answer never) is looked for there again before it is sent
+# elsewhere.
+UNSENT_PROBE_INTERVAL = 1.0
 # The most one executor's health check may take (one attempt; the client's own
 # HEALTH_TIMEOUT normally ends it first): a dead executor must not hold up
 # start-up or the checks of the others.
@@ -169,6 +173,11 @@ class Reconciler:
             for e in events
             if e.type == EventType.TRIAL_DISPATCHED and e.trial_id
         }
+        # Where a never-dispatched trial's submit may have gone (trial.sending).
+        attempted: dict[str, set[str]] = {}
+        for e in events:
+            if e.type == EventType.TRIAL_SENDING and e.trial_id:
+                attempted.setdefault(e.trial_id, set()).add(str(e.payload["executor"]))
         # Trials whose last run was interrupted after (or before) it was dispatched:
         # the next run is to be sent, whatever the executor says of the last one.
         rerun_ids: set[str] = set()
@@ -205,7 +214,7 @@ class Reconciler:
                     tg.spawn(self._converge, runner, start, name)
                 # else: known down; poll_silent asks once it answers, or declares it lost
         if unsent:
-            tg.spawn(self._find_unsent, runner, unsent)
+            tg.spawn(self._find_unsent, runner, unsent, attempted)
         if moved:
             tg.spawn(self._find_moved, runner, moved)
         if rerun:
@@ -225,20 +234,47 @@ class Reconciler:
                 continue
             self.dispatcher.enqueue(runner, start)
 
-    async def _find_unsent(self, runner: SweepRunner, starts: list[StartTrial]) -> None:
-        """Scheduled, never recorded as dispatched: adopt it where it is, else send it."""
-        for start in starts:
-            found = await self._probe(start.trial_id)
-            if found is None:
-                # Stopping sweep: enqueue records the cancel instead.
-                self.dispatcher.enqueue(runner, start)
-                continue
-            log.info(
-                "a trial sent before the crash was found on an executor; adopted",
-                trial_id=start.trial_id,
-                executor=found[0],
-            )
-            await self._adopt_found(runner, start, *found)
+    async def _find_unsent(
+        self, runner: SweepRunner, starts: list[StartTrial], attempted: Mapping[str, set[str]]
+    ) -> None:
+        """Scheduled, never recorded as dispatched: adopt it where it is, else send it.
+
+        A trial whose submit was logged as sending may sit on that executor even
+        if it does not answer now: sending it elsewhere would run it twice. It
+        waits until those executors say they do not have it, or until they have
+        been away ``lost_after`` (the rule a sent trial is lost by); then it is
+        sent, and a silent one cancels its copy once it answers again. A trial
+        never logged as sending was never submitted (logs from before that
+        record: asked of the executors that answer, as before).
+        """
+        pending = list(starts)
+        deadline = self.clock.monotonic() + self.placement.lost_after
+        while pending:
+            waiting = []
+            for start in pending:
+                found, silent = await self._probe_all(start.trial_id)
+                silent = [name for name in silent if name in attempted.get(start.trial_id, ())]
+                if found is not None:
+                    log.info(
+                        "a trial sent before the crash was found on an executor; adopted",
+                        trial_id=start.trial_id,
+                        executor=found[0],
+                    )
+                    await self._adopt_found(runner, start, *found)
+                elif silent and self.clock.monotonic() < deadline:
+                    waiting.append(start)
+                else:
+                    self.placement.cancel_when_back(start.trial_id, silent)
+                    # Stopping sweep: enqueue records the cancel instead.
+                    self.dispatcher.enqueue(runner, start)
+            if waiting:
+                log.info(
+                    "trials maybe submitted to an unreachable executor wait for it",
+                    sweep_id=runner.sweep_id,
+                    trials=[s.trial_id for s in waiting],
+                )
+                await self.clock.sleep(UNSENT_PROBE_INTERVAL)
+            pending = waiting
 
     async def _find_moved(self, runner: SweepRunner, moved: list[tuple[StartTrial, str]]) -> None:
         """Trials on an executor no longer configured: the agent may have moved (a new URL,
@@ -269,7 +305,13 @@ class Reconciler:
 
     async def _probe(self, trial_id: str) -> tuple[str, TrialStatus] | None:
         """The healthy executor that has the trial, asked all at once; None if none has it."""
+        return (await self._probe_all(trial_id))[0]
+
+    async def _probe_all(self, trial_id: str) -> tuple[tuple[str, TrialStatus] | None, list[str]]:
+        """The executor that has the trial (or None), and the executors that could
+        not say (unhealthy, or failing the question)."""
         found: list[tuple[str, TrialStatus]] = []
+        silent: list[str] = []
 
         async def ask(name: str) -> None:
             try:
@@ -277,6 +319,7 @@ class Reconciler:
             except NotFound:
                 pass
             except ExecutorError as exc:
+                silent.append(name)
                 log.warning(
                     "cannot ask an executor about a resumed trial",
                     trial_id=trial_id,
@@ -288,7 +331,9 @@ class Reconciler:
             for name in self.backends:
                 if self.placement.executors[name].healthy:
                     tg.start_soon(ask, name)
-        return min(found, key=lambda f: f[0]) if found else None
+                else:
+                    silent.append(name)
+        return (min(found, key=lambda f: f[0]) if found else None), sorted(silent)
 
     async def _settle(self, runner: SweepRunner, trial_id: str, status: TrialStatus) -> None:
         if status.finished:

@@ -74,12 +74,27 @@ class Observe:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+class Ack:
+    """Whether a note reached the log: set once it is committed, or dropped."""
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.logged = False
+
+    def settle(self, logged: bool) -> None:
+        if not self.event.is_set():
+            self.logged = logged
+            self.event.set()
+
+
 @dataclass(frozen=True, slots=True)
 class Note:
-    """A log-only fact: dispatched, running, metrics reported, capacity idle."""
+    """A log-only fact: sending, dispatched, running, metrics reported, capacity idle."""
 
     type: str
     payload: Mapping[str, Any]
+    # For a write-ahead note (trial.sending): told when it is in the log.
+    ack: Ack | None = field(default=None, compare=False)
 
 
 Item = Observe | Note | MetricsLines
@@ -196,9 +211,19 @@ class SweepRunner:
         try:
             await self._send.send(item)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            if isinstance(item, Note) and item.ack is not None:
+                item.ack.settle(False)
             log.debug(
                 "sweep already finished; item dropped", sweep_id=self.sweep_id, item=repr(item)
             )
+
+    async def log_first(self, note: Note) -> bool:
+        """Put a note and wait until it is committed (True) or dropped because its
+        trial or sweep has ended (False): what it announces may happen only after."""
+        ack = Ack()
+        await self.put(Note(note.type, note.payload, ack))
+        await ack.event.wait()
+        return ack.logged
 
     # ---- the loop ----
 
@@ -238,6 +263,7 @@ class SweepRunner:
                     continue
                 failures = 0
                 pending = []
+            self._drop_waiting()
         self.done.set()
         log.info(
             "sweep finished",
@@ -245,6 +271,16 @@ class SweepRunner:
             status=self.machine.finished.status,
             reason=self.machine.finished.reason,
         )
+
+    def _drop_waiting(self) -> None:
+        """The sweep is over: notes still queued will never be logged; say so to their waiters."""
+        while True:
+            try:
+                item = self._receive.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                return
+            if isinstance(item, Note) and item.ack is not None:
+                item.ack.settle(False)
 
     async def _load_metrics(self) -> None:
         """Where each open trial's metrics log stands (a repeat is then skipped, not refused)."""
@@ -287,6 +323,9 @@ class SweepRunner:
             return
         self.daemon.published(committed)
         for item in items:
+            if isinstance(item, Note) and item.ack is not None:
+                item.ack.settle(True)
+        for item in items:
             if isinstance(item, Observe) and isinstance(
                 item.observation, TrialSucceeded | TrialFailed | TrialCancelled
             ):
@@ -308,6 +347,8 @@ class SweepRunner:
             if isinstance(item, Note):
                 if self._still_open(item.payload.get("trial_id")):
                     records.append((item.type, dict(item.payload)))
+                elif item.ack is not None:
+                    item.ack.settle(False)
                 continue
             try:
                 decisions = self.machine.handle(item.observation)

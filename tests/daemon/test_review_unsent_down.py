@@ -31,10 +31,6 @@ def _forget_dispatch(db: Path, trial_id: str) -> None:
         con.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review1: the resume probe asks only healthy executors; see the review report",
-)
 async def test_a_trial_maybe_on_a_down_executor_is_not_sent_elsewhere_at_resume(
     tmp_path: Path,
 ) -> None:
@@ -58,3 +54,31 @@ async def test_a_trial_maybe_on_a_down_executor_is_not_sent_elsewhere_at_resume(
         await anyio.sleep(0.3)
         # It may be running on "other" (it is): sending it to "fake" runs it twice.
         assert a.posts[trial_id] == 0, "a trial maybe running on a down executor was sent again"
+
+
+async def test_it_is_sent_elsewhere_once_the_silent_executor_stays_away_lost_after(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "hbd.db"
+    a, b = FakeExecutor(slots=2), FakeExecutor(slots=2)
+    text = sweep_yaml(tmp_path / "u.jsonl", concurrency=None)
+    async with running_daemon(db, a, more={"other": b}) as daemon:
+        await daemon.submit(text, sweep_id="ud")
+        with anyio.fail_after(10):
+            while len(a.running()) < 2 or len(b.running()) < 2:
+                await anyio.sleep(0.005)
+        await anyio.sleep(0.1)
+    trial_id = sorted(b.running())[0]
+    _forget_dispatch(db, trial_id)
+    b.down = True
+    a.slots = 64  # room for every queued trial: this one comes last
+    async with running_daemon(db, a, more={"other": b}, lost_after=1.0):
+        with anyio.fail_after(15):
+            while a.posts[trial_id] == 0:
+                await anyio.sleep(0.01)
+        # Sent once the silent executor was away lost_after; that one cancels
+        # its copy when it answers again.
+        b.down = False
+        with anyio.fail_after(15):
+            while b.trials[trial_id].state != "cancelled":
+                await anyio.sleep(0.01)
