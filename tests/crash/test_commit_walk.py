@@ -43,7 +43,7 @@ from tests.e2e.conftest import sweep_yaml
 
 pytestmark = pytest.mark.slow
 
-COMMIT_WALK_STEP = int(os.environ.get("HBD_CRASH_WALK_STEP", "6"))
+COMMIT_WALK_STEP = int(os.environ.get("HBD_CRASH_WALK_STEP", "11"))
 # Iterations run side by side: each is mostly waiting on subprocess start-up.
 WORKERS = 3
 # One daemon run of this small sweep takes ~1 s; this only catches a hang.
