@@ -14,8 +14,8 @@ longer than its 60 s retention sweep, which once stopped it).
 
 Sampling: one iteration costs ~5 s of wall time (two daemon start-ups and 22
 trials, each through its own supervisor process), so on a 2-core machine the
-full walk takes ~4 minutes. By default every 6th commit is taken (N = 1, 7,
-13, ...: ~15 iterations); every kind of commit recurs throughout the sweep, so
+full walk takes ~4 minutes. By default every 11th commit is taken (N = 1, 12,
+23, ...: a prime stride, ~15 iterations); every kind of commit recurs throughout the sweep, so
 each is still crashed after many times. Set HBD_CRASH_WALK_STEP=1 for the full
 walk.
 """
