@@ -49,7 +49,8 @@ The life of a trial
    that also has the GPU devices it asks for (a resumed promotion only to its
    parent's executor; with shared checkpoints, there first if it is free, else
    anywhere) -> SENDING, holding a slot, and a ``Send`` action.
-3. The dispatcher submits it (the trial id is the idempotency key) and feeds
+3. The dispatcher logs ``trial.sending`` (executor named) and waits for its
+   commit, then submits it (the trial id is the idempotency key) and feeds
    the outcome back: accepted -> SENT (and ``trial.dispatched`` is logged);
    429 -> QUEUED at the head, executor busy; unreachable -> QUEUED again, pinned
    to that executor if the submit may have arrived, executor cooling down,
@@ -64,5 +65,7 @@ The life of a trial
 
 After a restart nothing in placement survives: the reconciler replays each
 unfinished sweep, tells placement where its trials were sent (``remember``,
-``adopt``) and asks the executors before sending anything again.
+``adopt``) and asks the executors before sending anything again. A trial
+logged as sending but never as dispatched waits for that executor (up to
+``lost_after``) rather than run twice; one never sent goes at once.
 """
