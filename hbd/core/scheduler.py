@@ -51,6 +51,23 @@ class Slot:
     iteration: int = 0
 
 
+def promotions(
+    bracket: int, iteration: int, rung: geometry.Rung, parents: Sequence[Trial]
+) -> list[Slot]:
+    """The slots that continue ``parents`` at ``rung`` (each keeps its config index)."""
+    return [
+        Slot(
+            bracket=bracket,
+            rung=rung.index,
+            index=t.index,
+            resource=rung.resource,
+            parent=t,
+            iteration=iteration,
+        )
+        for t in parents
+    ]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Step:
     """What a scheduler decided after a trial ended.
@@ -262,18 +279,7 @@ class SynchronousHyperband(_Iterations):
         decision, promoted = run.decide(self.metric, self.direction)
         starts = []
         if promoted:
-            rung = run.plan.rungs[run.rung + 1]
-            starts = [
-                Slot(
-                    bracket=run.s,
-                    rung=rung.index,
-                    index=t.index,
-                    resource=rung.resource,
-                    parent=t,
-                    iteration=run.iteration,
-                )
-                for t in promoted
-            ]
+            starts = promotions(run.s, run.iteration, run.plan.rungs[run.rung + 1], promoted)
         if decision.rung == 0:
             self._first_closed += 1
         starts += self._open_ready()
@@ -418,17 +424,7 @@ class AsynchronousHyperband(_Iterations):
             return None
         rung.promoted += new
         run.rungs[i + 1].expected += len(new)
-        starts += [
-            Slot(
-                bracket=run.s,
-                rung=nxt.index,
-                index=t.index,
-                resource=nxt.resource,
-                parent=t,
-                iteration=run.iteration,
-            )
-            for t in new
-        ]
+        starts += promotions(run.s, run.iteration, nxt, new)
         return self._decision(run, i, ranked, new, final=final)
 
     def _eta_of(self, run: _AsyncBracket) -> Fraction:
