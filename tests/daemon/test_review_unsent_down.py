@@ -31,9 +31,12 @@ def _forget_dispatch(db: Path, trial_id: str) -> None:
         con.close()
 
 
-async def test_a_trial_maybe_on_a_down_executor_is_not_sent_elsewhere_at_resume(
+async def _crash_after_a_submit_to_other(
     tmp_path: Path,
-) -> None:
+) -> tuple[Path, FakeExecutor, FakeExecutor, str]:
+    """A sweep running on "fake" and "other"; then the daemon is gone with one of
+    other's trials submitted but not logged as dispatched, and other goes down
+    (it still runs the trial; it just does not answer)."""
     db = tmp_path / "hbd.db"
     a, b = FakeExecutor(slots=2), FakeExecutor(slots=2)
     text = sweep_yaml(tmp_path / "u.jsonl", concurrency=None)
@@ -45,9 +48,16 @@ async def test_a_trial_maybe_on_a_down_executor_is_not_sent_elsewhere_at_resume(
         await anyio.sleep(0.1)  # dispatched notes committed
     trial_id = sorted(b.running())[0]
     _forget_dispatch(db, trial_id)
-    b.down = True  # it still runs the trial; it just does not answer now
+    b.down = True
+    return db, a, b, trial_id
+
+
+async def test_a_trial_maybe_on_a_down_executor_is_not_sent_elsewhere_at_resume(
+    tmp_path: Path,
+) -> None:
+    db, a, b, trial_id = await _crash_after_a_submit_to_other(tmp_path)
     a.slots = 8  # room for it on "fake"
-    async with running_daemon(db, a, more={"other": b}) as daemon:
+    async with running_daemon(db, a, more={"other": b}):
         with anyio.fail_after(10):
             while len(a.running()) < 3:
                 await anyio.sleep(0.005)
@@ -59,18 +69,7 @@ async def test_a_trial_maybe_on_a_down_executor_is_not_sent_elsewhere_at_resume(
 async def test_it_is_sent_elsewhere_once_the_silent_executor_stays_away_lost_after(
     tmp_path: Path,
 ) -> None:
-    db = tmp_path / "hbd.db"
-    a, b = FakeExecutor(slots=2), FakeExecutor(slots=2)
-    text = sweep_yaml(tmp_path / "u.jsonl", concurrency=None)
-    async with running_daemon(db, a, more={"other": b}) as daemon:
-        await daemon.submit(text, sweep_id="ud")
-        with anyio.fail_after(10):
-            while len(a.running()) < 2 or len(b.running()) < 2:
-                await anyio.sleep(0.005)
-        await anyio.sleep(0.1)
-    trial_id = sorted(b.running())[0]
-    _forget_dispatch(db, trial_id)
-    b.down = True
+    db, a, b, trial_id = await _crash_after_a_submit_to_other(tmp_path)
     a.slots = 64  # room for every queued trial: this one comes last
     async with running_daemon(db, a, more={"other": b}, lost_after=1.0):
         with anyio.fail_after(15):
