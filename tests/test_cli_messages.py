@@ -416,6 +416,51 @@ def test_watch_shows_an_unreachable_daemon_until_it_is_heard_again() -> None:
     assert "unreachable" not in _render(state)
 
 
+def _event(seq: int, type: str, tid: str | None, **payload: Any) -> Event:
+    return Event(seq=seq, type=type, sweep_id="sw1", trial_id=tid, at=0, payload=payload)
+
+
+def test_watch_counts_each_iteration_apart_and_adds_an_extended_one() -> None:
+    from hbd.cli.watch import WatchState
+
+    rungs = [{"rung": 0, "planned": 2, "resource": 1}, {"rung": 1, "planned": 1, "resource": 3}]
+    state = WatchState.from_detail(
+        {
+            "id": "sw1",
+            "metric": {"name": "loss", "optimization": "minimize"},
+            "brackets": [{"iteration": it, "bracket": 1, "rungs": rungs} for it in (0, 1)],
+        }
+    )
+    seq = 0
+    for it in (0, 1, 2):  # iteration 2 came from hbd extend: not in the detail
+        for i in range(2):
+            tid = f"i{it}c{i}"
+            seq += 1
+            state.apply(
+                _event(seq, "trial.scheduled", tid, iteration=it, bracket=1, rung=0, resource=1)
+            )
+            seq += 1
+            state.apply(_event(seq, "trial.succeeded", tid, metric=float(i)))
+    assert {k: (v.scheduled, v.ended, v.planned) for k, v in state.rungs.items() if k[2] == 0} == {
+        (0, 1, 0): (2, 2, 2),
+        (1, 1, 0): (2, 2, 2),
+        (2, 1, 0): (2, 2, 2),
+    }
+    lines = [line.split() for line in _render(state).splitlines()]
+    assert ["2", "1", "0", "1"] == next(row[:4] for row in lines if row[:1] == ["2"])
+
+
+def test_watch_best_is_the_best_run_at_the_highest_resource_reached() -> None:
+    state = _watch_state()
+    state.apply(_event(7, "trial.succeeded", "t0", metric=0.5))
+    assert state.best == (9, 0.5, "t0")
+    state.apply(_event(8, "trial.scheduled", "deep", bracket=0, rung=1, resource=27, config={}))
+    state.apply(_event(9, "trial.succeeded", "deep", metric=0.9))  # worse, but deeper
+    state.apply(_event(10, "trial.succeeded", "t1", metric=0.1))  # better, but shallower
+    assert state.best == (27, 0.9, "deep")
+    assert "best loss 0.9 at resource 27  deep" in _render(state)
+
+
 @pytest.mark.anyio
 async def test_the_event_stream_reports_each_failed_reconnect() -> None:
     heard: list[str] = []

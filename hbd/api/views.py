@@ -24,6 +24,7 @@ def trial_view(trial: TrialRow, rtype: str) -> dict[str, Any]:
     return {
         "id": trial.id,
         "sweep_id": trial.sweep_id,
+        "iteration": trial.iteration,
         "bracket": trial.bracket,
         "rung": trial.rung,
         "index": trial.idx,
@@ -98,12 +99,15 @@ def sweep_detail(
     spec = parse_spec(sweep.spec_json)
     matrix = spec.matrix
     plan = geometry.brackets(matrix.max_iterations, matrix.eta, matrix.resource.type)
-    seen = {(p["bracket"], p["rung"]): p for p in progress}
+    # An extended sweep read without its daemon: its trials say how far it got.
+    reached = max((p["iteration"] + 1 for p in progress), default=0)
+    planned = max(iterations or matrix.iterations, reached)
+    seen = {(p["iteration"], p["bracket"], p["rung"]): p for p in progress}
     brackets = []
-    for b in plan:
+    for it, b in ((it, b) for it in range(planned) for b in plan):
         rungs = []
         for r in b.rungs:
-            p = seen.get((b.s, r.index), {"total": 0, "by_status": {}})
+            p = seen.get((it, b.s, r.index), {"total": 0, "by_status": {}})
             rungs.append(
                 {
                     "rung": r.index,
@@ -113,7 +117,7 @@ def sweep_detail(
                     "by_status": p["by_status"],
                 }
             )
-        brackets.append({"bracket": b.s, "rungs": rungs})
+        brackets.append({"iteration": it, "bracket": b.s, "rungs": rungs})
     return {
         **sweep_summary(sweep, live_state, broken),
         "resource": {"name": matrix.resource.name, "type": matrix.resource.type},
@@ -121,8 +125,8 @@ def sweep_detail(
         "eta": matrix.eta,
         "concurrency": matrix.concurrency,
         "trials": counts,
-        "iterations": iterations or matrix.iterations,
-        "planned_trial_runs": sum(b.trial_runs for b in plan) * (iterations or matrix.iterations),
+        "iterations": planned,
+        "planned_trial_runs": sum(b.trial_runs for b in plan) * planned,
         "brackets": brackets,
         "best": None if best is None else trial_view(best, matrix.resource.type),
         "checkpoints": _checkpoints(counts, checkpoints),

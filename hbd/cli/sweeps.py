@@ -260,11 +260,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"sweep {detail['id']} ({detail['name'] or 'unnamed'}): {detail['status']}; trials: {counts}"
     )
     rows = []
+    several = (detail.get("iterations") or 1) > 1  # older daemons: one iteration
     for b in detail["brackets"]:
         for r in b["rungs"]:
             by = ", ".join(f"{n} {s}" for s, n in sorted(r["by_status"].items()))
             rows.append(
                 (
+                    *(str(b.get("iteration", 0)),) * several,
                     str(b["bracket"]),
                     str(r["rung"]),
                     str(r["resource"]),
@@ -273,7 +275,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                     by,
                 )
             )
-    out.rows(("bracket", "rung", "resource", "planned", "trials", "by status"), rows)
+    head = ("iteration",) * several + ("bracket", "rung", "resource", "planned", "trials")
+    out.rows((*head, "by status"), rows)
     ckpt = detail.get("checkpoints")  # absent from older daemons
     if ckpt and (ckpt.get("deleted") or ckpt.get("kept")):
         kept = f"{ckpt.get('kept', 0)} kept"

@@ -162,11 +162,13 @@ class WatchState:
     sweep_id: str
     metric: str
     minimize: bool
-    rungs: dict[tuple[int, int], RungView]
+    rungs: dict[tuple[int, int, int], RungView]  # (iteration, bracket, rung)
     status: str = SweepStatus.RUNNING
     trials: dict[str, dict[str, Any]] = field(default_factory=dict)
     running: dict[str, str] = field(default_factory=dict)  # trial id -> state
-    best: tuple[float, str] | None = None
+    # The best run at the highest resource reached (hbd.core.sweep's rule):
+    # (resource, metric, trial id).
+    best: tuple[float, float, str] | None = None
     recent: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_DECISIONS))
     last_seq: int = 0
     idle: str | None = None
@@ -175,7 +177,9 @@ class WatchState:
     @classmethod
     def from_detail(cls, detail: Mapping[str, Any]) -> WatchState:
         rungs = {
-            (b["bracket"], r["rung"]): RungView(planned=r["planned"], resource=r["resource"])
+            (b.get("iteration", 0), b["bracket"], r["rung"]): RungView(
+                planned=r["planned"], resource=r["resource"]
+            )
             for b in detail["brackets"]
             for r in b["rungs"]
         }
@@ -193,7 +197,7 @@ class WatchState:
         p, t, tid = event.payload, event.type, event.trial_id
         if t == EventType.TRIAL_SCHEDULED and tid:
             self.trials[tid] = p
-            rung = self.rungs.get((p["bracket"], p["rung"]))
+            rung = self._rung(p)
             if rung is not None:
                 rung.scheduled += 1
             self.running[tid] = "queued"
@@ -203,20 +207,22 @@ class WatchState:
         elif t in ENDED and tid:
             self.running.pop(tid, None)
             info = self.trials.get(tid, {})
-            rung = self.rungs.get((info.get("bracket"), info.get("rung")))  # type: ignore[arg-type]
+            rung = self._rung(info)
             if rung is not None:
                 rung.ended += 1
-            value = p.get("metric")
-            if t == EventType.TRIAL_SUCCEEDED and isinstance(value, int | float):
-                if self.best is None or (
-                    value < self.best[0] if self.minimize else value > self.best[0]
-                ):
-                    self.best = (float(value), tid)
+            value, resource = p.get("metric"), info.get("resource")
+            if (
+                t == EventType.TRIAL_SUCCEEDED
+                and isinstance(value, int | float)
+                and isinstance(resource, int | float)
+            ):
+                self._offer_best(float(resource), float(value), tid)
             if t == EventType.TRIAL_FAILED:
                 self.recent.append(f"{tid} failed: {p.get('reason', '')}")
         elif t == EventType.RUNG_DECIDED:
-            rung = self.rungs.get((p["bracket"], p["rung"]))
-            line = f"bracket {p['bracket']} rung {p['rung']}: " + (
+            rung = self._rung(p)
+            where = f"iteration {p['iteration']} " if p.get("iteration") else ""
+            line = f"{where}bracket {p['bracket']} rung {p['rung']}: " + (
                 f"promoted {len(p.get('promoted', []))}, stopped {len(p.get('stopped', []))}, "
                 f"cutoff {format_number(p.get('cutoff'))}"
                 if p.get("promoted") or p.get("stopped")
@@ -235,6 +241,27 @@ class WatchState:
             self.recent.append(summary(event))
             self.running.clear()
 
+    def _rung(self, p: Mapping[str, Any]) -> RungView | None:
+        """The rung of a trial or decision; an iteration added by ``hbd extend``
+        gets its rungs on first sight, planned as the first iteration's."""
+        it, b, r = p.get("iteration") or 0, p.get("bracket"), p.get("rung")
+        if not isinstance(b, int) or not isinstance(r, int):
+            return None
+        rung = self.rungs.get((it, b, r))
+        first = self.rungs.get((0, b, r))
+        if rung is None and first is not None:
+            rung = self.rungs[(it, b, r)] = RungView(planned=first.planned, resource=first.resource)
+        return rung
+
+    def _offer_best(self, resource: float, value: float, tid: str) -> None:
+        if self.best is not None:
+            top, current = self.best[0], self.best[1]
+            if resource < top:
+                return
+            if resource == top and not (value < current if self.minimize else value > current):
+                return
+        self.best = (resource, value, tid)
+
     def render(self) -> RenderableType:
         from rich.console import Group
         from rich.progress_bar import ProgressBar
@@ -243,10 +270,21 @@ class WatchState:
 
         head = Text(f"sweep {self.sweep_id}  {self.status}  (event {self.last_seq})", style="bold")
         table = Table(box=None, pad_edge=False)
-        for col in ("bracket", "rung", "resource", "progress", "done", ""):
+        several = any(it for it, _, _ in self.rungs)
+        for col in ("iteration",) * several + (
+            "bracket",
+            "rung",
+            "resource",
+            "progress",
+            "done",
+            "",
+        ):
             table.add_column(col)
-        for (b, r), rung in sorted(self.rungs.items(), key=lambda kv: (-kv[0][0], kv[0][1])):
+        for (it, b, r), rung in sorted(
+            self.rungs.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2])
+        ):
             table.add_row(
+                *(str(it),) * several,
                 str(b),
                 str(r),
                 str(rung.resource),
@@ -261,9 +299,14 @@ class WatchState:
             )
         parts.append(table)
         if self.best is not None:
-            value, tid = self.best
+            resource, value, tid = self.best
             config = format_config(self.trials.get(tid, {}).get("config", {}))
-            parts.append(Text(f"best {self.metric} {format_number(value)}  {tid}  {config}"))
+            parts.append(
+                Text(
+                    f"best {self.metric} {format_number(value)} at resource"
+                    f" {format_number(resource)}  {tid}  {config}"
+                )
+            )
         active = {tid: state for tid, state in self.running.items() if state != "queued"}
         queued = len(self.running) - len(active)
         if active:

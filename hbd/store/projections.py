@@ -78,8 +78,8 @@ _INSERT_SWEEP = (
 )
 _INSERT_TRIAL = (
     "INSERT INTO trials (id, sweep_id, bracket, rung, idx, config, resource, parent,"
-    " resume_from, status, metrics, scheduled_at)"
-    f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '{TrialStatus.SCHEDULED}', '{{}}', ?)"
+    " resume_from, status, metrics, scheduled_at, iteration)"
+    f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '{TrialStatus.SCHEDULED}', '{{}}', ?, ?)"
 )
 _DISPATCHED = f"UPDATE trials SET status = '{TrialStatus.DISPATCHED}', executor = ? WHERE id = ? AND {_NOT_FINISHED}"
 _RUNNING = (
@@ -164,6 +164,7 @@ def statement(
             p.get("parent"),
             p.get("resume_from"),
             at,
+            p.get("iteration") or 0,
         )
     if t == EventType.TRIAL_DISPATCHED:
         return _DISPATCHED, (p.get("executor"), _need(t, p, "trial_id"))
@@ -256,6 +257,7 @@ class TrialRow:
     scheduled_at: float | None
     started_at: float | None
     ended_at: float | None
+    iteration: int = 0  # the Hyperband iteration (matrix.iterations, hbd extend)
 
     @property
     def finished(self) -> bool:
@@ -268,9 +270,9 @@ _SWEEP_COLS = (
 )
 _TRIAL_COLS = (
     "id, sweep_id, bracket, rung, idx, config, resource, parent, resume_from, status,"
-    " executor, metrics, metric, reason, scheduled_at, started_at, ended_at"
+    " executor, metrics, metric, reason, scheduled_at, started_at, ended_at, iteration"
 )
-_TRIAL_ORDER = "ORDER BY bracket DESC, rung, idx, id"
+_TRIAL_ORDER = "ORDER BY iteration, bracket DESC, rung, idx, id"
 _SWEEP_ORDER = "ORDER BY created_at, id"
 _FINISHED_SWEEPS_SQL = sql_list(FINISHED_SWEEP_STATUSES)
 
@@ -372,16 +374,27 @@ async def checkpoint_summary(db: Database, sweep_id: str) -> dict[str, int]:
 
 
 async def rung_progress(db: Database, sweep_id: str) -> list[dict[str, Any]]:
-    """Per (bracket, rung): total trials and counts by status; brackets high to low."""
+    """Per (iteration, bracket, rung): total trials and counts by status; iterations
+    in order, brackets high to low."""
     rows = await db.fetchall(
-        "SELECT bracket, rung, status, count(*) FROM trials WHERE sweep_id = ?"
-        " GROUP BY bracket, rung, status ORDER BY bracket DESC, rung, status",
+        "SELECT iteration, bracket, rung, status, count(*) FROM trials WHERE sweep_id = ?"
+        " GROUP BY iteration, bracket, rung, status"
+        " ORDER BY iteration, bracket DESC, rung, status",
         (sweep_id,),
     )
     out: list[dict[str, Any]] = []
-    for bracket, rung, status, n in rows:
-        if not out or (out[-1]["bracket"], out[-1]["rung"]) != (bracket, rung):
-            out.append({"bracket": bracket, "rung": rung, "total": 0, "by_status": {}})
+    for iteration, bracket, rung, status, n in rows:
+        key = (iteration, bracket, rung)
+        if not out or (out[-1]["iteration"], out[-1]["bracket"], out[-1]["rung"]) != key:
+            out.append(
+                {
+                    "iteration": iteration,
+                    "bracket": bracket,
+                    "rung": rung,
+                    "total": 0,
+                    "by_status": {},
+                }
+            )
         out[-1]["total"] += n
         out[-1]["by_status"][status] = n
     return out

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from hbd.errors import StoreReadError
 from hbd.store.log import _EVENT_COLS, StoredEvent, _event
-from hbd.store.schema import check_not_too_new
+from hbd.store.schema import ITERATION_OF_TRIAL, ITERATION_VERSION, check_not_too_new
 
 # How long a read waits for a lock (a checkpoint in progress), as hbd doctor does.
 READ_TIMEOUT_SECONDS = 5.0
@@ -45,6 +45,13 @@ class ReadOnlyDatabase:
             if version == 0:
                 raise StoreReadError(f"{self.path}: not an hbd database (no schema)")
             check_not_too_new(self.path, version)
+            if version < ITERATION_VERSION:
+                # An older file is never migrated here: a temporary view (the
+                # file is not written) shows its trials as the migration would.
+                self._conn.execute(
+                    "CREATE TEMP VIEW trials AS SELECT *,"
+                    f" {ITERATION_OF_TRIAL} AS iteration FROM main.trials AS trials"
+                )
         except sqlite3.Error as exc:
             self._conn.close()
             raise StoreReadError(f"{self.path}: not a readable hbd database ({exc})") from None

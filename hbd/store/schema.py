@@ -171,7 +171,24 @@ V4: tuple[str, ...] = (
     """,
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (V1, V2, V3, V4)
+# v5: a sweep may run several Hyperband iterations (matrix.iterations, hbd
+# extend), each with the same brackets and rungs, so the projection keeps a
+# trial's iteration: progress, status, watch and the web page count each
+# iteration's rungs apart. Back-filled from trial.scheduled (0 before
+# iterations existed); the finality trigger is lifted only for that.
+ITERATION_OF_TRIAL = f"""COALESCE((
+        SELECT json_extract(e.payload, '$.iteration') FROM events AS e
+        WHERE e.trial_id = trials.id AND e.type = '{EventType.TRIAL_SCHEDULED}'
+    ), 0)"""
+V5: tuple[str, ...] = (
+    "ALTER TABLE trials ADD COLUMN iteration INT NOT NULL DEFAULT 0",
+    "DROP TRIGGER trials_finished_is_final",
+    f"UPDATE trials SET iteration = {ITERATION_OF_TRIAL}",
+    _FINISHED_TRIAL_TRIGGER,
+)
+ITERATION_VERSION = 5  # the first version whose trials table has ``iteration``
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (V1, V2, V3, V4, V5)
 CURRENT_VERSION = len(MIGRATIONS)
 
 

@@ -54,7 +54,13 @@ async def test_a_running_then_a_finished_sweep_run_their_extra_iterations_and_re
             # A sweep that finished with every bracket done is reopened and runs again.
             again = await http.post(f"/v1/sweeps/{sweep_id}/extend", params={"iterations": 1})
             assert again.status_code == 202 and again.json()["iterations"] == 3
-        assert await wait_finished(daemon, sweep_id) == "succeeded"
+            assert await wait_finished(daemon, sweep_id) == "succeeded"
+            # Each iteration's brackets are counted apart: planned = trials, thrice.
+            detail = (await http.get(f"/v1/sweeps/{sweep_id}")).json()
+        assert [(b["iteration"], b["bracket"]) for b in detail["brackets"]] == [
+            (i, b) for i in range(3) for b in (2, 1, 0)
+        ]
+        assert all(r["trials"] == r["planned"] for b in detail["brackets"] for r in b["rungs"])
         events = await daemon.store.read_after(0, sweep_id=sweep_id, types=REPLAY_TYPES)
         markers = await daemon.store.read_after(0, sweep_id=sweep_id, types={"bracket.started"})
         ends = await daemon.store.read_after(

@@ -169,9 +169,15 @@ async def test_list_trials_order_filters_and_rung_progress(store: Store) -> None
     assert await store.list_trials("other") == []
     assert await store.get_trial("nope") is None and await store.get_sweep("nope") is None
     assert await store.rung_progress(SWEEP) == [
-        {"bracket": 2, "rung": 0, "total": 2, "by_status": {"dispatched": 1, "scheduled": 1}},
-        {"bracket": 2, "rung": 1, "total": 1, "by_status": {"scheduled": 1}},
-        {"bracket": 0, "rung": 0, "total": 2, "by_status": {"scheduled": 2}},
+        {
+            "iteration": 0,
+            "bracket": 2,
+            "rung": 0,
+            "total": 2,
+            "by_status": {"dispatched": 1, "scheduled": 1},
+        },
+        {"iteration": 0, "bracket": 2, "rung": 1, "total": 1, "by_status": {"scheduled": 1}},
+        {"iteration": 0, "bracket": 0, "rung": 0, "total": 2, "by_status": {"scheduled": 2}},
     ]
 
 

@@ -129,3 +129,69 @@ async def test_migrate_rejects_unknown_target(db_path: Path) -> None:
             await schema.migrate(db, target=CURRENT_VERSION + 1)
     finally:
         await db.close()
+
+
+async def _make_v4_with_two_iterations(path: Path) -> None:
+    """A file as schema v4 left it: a sweep whose trials ran in iterations 0 and 1
+    (the trials table had no iteration column; trial.scheduled said it)."""
+    db = await connect(path)
+    await apply_pragmas(db)
+    assert await schema.migrate(db, target=4) == 4
+    trials = [("a", 0, "succeeded"), ("b", 1, "succeeded"), ("c", 1, "running")]
+    async with db.transaction() as tx:
+        await tx.execute(
+            "INSERT INTO events (sweep_id, type, trial_id, payload, at)"
+            ' VALUES (\'s\', \'sweep.submitted\', NULL, \'{"seed":1,"spec":"x","spec_json":{}}\', 1)'
+        )
+        for tid, it, _ in trials:
+            payload = f'{{"trial_id":"{tid}","bracket":0,"rung":0,"index":0,"iteration":{it}}}'
+            await tx.execute(
+                "INSERT INTO events (sweep_id, type, trial_id, payload, at)"
+                " VALUES ('s', 'trial.scheduled', ?, ?, 1)",
+                (tid, payload),
+            )
+        await tx.execute(
+            "INSERT INTO sweeps (id, status, spec, spec_json, seed, last_seq)"
+            " VALUES ('s', 'running', 'x', '{}', 1, 4)"
+        )
+        for tid, _, status in trials:
+            await tx.execute(
+                "INSERT INTO trials (id, sweep_id, bracket, rung, idx, status)"
+                " VALUES (?, 's', 0, 0, 0, ?)",
+                (tid, status),
+            )
+    await db.close()
+
+
+async def test_v4_file_gets_each_trials_iteration_from_its_log(db_path: Path) -> None:
+    await _make_v4_with_two_iterations(db_path)
+    async with await open_store(db_path) as store:
+        assert await store.schema_version() == CURRENT_VERSION
+        trials = await store.list_trials("s")
+        assert [(t.id, t.iteration) for t in trials] == [("a", 0), ("b", 1), ("c", 1)]
+        progress = await store.rung_progress("s")
+        assert [(p["iteration"], p["total"]) for p in progress] == [(0, 1), (1, 2)]
+        with pytest.raises(ConflictError, match="finished trial"):  # the trigger is back
+            async with store.db.transaction() as tx:
+                await tx.execute("UPDATE trials SET status = 'running' WHERE id = 'b'")
+
+
+async def test_a_v4_file_read_without_a_daemon_shows_iterations_and_is_not_changed(
+    db_path: Path,
+) -> None:
+    from hbd.store import projections
+    from hbd.store.readonly import ReadOnlyDatabase
+
+    await _make_v4_with_two_iterations(db_path)
+    before = db_path.read_bytes()
+    ro = ReadOnlyDatabase(db_path)
+    try:
+        progress = await projections.rung_progress(ro, "s")  # type: ignore[arg-type]
+        assert [(p["iteration"], p["total"]) for p in progress] == [(0, 1), (1, 2)]
+        trials = await projections.list_trials(ro, "s")  # type: ignore[arg-type]
+        assert [t.iteration for t in trials] == [0, 1, 1]
+    finally:
+        ro.close()
+    assert db_path.read_bytes() == before
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4

@@ -15,9 +15,10 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 import hbd
-from tests.live_daemon import curve_yaml, daemon_in_thread
+from tests.live_daemon import curve_spec, curve_yaml, daemon_in_thread
 
 pytestmark = pytest.mark.slow
 
@@ -136,14 +137,23 @@ def test_page_logs_in_renders_a_running_sweep_and_follows_its_stream(
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000
 
-            # A new sweep joins the list; clicking it shows it.
-            second = c.submit(curve_yaml(max_iterations=3, seed=8))
+            # A new sweep of two Hyperband iterations joins the list; clicking it
+            # shows it, each iteration's brackets apart.
+            spec = curve_spec(max_iterations=3, seed=8)
+            spec["matrix"]["iterations"] = 2
+            second = c.submit(yaml.safe_dump(spec))
             page.click(f"nav#sweeps a[data-sweep-id='{second}']")
             page.wait_for_function(
                 "id => document.querySelector('#sweep-id')?.textContent === id", arg=second
             )
             page.wait_for_selector("#sweep-status.succeeded")
-            assert page.locator("#brackets figure.bracket").count() == 2  # R=3, eta=3: s=1, 0
+            assert page.locator("#brackets figure.bracket").count() == 4  # (s=1, 0) twice
+            assert "iteration 2 · bracket s=0" in page.inner_text("#brackets")
+            runs = c.status(second)["planned_trial_runs"]
+            page.wait_for_function(
+                "n => document.querySelectorAll('#brackets svg rect.tile[data-status=succeeded]').length === n",
+                arg=runs,
+            )
             assert page.url.endswith("#" + second)
             assert errors == []  # no script error, nothing refused by the CSP
         finally:

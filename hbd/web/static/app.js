@@ -137,9 +137,9 @@ function newModel(id) {
   return {
     id,
     detail: null, // GET v1/sweeps/{id}: plan, metric, status
-    trials: new Map(), // trial id -> {id, bracket, rung, index, config, resource, parent, status, metric, points, order}
-    slots: new Map(), // "b/r/index" -> trial id of the latest attempt
-    decided: new Map(), // "b/r" -> {promoted: Set, ranking: [ids], cutoff}
+    trials: new Map(), // trial id -> {id, iteration, bracket, rung, index, config, resource, parent, status, metric, points, order}
+    slots: new Map(), // "it/b/r/index" -> trial id of the latest attempt
+    decided: new Map(), // "it/b/r" -> {promoted: Set, ranking: [ids], cutoff}
     recent: [], // trial ids in the order they ended (newest last)
     seen: new Set(), // recent rows already shown (to flash the new ones)
     lastSeq: 0,
@@ -214,12 +214,12 @@ function apply(m, ev) {
   switch (ev.type) {
     case "trial.scheduled": {
       const trial = {
-        id: p.trial_id, bracket: p.bracket, rung: p.rung, index: p.index, config: p.config,
+        id: p.trial_id, iteration: p.iteration || 0, bracket: p.bracket, rung: p.rung, index: p.index, config: p.config,
         resource: p.resource, parent: p.parent, status: "scheduled", metric: null, points: [],
         order: m.order++,
       };
       m.trials.set(trial.id, trial);
-      m.slots.set(`${trial.bracket}/${trial.rung}/${trial.index}`, trial.id);
+      m.slots.set(`${rungKey(trial)}/${trial.index}`, trial.id);
       break;
     }
     case "trial.dispatched": if (t) t.status = "dispatched"; break;
@@ -248,7 +248,7 @@ function apply(m, ev) {
       break;
     }
     case "rung.decided":
-      m.decided.set(`${p.bracket}/${p.rung}`, {
+      m.decided.set(rungKey(p), {
         promoted: new Set(p.promoted || []),
         ranking: (p.ranking || []).map((r) => r.trial_id),
         cutoff: p.cutoff,
@@ -287,18 +287,25 @@ function scheduleRender() {
   }), wait);
 }
 
+// A rung is (iteration, bracket, rung): every Hyperband iteration repeats the brackets.
+function rungKey(x) { return `${x.iteration || 0}/${x.bracket}/${x.rung}`; }
+
 function sign(m) { return m.detail && m.detail.metric.optimization === "maximize" ? -1 : 1; }
 
 function latestTrials(m) {
   return [...m.slots.values()].map((id) => m.trials.get(id));
 }
 
+// The best run at the highest resource reached (the sweep's rule, as the daemon
+// reports it): a low-resource run's optimistic metric is not the winner.
 function bestTrial(m) {
   let best = null;
   const k = sign(m);
   for (const t of m.trials.values()) {
     if (t.status !== "succeeded" || t.metric === null) continue;
-    if (!best || k * t.metric < k * best.metric) best = t; // ties: the earlier trial
+    const better = !best || t.resource > best.resource
+      || (t.resource === best.resource && k * t.metric < k * best.metric); // ties: the earlier trial
+    if (better) best = t;
   }
   return best;
 }
@@ -360,8 +367,8 @@ const MAX_COLUMN_H = 170; // a rung of many trials gets thinner bars, not a tall
 const HEADER_H = 32;
 const TEXT_MIN_TILE_H = 12; // bars at least this tall show their metric
 
-function rungOrder(m, b, r, trials) {
-  const decided = m.decided.get(`${b}/${r}`);
+function rungOrder(m, key, trials) {
+  const decided = m.decided.get(key);
   const k = sign(m);
   if (decided) {
     const rank = new Map(decided.ranking.map((id, i) => [id, i]));
@@ -378,7 +385,7 @@ function rungOrder(m, b, r, trials) {
 function renderBrackets(m, best) {
   const byRung = new Map();
   for (const t of latestTrials(m)) {
-    const key = `${t.bracket}/${t.rung}`;
+    const key = rungKey(t);
     if (!byRung.has(key)) byRung.set(key, []);
     byRung.get(key).push(t);
   }
@@ -397,8 +404,9 @@ function renderBracket(m, best, b, byRung) {
   b.rungs.forEach((r, ri) => {
     const x = LEFT + ri * (TILE_W + GAP_X);
     const top = HEADER_H;
-    const trials = rungOrder(m, b.bracket, r.rung, byRung.get(`${b.bracket}/${r.rung}`) || []);
-    const decided = m.decided.get(`${b.bracket}/${r.rung}`);
+    const key = rungKey({ iteration: b.iteration, bracket: b.bracket, rung: r.rung });
+    const trials = rungOrder(m, key, byRung.get(key) || []);
+    const decided = m.decided.get(key);
     const done = trials.filter((t) => ENDED.has(t.status)).length;
     body.append(s("text", { x, y: 12, class: "label" }, `rung ${r.rung}` + (decided && decided.promoted.size ? ` · ${decided.promoted.size} promoted` : "")));
     body.append(s("text", { x, y: 26 }, `${m.detail.resource.name}=${fmt(r.resource)} · ${done}/${r.planned}`));
@@ -436,14 +444,15 @@ function renderBracket(m, best, b, byRung) {
     }
   });
   for (const t of m.trials.values()) {
-    if (t.bracket !== b.bracket || !t.parent || !pos.has(t.id) || !pos.has(t.parent)) continue;
+    if (t.bracket !== b.bracket || (t.iteration || 0) !== (b.iteration || 0) || !t.parent || !pos.has(t.id) || !pos.has(t.parent)) continue;
     const [px, py] = pos.get(t.parent);
     const [cx, cy] = pos.get(t.id);
     const mid = (px + TILE_W + cx) / 2;
     links.append(s("path", { d: `M${px + TILE_W},${py} C${mid},${py} ${mid},${cy} ${cx},${cy}`, class: "link" }));
   }
-  return h("figure", { class: "bracket", "data-bracket": b.bracket },
-    h("figcaption", {}, h("b", {}, `bracket s=${b.bracket}`), ` · ${b.rungs.reduce((a, r) => a + r.planned, 0)} runs`),
+  const name = (m.detail.iterations > 1 ? `iteration ${(b.iteration || 0) + 1} · ` : "") + `bracket s=${b.bracket}`;
+  return h("figure", { class: "bracket", "data-bracket": b.bracket, "data-iteration": b.iteration || 0 },
+    h("figcaption", {}, h("b", {}, name), ` · ${b.rungs.reduce((a, r) => a + r.planned, 0)} runs`),
     s("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "img", "aria-label": `bracket ${b.bracket}` }, links, body));
 }
 
@@ -457,7 +466,7 @@ function legend() {
 }
 
 function bracketLegend(m) {
-  return h("div", { class: "legend" }, ...m.detail.brackets.map((b) =>
+  return h("div", { class: "legend" }, ...m.detail.brackets.filter((b) => !b.iteration).map((b) =>
     h("span", {}, h("i", { class: "sw", "data-color": BRACKET_COLORS[b.bracket % BRACKET_COLORS.length] }), `bracket s=${b.bracket}`)),
   h("span", {}, "— best trial (black)"));
 }
