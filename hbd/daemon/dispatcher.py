@@ -287,7 +287,10 @@ class Dispatcher:
                 except ExecutorError as exc:
                     # The reconciler's polling finds the trial's end (or declares it lost).
                     log.warning("cancel failed", trial_id=trial_id, executor=name, error=str(exc))
+                    self.placement.lost_cancelled(trial_id, name, ok=False)
                     return
+            self.placement.lost_cancelled(trial_id, name, ok=True)
+            self.wake()  # a trial held back while its old copy was cancelled may go now
             if status is not None and runner is not None:
                 await self._on_status(runner, status)
 

@@ -96,6 +96,9 @@ class ExecutorSlots:
     # trials, a stale trial): counted as busy until the next health check.
     gpus_other: int = 0
     lost: set[str] = field(default_factory=set)  # given up on: cancel once it answers
+    # Cancels of those copies on their way: no run of such a trial is sent here
+    # until its cancel has returned, or the cancel could kill the new run.
+    cancelling: set[str] = field(default_factory=set)
 
     @property
     def free(self) -> int:
@@ -243,12 +246,23 @@ class Placement:
         e.gpus_other = max(0, len(health.gpus) - len(health.free_gpus) - e.gpus_held)
         e.busy = False
         lost, e.lost = sorted(e.lost), set()
+        e.cancelling.update(lost)
         return [CancelOn(trial_id=t, sweep_id=None, executor=name) for t in lost]
 
     def cancel_when_back(self, trial_id: str, names: Iterable[str]) -> None:
         """Have these executors cancel any copy of the trial once they answer again."""
         for name in names:
             self.executors[name].lost.add(trial_id)
+
+    def lost_cancelled(self, trial_id: str, name: str, *, ok: bool) -> None:
+        """A cancel sent to ``name`` returned (``ok`` False: it failed, so it is
+        sent again when the executor next answers). Nothing if none was pending."""
+        e = self.executors.get(name)
+        if e is None or trial_id not in e.cancelling:
+            return
+        e.cancelling.discard(trial_id)
+        if not ok:
+            e.lost.add(trial_id)
 
     def reachable(self, name: str) -> None:
         e = self.executors[name]
@@ -446,6 +460,8 @@ class Placement:
             and not e.busy
             and e.free_gpus >= flight.gpus
             and (flight.only is None or e.name == flight.only)
+            and flight.start.trial_id not in e.lost
+            and flight.start.trial_id not in e.cancelling
         ]
         if not usable:
             return None

@@ -84,7 +84,16 @@ def run(p: Placement, steps: list[Step]) -> None:
         args = dict(kwargs)
         if method == "enqueue":
             args.setdefault("sweep_id", SWEEP)
-        if method not in ("cancel", "dequeue", "ended", "send_refused", "remember", "close_sweep"):
+        if method not in (
+            "cancel",
+            "dequeue",
+            "ended",
+            "send_refused",
+            "remember",
+            "close_sweep",
+            "cancel_when_back",
+            "lost_cancelled",
+        ):
             args["now"] = now
         if method == "health":
             slots, devices = args.pop("h")
@@ -195,6 +204,30 @@ STOPPED_SWEEP_CANCELS_QUEUED: list[Step] = [
     (0, "close_sweep", {"sweep_id": SWEEP}, [("CancelUnsent", "t4")]),
     (1, "enqueue", {"start": start("t5")}, [("CancelUnsent", "t5")]),
 ]
+
+# A restart sent a maybe-submitted trial elsewhere... but b is the only executor:
+# when b answers, its old copy is cancelled first and only then is the trial sent
+# there, or the cancel could land after the new submit and kill the new run.
+RETURNING_EXECUTOR_CANCELS_BEFORE_IT_RUNS_AGAIN: list[Step] = [
+    (0, "health", {"name": "b", "h": (None, 0)}, []),
+    (0, "cancel_when_back", {"trial_id": "t1", "names": ["b"]}, None),
+    (0, "enqueue", {"start": start("t1")}, []),
+    (0, "place", {}, []),
+    (5, "health", {"name": "b", "h": (2, 0)}, [("CancelOn", "t1", "b")]),
+    (5, "place", {}, []),  # its old copy's cancel is on its way
+    (6, "lost_cancelled", {"trial_id": "t1", "name": "b", "ok": False}, None),
+    (6, "place", {}, []),  # the cancel failed: it is sent again first
+    (7, "health", {"name": "b", "h": (2, 0)}, [("CancelOn", "t1", "b")]),
+    (8, "lost_cancelled", {"trial_id": "t1", "name": "b", "ok": True}, None),
+    (8, "place", {}, [("Send", "t1", "b")]),
+]
+
+
+def test_a_returning_executor_cancels_an_old_copy_before_it_runs_the_trial_again() -> None:
+    p = Placement()
+    p.add_executor("b")
+    p.open_sweep(SWEEP, concurrency=None)
+    run(p, RETURNING_EXECUTOR_CANCELS_BEFORE_IT_RUNS_AGAIN)
 
 
 @pytest.mark.parametrize(
