@@ -18,23 +18,32 @@ a rung waits for its slowest trial and no other bracket has work (brackets
 opened lazily, as BOHB needs, make that common); ASHA promotes as results
 arrive. The whole-makespan share (drain included) is printed too.
 
-Honesty of "until the last start": an order that holds independent work back
-(a bracket's last-rung trials, which no decision waits for) would keep the
-queue non-empty and push idle time past the window. So the bench also prints
-how many seeds' last start was a promotion (a trial that had to wait for a
-result; with the daemon's order it is every seed, so nothing was held back)
-and the whole-makespan share, which any held-back long trial lowers.
+Honesty of "until the last start": a trial that is held back (queued behind
+others) and started last keeps the queue non-empty, so no slot counts as idle
+before it, and its run falls in the drain, which is not counted. An order that
+holds long independent work back (e.g. a bracket's last-rung trials, which no
+decision waits for) would look better than it is. So the bench prints, per
+row, in how many seeds the last start was a promotion (a trial that had to
+wait for a result, which no order could have started earlier) and the
+whole-makespan share, which a held-back long run lowers. With one iteration
+every seed's last start is a promotion. With several, deeper-rungs-first itself
+queues the last iteration's first-rung trials behind promotions, so some of
+them start last: the "until the last start" share is then flattered, and the
+whole-makespan share is the figure to compare (``--order fifo`` for the
+baseline).
 
-Where idle time comes from at one iteration: each bracket's rungs are capped
-at their planned size, so a rung's last promotion comes only when nearly all
-its trials have ended (ASHA promotes the top floor(m / eta) of the m ended, and
-floor(n_i / eta) = n_{i+1}): the top rungs (3 trials -> 1) wait for their
-slowest, and the chain 1 -> 3 -> 9 -> 27 -> 81 of the first bracket decides
-when its last trial can start. "chain" is the median last start with unlimited
-slots (the same trials, nothing queued) and "work/slots" the median
-slot-seconds of work per slot: when the chain is not much shorter than
-work/slots, the slots run out of startable work before the chain ends, whatever
-the dispatch order; more iterations (or other sweeps) fill it.
+Where the idle time is at one iteration: each bracket's rungs are capped at
+their planned size, so a rung's last promotion comes only when nearly all its
+trials have ended (ASHA promotes the top floor(m / eta) of the m ended, and
+floor(n_i / eta) = n_{i+1}). The top rungs (3 trials -> 1) wait for their
+slowest, and the chains 1 -> 3 -> 9 -> 27 -> 81 (bracket 4) and 3 -> 9 -> 27 ->
+81 (bracket 3) decide when the last trial can start; meanwhile every other
+trial run has started and slots fall idle one by one. "chain" is the median
+last start with unlimited slots (the same durations, nothing queued; ASHA's
+decisions may differ) and "work/slots" the median slot-seconds of work per
+slot. When the chain is about as long as the work before it per slot, the
+slots run out of startable work before the chain ends whatever the dispatch
+order; more iterations (or other sweeps) fill them.
 
     .venv/bin/python bench/utilisation.py                   # 10 seeds, 16 slots
     .venv/bin/python bench/utilisation.py --slots 32 --sigma 1.5 --iterations 2
@@ -118,6 +127,11 @@ ORDERS: dict[str, Callable[[StartTrial], tuple[float, ...]]] = {
     # Trials something waits for (not a bracket's last rung) first: holds
     # independent work back as filler.
     "gating": lambda d: (d.bracket > d.rung, d.priority),
+    # Promotions first, then the most rungs left in the bracket (critical path:
+    # the longest chain of runs that wait for each other) first.
+    "critical": lambda d: (d.rung > 0, d.bracket - d.rung),
+    # The most rungs left first, deeper rungs among equals.
+    "levels": lambda d: (d.bracket - d.rung, d.priority),
 }
 
 
