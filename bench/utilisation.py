@@ -6,7 +6,8 @@ takes r * LogNormal(0, sigma) seconds, a function of the trial id and the seed
 (so both schedulers see the same durations for the same trials). A free slot
 takes the pending trial with the highest ``StartTrial.priority`` (deeper rungs
 first, as the daemon's dispatcher and ``hbd simulate`` do), first in first out
-among equals. The objective is a noisy function of the config and resource.
+among equals; ``--order`` tries other dispatch orders (ORDERS) to measure them.
+The objective is a noisy function of the config and resource.
 
 Utilisation is the share of slot-seconds busy while the sweep still had
 trials to start: from 0 to the moment its last trial run started. After that
@@ -16,6 +17,33 @@ one a rung barrier kept waiting. Synchronous Hyperband leaves slots idle while
 a rung waits for its slowest trial and no other bracket has work (brackets
 opened lazily, as BOHB needs, make that common); ASHA promotes as results
 arrive. The whole-makespan share (drain included) is printed too.
+
+Honesty of "until the last start": a trial that is held back (queued behind
+others) and started last keeps the queue non-empty, so no slot counts as idle
+before it, and its run falls in the drain, which is not counted. An order that
+holds long independent work back (e.g. a bracket's last-rung trials, which no
+decision waits for) would look better than it is. So the bench prints, per
+row, in how many seeds the last start was a promotion (a trial that had to
+wait for a result, which no order could have started earlier) and the
+whole-makespan share, which a held-back long run lowers. With one iteration
+every seed's last start is a promotion. With several, deeper-rungs-first itself
+queues the last iteration's first-rung trials behind promotions, so some of
+them start last: the "until the last start" share is then flattered, and the
+whole-makespan share is the figure to compare (``--order fifo`` for the
+baseline).
+
+Where the idle time is at one iteration: each bracket's rungs are capped at
+their planned size, so a rung's last promotion comes only when nearly all its
+trials have ended (ASHA promotes the top floor(m / eta) of the m ended, and
+floor(n_i / eta) = n_{i+1}). The top rungs (3 trials -> 1) wait for their
+slowest, and the chains 1 -> 3 -> 9 -> 27 -> 81 (bracket 4) and 3 -> 9 -> 27 ->
+81 (bracket 3) decide when the last trial can start; meanwhile every other
+trial run has started and slots fall idle one by one. "chain" is the median
+last start with unlimited slots (the same durations, nothing queued; ASHA's
+decisions may differ) and "work/slots" the median slot-seconds of work per
+slot. When the chain is about as long as the work before it per slot, the
+slots run out of startable work before the chain ends whatever the dispatch
+order; more iterations (or other sweeps) fill them.
 
     .venv/bin/python bench/utilisation.py                   # 10 seeds, 16 slots
     .venv/bin/python bench/utilisation.py --slots 32 --sigma 1.5 --iterations 2
@@ -30,6 +58,8 @@ import heapq
 import math
 import statistics
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from hbd.core.events import Begin, Observation, StartTrial, TrialSucceeded
@@ -83,6 +113,37 @@ def outcome(seed: int, start: StartTrial) -> Observation:
     return TrialSucceeded(trial_id=start.trial_id, metrics={"loss": loss})
 
 
+# Slots enough that no trial run ever queues (the largest bracket has 3**4 = 81
+# first-rung trials at the default maxIterations; more iterations add brackets).
+UNLIMITED = 100_000
+
+# Dispatch orders to compare (a sort key, higher first; FIFO among equals).
+# "rung" is the daemon's and simulate's (StartTrial.priority).
+ORDERS: dict[str, Callable[[StartTrial], tuple[float, ...]]] = {
+    "rung": lambda d: (d.priority,),  # deeper rungs first (the daemon's)
+    "fifo": lambda d: (0,),  # in the order the machine decided them
+    "longest": lambda d: (float(d.resource),),  # longest expected run first
+    "shortest": lambda d: (-float(d.resource),),  # holds long runs back
+    # Trials something waits for (not a bracket's last rung) first: holds
+    # independent work back as filler.
+    "gating": lambda d: (d.bracket > d.rung, d.priority),
+    # Promotions first, then the most rungs left in the bracket (critical path:
+    # the longest chain of runs that wait for each other) first.
+    "critical": lambda d: (d.rung > 0, d.bracket - d.rung),
+    # The most rungs left first, deeper rungs among equals.
+    "levels": lambda d: (d.bracket - d.rung, d.priority),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    until_last_start: float  # share of slot-seconds busy from 0 to the last start
+    whole: float  # share busy over the whole makespan
+    last_start: float
+    last_is_promotion: bool  # the last trial run started had to wait for a result
+    work: float  # slot-seconds of work in all
+
+
 def run(
     *,
     seed: int,
@@ -92,24 +153,27 @@ def run(
     max_iterations: int,
     iterations: int,
     tuner: str,
-) -> tuple[float, float]:
-    """(share busy until the last start, share busy over the whole makespan)."""
+    order: str = "rung",
+) -> Run:
+    """Drive one sweep on the simulated clock."""
+    key = ORDERS[order]
     machine = SweepMachine.for_spec(
         parse_spec(spec(max_iterations, promotion, iterations, tuner)), sweep_id="u", seed=seed
     )
     spans: list[tuple[float, float]] = []  # (start, end) of every trial run
     last_start = 0.0
-    pending: list[tuple[int, int, StartTrial]] = []  # (-priority, order, trial)
-    running: list[tuple[float, int, StartTrial]] = []  # (end time, order, trial)
-    order = 0
+    pending: list[tuple[tuple[float, ...], int, StartTrial]] = []  # (-key, seq, trial)
+    running: list[tuple[float, int, StartTrial]] = []  # (end time, seq, trial)
+    last = None
+    seq = 0
     now = busy = 0.0
 
     def take(decisions: list[Any]) -> None:
-        nonlocal order
+        nonlocal seq
         for d in decisions:
             if isinstance(d, StartTrial):
-                heapq.heappush(pending, (-d.priority, order, d))
-                order += 1
+                heapq.heappush(pending, (tuple(-k for k in key(d)), seq, d))
+                seq += 1
 
     take(machine.handle(Begin()))
     while pending or running:
@@ -118,14 +182,21 @@ def run(
             took = duration(seed, start, sigma)
             busy += took
             spans.append((now, now + took))
-            last_start = now
-            heapq.heappush(running, (now + took, order, start))
-            order += 1
+            last_start, last = now, start
+            heapq.heappush(running, (now + took, seq, start))
+            seq += 1
         now, _, done = heapq.heappop(running)
         take(machine.handle(outcome(seed, done)))
     assert machine.finished is not None
     before = sum(max(0.0, min(end, last_start) - begin) for begin, end in spans)
-    return before / (slots * last_start), busy / (slots * now)
+    assert last is not None
+    return Run(
+        until_last_start=before / (slots * last_start),
+        whole=busy / (slots * now),
+        last_start=last_start,
+        last_is_promotion=last.parent is not None,
+        work=busy,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,32 +206,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sigma", type=float, default=1.0, help="log-normal sigma of durations")
     parser.add_argument("--max-iterations", type=int, default=81)
     parser.add_argument("--iterations", type=int, default=1, help="Hyperband iterations")
+    parser.add_argument("--order", choices=sorted(ORDERS), default="rung", help="dispatch order")
+    parser.add_argument("--tuners", default="random,bohb", help="comma-separated tuners to run")
     args = parser.parse_args(argv)
     print(
         f"maxIterations={args.max_iterations} eta=3, {args.iterations} iteration(s), "
         f"{args.slots} slots, durations resource x LogNormal(0, {args.sigma}), "
-        f"{args.seeds} seeds; median (min-max) share of slot-seconds busy"
+        f"{args.seeds} seeds, {args.order} order; median (min-max) share of slot-seconds busy"
     )
-    print(f"{'tuner':<7} {'promotion':<13} {'until the last start':>22} {'whole makespan':>22}")
-    for tuner in ("random", "bohb"):
+    print(
+        f"{'tuner':<7} {'promotion':<13} {'until the last start':>22} {'whole makespan':>22}"
+        f" {'last=promotion':>14} {'last start':>10} {'chain':>6} {'work/slots':>10}"
+    )
+    for tuner in args.tuners.split(","):
         for promotion in ("synchronous", "asynchronous"):
-            shares = [
-                run(
-                    seed=seed,
-                    promotion=promotion,
-                    slots=args.slots,
-                    sigma=args.sigma,
-                    max_iterations=args.max_iterations,
-                    iterations=args.iterations,
-                    tuner=tuner,
-                )
-                for seed in range(args.seeds)
-            ]
+            common = dict(
+                promotion=promotion,
+                sigma=args.sigma,
+                max_iterations=args.max_iterations,
+                iterations=args.iterations,
+                tuner=tuner,
+                order=args.order,
+            )
+            runs = [run(seed=seed, slots=args.slots, **common) for seed in range(args.seeds)]
+            # Unlimited slots: nothing queues, so the last start is the chain's.
+            chains = [run(seed=seed, slots=UNLIMITED, **common) for seed in range(args.seeds)]
             cells = []
-            for k in (0, 1):
-                xs = [s[k] for s in shares]
+            for xs in ([r.until_last_start for r in runs], [r.whole for r in runs]):
                 cells.append(f"{statistics.median(xs):.1%} ({min(xs):.0%}-{max(xs):.0%})".rjust(22))
-            print(f"{tuner:<7} {promotion:<13} {cells[0]} {cells[1]}")
+            promoted = f"{sum(r.last_is_promotion for r in runs)}/{len(runs)}"
+            last = statistics.median(r.last_start for r in runs)
+            chain = statistics.median(r.last_start for r in chains)
+            per_slot = statistics.median(r.work for r in runs) / args.slots
+            print(
+                f"{tuner:<7} {promotion:<13} {cells[0]} {cells[1]} {promoted:>14}"
+                f" {last:>10.0f} {chain:>6.0f} {per_slot:>10.0f}"
+            )
     return 0
 
 

@@ -394,6 +394,39 @@ def test_deeper_rungs_run_first_and_the_decisions_are_those_of_fifo(tmp_path: Pa
     assert machine.finished is not None and machine.finished.best == sim.best
 
 
+def test_an_asynchronous_simulation_runs_the_highest_priority_first(tmp_path: Path) -> None:
+    """ASHA's promotions depend on the order trials run in, so simulate's order is
+    checked against a reference driver: the first queued of the highest
+    ``StartTrial.priority`` (deeper rungs first, FIFO among equals) each time."""
+    from hbd.core.events import Begin, StartTrial
+    from hbd.core.sweep import SweepMachine
+    from hbd.simulate import evaluate
+
+    body = """
+        calls = []
+        def f(config, r):
+            calls.append((config["lr"], r))
+            return (config["lr"] - 0.3) ** 2 + 1 / r
+        """
+    name = write_module(tmp_path, body)
+    spec = reference_spec(earlyStopping=[], promotion="asynchronous")
+    simulate(spec, load_objective(f"{name}:f", [tmp_path]), seed=0)
+    calls = list(sys.modules[name].calls)
+    machine = SweepMachine.for_spec(spec, sweep_id="sim", seed=0)
+    objective = load_objective(f"{name}:f", [tmp_path])
+    sys.modules[name].calls.clear()
+    queue = [d for d in machine.handle(Begin()) if isinstance(d, StartTrial)]
+    while queue:
+        start = max(queue, key=lambda s: s.priority)  # the first of the highest
+        queue.remove(start)
+        out = machine.handle(evaluate(objective, start, "loss"))
+        queue += [d for d in out if isinstance(d, StartTrial)]
+    assert machine.finished is not None
+    assert calls == sys.modules[name].calls
+    resources = [r for _, r in calls]
+    assert resources.index(81) < len(resources) - 5  # a promotion before the last new trials
+
+
 def test_the_plan_totals_cover_every_iteration() -> None:
     one = build_plan(reference_spec())
     three = build_plan(

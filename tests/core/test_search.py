@@ -4,6 +4,7 @@ arrive in), asynchronous promotion (ASHA), more iterations, and the winner."""
 from __future__ import annotations
 
 import random
+import zlib
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -21,6 +22,7 @@ from hbd.core.events import (
     StopRequested,
     SweepExtended,
     SweepFinished,
+    TrialFailed,
     TrialSucceeded,
 )
 from hbd.core.limits import MAX_HYPERBAND_ITERATIONS
@@ -234,6 +236,55 @@ def test_asynchronous_promotion_keeps_the_budget_and_replays(
     payload = submitted(machine, max_iterations=r, eta=eta, search=ASYNC, max_retries=1)
     replayed = replay("sw", log_of(run, payload))
     assert replayed.snapshot() == run.snapshots[-1]
+
+
+@settings(max_examples=20, deadline=None, phases=FAST)
+@given(
+    salt=st.integers(0, 10**6),
+    order=st.integers(0, 10**6),
+    fail_share=st.sampled_from([0.0, 0.3]),
+    eta=st.sampled_from([2, 3]),
+)
+def test_asynchronous_promotion_withholds_nothing_the_rule_allows(
+    salt: int, order: int, fail_share: float, eta: int
+) -> None:
+    """No slot waits for a promotion ASHA's rule allows: after every result, each
+    rung has promoted its top floor(m / eta) of the m ended (those that reported
+    the metric), or the planned size of the next rung if that is fewer."""
+    machine = make_machine(max_iterations=27, eta=eta, search=ASYNC)
+    planned = {(b.s, r.index): r.configs for b in machine.plan for r in b.rungs}
+
+    def outcome(s: StartTrial) -> Observation:
+        h = zlib.crc32(f"{salt}:{s.trial_id}".encode()) / 2**32
+        if h < fail_share:
+            return TrialFailed(trial_id=s.trial_id, reason="random failure")
+        return TrialSucceeded(trial_id=s.trial_id, metrics={"loss": h})  # distinct: no ties
+
+    run = drive(machine, outcome, rng=random.Random(order))
+    starts = {s.trial_id: s for s in run.starts}
+    ended: dict[tuple[int, int], list[tuple[str, float | None]]] = {}
+    promoted: dict[tuple[int, int], set[str]] = {}
+    checked = 0
+    for obs, step in zip(run.observations[1:], run.steps[1:], strict=True):
+        t = starts[obs.trial_id]
+        loss = obs.metrics["loss"] if isinstance(obs, TrialSucceeded) else None
+        ended.setdefault((t.bracket, t.rung), []).append((t.trial_id, loss))
+        for d in by_type(step, StartTrial):
+            assert d.parent is not None or d.rung == 0
+            if d.parent is not None:
+                promoted.setdefault((d.bracket, d.rung - 1), set()).add(d.parent)
+        for (b, r), results in ended.items():
+            if r == b:
+                continue  # a bracket's last rung promotes nothing
+            room = planned[(b, r + 1)]
+            went_on = promoted.get((b, r), set())
+            assert len(went_on) <= room
+            good = sorted((loss, tid) for tid, loss in results if loss is not None)
+            top = {tid for _, tid in good[: len(results) // eta]}
+            if len(went_on) < room:
+                assert top <= went_on, (b, r, len(results))
+                checked += 1
+    assert run.finished is not None and checked > 0
 
 
 def test_asynchronous_promotion_does_not_wait_for_the_rung() -> None:
