@@ -161,16 +161,17 @@ class Opening:
 
     lag: int
     slope: int = 1
+    first: int = 0
 
     def visible(self, opening: int, position: int, rung: int) -> bool:
         """Whether a closed rung (bracket ``position``, ``rung``) is in the history
         of the bracket opening at position ``opening``."""
-        if rung == 0 and position < opening:
+        if rung == 0 and position <= opening - 1 - self.first:
             return True
         return position + self.slope * rung <= opening - 1 - self.lag
 
     def to_json(self) -> dict[str, int]:
-        return {"lag": self.lag, "slope": self.slope}
+        return {"lag": self.lag, "slope": self.slope, "first": self.first}
 
 
 # The rule of logs written before the opening was recorded (search.py).
@@ -211,7 +212,7 @@ class _Iterations:
         self._iterations = 0
         self._brackets: list[Any] = []
         self._opened = 0  # brackets opened so far, in position order
-        self._first_closed = 0  # brackets whose first rung is closed
+        self._first_closed = 0  # brackets 0.._first_closed-1 have their first rung closed
         self._settled: list[int] = []  # per position: its leading rungs settled (Opening)
         self._frontier = -1  # every (j, k) with j + slope * k <= _frontier is settled
         self._add(iterations)
@@ -272,8 +273,6 @@ class _Iterations:
 
     def _rung_closed(self, position: int, rung: int, *, bracket_done: bool) -> None:
         """Rung ``rung`` of the bracket at ``position`` closed (all its trials ended)."""
-        if rung == 0:
-            self._first_closed += 1
         self._settled[position] = self._top + 1 if bracket_done else rung + 1
 
     def _is_settled(self, position: int, rung: int) -> bool:
@@ -296,8 +295,10 @@ class _Iterations:
                 if not all(self._is_settled(j, k) for j, k in cells if j >= 0):
                     break
                 self._frontier = d
+            while self._first_closed < self._opened and self._settled[self._first_closed]:
+                self._first_closed += 1
             p = self._opened
-            if self._first_closed < p or self._frontier < p - 1 - rule.lag:
+            if self._first_closed < p - rule.first or self._frontier < p - 1 - rule.lag:
                 break
             starts += self._open_next()
         return starts
