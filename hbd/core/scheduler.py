@@ -176,8 +176,9 @@ class Opening:
 
 # The rule of logs written before the opening was recorded (search.py).
 LEGACY_OPENING = Opening(lag=1, slope=0)
-# The default for a learning sampler: see docs/search.md (utilisation vs regret).
-DEFAULT_OPENING = Opening(lag=1, slope=1)
+# The default for a learning sampler, a diagonal with lag 1 (``tuner.params.lag``
+# sets lag and first; docs/search.md has the utilisation and regret behind it).
+DEFAULT_OPENING = Opening(lag=1, slope=1, first=1)
 
 
 class _Iterations:

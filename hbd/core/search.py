@@ -14,8 +14,9 @@ its ``Opening`` rule names are settled, and is shown exactly the closed ones
 among them, whatever the order (scheduler.py). Eagerly, every bracket opens
 at the start with nothing to learn from.
 
-The rule is recorded (``opening``: lag and slope): a diagonal wavefront with
-lag 1 by default (``DEFAULT_OPENING``; docs/search.md has the measurements).
+The rule is recorded (``opening``: lag, slope, first): a diagonal wavefront
+with ``tuner.params.lag`` (default 1, ``scheduler.DEFAULT_OPENING``;
+docs/search.md has the measurements behind it).
 A log written before the rule was recorded (``lazy`` true, no ``opening``)
 ran ``LEGACY_OPENING``, whole brackets with lag 1, and replays with it.
 """
@@ -31,14 +32,13 @@ from hbd.core.params import Param
 from hbd.core.ranking import Direction
 from hbd.core.sampler import RandomSampler, Sampler
 from hbd.core.scheduler import (
-    DEFAULT_OPENING,
     LEGACY_OPENING,
     AsynchronousHyperband,
     Opening,
     Scheduler,
     SynchronousHyperband,
 )
-from hbd.core.spec import HyperbandMatrix
+from hbd.core.spec import BOHBParams, HyperbandMatrix
 from hbd.core.tpe import BOHBSampler, BOHBSettings
 
 __all__ = ["Search"]
@@ -65,14 +65,16 @@ class Search:
         tuner = matrix.tuner
         kind: SamplerKind = "bohb" if tuner is not None and tuner.hub_ref == "bohb" else "random"
         settings = None
+        opening = None
         if kind == "bohb":
-            bohb = tuner.params if tuner is not None and tuner.params else BOHBSettings()
-            settings = bohb.model_dump(mode="json")
+            bohb = tuner.params if tuner is not None and tuner.params else BOHBParams()
+            settings = bohb.model_dump(mode="json", exclude={"lag"})
+            opening = Opening(lag=bohb.lag, slope=1, first=bohb.lag)
         return cls(
             sampler=kind,
             settings=settings,
             promotion=matrix.promotion,
-            opening=None if kind == "random" else DEFAULT_OPENING,
+            opening=opening,
             iterations=matrix.iterations,
         )
 
@@ -88,7 +90,9 @@ class Search:
             opening = (
                 LEGACY_OPENING
                 if rule is None
-                else Opening(lag=int(rule["lag"]), slope=int(rule["slope"]))
+                else Opening(
+                    lag=int(rule["lag"]), slope=int(rule["slope"]), first=int(rule["first"])
+                )
             )
         return cls(
             sampler=data["sampler"],

@@ -15,14 +15,18 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
+from hbd.core.errors import SpecError
 from hbd.core.events import Begin, StartTrial, SweepExtended
+from hbd.core.limits import MAX_OPENING_LAG
 from hbd.core.scheduler import DEFAULT_OPENING, LEGACY_OPENING, Opening
 from hbd.core.search import Search
+from hbd.core.spec import load_spec
 from hbd.core.sweep import SweepMachine
-from tests.core.helpers import Outcome, by_type, canonical, drive, make_spec
+from tests.core.helpers import Outcome, by_type, canonical, drive, make_spec, spec_dict
 from tests.core.test_replay_properties import random_outcome
 from tests.core.test_search import BOHB, noisy
 
@@ -153,3 +157,32 @@ def test_the_default_opens_the_next_iteration_before_the_last_is_done_and_extend
     assert overlapped is True
     assert machine.finished is not None and machine.finished.status == "succeeded"
     assert machine.scheduler.done and machine.scheduler.iterations == 2
+
+
+# ---------------------------------------------------------------- the lag a spec sets
+
+
+def test_tuner_params_lag_sets_a_diagonal_and_is_recorded() -> None:
+    for lag in (0, 2, MAX_OPENING_LAG):
+        spec = make_spec(search={"tuner": {"hubRef": "bohb", "params": {"lag": lag}}})
+        search = Search.of(spec.matrix)
+        assert search.opening == Opening(lag=lag, slope=1, first=lag)
+        assert "lag" not in (search.settings or {})  # the sampler's settings stay its own
+        assert Search.from_json(search.to_json()) == search
+    assert Search.of(make_spec(search=BOHB).matrix).opening == DEFAULT_OPENING
+
+
+@pytest.mark.parametrize("lag", [-1, MAX_OPENING_LAG + 1, True, "2", 1.5])
+def test_a_bad_lag_is_one_problem_naming_its_path(lag: object) -> None:
+    text = yaml.safe_dump(spec_dict(search={"tuner": {"hubRef": "bohb", "params": {"lag": lag}}}))
+    with pytest.raises(SpecError) as caught:
+        load_spec(text)
+    (problem,) = caught.value.problems
+    assert problem.loc == "matrix.tuner.params.lag" and "\n" not in problem.msg
+
+
+def test_a_log_without_the_rule_replays_with_the_rule_of_its_time() -> None:
+    recorded = Search.of(make_spec(search=BOHB).matrix).to_json()
+    del recorded["opening"]  # as main wrote it (tests/golden/r27-bohb-*.jsonl replay it)
+    assert Search.from_json(recorded).opening == LEGACY_OPENING
+    assert Search.from_json({**recorded, "lazy": False}).opening is None
