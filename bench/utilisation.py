@@ -14,11 +14,14 @@ moment the sweep drains (its last, longest runs end one by one) and idle slots
 are free for other sweeps whatever the scheduler; before it, an idle slot is
 one a rung barrier kept waiting. Synchronous Hyperband leaves slots idle while
 a rung waits for its slowest trial and no other bracket has work (brackets
-opened lazily, as BOHB needs, make that common); ASHA promotes as results
-arrive. The whole-makespan share (drain included) is printed too.
+opened lazily, as BOHB needs, wait for what their sampler is shown; the lag,
+``tuner.params.lag``, trades that against what it learns, docs/search.md);
+ASHA promotes as results arrive. The whole-makespan share (drain included) is
+printed too.
 
     .venv/bin/python bench/utilisation.py                   # 10 seeds, 16 slots
     .venv/bin/python bench/utilisation.py --slots 32 --sigma 1.5 --iterations 2
+    .venv/bin/python bench/utilisation.py --bohb-lags 0,2     # bohb rows with other lags
 
 Not part of the test suite.
 """
@@ -37,12 +40,15 @@ from hbd.core.spec import parse_spec
 from hbd.core.sweep import SweepMachine
 
 
-def spec(max_iterations: int, promotion: str, iterations: int, tuner: str) -> dict[str, Any]:
+def spec(
+    max_iterations: int, promotion: str, iterations: int, tuner: str, lag: int | None = None
+) -> dict[str, Any]:
+    params = {} if lag is None else {"params": {"lag": lag}}  # bohb's opening lag
     return {
         "kind": "operation",
         "matrix": {
             "kind": "hyperband",
-            "tuner": {"hubRef": tuner},
+            "tuner": {"hubRef": tuner, **params},
             "maxIterations": max_iterations,
             "eta": 3,
             "promotion": promotion,
@@ -92,10 +98,11 @@ def run(
     max_iterations: int,
     iterations: int,
     tuner: str,
+    lag: int | None = None,
 ) -> tuple[float, float]:
     """(share busy until the last start, share busy over the whole makespan)."""
     machine = SweepMachine.for_spec(
-        parse_spec(spec(max_iterations, promotion, iterations, tuner)), sweep_id="u", seed=seed
+        parse_spec(spec(max_iterations, promotion, iterations, tuner, lag)), sweep_id="u", seed=seed
     )
     spans: list[tuple[float, float]] = []  # (start, end) of every trial run
     last_start = 0.0
@@ -135,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sigma", type=float, default=1.0, help="log-normal sigma of durations")
     parser.add_argument("--max-iterations", type=int, default=81)
     parser.add_argument("--iterations", type=int, default=1, help="Hyperband iterations")
+    parser.add_argument(
+        "--bohb-lags", default="", help="bohb rows with these tuner.params.lag, e.g. 0,1,2"
+    )
     args = parser.parse_args(argv)
     print(
         f"maxIterations={args.max_iterations} eta=3, {args.iterations} iteration(s), "
@@ -142,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.seeds} seeds; median (min-max) share of slot-seconds busy"
     )
     print(f"{'tuner':<7} {'promotion':<13} {'until the last start':>22} {'whole makespan':>22}")
-    for tuner in ("random", "bohb"):
+    lags = [int(x) for x in args.bohb_lags.split(",") if x.strip()]
+    rows = [("random", None), ("bohb", None)] + [("bohb", lag) for lag in lags]
+    for tuner, lag in rows:
         for promotion in ("synchronous", "asynchronous"):
             shares = [
                 run(
@@ -153,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                     max_iterations=args.max_iterations,
                     iterations=args.iterations,
                     tuner=tuner,
+                    lag=lag,
                 )
                 for seed in range(args.seeds)
             ]
@@ -160,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             for k in (0, 1):
                 xs = [s[k] for s in shares]
                 cells.append(f"{statistics.median(xs):.1%} ({min(xs):.0%}-{max(xs):.0%})".rjust(22))
-            print(f"{tuner:<7} {promotion:<13} {cells[0]} {cells[1]}")
+            name = tuner if lag is None else f"bohb{lag}"  # bohb: the default lag
+            print(f"{name:<7} {promotion:<13} {cells[0]} {cells[1]}")
     return 0
 
 
