@@ -8,8 +8,10 @@ configurations) and hands them back through ``started``. So a new algorithm
 is a new class here, not an edit of the machine: ``SynchronousHyperband``
 (a rung barrier per bracket) and ``AsynchronousHyperband`` (ASHA's promotion
 rule) share the outer loop, ``_Iterations``: brackets in Hyperband's order over
-``iterations`` repetitions of the plan, opened all at once or lazily (bracket
-b+1 when bracket b's first rung is closed), and ``extend`` for more.
+``iterations`` repetitions of the plan, opened all at once or lazily by an
+``Opening`` rule (a diagonal wavefront over bracket positions and rungs, so
+that a learning sampler's history is a function of the results), and
+``extend`` for more.
 
 A scheduler is pure and deterministic: what it answers is a function of the
 plan and of the calls it received, in order. The machine calls it only from
@@ -141,14 +143,16 @@ class Scheduler(Protocol):
 class Opening:
     """When a lazily opened bracket opens, and so what its sampler is shown.
 
-    Bracket p (its position, counted over iterations) opens when the first rung
-    of every bracket before it is closed and every rung (j, k) (bracket
-    position j, rung k) with ``j + slope * k <= p - 1 - lag`` is *settled*:
-    closed, or never to run (its bracket ended early or has no rung k).
+    Bracket p (its position, counted over iterations) opens, after bracket
+    p-1, when the first rung of every bracket at positions <= p-1-first is
+    closed and every rung (j, k) (bracket position j, rung k) with
+    ``j + slope * k <= p - 1 - lag`` is *settled*: closed, or never to run
+    (its bracket ended early or has no rung k). A spec's ``tuner.params.lag``
+    L is ``Opening(lag=L, slope=1, first=L)``: the cells j + k <= p-1-L.
     ``slope`` 1 is a diagonal wavefront: a bracket waits for the shallow rungs
     of recent brackets and the deep rungs of older ones only, so promotions and
     the next brackets' first rungs overlap and slots stay busy. ``slope`` 0
-    waits for whole brackets: ``Opening(lag=1, slope=0)`` is the rule before
+    waits for whole brackets: ``Opening(lag=1, slope=0, first=0)`` is the rule before
     the lag was recorded (bracket p opens when bracket p-1's first rung is
     closed and every bracket before it is done; ``LEGACY_OPENING``).
 
