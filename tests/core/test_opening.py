@@ -19,16 +19,25 @@ import yaml
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from hbd.core.errors import SpecError
+from hbd.core.errors import ReplayDiverged, SpecError
 from hbd.core.events import Begin, StartTrial, SweepExtended
 from hbd.core.limits import MAX_OPENING_LAG
+from hbd.core.replay import replay
 from hbd.core.scheduler import DEFAULT_OPENING, LEGACY_OPENING, Opening
 from hbd.core.search import Search
 from hbd.core.spec import load_spec
 from hbd.core.sweep import SweepMachine
-from tests.core.helpers import Outcome, by_type, canonical, drive, make_spec, spec_dict
+from tests.core.helpers import (
+    Outcome,
+    by_type,
+    canonical,
+    drive,
+    make_machine,
+    make_spec,
+    spec_dict,
+)
 from tests.core.test_replay_properties import random_outcome
-from tests.core.test_search import BOHB, noisy
+from tests.core.test_search import BOHB, log_of, noisy, submitted
 
 FAST = (Phase.explicit, Phase.reuse, Phase.generate)
 RULES = [
@@ -186,3 +195,17 @@ def test_a_log_without_the_rule_replays_with_the_rule_of_its_time() -> None:
     del recorded["opening"]  # as main wrote it (tests/golden/r27-bohb-*.jsonl replay it)
     assert Search.from_json(recorded).opening == LEGACY_OPENING
     assert Search.from_json({**recorded, "lazy": False}).opening is None
+
+
+@pytest.mark.parametrize("lag", [0, 2])
+def test_a_sweep_with_a_lag_replays_from_its_log(lag: int) -> None:
+    search = {"tuner": {"hubRef": "bohb", "params": {"lag": lag}}, "iterations": 2}
+    machine = make_machine(max_iterations=27, search=search)
+    run = drive(machine, noisy, rng=random.Random(4), record=True)
+    payload = submitted(machine, max_iterations=27, search=search)
+    assert payload["search"]["opening"] == {"lag": lag, "slope": 1, "first": lag}
+    assert replay("sw", log_of(run, payload)).snapshot() == run.snapshots[-1]
+    # Read as a log without the rule, the same events diverge: the rule matters.
+    del payload["search"]["opening"]
+    with pytest.raises(ReplayDiverged):
+        replay("sw", log_of(run, payload))
