@@ -40,7 +40,6 @@ __all__ = [
     "Slot",
     "Step",
     "SynchronousHyperband",
-    "visible",
 ]
 
 
@@ -325,12 +324,6 @@ class _Iterations:
         """Whether a closed rung is in the history of the bracket opening at
         ``opening`` (eagerly: none is, what is closed then depends on the order)."""
         return self.opening is not None and self.opening.visible(opening, position, rung)
-
-
-def visible(opening: int, position: int, rung: int, rule: Opening = LEGACY_OPENING) -> bool:
-    """Whether a closed rung (bracket ``position``, ``rung``) is in the history of
-    the bracket opening at position ``opening`` under ``rule`` (``Opening``)."""
-    return rule.visible(opening, position, rung)
 
 
 class SynchronousHyperband(_Iterations):
