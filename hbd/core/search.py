@@ -15,7 +15,7 @@ among them, whatever the order (scheduler.py). Eagerly, every bracket opens
 at the start with nothing to learn from.
 
 The rule is recorded (``opening``: lag, slope, first): a diagonal wavefront
-with ``tuner.params.lag`` (default 1, ``scheduler.DEFAULT_OPENING``;
+with ``tuner.params.lag`` (default 0, ``scheduler.DEFAULT_OPENING``;
 docs/search.md has the measurements behind it).
 A log written before the rule was recorded (``lazy`` true, no ``opening``)
 ran ``LEGACY_OPENING``, whole brackets with lag 1, and replays with it.

@@ -155,8 +155,8 @@ class Metric(Frozen):
 
 class BOHBParams(BOHBSettings):
     """``matrix.tuner.params`` of ``bohb``: the model's settings and ``lag``, how
-    many bracket positions a bracket's history lags behind it (hbd.core.search:
-    0 learns the most per budget, more keeps more slots busy)."""
+    many bracket positions a bracket's history lags behind it (docs/search.md:
+    0, the default, learns the most per budget; more keeps more slots busy)."""
 
     lag: int = Field(default=DEFAULT_OPENING.lag, ge=0, le=MAX_OPENING_LAG, strict=True)
 

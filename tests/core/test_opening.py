@@ -124,7 +124,7 @@ def test_the_history_a_sampler_gets_is_the_visible_part(rule: Opening) -> None:
         iteration, bracket = divmod(key, 4)
         p = scheduler.position(bracket, iteration)
         assert history == machine.history(p)
-    # The first bracket learns nothing, the next iteration's first learns.
+    # The first bracket learns nothing, the next iteration's first does.
     assert seen[3] == [] and len(seen[4]) > 0
 
 
@@ -150,8 +150,15 @@ def test_with_any_lag_configurations_and_decisions_do_not_depend_on_the_order(
     assert a.finished == b.finished
 
 
-def test_the_default_opens_the_next_iteration_before_the_last_is_done_and_extends() -> None:
-    machine = machine_with(DEFAULT_OPENING, max_iterations=27, search={})
+@pytest.mark.parametrize(
+    ("rule", "overlaps"),
+    # Lag 0 waits for every rung of the diagonal, the last rung of every bracket.
+    [(Opening(lag=1, slope=1, first=1), True), (DEFAULT_OPENING, False)],
+)
+def test_a_lag_opens_the_next_iteration_before_the_last_is_done_and_extends(
+    rule: Opening, overlaps: bool
+) -> None:
+    machine = machine_with(rule, max_iterations=27, search={})
     pending = by_type(machine.handle(Begin()), StartTrial)
     assert not by_type(machine.handle(SweepExtended(iterations=1)), StartTrial)  # not yet
     overlapped: bool | None = None
@@ -163,7 +170,7 @@ def test_the_default_opens_the_next_iteration_before_the_last_is_done_and_extend
             # Iteration 1 opens while trials of iteration 0 are still to end.
             overlapped = any(s.iteration == 0 for s in pending)
         pending += step
-    assert overlapped is True
+    assert overlapped is overlaps
     assert machine.finished is not None and machine.finished.status == "succeeded"
     assert machine.scheduler.done and machine.scheduler.iterations == 2
 

@@ -131,9 +131,8 @@ def test_bohb_configurations_do_not_depend_on_completion_order(
         assert a.finished == b.finished
     else:
         # ASHA's promotions depend on the order, and so do the promoted runs a
-        # later bracket learns from; the first two brackets' never do (with the
-        # default lag 1 both open at the start; the third is shown the first's
-        # first rung, a set fixed by the results).
+        # later bracket learns from; the first two brackets' never do (the
+        # second is shown the first's first rung, a set fixed by the results).
         early = ("sw-s3-", "sw-s2-")
         first = {t: c for t, c in new_a.items() if t.startswith(early)}
         assert first == {t: c for t, c in new_b.items() if t.startswith(early)}
@@ -142,11 +141,10 @@ def test_bohb_configurations_do_not_depend_on_completion_order(
 def test_bohb_learns_so_its_configurations_differ_from_random_ones() -> None:
     learned = drive(make_machine(max_iterations=27, search=BOHB), noisy)
     random_ = drive(make_machine(max_iterations=27), noisy)
-    # The first two brackets open at the start (the default lag 1): nothing to learn from.
-    first = {s.trial_id: s.config for s in learned.starts if s.bracket >= 2}
-    assert first == {s.trial_id: s.config for s in random_.starts if s.bracket >= 2}
-    later = [s for s in learned.starts if s.parent is None and s.bracket < 2]
-    same = [s for s in random_.starts if s.parent is None and s.bracket < 2]
+    first = {s.trial_id: s.config for s in learned.starts if s.bracket == 3}
+    assert first == {s.trial_id: s.config for s in random_.starts if s.bracket == 3}
+    later = [s for s in learned.starts if s.parent is None and s.bracket < 3]
+    same = [s for s in random_.starts if s.parent is None and s.bracket < 3]
     assert sum(a.config != b.config for a, b in zip(later, same, strict=True)) > len(later) // 3
 
 
