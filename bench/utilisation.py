@@ -15,8 +15,10 @@ moment the sweep drains (its last, longest runs end one by one) and idle slots
 are free for other sweeps whatever the scheduler; before it, an idle slot is
 one a rung barrier kept waiting. Synchronous Hyperband leaves slots idle while
 a rung waits for its slowest trial and no other bracket has work (brackets
-opened lazily, as BOHB needs, make that common); ASHA promotes as results
-arrive. The whole-makespan share (drain included) is printed too.
+opened lazily, as BOHB needs, wait for what their sampler is shown; the lag,
+``tuner.params.lag``, trades that against what it learns, docs/search.md);
+ASHA promotes as results arrive. The whole-makespan share (drain included) is
+printed too.
 
 Honesty of "until the last start": a trial that is held back (queued behind
 others) and started last keeps the queue non-empty, so no slot counts as idle
@@ -47,6 +49,7 @@ order; more iterations (or other sweeps) fill them.
 
     .venv/bin/python bench/utilisation.py                   # 10 seeds, 16 slots
     .venv/bin/python bench/utilisation.py --slots 32 --sigma 1.5 --iterations 2
+    .venv/bin/python bench/utilisation.py --bohb-lags 0,2     # bohb rows with other lags
 
 Not part of the test suite.
 """
@@ -67,12 +70,15 @@ from hbd.core.spec import parse_spec
 from hbd.core.sweep import SweepMachine
 
 
-def spec(max_iterations: int, promotion: str, iterations: int, tuner: str) -> dict[str, Any]:
+def spec(
+    max_iterations: int, promotion: str, iterations: int, tuner: str, lag: int | None = None
+) -> dict[str, Any]:
+    params = {} if lag is None else {"params": {"lag": lag}}  # bohb's opening lag
     return {
         "kind": "operation",
         "matrix": {
             "kind": "hyperband",
-            "tuner": {"hubRef": tuner},
+            "tuner": {"hubRef": tuner, **params},
             "maxIterations": max_iterations,
             "eta": 3,
             "promotion": promotion,
@@ -154,11 +160,12 @@ def run(
     iterations: int,
     tuner: str,
     order: str = "rung",
+    lag: int | None = None,
 ) -> Run:
-    """Drive one sweep on the simulated clock."""
+    """Drive one sweep on the simulated clock (``lag``: bohb's tuner.params.lag)."""
     key = ORDERS[order]
     machine = SweepMachine.for_spec(
-        parse_spec(spec(max_iterations, promotion, iterations, tuner)), sweep_id="u", seed=seed
+        parse_spec(spec(max_iterations, promotion, iterations, tuner, lag)), sweep_id="u", seed=seed
     )
     spans: list[tuple[float, float]] = []  # (start, end) of every trial run
     last_start = 0.0
@@ -208,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=1, help="Hyperband iterations")
     parser.add_argument("--order", choices=sorted(ORDERS), default="rung", help="dispatch order")
     parser.add_argument("--tuners", default="random,bohb", help="comma-separated tuners to run")
+    parser.add_argument(
+        "--bohb-lags", default="", help="bohb rows with these tuner.params.lag, e.g. 0,1,2"
+    )
     args = parser.parse_args(argv)
     print(
         f"maxIterations={args.max_iterations} eta=3, {args.iterations} iteration(s), "
@@ -218,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{'tuner':<7} {'promotion':<13} {'until the last start':>22} {'whole makespan':>22}"
         f" {'last=promotion':>14} {'last start':>10} {'chain':>6} {'work/slots':>10}"
     )
-    for tuner in args.tuners.split(","):
+    lags = [int(x) for x in args.bohb_lags.split(",") if x.strip()]
+    rows = [(tuner, None) for tuner in args.tuners.split(",")] + [("bohb", lag) for lag in lags]
+    for tuner, lag in rows:
         for promotion in ("synchronous", "asynchronous"):
             common = dict(
                 promotion=promotion,
@@ -227,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                 iterations=args.iterations,
                 tuner=tuner,
                 order=args.order,
+                lag=lag,
             )
             runs = [run(seed=seed, slots=args.slots, **common) for seed in range(args.seeds)]
             # Unlimited slots: nothing queues, so the last start is the chain's.
@@ -238,8 +251,9 @@ def main(argv: list[str] | None = None) -> int:
             last = statistics.median(r.last_start for r in runs)
             chain = statistics.median(r.last_start for r in chains)
             per_slot = statistics.median(r.work for r in runs) / args.slots
+            name = tuner if lag is None else f"bohb{lag}"  # bohb: the default lag
             print(
-                f"{tuner:<7} {promotion:<13} {cells[0]} {cells[1]} {promoted:>14}"
+                f"{name:<7} {promotion:<13} {cells[0]} {cells[1]} {promoted:>14}"
                 f" {last:>10.0f} {chain:>6.0f} {per_slot:>10.0f}"
             )
     return 0

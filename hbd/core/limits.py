@@ -25,6 +25,7 @@ __all__ = [
     "MAX_CONCURRENCY",
     "MAX_HYPERBAND_ITERATIONS",
     "MAX_NAME_CHARS",
+    "MAX_OPENING_LAG",
     "MAX_SPEC_ALIASES",
     "MAX_SPEC_BYTES",
     "MAX_SPEC_DEPTH",
@@ -54,6 +55,11 @@ MAX_NAME_CHARS = 256
 # before a plan's size is even computed. Li et al. run a handful; BOHB's
 # benchmarks 4 to 64.
 MAX_HYPERBAND_ITERATIONS = 1_000
+# BOHB's `matrix.tuner.params.lag` (scheduler.Opening): how many bracket
+# positions a bracket's history lags behind it. 64 positions are a whole
+# iteration of the largest plan (s_max <= 63): past that every bracket opens
+# without waiting for anything of the iteration before, and learns only less.
+MAX_OPENING_LAG = 64
 # Trial runs one sweep may plan (all brackets, all rungs; retries not counted).
 # Each is a log row, a queue entry and an executor process: 100,000 is weeks
 # of work on any host hbd targets, and its plan (a few MB) is built in a second.

@@ -8,8 +8,10 @@ configurations) and hands them back through ``started``. So a new algorithm
 is a new class here, not an edit of the machine: ``SynchronousHyperband``
 (a rung barrier per bracket) and ``AsynchronousHyperband`` (ASHA's promotion
 rule) share the outer loop, ``_Iterations``: brackets in Hyperband's order over
-``iterations`` repetitions of the plan, opened all at once or lazily (bracket
-b+1 when bracket b's first rung is closed), and ``extend`` for more.
+``iterations`` repetitions of the plan, opened all at once or lazily by an
+``Opening`` rule (a diagonal wavefront over bracket positions and rungs, so
+that a learning sampler's history is a function of the results), and
+``extend`` for more.
 
 A scheduler is pure and deterministic: what it answers is a function of the
 plan and of the calls it received, in order. The machine calls it only from
@@ -30,12 +32,14 @@ from hbd.core.events import RankedTrial, RungDecided
 from hbd.core.ranking import Direction, metric_value, rank
 
 __all__ = [
+    "DEFAULT_OPENING",
+    "LEGACY_OPENING",
     "AsynchronousHyperband",
+    "Opening",
     "Scheduler",
     "Slot",
     "Step",
     "SynchronousHyperband",
-    "visible",
 ]
 
 
@@ -128,20 +132,70 @@ class Scheduler(Protocol):
         """Everything that determines future answers, as plain comparable data."""
         ...
 
+    def visible(self, opening: int, position: int, rung: int) -> bool:
+        """Whether the closed rung (bracket ``position``, ``rung``) is in the history
+        a sampler is shown for the bracket opening at position ``opening``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Opening:
+    """When a lazily opened bracket opens, and so what its sampler is shown.
+
+    Bracket p (its position, counted over iterations) opens, after bracket
+    p-1, when the first rung of every bracket at positions <= p-1-first is
+    closed and every rung (j, k) (bracket position j, rung k) with
+    ``j + slope * k <= p - 1 - lag`` is *settled*: closed, or never to run
+    (its bracket ended early or has no rung k). A spec's ``tuner.params.lag``
+    L is ``Opening(lag=L, slope=1, first=L)``: the cells j + k <= p-1-L.
+    ``slope`` 1 is a diagonal wavefront: a bracket waits for the shallow rungs
+    of recent brackets and the deep rungs of older ones only, so promotions and
+    the next brackets' first rungs overlap and slots stay busy. ``slope`` 0
+    waits for whole brackets: ``Opening(lag=1, slope=0, first=0)`` is the rule before
+    the lag was recorded (bracket p opens when bracket p-1's first rung is
+    closed and every bracket before it is done; ``LEGACY_OPENING``).
+
+    Whatever order trials ended in, the settled rungs at opening are exactly
+    those of the rule (a settled rung stays settled), so the closed ones among
+    them, ``visible``, are a function of the results: the history a learning
+    sampler is shown (sweep.py). Other rungs may or may not have closed by
+    then: they are not shown.
+    """
+
+    lag: int
+    slope: int = 1
+    first: int = 0
+
+    def visible(self, opening: int, position: int, rung: int) -> bool:
+        """Whether a closed rung (bracket ``position``, ``rung``) is in the history
+        of the bracket opening at position ``opening``."""
+        if rung == 0 and position <= opening - 1 - self.first:
+            return True
+        return position + self.slope * rung <= opening - 1 - self.lag
+
+    def to_json(self) -> dict[str, int]:
+        return {"lag": self.lag, "slope": self.slope, "first": self.first}
+
+
+# The rule of logs written before the opening was recorded (search.py).
+LEGACY_OPENING = Opening(lag=1, slope=0)
+# The default for a learning sampler, the diagonal with lag 0 (``tuner.params.lag``
+# sets lag and first): it learns as much per unit of budget as the legacy rule
+# and keeps 2.5 times the slots busy; lag 1 keeps as many busy as random
+# sampling but learns less (docs/search.md has the figures behind the choice).
+DEFAULT_OPENING = Opening(lag=0, slope=1, first=0)
+
 
 class _Iterations:
     """Hyperband's outer loop, shared by both schedulers.
 
     Brackets run in Hyperband's order (s_max down to 0), iteration after
-    iteration; ``position`` counts them from 0 over all iterations. Eager (the
-    default) opens every bracket at once, so executors are not idle at one
-    bracket's barrier; ``lazy`` opens bracket b+1 only when bracket b's first
-    rung is *closed* and every bracket before b is done. Then, whatever order
-    trials ended in, exactly these rungs are closed when bracket b+1 opens:
-    every rung of brackets 0..b-1 and the first rung of bracket b (``visible``).
-    That is the history a learning sampler is shown (sweep.py), a function of
-    the results and never of their arrival order. (Bracket b's later rungs may
-    or may not have closed: they are not shown.)
+    iteration; ``position`` counts them from 0 over all iterations. Eager
+    (``opening`` None, the default) opens every bracket at once, so executors
+    are not idle at one bracket's barrier, and shows a sampler nothing. Lazy
+    opens each bracket by the ``Opening`` rule, so that the rungs closed when it
+    opens, and shown to its sampler (``visible``), are a function of the
+    results and never of their arrival order.
     """
 
     def __init__(
@@ -150,23 +204,28 @@ class _Iterations:
         *,
         metric: str,
         direction: Direction,
-        lazy: bool = False,
+        opening: Opening | None = None,
         iterations: int = 1,
     ) -> None:
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}")
         self.metric = metric
         self.direction = direction
-        self.lazy = lazy
+        self.opening = opening
         self.plan = tuple(plan)
         self._top = self.plan[0].s
         self._per = len(self.plan)
         self._iterations = 0
         self._brackets: list[Any] = []
         self._opened = 0  # brackets opened so far, in position order
-        self._first_closed = 0  # brackets whose first rung is closed
-        self._done_prefix = 0  # brackets 0.._done_prefix-1 are all done
+        self._first_closed = 0  # brackets 0.._first_closed-1 have their first rung closed
+        self._settled: list[int] = []  # per position: its leading rungs settled (Opening)
+        self._frontier = -1  # every (j, k) with j + slope * k <= _frontier is settled
         self._add(iterations)
+
+    @property
+    def lazy(self) -> bool:
+        return self.opening is not None
 
     def _new_bracket(self, plan: geometry.Bracket, *, position: int, iteration: int) -> Any:
         raise NotImplementedError  # pragma: no cover - each scheduler has its bracket
@@ -177,6 +236,7 @@ class _Iterations:
                 self._brackets.append(
                     self._new_bracket(b, position=it * self._per + p, iteration=it)
                 )
+                self._settled.append(0)
         self._iterations += iterations
 
     @property
@@ -184,16 +244,17 @@ class _Iterations:
         return self._iterations
 
     def begin(self) -> list[Slot]:
-        count = 1 if self.lazy else len(self._brackets)
-        return [s for _ in range(count) for s in self._open_next()]
+        if self.opening is None:
+            return [s for _ in range(len(self._brackets)) for s in self._open_next()]
+        return self._open_ready()
 
     def extend(self, iterations: int) -> list[Slot]:
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}")
         self._add(iterations)
-        if not self.lazy:
+        if self.opening is None:
             return [s for _ in range(self._opened, len(self._brackets)) for s in self._open_next()]
-        # Lazily, the next bracket opens now if what it waits for is closed.
+        # Lazily, the next bracket opens now if what it waits for is settled.
         return self._open_ready()
 
     def _open_next(self) -> list[Slot]:
@@ -216,16 +277,37 @@ class _Iterations:
     def _opening(self, run: Any) -> None:
         """A bracket opens (hook for the scheduler's own bookkeeping)."""
 
+    def _rung_closed(self, position: int, rung: int, *, bracket_done: bool) -> None:
+        """Rung ``rung`` of the bracket at ``position`` closed (all its trials ended)."""
+        self._settled[position] = self._top + 1 if bracket_done else rung + 1
+
+    def _is_settled(self, position: int, rung: int) -> bool:
+        if position >= self._opened:
+            return False
+        s = self._top - position % self._per
+        return rung > s or rung < self._settled[position]
+
     def _open_ready(self) -> list[Slot]:
-        """Lazily: the next bracket's slots, if its predecessor's first rung is
-        closed and every bracket before that is done; else nothing."""
-        if not self.lazy or self._opened == len(self._brackets):
+        """Lazily: the next bracket's slots if the ``Opening`` rule lets it open now."""
+        rule = self.opening
+        if rule is None:
             return []
-        while self._done_prefix < self._opened and self._brackets[self._done_prefix].done:
-            self._done_prefix += 1
-        if self._first_closed == self._opened and self._done_prefix >= self._opened - 1:
-            return self._open_next()
-        return []
+        starts: list[Slot] = []
+        while self._opened < len(self._brackets):
+            # Advance the frontier over every rung that is settled by now.
+            while True:
+                d = self._frontier + 1
+                cells = [(d - rule.slope * k, k) for k in range(self._top + 1)]
+                if not all(self._is_settled(j, k) for j, k in cells if j >= 0):
+                    break
+                self._frontier = d
+            while self._first_closed < self._opened and self._settled[self._first_closed]:
+                self._first_closed += 1
+            p = self._opened
+            if self._first_closed < p - rule.first or self._frontier < p - 1 - rule.lag:
+                break
+            starts += self._open_next()
+        return starts
 
     @property
     def done(self) -> bool:
@@ -240,13 +322,10 @@ class _Iterations:
     def _run(self, trial: Trial) -> Any:
         return self._brackets[self.position(trial.bracket, trial.iteration)]
 
-
-def visible(opening: int, position: int, rung: int) -> bool:
-    """Whether a closed rung (bracket ``position``, ``rung``) is in the history of
-    the bracket opening at position ``opening``: every rung of the brackets two
-    or more before it, and the first rung of the one just before (see
-    ``_Iterations``: lazily, exactly those are closed when it opens)."""
-    return position <= opening - 2 or (position == opening - 1 and rung == 0)
+    def visible(self, opening: int, position: int, rung: int) -> bool:
+        """Whether a closed rung is in the history of the bracket opening at
+        ``opening`` (eagerly: none is, what is closed then depends on the order)."""
+        return self.opening is not None and self.opening.visible(opening, position, rung)
 
 
 class SynchronousHyperband(_Iterations):
@@ -280,8 +359,7 @@ class SynchronousHyperband(_Iterations):
         starts = []
         if promoted:
             starts = promotions(run.s, run.iteration, run.plan.rungs[run.rung + 1], promoted)
-        if decision.rung == 0:
-            self._first_closed += 1
+        self._rung_closed(run.position, decision.rung, bracket_done=run.done)
         starts += self._open_ready()
         return Step(decided=(decision,), starts=tuple(starts), closed=(decision,))
 
@@ -375,8 +453,7 @@ class AsynchronousHyperband(_Iterations):
             decision = self._close(run, i, starts)
             decided.append(decision)
             closed.append(decision)
-            if i == 0:
-                self._first_closed += 1
+            self._rung_closed(run.position, i, bracket_done=run.done)
             if run.done:
                 break
         if closed:

@@ -9,10 +9,16 @@ every bracket opened at once, one iteration: ``Search.from_json(None)``.
 
 Why a learning sampler opens brackets lazily: a sampler's history must be a
 function of the results, never of their arrival order (the determinism the
-property tests hold). Opened lazily, bracket b+1 opens exactly when bracket
-b's first rung closes, and by then exactly the first rungs of brackets 0..b
-have closed, whatever the order (scheduler.py). Eagerly, every bracket opens
+property tests hold). Opened lazily, a bracket opens exactly when the rungs
+its ``Opening`` rule names are settled, and is shown exactly the closed ones
+among them, whatever the order (scheduler.py). Eagerly, every bracket opens
 at the start with nothing to learn from.
+
+The rule is recorded (``opening``: lag, slope, first): a diagonal wavefront
+with ``tuner.params.lag`` (default 0, ``scheduler.DEFAULT_OPENING``;
+docs/search.md has the measurements behind it).
+A log written before the rule was recorded (``lazy`` true, no ``opening``)
+ran ``LEGACY_OPENING``, whole brackets with lag 1, and replays with it.
 """
 
 from __future__ import annotations
@@ -25,8 +31,14 @@ from hbd.core import geometry
 from hbd.core.params import Param
 from hbd.core.ranking import Direction
 from hbd.core.sampler import RandomSampler, Sampler
-from hbd.core.scheduler import AsynchronousHyperband, Scheduler, SynchronousHyperband
-from hbd.core.spec import HyperbandMatrix
+from hbd.core.scheduler import (
+    LEGACY_OPENING,
+    AsynchronousHyperband,
+    Opening,
+    Scheduler,
+    SynchronousHyperband,
+)
+from hbd.core.spec import BOHBParams, HyperbandMatrix
 from hbd.core.tpe import BOHBSampler, BOHBSettings
 
 __all__ = ["Search"]
@@ -40,22 +52,29 @@ class Search:
     sampler: SamplerKind = "random"
     settings: Mapping[str, Any] | None = None  # the sampler's settings (BOHBSettings), in full
     promotion: Promotion = "synchronous"
-    lazy: bool = False  # brackets open one after another (see the module doc)
+    opening: Opening | None = None  # None: every bracket at once; else lazily by this rule
     iterations: int = 1  # as submitted; sweep.extended events add to it
+
+    @property
+    def lazy(self) -> bool:
+        """Brackets open one after another (see the module doc)."""
+        return self.opening is not None
 
     @classmethod
     def of(cls, matrix: HyperbandMatrix) -> Search:
         tuner = matrix.tuner
         kind: SamplerKind = "bohb" if tuner is not None and tuner.hub_ref == "bohb" else "random"
         settings = None
+        opening = None
         if kind == "bohb":
-            bohb = tuner.params if tuner is not None and tuner.params else BOHBSettings()
-            settings = bohb.model_dump(mode="json")
+            bohb = tuner.params if tuner is not None and tuner.params else BOHBParams()
+            settings = bohb.model_dump(mode="json", exclude={"lag"})
+            opening = Opening(lag=bohb.lag, slope=1, first=bohb.lag)
         return cls(
             sampler=kind,
             settings=settings,
             promotion=matrix.promotion,
-            lazy=kind != "random",
+            opening=opening,
             iterations=matrix.iterations,
         )
 
@@ -65,11 +84,21 @@ class Search:
         if data is None:
             return cls()
         settings = data.get("settings")
+        opening = None
+        if data["lazy"]:
+            rule = data.get("opening")  # absent: a log of the unrecorded rule
+            opening = (
+                LEGACY_OPENING
+                if rule is None
+                else Opening(
+                    lag=int(rule["lag"]), slope=int(rule["slope"]), first=int(rule["first"])
+                )
+            )
         return cls(
             sampler=data["sampler"],
             settings=dict(settings) if settings is not None else None,
             promotion=data["promotion"],
-            lazy=bool(data["lazy"]),
+            opening=opening,
             iterations=int(data["iterations"]),
         )
 
@@ -79,6 +108,7 @@ class Search:
             "settings": None if self.settings is None else dict(self.settings),
             "promotion": self.promotion,
             "lazy": self.lazy,
+            "opening": None if self.opening is None else self.opening.to_json(),
             "iterations": self.iterations,
         }
 
@@ -93,5 +123,9 @@ class Search:
     ) -> Scheduler:
         cls = AsynchronousHyperband if self.promotion == "asynchronous" else SynchronousHyperband
         return cls(
-            plan, metric=metric, direction=direction, lazy=self.lazy, iterations=self.iterations
+            plan,
+            metric=metric,
+            direction=direction,
+            opening=self.opening,
+            iterations=self.iterations,
         )

@@ -56,6 +56,7 @@ from hbd.core.limits import (
     MAX_CONCURRENCY,
     MAX_HYPERBAND_ITERATIONS,
     MAX_NAME_CHARS,
+    MAX_OPENING_LAG,
     MAX_SQL_INT,
     MIN_SQL_INT,
     SpecLimits,
@@ -76,6 +77,7 @@ from hbd.core.params import (
     PChoiceParam,
     QLogUniformParam,
 )
+from hbd.core.scheduler import DEFAULT_OPENING
 from hbd.core.templating import EXECUTOR_GLOBALS, TemplateError, expressions, format_value
 from hbd.core.tpe import BOHBSettings
 
@@ -151,13 +153,21 @@ class Metric(Frozen):
     optimization: Literal["minimize", "maximize"] = "minimize"
 
 
+class BOHBParams(BOHBSettings):
+    """``matrix.tuner.params`` of ``bohb``: the model's settings and ``lag``, how
+    many bracket positions a bracket's history lags behind it (docs/search.md:
+    0, the default, learns the most per budget; more keeps more slots busy)."""
+
+    lag: int = Field(default=DEFAULT_OPENING.lag, ge=0, le=MAX_OPENING_LAG, strict=True)
+
+
 class Tuner(Frozen):
     """Polyaxon's ``matrix.tuner``: ``hubRef`` names the sampler (``random``, the
     default, or ``bohb``); ``params`` are the sampler's settings, validated
-    (``BOHBSettings``; random takes none)."""
+    (``BOHBParams``; random takes none)."""
 
     hub_ref: str
-    params: BOHBSettings | None = None
+    params: BOHBParams | None = None
     queue: str | None = None
     namespace: str | None = None
     presets: list[str] | None = None

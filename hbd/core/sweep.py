@@ -57,7 +57,7 @@ from hbd.core.events import (
 from hbd.core.limits import MAX_HYPERBAND_ITERATIONS
 from hbd.core.ranking import Direction, metric_value, rank, reached
 from hbd.core.sampler import RunResult, Sampler
-from hbd.core.scheduler import Scheduler, Slot, visible
+from hbd.core.scheduler import Scheduler, Slot
 from hbd.core.search import Search
 from hbd.core.spec import (
     FailureEarlyStopping,
@@ -423,18 +423,17 @@ class SweepMachine:
 
     def history(self, opening: int | None = None) -> list[RunResult]:
         """What a sampler is shown when the bracket at position ``opening`` opens
-        (default: one after the last): the closed rungs ``scheduler.visible``
+        (default: every closed rung): the closed rungs ``scheduler.visible``
         shows it, by trial id.
 
-        Opened lazily (search.py), exactly these rungs are closed at that moment
-        whatever order results arrived in; other closed rungs are not shown.
+        Opened lazily (search.py, ``scheduler.Opening``), exactly these rungs are
+        closed at that moment whatever order results arrived in; other closed
+        rungs are not shown. Eagerly opened brackets are shown nothing.
         """
-        if opening is None:
-            opening = max((p for p, _, _ in self._decided.values()), default=-1) + 2
         return [
             result
             for tid, (position, rung, result) in sorted(self._decided.items())
-            if visible(opening, position, rung)
+            if opening is None or self.scheduler.visible(opening, position, rung)
         ]
 
     def closed_rungs(self) -> set[tuple[int, int]]:
@@ -463,11 +462,11 @@ class SweepMachine:
 
     def _start(self, slots: Sequence[Slot]) -> list[StartTrial]:
         """Make and register the trials of ``slots`` (sampling new configs), in order."""
-        histories: dict[int, list[RunResult]] = {}  # by the opening bracket's position
-        # An eagerly opened bracket opens whatever the results: it is shown none
-        # (what would be closed then depends on arrival order; only the random
-        # sampler, which ignores it, runs eagerly, search.py).
-        lazy = bool(getattr(self.scheduler, "lazy", False))
+        # By the opening bracket's position. An eagerly opened bracket opens
+        # whatever the results: it is shown none (what would be closed then
+        # depends on arrival order; only the random sampler, which ignores it,
+        # runs eagerly, search.py): ``scheduler.visible`` says so.
+        histories: dict[int, list[RunResult]] = {}
         trials = []
         for slot in slots:
             sampled: Mapping[str, Any] | None
@@ -476,7 +475,7 @@ class SweepMachine:
             if parent is None:
                 opening = self.scheduler.position(slot.bracket, slot.iteration)
                 if opening not in histories:
-                    histories[opening] = self.history(opening) if lazy else []
+                    histories[opening] = self.history(opening)
                 proposed = self.sampler.propose(
                     bracket=self.scheduler.sample_key(slot.bracket, slot.iteration),
                     index=slot.index,

@@ -9,7 +9,7 @@ from typing import Any
 from hbd.core.bracket import Trial
 from hbd.core.events import Begin, RungDecided, StartTrial, StopRequested, TrialSucceeded
 from hbd.core.sampler import RandomSampler, RunResult
-from hbd.core.scheduler import Slot, Step, SynchronousHyperband
+from hbd.core.scheduler import LEGACY_OPENING, Slot, Step, SynchronousHyperband
 from hbd.core.space import JSONValue
 from hbd.core.sweep import SweepMachine
 from tests.core.helpers import by_type, canonical, drive, make_machine, make_spec, quadratic
@@ -18,7 +18,7 @@ from tests.core.helpers import by_type, canonical, drive, make_machine, make_spe
 def lazy_machine(**kwargs: Any) -> SweepMachine:
     machine = make_machine(**kwargs)
     machine.scheduler = SynchronousHyperband(
-        machine.plan, metric=machine.metric, direction=machine.direction, lazy=True
+        machine.plan, metric=machine.metric, direction=machine.direction, opening=LEGACY_OPENING
     )
     return machine
 
@@ -160,6 +160,9 @@ class OneRung:
 
     def snapshot(self) -> list[Any]:
         return [self.open]
+
+    def visible(self, opening: int, position: int, rung: int) -> bool:
+        return False  # random configurations: nothing to learn from
 
 
 def test_another_scheduler_plugs_in_without_changing_the_machine() -> None:

@@ -52,9 +52,56 @@ CASES = {
         1,
         None,
     ),
+    # BOHB as main wrote it before the opening lag was recorded (lazy, no "lag"
+    # field): these replay with the rule of that time (search.py, LEGACY_SEARCH).
+    "r27-bohb-sync-2it": (
+        {"max_iterations": 27, "search": {"tuner": {"hubRef": "bohb"}, "iterations": 2}},
+        13,
+        8,
+        None,
+        None,
+    ),
+    "r27-bohb-async-2it": (
+        {
+            "max_iterations": 27,
+            "search": {
+                "tuner": {"hubRef": "bohb"},
+                "promotion": "asynchronous",
+                "iterations": 2,
+            },
+        },
+        14,
+        9,
+        None,
+        None,
+    ),
 }
 # Cases whose every k-th index has its first run interrupted.
 INTERRUPT_EVERY = {"r27-interrupted": 3}
+# The search record main wrote (Search.to_json() before "lag"), pinned so that a
+# regeneration keeps these logs what they promise: a log of that time.
+_BOHB_SETTINGS = {
+    "min_points_in_model": None,
+    "top_n_percent": 15,
+    "num_samples": 64,
+    "random_fraction": 1 / 3,
+    "bandwidth_factor": 3.0,
+    "min_bandwidth": 0.001,
+    "multivariate": True,
+}
+LEGACY_SEARCH: dict[str, dict[str, object]] = {
+    name: {
+        "sampler": "bohb",
+        "settings": _BOHB_SETTINGS,
+        "promotion": promotion,
+        "lazy": True,
+        "iterations": 2,
+    }
+    for name, promotion in (
+        ("r27-bohb-sync-2it", "synchronous"),
+        ("r27-bohb-async-2it", "asynchronous"),
+    )
+}
 
 
 def main() -> None:
@@ -63,6 +110,8 @@ def main() -> None:
         submitted = {"spec_json": spec_dict(**spec_opts), "seed": seed}
         if "first_failures_stop" in opts:
             submitted["first_failures_stop"] = opts["first_failures_stop"]
+        if name in LEGACY_SEARCH:
+            submitted["search"] = LEGACY_SEARCH[name]
         machine = SweepMachine.for_submitted(submitted, sweep_id="golden")
         base = interrupted_once_every(INTERRUPT_EVERY[name]) if name in INTERRUPT_EVERY else None
         outcome = failing_every(fail_every, *([base] if base else [])) if fail_every else base
