@@ -96,7 +96,9 @@ def stop(p: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
 def test_serve_notifies_systemd_answers_health_and_stops_on_sigterm(
     tmp_path: Path, notify_socket: socket.socket, procs: list[subprocess.Popen[bytes]]
 ) -> None:
-    env = clean_env(NOTIFY_SOCKET=notify_socket.getsockname(), WATCHDOG_USEC="400000")
+    # 4 s: pings every 2 s, the first at once; each health check gets 1 s, which
+    # a loaded machine needs (with 0.4 s the check's 0.1 s was missed for 20 s).
+    env = clean_env(NOTIFY_SOCKET=notify_socket.getsockname(), WATCHDOG_USEC="4000000")
     p = start(
         procs,
         "serve",

@@ -72,7 +72,11 @@ def healthy(url: str) -> bool:
 
 def test_sigterm_and_restart_of_hbd_serve_resumes_the_sweep_exactly(tmp_path: Path) -> None:
     trials_log = tmp_path / "trials.jsonl"
-    text = sweep_yaml(trials_log, concurrency=4, sleep=2.5)
+    # The first trials are held (see trial_program.py's --hold) until the second
+    # `hbd serve` is up: running across the restart on any machine, no fixed sleep.
+    hold = tmp_path / "hold"
+    hold.touch()
+    text = sweep_yaml(trials_log, concurrency=4, hold=hold)
     db, port = tmp_path / "hbd.db", free_port()
     url = f"http://127.0.0.1:{port}"
     procs: list[subprocess.Popen[bytes]] = []
@@ -97,12 +101,15 @@ def test_sigterm_and_restart_of_hbd_serve_resumes_the_sweep_exactly(tmp_path: Pa
 
         procs.append(serve(db, port, tmp_path / "serve-2.log"))
         wait_until(lambda: healthy(url), "the second hbd serve did not come up")
+        assert all(os.path.exists(f"/proc/{pid}") for pid in left), "adopted while running"
+        hold.unlink()
 
         def finished() -> bool:
             return httpx.get(f"{url}/v1/sweeps/local", timeout=5).json()["status"] != "running"
 
         wait_until(finished, "the resumed sweep did not finish", seconds=90)
     finally:
+        hold.unlink(missing_ok=True)
         for p in procs:
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)

@@ -9,6 +9,8 @@ holder killed with -9 must leave no stale lock behind.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -37,6 +39,15 @@ def _refused(proc: Proc, what: Path, holder: int, *, service: bool = False) -> N
     assert str(what.resolve()) in errors[0] and f"pid {holder}" in errors[0], errors[0]
 
 
+@contextlib.contextmanager
+def _releasing(hold: Path) -> Iterator[None]:
+    """Release held trials on the way out, also when the test fails."""
+    try:
+        yield
+    finally:
+        hold.unlink(missing_ok=True)
+
+
 def _serving(url: str) -> bool:
     try:
         return httpx.get(url, timeout=2.0).status_code == 200
@@ -46,10 +57,14 @@ def _serving(url: str) -> bool:
 
 def test_a_second_daemon_on_one_database_exits_naming_the_holder(tmp_path: Path) -> None:
     spec = tmp_path / "sweep.yaml"
-    spec.write_text(sweep_yaml(tmp_path / "trials.jsonl", sleep=0.5))
+    # Its trials are held (see trial_program.py's --hold) until the refusals are
+    # checked: the first cannot finish its sweep meanwhile, however slow they are.
+    hold = tmp_path / "hold"
+    hold.touch()
+    spec.write_text(sweep_yaml(tmp_path / "trials.jsonl", hold=hold))
     db = tmp_path / ".hbd" / "hbd.db"
     port = free_port()
-    with stopping([]) as procs:
+    with stopping([]) as procs, _releasing(hold):
         # `hbd run` in this folder: its database is .hbd/hbd.db by default.
         first = spawn_cli(
             ["run", str(spec), "--port", str(port)], tmp_path / "first.log", cwd=tmp_path
@@ -72,6 +87,8 @@ def test_a_second_daemon_on_one_database_exits_naming_the_holder(tmp_path: Path)
 
         # The first is undisturbed: still serving, and it finishes its sweep.
         assert _serving(f"http://127.0.0.1:{port}/healthz")
+        assert first.alive(), first.output()
+        hold.unlink()
         assert first.wait(90) == 0, first.output()
 
 

@@ -31,7 +31,9 @@ def sweep_yaml(
     seed: int = 11,
     fail_once: bool = False,
     max_retries: int = 0,
+    hold: Path | None = None,
 ) -> str:
+    """A seeded sweep of the trial program; ``hold``: see trial_program.py's --hold."""
     spec: dict[str, Any] = {
         "version": 1.1,
         "kind": "operation",
@@ -54,6 +56,12 @@ def sweep_yaml(
                 {"name": "sleep", "type": "float", "isOptional": True, "value": sleep},
                 {"name": "fail_above", "type": "float", "isOptional": True, "value": fail_above},
                 {
+                    "name": "hold",
+                    "type": "str",
+                    "isOptional": True,
+                    "value": str(hold) if hold is not None else "",
+                },
+                {
                     "name": "fail_once",
                     "type": "str",
                     "isOptional": True,
@@ -70,6 +78,7 @@ def sweep_yaml(
                     "--sleep={{ sleep }}",
                     "--fail_above={{ fail_above }}",
                     "--fail_once={{ fail_once }}",
+                    "--hold={{ hold }}",
                 ],
             },
         },

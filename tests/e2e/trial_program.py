@@ -3,7 +3,10 @@
 It appends `start`/`end` lines (trial id, pid, monotonic time) to the file
 given by --log, so tests can measure concurrency and find every process.
 Behaviour by --mode: ok (loss from x and the resource), sleep (runs until
-killed), fail (exits 1 for x > --fail-above).
+killed), fail (exits 1 for x > --fail-above). With --hold=FILE a trial waits
+while FILE exists (at most HOLD_CAP_SECONDS): a test keeps trials running
+exactly as long as it needs them running, instead of a fixed sleep that must
+be long enough on the slowest machine and is wasted everywhere else.
 """
 
 import json
@@ -13,6 +16,10 @@ import time
 from pathlib import Path
 
 import hbd
+
+# A held trial gives up holding after this, so that a test that failed before
+# releasing it leaves nothing running for long.
+HOLD_CAP_SECONDS = 60.0
 
 opts = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--"))
 trial = os.environ["HBD_TRIAL_ID"]
@@ -34,6 +41,11 @@ if opts.get("fail_once") == "1":  # a flaky host: each trial run fails its first
         marker.write_text("")
         note("end")
         sys.exit(75)
+hold = opts.get("hold", "")
+if hold:
+    until = time.monotonic() + HOLD_CAP_SECONDS
+    while os.path.exists(hold) and time.monotonic() < until:
+        time.sleep(0.02)
 x, steps = float(opts["x"]), int(opts["steps"])
 resumed = 0
 resume = os.environ.get("HBD_RESUME_FROM")

@@ -223,6 +223,7 @@ async def test_a_live_daemon_refuses_a_bomb_and_stays_responsive(live: Live, nam
 
 @pytest.mark.anyio
 @pytest.mark.slow
+@pytest.mark.alone  # the API's latency while two cores plan: not with another test's load
 async def test_a_sweep_near_the_limit_starts_without_blocking_the_api(live: Live) -> None:
     # 71,176 trial runs, 28,659 of them in the first rungs: seconds of planning.
     text = spec_text(maxIterations=20_000, eta=2, concurrency=1)
