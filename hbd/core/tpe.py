@@ -117,9 +117,9 @@ _MODEL_STREAM = 0xB0B
 class BOHBSettings(Frozen):
     """The model's settings (``matrix.tuner.params``).
 
-    BOHB's defaults except three, each measured on ``bench/quality.py``
-    (Hartmann6 with fidelity, 30 seeds, median regret at 1 / 5 Hyperband
-    iterations: BOHB's own 0.75 / 0.17, these 0.52 / 0.078, Optuna's TPE with
+    BOHB's defaults except two, measured on ``bench/quality.py`` (Hartmann6
+    with fidelity, median regret over seeds 100..129 at 1 / 5 Hyperband
+    iterations: BOHB's own 0.75 / 0.17, these 0.59 / 0.076, Optuna's TPE with
     its Hyperband pruner 0.72 / 0.11):
 
     - ``multivariate: false``: with d + 1 good points a joint density's
@@ -130,11 +130,7 @@ class BOHBSettings(Frozen):
     - ``min_bandwidth: 0.02``: a product of marginals collapses once the good
       points agree (its bandwidth reached the old floor, 0.001), and the sweep
       froze in the first basin it found (Hartmann6's local minimum, regret
-      0.12). The floor keeps a local search of about ±0.06 (times the
-      bandwidth factor) going, like Optuna's "magic clip".
-    - ``random_fraction: 0.1``: a synchronous Hyperband iteration runs only ten
-      configurations at full resource; with a third of them random the model's
-      share was small. The floor above now does most of the exploring.
+      0.12). The floor keeps a local search going, like Optuna's "magic clip".
 
     A sweep records its settings in full (``Search.to_json``), so a sweep
     submitted with the old defaults replays with them.
@@ -147,8 +143,8 @@ class BOHBSettings(Frozen):
     top_n_percent: int = Field(default=15, ge=1, le=99)
     # Candidates drawn from l(x) per proposal; the best l/g is kept.
     num_samples: int = Field(default=64, ge=1, le=MAX_NUM_SAMPLES)
-    # Share of proposals that are the random sampler's configuration (BOHB: 1/3).
-    random_fraction: float = Field(default=0.1, ge=0, le=1, allow_inf_nan=False)
+    # Share of proposals that are the random sampler's configuration.
+    random_fraction: float = Field(default=1 / 3, ge=0, le=1, allow_inf_nan=False)
     # Candidates are drawn with the good density's bandwidths times this.
     bandwidth_factor: float = Field(default=3.0, gt=0, le=100, allow_inf_nan=False)
     # No bandwidth falls below this (in the unit cube), so a model of
