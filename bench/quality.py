@@ -38,6 +38,7 @@ the noise-free, full-resource loss of that configuration minus the optimum.
 
     .venv/bin/python bench/quality.py                 # 10 seeds, both problems (~3 min)
     .venv/bin/python bench/quality.py --seeds 3       # a quick check
+    .venv/bin/python bench/quality.py --first-seed 10 # another 10 seeds (medians are noisy)
 
 Not part of the test suite. Needs the test extra (Optuna).
 """
@@ -361,6 +362,9 @@ def run_optuna(problem: Problem, ledger: Ledger, seed: int) -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
+        # The pruner assigns trials to brackets by a hash of the study's name:
+        # a fixed name makes a seed's run repeatable (a random one is not).
+        study_name=f"quality-{seed}",
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.HyperbandPruner(
             min_resource=1, max_resource=MAX_ITERATIONS, reduction_factor=ETA
@@ -408,6 +412,7 @@ METHODS: dict[str, Callable[[Problem, Ledger, int], None]] = {
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds are first..first+seeds-1")
     ap.add_argument("--problems", default=",".join(PROBLEMS))
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--bohb", default="{}", help="BOHB settings as JSON (tuner.params)")
@@ -420,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.methods.split(",")
     print(
         f"maxIterations={MAX_ITERATIONS} eta={ETA}; one Hyperband iteration = {unit:g} "
-        f"resource units (with resume); {args.seeds} seeds; median simple regret"
+        f"resource units (with resume); seeds {args.first_seed}..{args.first_seed + args.seeds - 1}; "
+        "median simple regret"
     )
     for name in args.problems.split(","):
         problem = PROBLEMS[name]
@@ -428,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         for method in methods:
             t0 = time.perf_counter()
             rows = []
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 ledger = Ledger(problem, seed, budgets[-1])
                 METHODS[method](problem, ledger, seed)
                 rows.append([ledger.regret_at(b) for b in budgets])
