@@ -27,12 +27,13 @@ import functools
 import math
 import re
 from collections.abc import Iterator, Mapping
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     Field,
+    PlainValidator,
     TypeAdapter,
     ValidationError,
     field_validator,
@@ -64,20 +65,20 @@ from hbd.core.limits import (
 )
 from hbd.core.loader import SpecTooLarge, load_yaml
 from hbd.core.params import (
-    KIND_MODELS,
+    KIND_FAMILIES,
     NUMERIC_KINDS,
     PARAM_KINDS,
     PCHOICE_TOLERANCE,
     Frozen,
-    LogUniformParam,
     Number,
-    Param,
     ParamOfKind,
-    PChoiceParam,
-    QLogUniformParam,
+    kind_model,
 )
 from hbd.core.templating import EXECUTOR_GLOBALS, TemplateError, expressions, format_value
-from hbd.core.tpe import BOHBSettings
+
+if TYPE_CHECKING:
+    from hbd.core.params import Param
+    from hbd.core.tpe import BOHBSettings
 
 __all__ = [
     "MAX_SWEEP_ID_LENGTH",
@@ -151,13 +152,32 @@ class Metric(Frozen):
     optimization: Literal["minimize", "maximize"] = "minimize"
 
 
+def _bohb_settings_model() -> type[BOHBSettings]:
+    # hbd.core.tpe is the model-based sampler: a spec that sets no tuner.params
+    # is read without importing it (nor every parameter kind it imports).
+    from hbd.core.tpe import BOHBSettings
+
+    return BOHBSettings
+
+
+def _bohb_settings(v: object) -> BOHBSettings | None:
+    """``matrix.tuner.params``, validated by ``BOHBSettings`` (its errors keep their locations)."""
+    return None if v is None else _bohb_settings_model().model_validate(v)
+
+
+if TYPE_CHECKING:
+    TunerParams = BOHBSettings | None
+else:
+    TunerParams = Annotated[Any, PlainValidator(_bohb_settings)]
+
+
 class Tuner(Frozen):
     """Polyaxon's ``matrix.tuner``: ``hubRef`` names the sampler (``random``, the
     default, or ``bohb``); ``params`` are the sampler's settings, validated
     (``BOHBSettings``; random takes none)."""
 
     hub_ref: str
-    params: BOHBSettings | None = None
+    params: TunerParams = None
     queue: str | None = None
     namespace: str | None = None
     presets: list[str] | None = None
@@ -451,7 +471,7 @@ def spec_warnings(spec: SweepSpec) -> list[str]:
 
 def _warnings(spec: SweepSpec) -> Iterator[str]:
     for name, p in spec.matrix.params.items():
-        if isinstance(p, (LogUniformParam, QLogUniformParam)):
+        if p.kind in ("loguniform", "qloguniform"):
             low, high = p.value.low, p.value.high
             if 0 < low and high <= 1:
                 yield (
@@ -460,7 +480,7 @@ def _warnings(spec: SweepSpec) -> Iterator[str]:
                     f"Did you mean [{math.log(low):.2f}, {math.log(high):.2f}] "
                     f"(= ln {low:g}, ln {high:g})?"
                 )
-        if isinstance(p, PChoiceParam):
+        if p.kind == "pchoice":
             total = math.fsum(w for _, w in p.value)
             if total < 1 - PCHOICE_TOLERANCE:
                 last, w = p.value[-1]
@@ -659,8 +679,11 @@ def _known_keys() -> list[str]:
     if not _KNOWN_KEYS:
         seen: set[type[BaseModel]] = set()
         keys = set(_model_keys(SweepSpec, seen)) | set(REFS) | {"container"}
-        for model in KIND_MODELS.values():  # params are validated by kind (ParamOfKind)
-            keys |= set(_model_keys(model, seen))
+        # Params are validated by kind (ParamOfKind), the tuner's params by
+        # BOHBSettings (_bohb_settings): neither shows in SweepSpec's fields.
+        for kind in KIND_FAMILIES:
+            keys |= set(_model_keys(kind_model(kind), seen))
+        keys |= set(_model_keys(_bohb_settings_model(), seen))
         _KNOWN_KEYS.extend(sorted(keys))
     return _KNOWN_KEYS
 
@@ -990,3 +1013,12 @@ def _makes_fractions(param: Any) -> bool:
     if param.kind == "range":
         return not all(float(x).is_integer() for x in (v.start, v.step))
     return False
+
+
+def __getattr__(name: str) -> Any:
+    # `Param`, the union of every kind, is made on first use (see hbd.core.params).
+    if name == "Param":
+        from hbd.core import params
+
+        return params.Param
+    raise AttributeError(f"module 'hbd.core.spec' has no attribute {name!r}")
