@@ -101,6 +101,7 @@ __all__ = [
     "load_spec",
     "parse_spec",
     "placeholders",
+    "spec_from_data",
     "spec_warnings",
     "sweep_id_problem",
 ]
@@ -373,7 +374,12 @@ def load_spec(text: str, *, limits: SpecLimits = DEFAULT_SPEC_LIMITS) -> SweepSp
     The text is parsed within ``limits`` (size, depth, aliases: see
     ``hbd.core.loader``) and the plan may not exceed ``limits.max_trial_runs``.
     """
-    data = load_data(text, limits)
+    return spec_from_data(load_data(text, limits), limits=limits)
+
+
+def spec_from_data(data: object, *, limits: SpecLimits = DEFAULT_SPEC_LIMITS) -> SweepSpec:
+    """``load_spec`` after parsing: ``data`` is what ``load_data(text, limits)`` returned
+    (so that a caller that has parsed the text already does not parse it again)."""
     problems = nul_problems(data)
     try:
         spec = parse_spec(data)
