@@ -6,7 +6,7 @@ a fresh interpreter (as from a shell), timed wall-clock over N runs
 interleaved with the baseline `python -c pass` in the same run, so that a
 busy machine slows all of them alike and the ratios stay meaningful.
 
-    .venv/bin/python bench/startup.py [--runs 20] [--no-bytecode]
+    .venv/bin/python bench/startup.py [--runs 20] [--no-bytecode] [--against DIR]
 
 Prints the wall-clock median and minimum of each, its median over the
 baseline's, and the median CPU time (user + system), which a busy machine
@@ -15,6 +15,11 @@ By default bytecode caches are used (written by a warm-up run), as an
 installed package has them; ``--no-bytecode`` measures with
 PYTHONDONTWRITEBYTECODE=1 and no caches for hbd's own modules, the worst case
 of a source checkout on a read-only or cache-less file system.
+``--against DIR`` also times both hbd commands from another source tree (say
+``git archive main | tar -x -C DIR``), imported first through PYTHONPATH and
+interleaved with these, to compare a change with its base on the same load.
+On a shared machine wall-clock figures drift with load; count instructions to
+compare (``valgrind --tool=callgrind`` on each command, PYTHONHASHSEED=0).
 """
 
 from __future__ import annotations
@@ -44,12 +49,19 @@ COMMANDS: dict[str, list[str]] = {
 BASELINE = "python -c pass"
 
 
-def _env(bytecode: bool) -> dict[str, str]:
+def _env(bytecode: bool, tree: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     if not bytecode:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
+    if tree is not None:
+        env["PYTHONPATH"] = tree  # ahead of the editable install's finder
     return env
+
+
+# The hbd commands run from another tree (--against): the module, not the console
+# script, whose import of hbd would find this checkout first.
+_MODULE_MAIN = "import sys; from hbd.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def _drop_caches() -> None:
@@ -75,29 +87,38 @@ def main() -> int:
     parser.add_argument(
         "--no-bytecode", action="store_true", help="without bytecode caches for hbd's modules"
     )
+    parser.add_argument("--against", metavar="DIR", help="also time hbd from this source tree")
     args = parser.parse_args()
     env = _env(bytecode=not args.no_bytecode)
+    runs: dict[str, tuple[list[str], dict[str, str]]] = {
+        name: (argv, env) for name, argv in COMMANDS.items()
+    }
+    if args.against:
+        other = _env(bytecode=not args.no_bytecode, tree=str(Path(args.against).resolve()))
+        main = [sys.executable, "-c", _MODULE_MAIN]
+        runs["--against --help"] = ([*main, "--help"], other)
+        runs["--against validate"] = ([*main, "validate", str(SPEC)], other)
     if args.no_bytecode:
         _drop_caches()
-    for argv in COMMANDS.values():  # warm-up: file-system caches, and .pyc files when allowed
-        _once(argv, env)
-    wall: dict[str, list[float]] = {name: [] for name in COMMANDS}
-    cpu: dict[str, list[float]] = {name: [] for name in COMMANDS}
+    for argv, run_env in runs.values():  # warm-up: file-system caches, and .pyc files when allowed
+        _once(argv, run_env)
+    wall: dict[str, list[float]] = {name: [] for name in runs}
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(args.runs):
-        for name, argv in COMMANDS.items():  # interleaved: load changes hit all alike
-            w, c = _once(argv, env)
+        for name, (argv, run_env) in runs.items():  # interleaved: load changes hit all alike
+            w, c = _once(argv, run_env)
             wall[name].append(w)
             cpu[name].append(c)
     base = statistics.median(wall[BASELINE])
     mode = "without bytecode caches" if args.no_bytecode else "with bytecode caches"
     print(f"{args.runs} runs each, {mode}, {sys.executable}; seconds")
     print(
-        f"{'command':<16} {'wall median':>12} {'wall min':>9} {'/baseline':>10} {'cpu median':>11}"
+        f"{'command':<20} {'wall median':>12} {'wall min':>9} {'/baseline':>10} {'cpu median':>11}"
     )
-    for name in COMMANDS:
+    for name in runs:
         median = statistics.median(wall[name])
         print(
-            f"{name:<16} {median:12.3f} {min(wall[name]):9.3f} {median / base:9.1f}x "
+            f"{name:<20} {median:12.3f} {min(wall[name]):9.3f} {median / base:9.1f}x "
             f"{statistics.median(cpu[name]):11.3f}"
         )
     return 0

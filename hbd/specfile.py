@@ -22,7 +22,7 @@ import yaml
 from hbd.core.errors import SpecError, SpecProblem
 from hbd.core.spec import load_data
 
-__all__ = ["MAX_COMPONENT_BYTES", "resolve_spec"]
+__all__ = ["MAX_COMPONENT_BYTES", "resolve_spec", "resolve_spec_data"]
 
 # A component file is a spec's part: no larger than a whole spec may be (1 MiB,
 # the API's request limit), so an accidental pathRef to a dataset fails fast.
@@ -36,9 +36,15 @@ def resolve_spec(text: str, folder: Path) -> str:
 
     Returns ``text`` itself when there is nothing to resolve (comments kept).
     """
+    return resolve_spec_data(text, folder)[0]
+
+
+def resolve_spec_data(text: str, folder: Path) -> tuple[str, object]:
+    """``resolve_spec``'s text, and its data as ``load_data`` gives it: parsed
+    once when there is nothing to resolve (parsing is much of ``hbd validate``'s time)."""
     data = load_data(text)
     if not isinstance(data, Mapping):
-        return text  # parse_spec reports it
+        return text, data  # parse_spec reports it
     out: dict[Any, Any] = dict(data)
     changed = False
     keys = [k for k in _PATH_REF_KEYS if k in out]
@@ -55,8 +61,9 @@ def resolve_spec(text: str, folder: Path) -> str:
             out["component"] = fixed
             changed = True
     if not changed:
-        return text
-    return yaml.safe_dump(out, sort_keys=False, allow_unicode=True)
+        return text, data
+    resolved = yaml.safe_dump(out, sort_keys=False, allow_unicode=True)
+    return resolved, load_data(resolved)
 
 
 def _read_component(ref: object, folder: Path, key: str) -> object:

@@ -7,13 +7,13 @@ import importlib
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from hbd.cli import COMMAND_MODULES, COMMANDS, build_parser
-from hbd.core.params import Param, ParamOfKind
+from hbd.core.params import Param, ParamOfKind, kind_model
 
 ROOT = Path(__file__).resolve().parent.parent
 # Libraries `hbd validate` has no use for: the server, the client, sampling,
@@ -21,11 +21,25 @@ ROOT = Path(__file__).resolve().parent.parent
 NOT_FOR_VALIDATE = ("fastapi", "uvicorn", "starlette", "httpx", "numpy", "structlog", "aiosqlite")
 
 
+# hbd's own modules `hbd validate examples/sgd.yaml` has no use for: the
+# samplers, and the families of parameter kinds that spec does not use (it has
+# choice, pchoice and loguniform). Each would cost start-up time (issue 15).
+NOT_FOR_SGD = (
+    "hbd.core.tpe",
+    "hbd.core.sampler",
+    "hbd.core.search",
+    "hbd.core.kinds.grid",
+    "hbd.core.kinds.normal",
+    "hbd.core.kinds.dates",
+)
+
+
 def test_validate_loads_no_server_client_sampling_logging_or_database_library() -> None:
     probe = (
         "import sys\nfrom hbd.cli import main\n"
         "assert main(['validate', 'examples/sgd.yaml']) == 0\n"
         f"print('LOADED', sorted({{m.split('.')[0] for m in sys.modules}} & {set(NOT_FOR_VALIDATE)!r}))\n"
+        f"print('OWN', sorted(set(sys.modules) & {set(NOT_FOR_SGD)!r}))\n"
         "print('KINDS', sorted(k for k, m in __import__('hbd.core.params').core.params"
         ".KIND_MODELS.items() if m.__pydantic_complete__))\n"
     )
@@ -33,6 +47,7 @@ def test_validate_loads_no_server_client_sampling_logging_or_database_library() 
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert "LOADED []" in done.stdout, done.stdout + done.stderr
+    assert "OWN []" in done.stdout, done.stdout
     # Only the kinds examples/sgd.yaml uses were built.
     assert "KINDS ['choice', 'loguniform', 'pchoice']" in done.stdout, done.stdout
 
@@ -110,3 +125,92 @@ def test_a_param_validated_by_its_kind_equals_the_unions(value: Any) -> None:
     assert TypeAdapter(ParamOfKind).validate_python(value) == TypeAdapter(Param).validate_python(
         value
     )
+
+
+def test_the_class_table_names_every_class_of_every_family() -> None:
+    from hbd.core.params import _CLASS_FAMILIES, KIND_CLASSES, KIND_FAMILIES, PARAM_KINDS
+
+    assert set(KIND_FAMILIES) == set(KIND_CLASSES) == PARAM_KINDS
+    families = set(KIND_FAMILIES.values())
+    defined = {
+        name: family
+        for family in families
+        for name in importlib.import_module(f"hbd.core.kinds.{family}").__all__
+    }
+    assert defined == _CLASS_FAMILIES
+    for kind in KIND_FAMILIES:
+        model = kind_model(kind)
+        assert model.__name__ == KIND_CLASSES[kind]
+        assert model.model_fields["kind"].annotation == Literal[kind]  # type: ignore[valid-type]
+
+
+def test_a_kinds_class_imported_by_name_is_its_model() -> None:
+    from hbd.core import params
+    from hbd.core.kinds.grid import RangeParam, RangeValue
+
+    assert params.RangeParam is RangeParam is kind_model("range")
+    assert params.RangeValue is RangeValue
+    with pytest.raises(AttributeError):
+        params.NoSuchParam  # noqa: B018
+
+
+def test_a_spec_without_path_ref_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hbd.core.spec
+    from hbd.cli.base import read_spec_text
+
+    calls: list[str] = []
+    real = hbd.core.spec.load_yaml
+
+    def counting(text: str, *args: Any) -> object:
+        calls.append(text)
+        return real(text, *args)
+
+    monkeypatch.setattr(hbd.core.spec, "load_yaml", counting)
+    text, spec = read_spec_text(str(ROOT / "examples" / "sgd.yaml"))
+    assert len(calls) == 1
+    assert spec == hbd.core.spec.load_spec(text)
+
+
+def _tuner_errors(tp: Any, v: object) -> list[dict[str, Any]]:
+    with pytest.raises(ValidationError) as info:
+        TypeAdapter(tp).validate_python(v)
+    return info.value.errors(include_url=False)
+
+
+BAD_TUNER_PARAMS: list[Any] = [
+    5,
+    "x",
+    [],
+    {"topNPercent": 0},
+    {"top_n_percent": 100, "numSamples": -1},
+    {"randomFraction": float("nan")},
+    {"bandwidthFactor": "wide", "extra": 1},
+    {"lag": True},
+    {"lag": 65},
+]
+
+
+@pytest.mark.parametrize("value", BAD_TUNER_PARAMS, ids=repr)
+def test_tuner_params_fail_exactly_as_a_field_of_bohb_params_does(value: Any) -> None:
+    # The spec validates tuner.params by calling BOHBParams (so that reading a
+    # spec does not import the sampler); the errors must be the model field's.
+    from hbd.core.spec import TunerParams
+    from hbd.core.tunerparams import BOHBParams
+
+    assert _tuner_errors(TunerParams, value) == _tuner_errors(BOHBParams | None, value)
+
+
+@pytest.mark.parametrize(
+    "value", [None, {}, {"topNPercent": 20, "multivariate": False, "lag": 2}], ids=repr
+)
+def test_tuner_params_validate_and_dump_as_a_field_of_bohb_params_does(value: Any) -> None:
+    from hbd.core.spec import TunerParams
+    from hbd.core.tunerparams import BOHBParams
+
+    ours = TypeAdapter(TunerParams).validate_python(value)
+    theirs = TypeAdapter(BOHBParams | None).validate_python(value)
+    assert ours == theirs
+    dump = {"mode": "json", "by_alias": True, "exclude_none": True}
+    assert TypeAdapter(TunerParams).dump_python(ours, **dump) == TypeAdapter(
+        BOHBParams | None
+    ).dump_python(theirs, **dump)

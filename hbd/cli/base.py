@@ -165,8 +165,8 @@ def read_spec(path: str) -> SweepSpec:
 def read_spec_text(path: str) -> tuple[str, SweepSpec]:
     """The spec's text as written, and the validated spec."""
     from hbd.core.errors import SpecError
-    from hbd.core.spec import load_spec
-    from hbd.specfile import resolve_spec
+    from hbd.core.spec import spec_from_data
+    from hbd.specfile import resolve_spec_data
 
     try:
         if path == "-":
@@ -196,8 +196,8 @@ def read_spec_text(path: str) -> tuple[str, SweepSpec]:
     try:
         # pathRef and a relative workingDir are the spec folder's: resolved here,
         # so validate, submit and run all see (and send) the same spec.
-        text = resolve_spec(text, Path(spec_dir(path)))
-        return text, load_spec(text)
+        text, data = resolve_spec_data(text, Path(spec_dir(path)))
+        return text, spec_from_data(data)
     except SpecError as exc:
         name = "<stdin>" if path == "-" else path
         raise UserError(*(f"{name}: {problem}" for problem in exc.problems)) from None

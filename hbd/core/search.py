@@ -38,8 +38,9 @@ from hbd.core.scheduler import (
     Scheduler,
     SynchronousHyperband,
 )
-from hbd.core.spec import BOHBParams, HyperbandMatrix
+from hbd.core.spec import HyperbandMatrix
 from hbd.core.tpe import BOHBSampler, BOHBSettings
+from hbd.core.tunerparams import BOHBParams
 
 __all__ = ["Search"]
 

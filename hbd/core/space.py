@@ -18,29 +18,15 @@ import zlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
-from hbd.core.params import (
-    PCHOICE_TOLERANCE,
-    ChoiceParam,
-    DateRangeParam,
-    DateTimeRangeParam,
-    GeomspaceParam,
-    LinspaceParam,
-    LogNormalParam,
-    LogspaceParam,
-    LogUniformParam,
-    NormalParam,
-    Param,
-    PChoiceParam,
-    QLogNormalParam,
-    QLogUniformParam,
-    QNormalParam,
-    QUniformParam,
-    RangeParam,
-    UniformParam,
-)
+from hbd.core.params import PCHOICE_TOLERANCE
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from hbd.core.params import Param
+
+# Parameters are told apart by their `kind`, not by class: matching on the
+# classes would make every kind's model (hbd.core.params makes each on first use).
 
 # numpy is imported where a value is drawn, not here: `hbd validate` and `hbd
 # plan` read specs without sampling, and start faster without it.
@@ -86,10 +72,11 @@ def sample_value(param: Param, rng: np.random.Generator) -> JSONValue:
     """One draw of ``param`` from ``rng``."""
     import numpy as np
 
-    match param:
-        case ChoiceParam(value=values):
-            return cast(JSONValue, copy.deepcopy(values[_pick(rng, len(values))]))
-        case PChoiceParam(value=pairs):
+    match param.kind:
+        case "choice":
+            return cast(JSONValue, copy.deepcopy(param.value[_pick(rng, len(param.value))]))
+        case "pchoice":
+            pairs = param.value
             p = np.array([w for _, w in pairs], dtype=float)
             total = math.fsum(w for _, w in pairs)
             if total < 1 - PCHOICE_TOLERANCE:
@@ -98,50 +85,53 @@ def sample_value(param: Param, rng: np.random.Generator) -> JSONValue:
             # never drawn (Polyaxon hangs on them).
             i = int(rng.choice(len(pairs), p=p / p.sum()))
             return cast(JSONValue, copy.deepcopy(pairs[i][0]))
-        case RangeParam(value=v):
-            return v.at(_pick(rng, v.size))
-        case LinspaceParam(value=v) | LogspaceParam(value=v) | GeomspaceParam(value=v):
-            return v.at(_pick(rng, v.num))
-        case UniformParam(value=v):
-            return float(rng.uniform(v.low, v.high))
-        case LogUniformParam(value=v):
-            return float(np.exp(rng.uniform(v.low, v.high)))
-        case QUniformParam(value=v) | QLogUniformParam(value=v):
-            x = rng.uniform(v.low, v.high)
-            if isinstance(param, QLogUniformParam):
+        case "range":
+            return param.value.at(_pick(rng, param.value.size))
+        case "linspace" | "logspace" | "geomspace":
+            return param.value.at(_pick(rng, param.value.num))
+        case "uniform":
+            return float(rng.uniform(param.value.low, param.value.high))
+        case "loguniform":
+            return float(np.exp(rng.uniform(param.value.low, param.value.high)))
+        case "quniform" | "qloguniform":
+            q = param.value
+            x = rng.uniform(q.low, q.high)
+            if param.kind == "qloguniform":
                 x = np.exp(x)
-            kmin, kmax = v.grid()
+            kmin, kmax = q.grid()
             # Rounding may step just outside [low, high]; clip to the grid.
-            return v.at(min(max(_round_q(float(x), float(v.q)), kmin), kmax))
-        case NormalParam(value=v):
-            return float(rng.normal(v.loc, v.scale))
-        case LogNormalParam(value=v):
-            return float(rng.lognormal(v.loc, v.scale))
-        case QNormalParam(value=v):
-            return v.at(_round_q(float(rng.normal(v.loc, v.scale)), float(v.q)))
-        case QLogNormalParam(value=v):
-            return v.at(_round_q(float(rng.lognormal(v.loc, v.scale)), float(v.q)))
-        case DateRangeParam(value=v) | DateTimeRangeParam(value=v):
-            return v.at(_pick(rng, v.size)).isoformat()
+            return q.at(min(max(_round_q(float(x), float(q.q)), kmin), kmax))
+        case "normal":
+            return float(rng.normal(param.value.loc, param.value.scale))
+        case "lognormal":
+            return float(rng.lognormal(param.value.loc, param.value.scale))
+        case "qnormal" | "qlognormal":
+            n = param.value
+            draw = rng.normal if param.kind == "qnormal" else rng.lognormal
+            return n.at(_round_q(float(draw(n.loc, n.scale)), float(n.q)))
+        case "daterange" | "datetimerange":
+            return param.value.at(_pick(rng, param.value.size)).isoformat()
     raise TypeError(f"not a parameter: {param!r}")  # pragma: no cover
 
 
 def value_bounds(param: Param) -> tuple[float, float] | None:
     """The smallest and largest value ``param`` can produce, if numeric and bounded."""
-    match param:
-        case RangeParam(value=v):
-            a, b = float(v.at(0)), float(v.at(v.size - 1))
+    match param.kind:
+        case "range":
+            r = param.value
+            a, b = float(r.at(0)), float(r.at(r.size - 1))
             return (min(a, b), max(a, b))
-        case LinspaceParam(value=v) | LogspaceParam(value=v) | GeomspaceParam(value=v):
-            a, b = v.at(0), v.at(v.num - 1)
+        case "linspace" | "logspace" | "geomspace":
+            s = param.value
+            a, b = s.at(0), s.at(s.num - 1)
             return (min(a, b), max(a, b))
-        case UniformParam(value=v):
-            return (float(v.low), float(v.high))
-        case LogUniformParam(value=v):
-            return (math.exp(v.low), math.exp(v.high))
-        case QUniformParam(value=v) | QLogUniformParam(value=v):
-            kmin, kmax = v.grid()
-            return (float(v.at(kmin)), float(v.at(kmax)))
+        case "uniform":
+            return (float(param.value.low), float(param.value.high))
+        case "loguniform":
+            return (math.exp(param.value.low), math.exp(param.value.high))
+        case "quniform" | "qloguniform":
+            kmin, kmax = param.value.grid()
+            return (float(param.value.at(kmin)), float(param.value.at(kmax)))
     return None  # choices, unbounded distributions, dates
 
 
@@ -156,53 +146,64 @@ def _list(values: list[Any], limit: int = 8) -> str:
 
 def describe(param: Param) -> str:
     """The effective value range, as ``hbd plan`` shows it."""
-    match param:
-        case ChoiceParam(value=values):
-            return f"choice of {len(values)}: {_list(values)}"
-        case PChoiceParam(value=pairs):
-            items = [f"{_fmt(x)} (p={_fmt(w)})" for x, w in pairs]
-            return f"pchoice of {len(pairs)}: {_list(items)}"
-        case RangeParam(value=v):
-            kind = "int" if v.is_int else "float"
-            last = v.at(v.size - 1)
+    match param.kind:
+        case "choice":
+            return f"choice of {len(param.value)}: {_list(param.value)}"
+        case "pchoice":
+            items = [f"{_fmt(x)} (p={_fmt(w)})" for x, w in param.value]
+            return f"pchoice of {len(param.value)}: {_list(items)}"
+        case "range":
+            r = param.value
+            kind = "int" if r.is_int else "float"
+            last = r.at(r.size - 1)
             return (
-                f"range {_fmt(v.start)}..{_fmt(last)} step {_fmt(v.step)} ({v.size} values, {kind})"
+                f"range {_fmt(r.start)}..{_fmt(last)} step {_fmt(r.step)} ({r.size} values, {kind})"
             )
-        case LinspaceParam(value=v):
-            return f"linspace {_fmt(v.start)}..{_fmt(v.stop)} ({v.num} values)"
-        case LogspaceParam(value=v):
+        case "linspace":
+            lin = param.value
+            return f"linspace {_fmt(lin.start)}..{_fmt(lin.stop)} ({lin.num} values)"
+        case "logspace":
+            log = param.value
             return (
-                f"logspace {_fmt(v.base)}^[{_fmt(v.start)}, {_fmt(v.stop)}] = "
-                f"{v.at(0):.4g}..{v.at(v.num - 1):.4g} ({v.num} values)"
+                f"logspace {_fmt(log.base)}^[{_fmt(log.start)}, {_fmt(log.stop)}] = "
+                f"{log.at(0):.4g}..{log.at(log.num - 1):.4g} ({log.num} values)"
             )
-        case GeomspaceParam(value=v):
-            return f"geomspace {_fmt(v.start)}..{_fmt(v.stop)} ({v.num} values)"
-        case UniformParam(value=v):
-            return f"uniform [{_fmt(v.low)}, {_fmt(v.high)})"
-        case LogUniformParam(value=v):
+        case "geomspace":
+            geo = param.value
+            return f"geomspace {_fmt(geo.start)}..{_fmt(geo.stop)} ({geo.num} values)"
+        case "uniform":
+            u = param.value
+            return f"uniform [{_fmt(u.low)}, {_fmt(u.high)})"
+        case "loguniform":
+            lu = param.value
             return (
-                f"loguniform exp([{v.low:.3g}, {v.high:.3g})) = "
-                f"[{math.exp(v.low):.4g}, {math.exp(v.high):.4g})"
+                f"loguniform exp([{lu.low:.3g}, {lu.high:.3g})) = "
+                f"[{math.exp(lu.low):.4g}, {math.exp(lu.high):.4g})"
             )
-        case QUniformParam(value=v) | QLogUniformParam(value=v):
-            kmin, kmax = v.grid()
+        case "quniform" | "qloguniform":
+            q = param.value
+            kmin, kmax = q.grid()
             base = (
-                f"quniform [{_fmt(v.low)}, {_fmt(v.high)}]"
-                if isinstance(param, QUniformParam)
-                else f"qloguniform exp([{v.low:.3g}, {v.high:.3g}])"
+                f"quniform [{_fmt(q.low)}, {_fmt(q.high)}]"
+                if param.kind == "quniform"
+                else f"qloguniform exp([{q.low:.3g}, {q.high:.3g}])"
             )
             return (
-                f"{base} to nearest multiple of {_fmt(v.q)}: "
-                f"{_fmt(v.at(kmin))}..{_fmt(v.at(kmax))} ({kmax - kmin + 1} values)"
+                f"{base} to nearest multiple of {_fmt(q.q)}: "
+                f"{_fmt(q.at(kmin))}..{_fmt(q.at(kmax))} ({kmax - kmin + 1} values)"
             )
-        case NormalParam(value=v) | LogNormalParam(value=v):
-            prefix = "" if isinstance(param, NormalParam) else "exp of "
-            return f"{prefix}normal(loc={_fmt(v.loc)}, scale={_fmt(v.scale)})"
-        case QNormalParam(value=v) | QLogNormalParam(value=v):
-            prefix = "" if isinstance(param, QNormalParam) else "exp of "
-            return f"{prefix}normal(loc={_fmt(v.loc)}, scale={_fmt(v.scale)}) to nearest multiple of {_fmt(v.q)}"
-        case DateRangeParam(value=v):
-            return f"daterange {v.at(0).isoformat()}..{v.at(v.size - 1).isoformat()} every {v.step} day(s) ({v.size} values)"
-        case DateTimeRangeParam(value=v):
-            return f"datetimerange {v.at(0).isoformat()}..{v.at(v.size - 1).isoformat()} every {v.step} s ({v.size} values)"
+        case "normal" | "lognormal":
+            n = param.value
+            prefix = "" if param.kind == "normal" else "exp of "
+            return f"{prefix}normal(loc={_fmt(n.loc)}, scale={_fmt(n.scale)})"
+        case "qnormal" | "qlognormal":
+            qn = param.value
+            prefix = "" if param.kind == "qnormal" else "exp of "
+            return f"{prefix}normal(loc={_fmt(qn.loc)}, scale={_fmt(qn.scale)}) to nearest multiple of {_fmt(qn.q)}"
+        case "daterange":
+            d = param.value
+            return f"daterange {d.at(0).isoformat()}..{d.at(d.size - 1).isoformat()} every {d.step} day(s) ({d.size} values)"
+        case "datetimerange":
+            dt = param.value
+            return f"datetimerange {dt.at(0).isoformat()}..{dt.at(dt.size - 1).isoformat()} every {dt.step} s ({dt.size} values)"
     raise TypeError(f"not a parameter: {param!r}")  # pragma: no cover

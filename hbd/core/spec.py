@@ -27,12 +27,13 @@ import functools
 import math
 import re
 from collections.abc import Iterator, Mapping
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     Field,
+    PlainValidator,
     TypeAdapter,
     ValidationError,
     field_validator,
@@ -56,7 +57,6 @@ from hbd.core.limits import (
     MAX_CONCURRENCY,
     MAX_HYPERBAND_ITERATIONS,
     MAX_NAME_CHARS,
-    MAX_OPENING_LAG,
     MAX_SQL_INT,
     MIN_SQL_INT,
     SpecLimits,
@@ -65,21 +65,20 @@ from hbd.core.limits import (
 )
 from hbd.core.loader import SpecTooLarge, load_yaml
 from hbd.core.params import (
-    KIND_MODELS,
+    KIND_FAMILIES,
     NUMERIC_KINDS,
     PARAM_KINDS,
     PCHOICE_TOLERANCE,
     Frozen,
-    LogUniformParam,
     Number,
-    Param,
     ParamOfKind,
-    PChoiceParam,
-    QLogUniformParam,
+    kind_model,
 )
-from hbd.core.scheduler import DEFAULT_OPENING
 from hbd.core.templating import EXECUTOR_GLOBALS, TemplateError, expressions, format_value
-from hbd.core.tpe import BOHBSettings
+
+if TYPE_CHECKING:
+    from hbd.core.params import Param
+    from hbd.core.tunerparams import BOHBParams
 
 __all__ = [
     "MAX_SWEEP_ID_LENGTH",
@@ -102,6 +101,7 @@ __all__ = [
     "load_spec",
     "parse_spec",
     "placeholders",
+    "spec_from_data",
     "spec_warnings",
     "sweep_id_problem",
 ]
@@ -153,12 +153,23 @@ class Metric(Frozen):
     optimization: Literal["minimize", "maximize"] = "minimize"
 
 
-class BOHBParams(BOHBSettings):
-    """``matrix.tuner.params`` of ``bohb``: the model's settings and ``lag``, how
-    many bracket positions a bracket's history lags behind it (docs/search.md:
-    0, the default, learns the most per budget; more keeps more slots busy)."""
+def _bohb_params_model() -> type[BOHBParams]:
+    # hbd.core.tpe is the model-based sampler: a spec that sets no tuner.params
+    # is read without importing it (nor every parameter kind it imports).
+    from hbd.core.tunerparams import BOHBParams
 
-    lag: int = Field(default=DEFAULT_OPENING.lag, ge=0, le=MAX_OPENING_LAG, strict=True)
+    return BOHBParams
+
+
+def _bohb_params(v: object) -> BOHBParams | None:
+    """``matrix.tuner.params``, validated by ``BOHBParams`` (its errors keep their locations)."""
+    return None if v is None else _bohb_params_model().model_validate(v)
+
+
+if TYPE_CHECKING:
+    TunerParams = BOHBParams | None
+else:
+    TunerParams = Annotated[Any, PlainValidator(_bohb_params)]
 
 
 class Tuner(Frozen):
@@ -167,7 +178,7 @@ class Tuner(Frozen):
     (``BOHBParams``; random takes none)."""
 
     hub_ref: str
-    params: BOHBParams | None = None
+    params: TunerParams = None
     queue: str | None = None
     namespace: str | None = None
     presets: list[str] | None = None
@@ -363,7 +374,12 @@ def load_spec(text: str, *, limits: SpecLimits = DEFAULT_SPEC_LIMITS) -> SweepSp
     The text is parsed within ``limits`` (size, depth, aliases: see
     ``hbd.core.loader``) and the plan may not exceed ``limits.max_trial_runs``.
     """
-    data = load_data(text, limits)
+    return spec_from_data(load_data(text, limits), limits=limits)
+
+
+def spec_from_data(data: object, *, limits: SpecLimits = DEFAULT_SPEC_LIMITS) -> SweepSpec:
+    """``load_spec`` after parsing: ``data`` is what ``load_data(text, limits)`` returned
+    (so that a caller that has parsed the text already does not parse it again)."""
     problems = nul_problems(data)
     try:
         spec = parse_spec(data)
@@ -461,7 +477,7 @@ def spec_warnings(spec: SweepSpec) -> list[str]:
 
 def _warnings(spec: SweepSpec) -> Iterator[str]:
     for name, p in spec.matrix.params.items():
-        if isinstance(p, (LogUniformParam, QLogUniformParam)):
+        if p.kind in ("loguniform", "qloguniform"):
             low, high = p.value.low, p.value.high
             if 0 < low and high <= 1:
                 yield (
@@ -470,7 +486,7 @@ def _warnings(spec: SweepSpec) -> Iterator[str]:
                     f"Did you mean [{math.log(low):.2f}, {math.log(high):.2f}] "
                     f"(= ln {low:g}, ln {high:g})?"
                 )
-        if isinstance(p, PChoiceParam):
+        if p.kind == "pchoice":
             total = math.fsum(w for _, w in p.value)
             if total < 1 - PCHOICE_TOLERANCE:
                 last, w = p.value[-1]
@@ -669,8 +685,11 @@ def _known_keys() -> list[str]:
     if not _KNOWN_KEYS:
         seen: set[type[BaseModel]] = set()
         keys = set(_model_keys(SweepSpec, seen)) | set(REFS) | {"container"}
-        for model in KIND_MODELS.values():  # params are validated by kind (ParamOfKind)
-            keys |= set(_model_keys(model, seen))
+        # Params are validated by kind (ParamOfKind), the tuner's params by
+        # BOHBParams (_bohb_params): neither shows in SweepSpec's fields.
+        for kind in KIND_FAMILIES:
+            keys |= set(_model_keys(kind_model(kind), seen))
+        keys |= set(_model_keys(_bohb_params_model(), seen))
         _KNOWN_KEYS.extend(sorted(keys))
     return _KNOWN_KEYS
 
@@ -1000,3 +1019,12 @@ def _makes_fractions(param: Any) -> bool:
     if param.kind == "range":
         return not all(float(x).is_integer() for x in (v.start, v.step))
     return False
+
+
+def __getattr__(name: str) -> Any:
+    # `Param`, the union of every kind, is made on first use (see hbd.core.params).
+    if name == "Param":
+        from hbd.core import params
+
+        return params.Param
+    raise AttributeError(f"module 'hbd.core.spec' has no attribute {name!r}")
