@@ -69,12 +69,14 @@ class Plan:
     iterations: int = 1  # Hyperband iterations: the brackets run this often
     tuner: str = "random"
     promotion: str = "synchronous"
+    lag: int | None = None  # bohb: when brackets open (docs/search.md); None: all at once
 
     def to_json(self) -> dict[str, Any]:
         return {
             "iterations": self.iterations,
             "tuner": self.tuner,
             "promotion": self.promotion,
+            "lag": self.lag,
             "max_iterations": self.max_iterations,
             "eta": self.eta,
             "s_max": self.s_max,
@@ -130,4 +132,17 @@ def build_plan(spec: SweepSpec) -> Plan:
         iterations=m.iterations,
         tuner=m.tuner.hub_ref if m.tuner is not None else "random",
         promotion=m.promotion,
+        lag=_lag(spec),
     )
+
+
+def _lag(spec: SweepSpec) -> int | None:
+    """bohb's opening lag as the sweep will run it (random opens every bracket at once)."""
+    tuner = spec.matrix.tuner
+    if tuner is None or tuner.hub_ref != "bohb":
+        return None
+    if tuner.params is not None:
+        return tuner.params.lag
+    from hbd.core.scheduler import DEFAULT_OPENING  # only a bohb spec pays for it
+
+    return DEFAULT_OPENING.lag

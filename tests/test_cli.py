@@ -198,6 +198,20 @@ def test_validate_reads_stdin(
 # ---------------------------------------------------------------- plan
 
 
+@pytest.mark.parametrize(
+    ("tuner", "lag"),
+    [(None, None), ({"hubRef": "bohb"}, 0), ({"hubRef": "bohb", "params": {"lag": 3}}, 3)],
+)
+def test_plan_shows_when_a_learning_sweep_opens_its_brackets(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tuner: Any, lag: int | None
+) -> None:
+    path = write_spec(tmp_path, **({"tuner": tuner} if tuner else {}))
+    code, out, _ = run(capsys, "plan", str(path), "--json")
+    assert code == 0 and json.loads(out)["lag"] == lag
+    code, out, _ = run(capsys, "plan", str(path))
+    assert code == 0 and (f"brackets open lazily, lag {lag}" in out) == (lag is not None)
+
+
 def test_plan_json_gives_the_exact_geometry(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "plan", REFERENCE_ARG, "--json")
     assert code == 0 and err == ""  # warnings are in the JSON

@@ -118,6 +118,7 @@ def _print_plan(path: str, plan: Plan) -> None:
     out.line(
         f"search: {plan.tuner} sampling, {plan.promotion} promotion, "
         f"{plan.iterations} Hyperband iteration{'s' if plan.iterations != 1 else ''}"
+        + ("" if plan.lag is None else f"; brackets open lazily, lag {plan.lag}")
     )
     table = Table(
         title=f"Brackets: configs x {res} per rung",
