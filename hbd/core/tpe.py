@@ -468,7 +468,9 @@ class _KDE:
         gauss = -0.5 * (diff / bw) ** 2 - np.log(bw * math.sqrt(2 * math.pi))
         # Aitchison–Aitken: 1 - λ on the observed category, λ / (c - 1) elsewhere.
         c = np.maximum(categories, 2).astype(float)
-        same = np.log(1 - bw)
+        # Only categorical dimensions use it (their λ < 1): a continuous one's
+        # bandwidth may be 1 (min_bandwidth: 1), whose log(0) numpy warns about.
+        same = np.log(1 - np.where(cat, bw, 0.0))
         other = np.log(bw / (c - 1))
         aa = np.where(diff == 0, same, other)
         per_dim = np.where(cat, aa, gauss)  # (m, n, d)

@@ -393,3 +393,19 @@ def test_chunked_kernels_give_the_same_proposal(monkeypatch: pytest.MonkeyPatch)
         bracket=0, index=0, history=history
     )
     assert chunked == whole
+
+
+@pytest.mark.parametrize("multivariate", [True, False])
+def test_the_largest_bandwidth_floor_proposes_without_a_numpy_warning(multivariate: bool) -> None:
+    # min_bandwidth 1 is allowed: a continuous parameter's bandwidth is then 1,
+    # and the categorical kernel's log(1 - 1) must not be computed for it
+    # (numpy's RuntimeWarning is an error under pytest, and noise in the daemon).
+    params = {"u": p("uniform", [0, 1]), "c": p("choice", ["a", "b", "c"])}
+    settings = BOHBSettings(
+        random_fraction=0, min_points_in_model=2, min_bandwidth=1.0, multivariate=multivariate
+    )
+    sampler = BOHBSampler(params, seed=1, settings=settings)
+    history = random_history(params, 20)
+    got = sampler.propose(bracket=0, index=0, history=history)
+    for name, value in got.items():
+        in_domain(params[name], value, name)
