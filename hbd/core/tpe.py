@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from hbd.core.params import (
     NORMAL_TAIL_SCALES,
@@ -152,7 +152,23 @@ class BOHBSettings(Frozen):
     min_bandwidth: float = Field(default=0.02, gt=0, le=1, allow_inf_nan=False)
     # One joint density over all parameters (BOHB's), or a product of one
     # density per parameter (Optuna's default TPE, the default here).
-    multivariate: bool = False
+    multivariate: bool = Field(default=False, strict=True)
+
+    @field_validator(
+        "min_points_in_model",
+        "top_n_percent",
+        "num_samples",
+        "random_fraction",
+        "bandwidth_factor",
+        "min_bandwidth",
+        mode="before",
+    )
+    @classmethod
+    def _not_a_bool(cls, v: object) -> object:
+        # Python counts a bool as an int: `topNPercent: true` would be 1.
+        if isinstance(v, bool):
+            raise ValueError(f"expected a number, got {v!r}")
+        return v
 
 
 # ---------------------------------------------------------------- encoding

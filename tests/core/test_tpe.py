@@ -267,6 +267,15 @@ def test_a_zero_weight_pchoice_value_is_never_proposed() -> None:
         ("bandwidthFactor", math.inf, "finite number"),
         ("minPointsInModel", 1, "greater than or equal to 2"),
         ("bogus", 1, "Extra inputs are not permitted"),
+        # A bool is not a number (Python counts True as 1) nor 1 or "yes" a bool.
+        ("topNPercent", True, "expected a number, got True"),
+        ("minBandwidth", True, "expected a number, got True"),
+        ("numSamples", False, "expected a number, got False"),
+        ("randomFraction", True, "expected a number, got True"),
+        ("minPointsInModel", True, "expected a number, got True"),
+        ("bandwidthFactor", True, "expected a number, got True"),
+        ("multivariate", 1, "valid boolean"),
+        ("multivariate", "yes", "valid boolean"),
     ],
 )
 def test_settings_are_validated_with_the_field_named(field: str, value: Any, message: str) -> None:
