@@ -58,8 +58,23 @@ def sample_config(
     }
 
 
+# numpy draws integers below 2**63 only; a grid may be larger (a `range` to
+# 1e308, a `linspace` of 10**20 points), and must not crash the sweep.
+_NUMPY_INT_LIMIT = 2**63 - 1
+
+
 def _pick(rng: np.random.Generator, n: int) -> int:
-    return int(rng.integers(n))
+    """A uniform index in [0, n)."""
+    if n <= _NUMPY_INT_LIMIT:
+        return int(rng.integers(n))  # every grid below the limit draws as before
+    bits = (n - 1).bit_length()
+    while True:  # rejection from [0, 2**bits): kept with probability > 1/2
+        x = 0
+        for _ in range(0, bits, 32):
+            x = (x << 32) | int(rng.integers(2**32))
+        x >>= -bits % 32
+        if x < n:
+            return x
 
 
 def _round_q(x: float, q: float) -> int:

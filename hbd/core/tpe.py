@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from hbd.core.params import (
     NORMAL_TAIL_SCALES,
@@ -152,7 +152,23 @@ class BOHBSettings(Frozen):
     min_bandwidth: float = Field(default=0.02, gt=0, le=1, allow_inf_nan=False)
     # One joint density over all parameters (BOHB's), or a product of one
     # density per parameter (Optuna's default TPE, the default here).
-    multivariate: bool = False
+    multivariate: bool = Field(default=False, strict=True)
+
+    @field_validator(
+        "min_points_in_model",
+        "top_n_percent",
+        "num_samples",
+        "random_fraction",
+        "bandwidth_factor",
+        "min_bandwidth",
+        mode="before",
+    )
+    @classmethod
+    def _not_a_bool(cls, v: object) -> object:
+        # Python counts a bool as an int: `topNPercent: true` would be 1.
+        if isinstance(v, bool):
+            raise ValueError(f"expected a number, got {v!r}")
+        return v
 
 
 # ---------------------------------------------------------------- encoding
@@ -468,7 +484,9 @@ class _KDE:
         gauss = -0.5 * (diff / bw) ** 2 - np.log(bw * math.sqrt(2 * math.pi))
         # Aitchison–Aitken: 1 - λ on the observed category, λ / (c - 1) elsewhere.
         c = np.maximum(categories, 2).astype(float)
-        same = np.log(1 - bw)
+        # Only categorical dimensions use it (their λ < 1): a continuous one's
+        # bandwidth may be 1 (min_bandwidth: 1), whose log(0) numpy warns about.
+        same = np.log(1 - np.where(cat, bw, 0.0))
         other = np.log(bw / (c - 1))
         aa = np.where(diff == 0, same, other)
         per_dim = np.where(cat, aa, gauss)  # (m, n, d)

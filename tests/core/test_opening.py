@@ -216,3 +216,18 @@ def test_a_sweep_with_a_lag_replays_from_its_log(lag: int) -> None:
     del payload["search"]["opening"]
     with pytest.raises(ReplayDiverged):
         replay("sw", log_of(run, payload))
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("topNPercent", True), ("numSamples", True), ("minBandwidth", True), ("multivariate", 1)],
+)
+def test_a_bool_for_a_number_in_tuner_params_is_one_problem_naming_its_path(
+    key: str, value: object
+) -> None:
+    params = {key: value}
+    text = yaml.safe_dump(spec_dict(search={"tuner": {"hubRef": "bohb", "params": params}}))
+    with pytest.raises(SpecError) as caught:
+        load_spec(text)
+    (problem,) = caught.value.problems
+    assert problem.loc.startswith("matrix.tuner.params.") and "\n" not in problem.msg

@@ -313,3 +313,20 @@ def test_property_json_and_bounds(
     assert low <= cfg["u"] <= high
     assert any(cfg["c"] == c and type(cfg["c"]) is type(c) for c in choices)
     assert sample_config(space, seed=seed, bracket=bracket, index=index) == cfg
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [
+        ("range", {"start": 0, "stop": 1e308, "step": 10}),
+        ("linspace", [0, 7, 10**20]),
+        ("logspace", [0, 2, 2**70]),
+    ],
+)
+def test_a_grid_larger_than_numpy_draws_is_sampled_inside_it(kind: str, value: Any) -> None:
+    # numpy's integers() stops below 2**63; such a grid validates, so it must sample.
+    param = TypeAdapter(Param).validate_python({"kind": kind, "value": value})
+    low, high = value_bounds(param) or (0.0, 0.0)
+    drawn = {sample_config({"p": param}, seed=1, bracket=0, index=i)["p"] for i in range(20)}
+    assert len(drawn) > 1
+    assert all(low <= float(x) <= high for x in drawn)  # type: ignore[arg-type]

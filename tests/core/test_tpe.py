@@ -267,6 +267,15 @@ def test_a_zero_weight_pchoice_value_is_never_proposed() -> None:
         ("bandwidthFactor", math.inf, "finite number"),
         ("minPointsInModel", 1, "greater than or equal to 2"),
         ("bogus", 1, "Extra inputs are not permitted"),
+        # A bool is not a number (Python counts True as 1) nor 1 or "yes" a bool.
+        ("topNPercent", True, "expected a number, got True"),
+        ("minBandwidth", True, "expected a number, got True"),
+        ("numSamples", False, "expected a number, got False"),
+        ("randomFraction", True, "expected a number, got True"),
+        ("minPointsInModel", True, "expected a number, got True"),
+        ("bandwidthFactor", True, "expected a number, got True"),
+        ("multivariate", 1, "valid boolean"),
+        ("multivariate", "yes", "valid boolean"),
     ],
 )
 def test_settings_are_validated_with_the_field_named(field: str, value: Any, message: str) -> None:
@@ -393,3 +402,19 @@ def test_chunked_kernels_give_the_same_proposal(monkeypatch: pytest.MonkeyPatch)
         bracket=0, index=0, history=history
     )
     assert chunked == whole
+
+
+@pytest.mark.parametrize("multivariate", [True, False])
+def test_the_largest_bandwidth_floor_proposes_without_a_numpy_warning(multivariate: bool) -> None:
+    # min_bandwidth 1 is allowed: a continuous parameter's bandwidth is then 1,
+    # and the categorical kernel's log(1 - 1) must not be computed for it
+    # (numpy's RuntimeWarning is an error under pytest, and noise in the daemon).
+    params = {"u": p("uniform", [0, 1]), "c": p("choice", ["a", "b", "c"])}
+    settings = BOHBSettings(
+        random_fraction=0, min_points_in_model=2, min_bandwidth=1.0, multivariate=multivariate
+    )
+    sampler = BOHBSampler(params, seed=1, settings=settings)
+    history = random_history(params, 20)
+    got = sampler.propose(bracket=0, index=0, history=history)
+    for name, value in got.items():
+        in_domain(params[name], value, name)
