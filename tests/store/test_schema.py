@@ -268,3 +268,21 @@ async def test_junk_iterations_in_an_old_log_read_without_a_daemon(db_path: Path
         assert [(p["iteration"], p["total"]) for p in progress] == [(0, 11), (3, 1)]
     finally:
         ro.close()
+
+
+async def test_a_v1_file_read_without_a_daemon_lists_its_trials_unchanged(db_path: Path) -> None:
+    # v1 had no resume_from (v2) and no iteration (v5): the read-only view shows
+    # both as the migrations would, and the file stays as it was.
+    from hbd.store import projections
+    from hbd.store.readonly import ReadOnlyDatabase
+
+    await _make_v1(db_path)
+    before = db_path.read_bytes()
+    ro = ReadOnlyDatabase(db_path)
+    try:
+        trials = await projections.list_trials(ro, "s")  # type: ignore[arg-type]
+        got = {t.id: (t.resume_from, t.iteration, t.status) for t in trials}
+        assert got == {"live": ("ckpt/a", 0, "running"), "done": (None, 0, "succeeded")}
+    finally:
+        ro.close()
+    assert db_path.read_bytes() == before
