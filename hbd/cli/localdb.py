@@ -70,6 +70,7 @@ class LocalSource:
 
     async def sweep(self, sweep_id: str) -> dict[str, Any]:
         from hbd.api.views import best_per_resource, sweep_detail
+        from hbd.core.limits import MAX_HYPERBAND_ITERATIONS
         from hbd.store import projections
 
         row = await self._sweep_row(sweep_id)
@@ -81,6 +82,12 @@ class LocalSource:
             best = await projections.get_trial(self.db, row.best_trial_id)
         elif not row.finished:  # running under a daemon (or interrupted): the best so far
             best = per_resource[-1] if per_resource else None
+        iterations = None  # a finished sweep: its trials say how far it got
+        if not row.finished:
+            # As its daemon plans it: the spec's iterations and those hbd extend added.
+            asked = row.spec_json["matrix"].get("iterations", 1)
+            extended = await projections.extended_iterations(self.db, sweep_id)
+            iterations = min(MAX_HYPERBAND_ITERATIONS, asked + extended)
         return sweep_detail(
             row,
             await projections.rung_progress(self.db, sweep_id),
@@ -89,6 +96,7 @@ class LocalSource:
             None,
             checkpoints=await projections.checkpoint_summary(self.db, sweep_id),
             per_resource=per_resource,
+            iterations=iterations,
         )
 
     async def trials(self, sweep_id: str, **filters: Any) -> list[dict[str, Any]]:

@@ -361,6 +361,20 @@ async def trial_counts(db: Database, sweep_id: str) -> dict[str, int]:
     return {r[0]: r[1] for r in rows}
 
 
+async def extended_iterations(db: Database, sweep_id: str) -> int:
+    """Hyperband iterations ``hbd extend`` asked for (its sweep.extended events), in all:
+    what a read without the daemon adds to the spec's ``iterations``, as the daemon's
+    scheduler did. Only an integer count is taken (the log's own, never junk)."""
+    row = await db.fetchone(
+        "SELECT COALESCE(SUM(CASE WHEN json_valid(payload) THEN"
+        " CASE WHEN json_type(payload, '$.iterations') = 'integer'"
+        " THEN json_extract(payload, '$.iterations') END END), 0)"
+        " FROM events WHERE sweep_id = ? AND type = ?",
+        (sweep_id, EventType.SWEEP_EXTENDED),
+    )
+    return int(row[0]) if row is not None else 0
+
+
 async def checkpoint_summary(db: Database, sweep_id: str) -> dict[str, int]:
     """Checkpoints retention deleted (``checkpoint.deleted`` events) and the bytes freed."""
     rows = await db.fetchall(

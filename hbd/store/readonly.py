@@ -17,9 +17,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from hbd.core.vocabulary import EventType
 from hbd.errors import StoreReadError
 from hbd.store.log import _EVENT_COLS, StoredEvent, _event
 from hbd.store.schema import ITERATION_OF_TRIAL, ITERATION_VERSION, check_not_too_new
+
+# v2 added trials.resume_from (back-filled from trial.scheduled): a v1 file read
+# here shows it the same way, or listing its trials fails on the column.
+RESUME_FROM_VERSION = 2
+_RESUME_FROM_OF_TRIAL = f"""(
+    SELECT CASE WHEN json_valid(e.payload) THEN json_extract(e.payload, '$.resume_from') END
+    FROM events AS e
+    WHERE e.trial_id = trials.id AND e.type = '{EventType.TRIAL_SCHEDULED}'
+)"""
 
 # How long a read waits for a lock (a checkpoint in progress), as hbd doctor does.
 READ_TIMEOUT_SECONDS = 5.0
@@ -47,10 +57,13 @@ class ReadOnlyDatabase:
             check_not_too_new(self.path, version)
             if version < ITERATION_VERSION:
                 # An older file is never migrated here: a temporary view (the
-                # file is not written) shows its trials as the migration would.
+                # file is not written) shows its trials as the migrations would.
+                added = [f"{ITERATION_OF_TRIAL} AS iteration"]
+                if version < RESUME_FROM_VERSION:
+                    added.append(f"{_RESUME_FROM_OF_TRIAL} AS resume_from")
                 self._conn.execute(
-                    "CREATE TEMP VIEW trials AS SELECT *,"
-                    f" {ITERATION_OF_TRIAL} AS iteration FROM main.trials AS trials"
+                    f"CREATE TEMP VIEW trials AS SELECT *, {', '.join(added)}"
+                    " FROM main.trials AS trials"
                 )
         except sqlite3.Error as exc:
             self._conn.close()

@@ -8,6 +8,7 @@ with the ``user_version`` bump, so a crash mid-upgrade leaves the old version.
 
 from __future__ import annotations
 
+from hbd.core.limits import MAX_HYPERBAND_ITERATIONS
 from hbd.core.vocabulary import TERMINAL_EVENT_TYPES, TERMINAL_TRIAL_STATUSES, EventType, sql_list
 from hbd.errors import SchemaTooNew
 from hbd.store.db import Database
@@ -175,9 +176,20 @@ V4: tuple[str, ...] = (
 # extend), each with the same brackets and rungs, so the projection keeps a
 # trial's iteration: progress, status, watch and the web page count each
 # iteration's rungs apart. Back-filled from trial.scheduled (0 before
-# iterations existed); the finality trigger is lifted only for that.
+# iterations existed); the finality trigger is lifted only for that. Only an
+# integer below MAX_HYPERBAND_ITERATIONS is taken: junk in an old log (text, a
+# float, 2**63, a malformed payload) is iteration 0, never a failed upgrade, a
+# text column or a plan of 2**63 iterations. Nested CASEs: SQLite's AND does
+# not promise to skip json_type on a payload json_valid refused.
 ITERATION_OF_TRIAL = f"""COALESCE((
-        SELECT json_extract(e.payload, '$.iteration') FROM events AS e
+        SELECT CASE WHEN json_valid(e.payload) THEN
+            CASE WHEN json_type(e.payload, '$.iteration') = 'integer' THEN
+                CASE WHEN json_extract(e.payload, '$.iteration')
+                    BETWEEN 0 AND {MAX_HYPERBAND_ITERATIONS - 1}
+                THEN json_extract(e.payload, '$.iteration') END
+            END
+        END
+        FROM events AS e
         WHERE e.trial_id = trials.id AND e.type = '{EventType.TRIAL_SCHEDULED}'
     ), 0)"""
 V5: tuple[str, ...] = (

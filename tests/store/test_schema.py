@@ -195,3 +195,94 @@ async def test_a_v4_file_read_without_a_daemon_shows_iterations_and_is_not_chang
     assert db_path.read_bytes() == before
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+
+
+# What an old file's trial.scheduled may say of its iteration, and what the
+# upgrade (and a read without a daemon) makes of it: only an integer in
+# 0..MAX_HYPERBAND_ITERATIONS-1 is an iteration; anything else is the first.
+_JUNK_ITERATIONS = {
+    "text": ('"abc"', 0),
+    "digits": ('"7"', 0),
+    "huge": (str(2**63), 0),
+    "too_many": ("1000", 0),
+    "negative": ("-1", 0),
+    "real": ("1.5", 0),
+    "null": ("null", 0),
+    "list": ("[1,2]", 0),
+    "true": ("true", 0),
+    "fine": ("3", 3),
+}
+
+
+async def _make_v4_with_junk_iterations(path: Path) -> None:
+    db = await connect(path)
+    await apply_pragmas(db)
+    assert await schema.migrate(db, target=4) == 4
+    async with db.transaction() as tx:
+        await tx.execute(
+            "INSERT INTO sweeps (id, status, spec, spec_json, seed, last_seq)"
+            " VALUES ('s', 'running', 'x', '{}', 1, 1)"
+        )
+        rows = [
+            (tid, f'{{"trial_id":"{tid}","iteration":{v}}}')
+            for tid, (v, _) in _JUNK_ITERATIONS.items()
+        ]
+        rows += [("absent", '{"trial_id":"absent"}'), ("broken", '{"trial_id": ')]
+        for tid, payload in rows:
+            await tx.execute(
+                "INSERT INTO events (sweep_id, type, trial_id, payload, at)"
+                " VALUES ('s', 'trial.scheduled', ?, ?, 1)",
+                (tid, payload),
+            )
+            await tx.execute(
+                "INSERT INTO trials (id, sweep_id, bracket, rung, idx, status)"
+                " VALUES (?, 's', 0, 0, 0, 'succeeded')",
+                (tid,),
+            )
+    await db.close()
+
+
+_JUNK_EXPECTED = {**{t: it for t, (_, it) in _JUNK_ITERATIONS.items()}, "absent": 0, "broken": 0}
+
+
+async def test_junk_iterations_in_an_old_log_upgrade_to_the_first(db_path: Path) -> None:
+    await _make_v4_with_junk_iterations(db_path)
+    async with await open_store(db_path) as store:
+        assert await store.schema_version() == CURRENT_VERSION
+        got = {t.id: t.iteration for t in await store.list_trials("s")}
+        assert got == _JUNK_EXPECTED
+        assert all(type(it) is int for it in got.values())
+
+
+async def test_junk_iterations_in_an_old_log_read_without_a_daemon(db_path: Path) -> None:
+    from hbd.store import projections
+    from hbd.store.readonly import ReadOnlyDatabase
+
+    await _make_v4_with_junk_iterations(db_path)
+    ro = ReadOnlyDatabase(db_path)
+    try:
+        trials = await projections.list_trials(ro, "s")  # type: ignore[arg-type]
+        got = {t.id: t.iteration for t in trials}
+        assert got == _JUNK_EXPECTED
+        progress = await projections.rung_progress(ro, "s")  # type: ignore[arg-type]
+        assert [(p["iteration"], p["total"]) for p in progress] == [(0, 11), (3, 1)]
+    finally:
+        ro.close()
+
+
+async def test_a_v1_file_read_without_a_daemon_lists_its_trials_unchanged(db_path: Path) -> None:
+    # v1 had no resume_from (v2) and no iteration (v5): the read-only view shows
+    # both as the migrations would, and the file stays as it was.
+    from hbd.store import projections
+    from hbd.store.readonly import ReadOnlyDatabase
+
+    await _make_v1(db_path)
+    before = db_path.read_bytes()
+    ro = ReadOnlyDatabase(db_path)
+    try:
+        trials = await projections.list_trials(ro, "s")  # type: ignore[arg-type]
+        got = {t.id: (t.resume_from, t.iteration, t.status) for t in trials}
+        assert got == {"live": ("ckpt/a", 0, "running"), "done": (None, 0, "succeeded")}
+    finally:
+        ro.close()
+    assert db_path.read_bytes() == before
