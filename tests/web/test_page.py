@@ -148,7 +148,8 @@ def test_page_logs_in_renders_a_running_sweep_and_follows_its_stream(
             )
             page.wait_for_selector("#sweep-status.succeeded")
             assert page.locator("#brackets figure.bracket").count() == 4  # (s=1, 0) twice
-            assert "iteration 2 · bracket s=0" in page.inner_text("#brackets")
+            text = page.inner_text("#brackets")  # counted from 0, as the API does
+            assert "iteration 0 · bracket s=1" in text and "iteration 1 · bracket s=0" in text
             runs = c.status(second)["planned_trial_runs"]
             page.wait_for_function(
                 "n => document.querySelectorAll('#brackets svg rect.tile[data-status=succeeded]').length === n",

@@ -450,7 +450,8 @@ function renderBracket(m, best, b, byRung) {
     const mid = (px + TILE_W + cx) / 2;
     links.append(s("path", { d: `M${px + TILE_W},${py} C${mid},${py} ${mid},${cy} ${cx},${cy}`, class: "link" }));
   }
-  const name = (m.detail.iterations > 1 ? `iteration ${(b.iteration || 0) + 1} · ` : "") + `bracket s=${b.bracket}`;
+  // Iterations count from 0, as the API, hbd status and the trial ids (-i1-) do.
+  const name = (m.detail.iterations > 1 ? `iteration ${b.iteration || 0} · ` : "") + `bracket s=${b.bracket}`;
   return h("figure", { class: "bracket", "data-bracket": b.bracket, "data-iteration": b.iteration || 0 },
     h("figcaption", {}, h("b", {}, name), ` · ${b.rungs.reduce((a, r) => a + r.planned, 0)} runs`),
     s("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "img", "aria-label": `bracket ${b.bracket}` }, links, body));
