@@ -8,7 +8,6 @@ with the ``user_version`` bump, so a crash mid-upgrade leaves the old version.
 
 from __future__ import annotations
 
-from hbd.core.limits import MAX_HYPERBAND_ITERATIONS
 from hbd.core.vocabulary import TERMINAL_EVENT_TYPES, TERMINAL_TRIAL_STATUSES, EventType, sql_list
 from hbd.errors import SchemaTooNew
 from hbd.store.db import Database
@@ -177,7 +176,8 @@ V4: tuple[str, ...] = (
 # trial's iteration: progress, status, watch and the web page count each
 # iteration's rungs apart. Back-filled from trial.scheduled (0 before
 # iterations existed); the finality trigger is lifted only for that. Only an
-# integer below MAX_HYPERBAND_ITERATIONS is taken: junk in an old log (text, a
+# integer below MAX_HYPERBAND_ITERATIONS (1000 when this was written: a
+# migration's text never changes, so it is spelled out) is taken: junk in an old log (text, a
 # float, 2**63, a malformed payload) is iteration 0, never a failed upgrade, a
 # text column or a plan of 2**63 iterations. Nested CASEs: SQLite's AND does
 # not promise to skip json_type on a payload json_valid refused.
@@ -185,7 +185,7 @@ ITERATION_OF_TRIAL = f"""COALESCE((
         SELECT CASE WHEN json_valid(e.payload) THEN
             CASE WHEN json_type(e.payload, '$.iteration') = 'integer' THEN
                 CASE WHEN json_extract(e.payload, '$.iteration')
-                    BETWEEN 0 AND {MAX_HYPERBAND_ITERATIONS - 1}
+                    BETWEEN 0 AND 999
                 THEN json_extract(e.payload, '$.iteration') END
             END
         END
