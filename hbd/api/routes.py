@@ -133,11 +133,13 @@ def create_app(daemon: Daemon) -> FastAPI:
         sweep = await sweep_or_404(sweep_id)
         runner = daemon.runners.get(sweep_id)
         best_id = sweep.best_trial_id
-        iterations = None
         if runner is not None:
             best = runner.machine.best()
             best_id = best.trial_id if best else None
             iterations = runner.machine.scheduler.iterations
+        else:  # as its scheduler would count them: the spec's and the extensions
+            asked = sweep.spec_json["matrix"].get("iterations", 1)
+            iterations = await daemon.store.planned_iterations(sweep_id, asked)
         best_row = await daemon.store.get_trial(best_id) if best_id else None
         succeeded = await daemon.store.list_trials(sweep_id, status=TrialStatus.SUCCEEDED)
         direction = sweep.spec_json["matrix"]["metric"].get("optimization", "minimize")

@@ -99,9 +99,7 @@ def sweep_detail(
     spec = parse_spec(sweep.spec_json)
     matrix = spec.matrix
     plan = geometry.brackets(matrix.max_iterations, matrix.eta, matrix.resource.type)
-    # An extended sweep read without its daemon: its trials say how far it got.
-    reached = max((p["iteration"] + 1 for p in progress), default=0)
-    planned = max(iterations or matrix.iterations, reached)
+    planned = iterations or matrix.iterations
     seen = {(p["iteration"], p["bracket"], p["rung"]): p for p in progress}
     brackets = []
     for it, b in ((it, b) for it in range(planned) for b in plan):

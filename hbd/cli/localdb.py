@@ -70,7 +70,6 @@ class LocalSource:
 
     async def sweep(self, sweep_id: str) -> dict[str, Any]:
         from hbd.api.views import best_per_resource, sweep_detail
-        from hbd.core.limits import MAX_HYPERBAND_ITERATIONS
         from hbd.store import projections
 
         row = await self._sweep_row(sweep_id)
@@ -82,12 +81,8 @@ class LocalSource:
             best = await projections.get_trial(self.db, row.best_trial_id)
         elif not row.finished:  # running under a daemon (or interrupted): the best so far
             best = per_resource[-1] if per_resource else None
-        iterations = None  # a finished sweep: its trials say how far it got
-        if not row.finished:
-            # As its daemon plans it: the spec's iterations and those hbd extend added.
-            asked = row.spec_json["matrix"].get("iterations", 1)
-            extended = await projections.extended_iterations(self.db, sweep_id)
-            iterations = min(MAX_HYPERBAND_ITERATIONS, asked + extended)
+        asked = row.spec_json["matrix"].get("iterations", 1)
+        iterations = await projections.planned_iterations(self.db, sweep_id, asked)
         return sweep_detail(
             row,
             await projections.rung_progress(self.db, sweep_id),

@@ -302,6 +302,9 @@ class Store:
     async def checkpoint_summary(self, sweep_id: str) -> dict[str, int]:
         return await projections.checkpoint_summary(self.db, sweep_id)
 
+    async def planned_iterations(self, sweep_id: str, asked: int) -> int:
+        return await projections.planned_iterations(self.db, sweep_id, asked)
+
     # -- housekeeping ----------------------------------------------------------
 
     async def pragmas(self) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hbd.core.limits import MAX_HYPERBAND_ITERATIONS
 from hbd.core.vocabulary import (
     FINISHED_SWEEP_STATUSES,
     TERMINAL_EVENT_TYPES,
@@ -361,10 +362,10 @@ async def trial_counts(db: Database, sweep_id: str) -> dict[str, int]:
     return {r[0]: r[1] for r in rows}
 
 
-async def extended_iterations(db: Database, sweep_id: str) -> int:
-    """Hyperband iterations ``hbd extend`` asked for (its sweep.extended events), in all:
-    what a read without the daemon adds to the spec's ``iterations``, as the daemon's
-    scheduler did. Only an integer count is taken (the log's own, never junk)."""
+async def planned_iterations(db: Database, sweep_id: str, asked: int) -> int:
+    """Hyperband iterations a sweep plans: the spec's ``asked`` and those ``hbd extend``
+    added (its sweep.extended events), as its scheduler counts them. Only an integer
+    count is taken (the log's own, never junk), and never more than the limit."""
     row = await db.fetchone(
         "SELECT COALESCE(SUM(CASE WHEN json_valid(payload) THEN"
         " CASE WHEN json_type(payload, '$.iterations') = 'integer'"
@@ -372,7 +373,8 @@ async def extended_iterations(db: Database, sweep_id: str) -> int:
         " FROM events WHERE sweep_id = ? AND type = ?",
         (sweep_id, EventType.SWEEP_EXTENDED),
     )
-    return int(row[0]) if row is not None else 0
+    extended = int(row[0]) if row is not None else 0
+    return min(MAX_HYPERBAND_ITERATIONS, asked + extended)
 
 
 async def checkpoint_summary(db: Database, sweep_id: str) -> dict[str, int]:
