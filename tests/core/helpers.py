@@ -24,6 +24,18 @@ from hbd.core.events import (
 from hbd.core.spec import SweepSpec, parse_spec
 from hbd.core.sweep import SweepMachine
 
+# BOHB's own defaults, as sweeps submitted before hbd changed two of them
+# recorded their settings (``sweep.submitted``): what old logs replay with.
+BOHB_OLD_DEFAULTS: dict[str, object] = {
+    "min_points_in_model": None,
+    "top_n_percent": 15,
+    "num_samples": 64,
+    "random_fraction": 1 / 3,
+    "bandwidth_factor": 3.0,
+    "min_bandwidth": 0.001,
+    "multivariate": True,
+}
+
 
 def spec_dict(
     *,

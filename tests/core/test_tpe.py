@@ -18,6 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 from hbd.core.params import Param
 from hbd.core.space import sample_config, value_bounds
 from hbd.core.tpe import BOHBSampler, BOHBSettings, RunResult
+from tests.core.helpers import BOHB_OLD_DEFAULTS
 
 PARAM = TypeAdapter(Param)
 
@@ -296,31 +297,19 @@ def test_settings_take_polyaxons_camel_case_and_the_measured_defaults() -> None:
     assert (d.multivariate, d.min_bandwidth) == (False, 0.02)
 
 
-# BOHB's own defaults, as a sweep submitted before they changed recorded them.
-OLD_DEFAULTS = {
-    "min_points_in_model": None,
-    "top_n_percent": 15,
-    "num_samples": 64,
-    "random_fraction": 1 / 3,
-    "bandwidth_factor": 3.0,
-    "min_bandwidth": 0.001,
-    "multivariate": True,
-}
-
-
 def test_a_sweep_recorded_with_the_old_defaults_replays_with_them() -> None:
     from hbd.core.search import Search
 
     record = {
         "sampler": "bohb",
-        "settings": OLD_DEFAULTS,
+        "settings": BOHB_OLD_DEFAULTS,
         "promotion": "synchronous",
         "lazy": True,
         "iterations": 1,
     }
     old = Search.from_json(record).make_sampler(EVERY_KIND, seed=3)
     assert isinstance(old, BOHBSampler)
-    assert old.settings == BOHBSettings.model_validate(OLD_DEFAULTS)
+    assert old.settings == BOHBSettings.model_validate(BOHB_OLD_DEFAULTS)
     today = Search.from_json({**record, "settings": BOHBSettings().model_dump(mode="json")})
     history = random_history(EVERY_KIND, 60)
     proposals = [

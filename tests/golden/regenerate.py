@@ -15,7 +15,13 @@ from pathlib import Path
 from hbd.core.codec import SUBMITTED, decision_record, observation_record
 from hbd.core.events import Begin
 from hbd.core.sweep import SweepMachine
-from tests.core.helpers import drive, failing_every, interrupted_once_every, spec_dict
+from tests.core.helpers import (
+    BOHB_OLD_DEFAULTS,
+    drive,
+    failing_every,
+    interrupted_once_every,
+    spec_dict,
+)
 
 HERE = Path(__file__).parent
 
@@ -80,19 +86,10 @@ CASES = {
 INTERRUPT_EVERY = {"r27-interrupted": 3}
 # The search record main wrote (Search.to_json() before "lag"), pinned so that a
 # regeneration keeps these logs what they promise: a log of that time.
-_BOHB_SETTINGS = {
-    "min_points_in_model": None,
-    "top_n_percent": 15,
-    "num_samples": 64,
-    "random_fraction": 1 / 3,
-    "bandwidth_factor": 3.0,
-    "min_bandwidth": 0.001,
-    "multivariate": True,
-}
 LEGACY_SEARCH: dict[str, dict[str, object]] = {
     name: {
         "sampler": "bohb",
-        "settings": _BOHB_SETTINGS,
+        "settings": BOHB_OLD_DEFAULTS,
         "promotion": promotion,
         "lazy": True,
         "iterations": 2,

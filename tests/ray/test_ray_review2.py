@@ -18,21 +18,14 @@ from hbd.daemon.ray_backend import RayBackend, job_name
 from hbd.errors import ExecutorError
 from hbd.executor import ray_runner
 from hbd.executor.metrics import Line
-from hbd.protocol import ResourceValue, TrialStatus, TrialSubmission
+from hbd.protocol import TrialStatus, TrialSubmission
+from tests.ray.test_ray_units import sub as units_sub
 
 pytestmark = pytest.mark.anyio
 
 
 def sub(**kw: object) -> TrialSubmission:
-    fields: dict[str, object] = {
-        "id": "t1",
-        "sweep_id": "s",
-        "command": ["true"],
-        "resource": ResourceValue(name="epochs", value=1),
-        "metric": "loss",
-        **kw,
-    }
-    return TrialSubmission(**fields)  # type: ignore[arg-type]
+    return units_sub(**{"metric": "loss", **kw})
 
 
 def cluster(log_text: str, trial: TrialSubmission) -> httpx.MockTransport:
