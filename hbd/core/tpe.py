@@ -7,7 +7,7 @@
    the same seed, bracket and index): a sweep without results is the random
    sweep, bit for bit.
 2. Otherwise it fits two kernel densities on the results at the largest
-   resource that has enough of them (``min_points_in_model``, BOHB: d + 1, in
+   resource that has enough of them (``min_points_in_model``, 4; BOHB: d + 1, in
    both the good and the bad set): l(x) on the best ``top_n_percent`` and g(x)
    on the rest (a failed run, loss None, is worst). It draws ``num_samples``
    candidates from l with bandwidths widened by ``bandwidth_factor`` and keeps
@@ -20,7 +20,7 @@ kinds before rounding), unbounded normal kinds as z-scores over
 index's cell, with a Gaussian product kernel; choices are categorical with
 the Aitchison–Aitken kernel (BOHB's, via statsmodels). By default
 (``multivariate: false``) the densities are products of one density per
-parameter, as Optuna's default TPE; ``multivariate: true`` is BOHB's joint
+parameter, as Optuna's independent TPE; ``multivariate: true`` is BOHB's joint
 density (``BOHBSettings`` says why the default differs). Decoding goes back
 through the parameter's own grid arithmetic (``.at``), so every proposed value
 has the kind, type and quantization the random sampler gives.
@@ -117,41 +117,53 @@ _MODEL_STREAM = 0xB0B
 class BOHBSettings(Frozen):
     """The model's settings (``matrix.tuner.params``).
 
-    BOHB's defaults except two, measured on ``bench/quality.py`` (Hartmann6
-    with fidelity, median regret over seeds 100..129 at 1 / 5 Hyperband
-    iterations: BOHB's own 0.75 / 0.17, these 0.59 / 0.076, Optuna's TPE with
-    its Hyperband pruner 0.72 / 0.11):
+    BOHB's defaults except six, measured on ``bench/quality.py`` (one worker;
+    docs/search.md has the tables):
 
     - ``multivariate: false``: with d + 1 good points a joint density's
       normal-reference bandwidth hardly shrinks (n^(-1/(4+d))), and drawn three
       times wider its candidates fill the whole cube: proposals were no better
       than random ones even after four iterations. One density per parameter
-      (as Optuna's TPE) concentrates.
+      concentrates.
     - ``min_bandwidth: 0.02``: a product of marginals collapses once the good
       points agree (its bandwidth reached the old floor, 0.001), and the sweep
       froze in the first basin it found (Hartmann6's local minimum, regret
       0.12). The floor keeps a local search going, like Optuna's "magic clip".
+    - ``top_n_percent: 10``, ``min_points_in_model: 4``, ``num_samples: 24``
+      (Optuna's TPE: its good set is the best 10%, from 24 candidates): the
+      good density is the best few results, not the best d + 1 (on Hartmann6
+      a third of the top resource's results after two iterations), and fewer
+      candidates keep a bracket's proposals, all drawn from one model, apart.
+      Median regret over seeds 0..199 at 0.5 / 1 / 5 iterations, Hartmann6:
+      before 0.995 / 0.627 / 0.140, these 0.998 / 0.539 / 0.110 (Optuna's TPE
+      with its Hyperband pruner 1.435 / 0.554 / 0.066); the learning curves:
+      before 0.115 / 0.089 / 0.050, these 0.115 / 0.084 / 0.044 (Optuna 0.107
+      / 0.081 / 0.062).
+    - ``random_fraction: 0.2``: with that sharper model, a fifth of random
+      proposals is enough exploration: Hartmann6 0.948 / 0.510 / 0.106, the
+      curves 0.116 / 0.081 / 0.039 (seeds 0..199 as above).
 
     A sweep records its settings in full (``Search.to_json``), so a sweep
-    submitted with the old defaults replays with them.
+    submitted with older defaults replays with them.
     """
 
     # Points needed in each of the good and bad sets before a resource's model
-    # is used; None: number of parameters + 1 (BOHB's default).
-    min_points_in_model: int | None = Field(default=None, ge=2, le=MAX_MODEL_POINTS)
+    # is used; None: number of parameters + 1 (BOHB's default, and hbd's before
+    # the good set shrank: a product of one density per parameter needs no d + 1).
+    min_points_in_model: int | None = Field(default=4, ge=2, le=MAX_MODEL_POINTS)
     # Percentage of a resource's results that form the good density l(x).
-    top_n_percent: int = Field(default=15, ge=1, le=99)
-    # Candidates drawn from l(x) per proposal; the best l/g is kept.
-    num_samples: int = Field(default=64, ge=1, le=MAX_NUM_SAMPLES)
-    # Share of proposals that are the random sampler's configuration.
-    random_fraction: float = Field(default=1 / 3, ge=0, le=1, allow_inf_nan=False)
+    top_n_percent: int = Field(default=10, ge=1, le=99)
+    # Candidates drawn from l(x) per proposal; the best l/g is kept (BOHB: 64).
+    num_samples: int = Field(default=24, ge=1, le=MAX_NUM_SAMPLES)
+    # Share of proposals that are the random sampler's configuration (BOHB: 1/3).
+    random_fraction: float = Field(default=0.2, ge=0, le=1, allow_inf_nan=False)
     # Candidates are drawn with the good density's bandwidths times this.
     bandwidth_factor: float = Field(default=3.0, gt=0, le=100, allow_inf_nan=False)
     # No bandwidth falls below this (in the unit cube), so a model of
     # identical points still explores (BOHB: 0.001).
     min_bandwidth: float = Field(default=0.02, gt=0, le=1, allow_inf_nan=False)
     # One joint density over all parameters (BOHB's), or a product of one
-    # density per parameter (Optuna's default TPE, the default here).
+    # density per parameter (Optuna's independent TPE, the default here).
     multivariate: bool = Field(default=False, strict=True)
 
     @field_validator(
@@ -494,7 +506,7 @@ class _KDE:
             log_k = per_dim.sum(axis=2)  # (m, n)
             top = log_k.max(axis=1, keepdims=True)
             out = top[:, 0] + np.log(np.exp(log_k - top).mean(axis=1))
-        else:  # the product of each parameter's own 1-d density (Optuna's default TPE)
+        else:  # the product of each parameter's own 1-d density (Optuna's independent TPE)
             top_d = per_dim.max(axis=1, keepdims=True)  # (m, 1, d)
             marginal = top_d[:, 0, :] + np.log(np.exp(per_dim - top_d).mean(axis=1))
             out = marginal.sum(axis=1)

@@ -35,6 +35,13 @@ BOHB_OLD_DEFAULTS: dict[str, object] = {
     "min_bandwidth": 0.001,
     "multivariate": True,
 }
+# hbd's second defaults (one density per parameter, the 0.02 floor), recorded
+# by sweeps submitted before the good set shrank to BOHBSettings' today.
+BOHB_SECOND_DEFAULTS: dict[str, object] = {
+    **BOHB_OLD_DEFAULTS,
+    "min_bandwidth": 0.02,
+    "multivariate": False,
+}
 
 
 def spec_dict(

@@ -18,7 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 from hbd.core.params import Param
 from hbd.core.space import sample_config, value_bounds
 from hbd.core.tpe import BOHBSampler, BOHBSettings, RunResult
-from tests.core.helpers import BOHB_OLD_DEFAULTS
+from tests.core.helpers import BOHB_OLD_DEFAULTS, BOHB_SECOND_DEFAULTS
 
 PARAM = TypeAdapter(Param)
 
@@ -239,6 +239,34 @@ def test_failed_runs_count_as_the_worst() -> None:
     assert picks.count("fails") == 0
 
 
+def test_the_good_density_is_the_best_tenth_but_at_least_four_points() -> None:
+    """Today's split (Optuna's share): the best 10% of a resource's results, at
+    least min_points_in_model (4); BOHB's (15%, at least d + 1) took a third of
+    Hartmann6's top resource after two iterations (BOHBSettings says why)."""
+    params = {f"x{i}": p("uniform", [0, 1]) for i in range(6)}
+
+    def good_points(n: int, settings_: BOHBSettings) -> int:
+        history = [
+            RunResult(config=sample_config(params, seed=0, bracket=0, index=i), resource=9, loss=i)
+            for i in range(n)
+        ]
+        model = BOHBSampler(params, seed=0, settings=settings_)._model(history)
+        assert model is not None
+        return len(model[0].data)
+
+    today = BOHBSettings()
+    second = BOHBSettings.model_validate(BOHB_SECOND_DEFAULTS)
+    assert [good_points(n, today) for n in (8, 20, 50, 90)] == [4, 4, 5, 9]
+    assert [good_points(n, second) for n in (14, 20, 50, 90)] == [7, 7, 7, 13]
+    model = BOHBSampler(params, seed=0, settings=today)._model(
+        [
+            RunResult(config=sample_config(params, seed=0, bracket=0, index=i), resource=9, loss=i)
+            for i in range(7)
+        ]
+    )
+    assert model is None  # 4 good and 3 bad: too few bad ones
+
+
 def test_a_zero_weight_pchoice_value_is_never_proposed() -> None:
     params = {"c": p("pchoice", [["a", 0.5], ["never", 0.0], ["b", 0.5]])}
     history = [
@@ -289,27 +317,31 @@ def test_settings_are_validated_with_the_field_named(field: str, value: Any, mes
 
 def test_settings_take_polyaxons_camel_case_and_the_measured_defaults() -> None:
     s = BOHBSettings.model_validate({"topNPercent": 20, "randomFraction": 0})
-    assert (s.top_n_percent, s.random_fraction, s.num_samples) == (20, 0, 64)
+    assert (s.top_n_percent, s.random_fraction, s.num_samples) == (20, 0, 24)
     d = BOHBSettings()
-    assert (d.min_points_in_model, d.top_n_percent, d.bandwidth_factor) == (None, 15, 3.0)
-    assert d.random_fraction == pytest.approx(1 / 3)
-    # The two that differ from BOHB's (the class doc says why, bench/quality.py measures it).
+    assert d.bandwidth_factor == 3.0
+    # The six that differ from BOHB's (the class doc says why, bench/quality.py measures it).
     assert (d.multivariate, d.min_bandwidth) == (False, 0.02)
+    assert (d.top_n_percent, d.min_points_in_model, d.num_samples) == (10, 4, 24)
+    assert d.random_fraction == 0.2
 
 
-def test_a_sweep_recorded_with_the_old_defaults_replays_with_them() -> None:
+@pytest.mark.parametrize("recorded", [BOHB_OLD_DEFAULTS, BOHB_SECOND_DEFAULTS])
+def test_a_sweep_recorded_with_the_old_defaults_replays_with_them(
+    recorded: dict[str, object],
+) -> None:
     from hbd.core.search import Search
 
     record = {
         "sampler": "bohb",
-        "settings": BOHB_OLD_DEFAULTS,
+        "settings": recorded,
         "promotion": "synchronous",
         "lazy": True,
         "iterations": 1,
     }
     old = Search.from_json(record).make_sampler(EVERY_KIND, seed=3)
     assert isinstance(old, BOHBSampler)
-    assert old.settings == BOHBSettings.model_validate(BOHB_OLD_DEFAULTS)
+    assert old.settings == BOHBSettings.model_validate(recorded)
     today = Search.from_json({**record, "settings": BOHBSettings().model_dump(mode="json")})
     history = random_history(EVERY_KIND, 60)
     proposals = [
