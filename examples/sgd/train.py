@@ -59,7 +59,9 @@ def main() -> None:
     args = p.parse_args()
 
     x, y, xv, yv = make_data()
-    rng = np.random.default_rng(int.from_bytes(os.environ.get("HBD_TRIAL_ID", "x").encode()[-8:], "little"))
+    rng = np.random.default_rng(
+        int.from_bytes(os.environ.get("HBD_TRIAL_ID", "x").encode()[-8:], "little")
+    )
     params = {
         "w1": rng.normal(scale=1 / np.sqrt(N_FEATURES), size=(N_FEATURES, HIDDEN)),
         "b1": np.zeros(HIDDEN),
