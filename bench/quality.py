@@ -43,6 +43,7 @@ the noise-free, full-resource loss of that configuration minus the optimum.
     .venv/bin/python bench/quality.py                 # 10 seeds, both problems (~3 min)
     .venv/bin/python bench/quality.py --seeds 3       # a quick check
     .venv/bin/python bench/quality.py --first-seed 10 # another 10 seeds (medians are noisy)
+    .venv/bin/python bench/quality.py --seeds 100     # the README's table (~10 min); decide on this
 
 Not part of the test suite. Needs the test extra (Optuna).
 """
