@@ -70,6 +70,7 @@ class Plan:
     tuner: str = "random"
     promotion: str = "synchronous"
     lag: int | None = None  # bohb: when brackets open (docs/search.md); None: all at once
+    order: str | None = None  # bohb: the brackets' order within an iteration (docs/search.md)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -77,6 +78,7 @@ class Plan:
             "tuner": self.tuner,
             "promotion": self.promotion,
             "lag": self.lag,
+            "order": self.order,
             "max_iterations": self.max_iterations,
             "eta": self.eta,
             "s_max": self.s_max,
@@ -132,17 +134,18 @@ def build_plan(spec: SweepSpec) -> Plan:
         iterations=m.iterations,
         tuner=m.tuner.hub_ref if m.tuner is not None else "random",
         promotion=m.promotion,
-        lag=_lag(spec),
+        **_opening(spec),
     )
 
 
-def _lag(spec: SweepSpec) -> int | None:
-    """bohb's opening lag as the sweep will run it (random opens every bracket at once)."""
+def _opening(spec: SweepSpec) -> dict[str, Any]:
+    """bohb's opening lag and bracket order as the sweep will run them (random
+    opens every bracket at once, in Hyperband's order: nothing to show)."""
     tuner = spec.matrix.tuner
     if tuner is None or tuner.hub_ref != "bohb":
-        return None
+        return {}
     if tuner.params is not None:
-        return tuner.params.lag
+        return {"lag": tuner.params.lag, "order": tuner.params.order}
     from hbd.core.scheduler import DEFAULT_OPENING  # only a bohb spec pays for it
 
-    return DEFAULT_OPENING.lag
+    return {"lag": DEFAULT_OPENING.lag, "order": DEFAULT_OPENING.order}

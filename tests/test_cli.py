@@ -199,17 +199,27 @@ def test_validate_reads_stdin(
 
 
 @pytest.mark.parametrize(
-    ("tuner", "lag"),
-    [(None, None), ({"hubRef": "bohb"}, 0), ({"hubRef": "bohb", "params": {"lag": 3}}, 3)],
+    ("tuner", "lag", "order"),
+    [
+        (None, None, None),
+        ({"hubRef": "bohb"}, 0, "ascending-after-first"),
+        ({"hubRef": "bohb", "params": {"lag": 3, "order": "hyperband"}}, 3, "hyperband"),
+    ],
 )
 def test_plan_shows_when_a_learning_sweep_opens_its_brackets(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, tuner: Any, lag: int | None
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    tuner: Any,
+    lag: int | None,
+    order: str | None,
 ) -> None:
-    path = write_spec(tmp_path, **({"tuner": tuner} if tuner else {}))
+    path = write_spec(tmp_path, **({"tuner": tuner} if tuner else {}), iterations=2)
     code, out, _ = run(capsys, "plan", str(path), "--json")
-    assert code == 0 and json.loads(out)["lag"] == lag
+    assert code == 0 and (json.loads(out)["lag"], json.loads(out)["order"]) == (lag, order)
     code, out, _ = run(capsys, "plan", str(path))
     assert code == 0 and (f"brackets open lazily, lag {lag}" in out) == (lag is not None)
+    ascending = "brackets ascending after the first iteration" in out
+    assert ascending == (order == "ascending-after-first")
 
 
 def test_plan_json_gives_the_exact_geometry(capsys: pytest.CaptureFixture[str]) -> None:

@@ -119,6 +119,11 @@ def _print_plan(path: str, plan: Plan) -> None:
         f"search: {plan.tuner} sampling, {plan.promotion} promotion, "
         f"{plan.iterations} Hyperband iteration{'s' if plan.iterations != 1 else ''}"
         + ("" if plan.lag is None else f"; brackets open lazily, lag {plan.lag}")
+        + (
+            "; brackets ascending after the first iteration"
+            if plan.order == "ascending-after-first" and plan.iterations > 1
+            else ""
+        )
     )
     table = Table(
         title=f"Brackets: configs x {res} per rung",

@@ -24,7 +24,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from hbd.core import geometry
 from hbd.core.bracket import BracketRun, Trial, TrialState
@@ -35,12 +35,17 @@ __all__ = [
     "DEFAULT_OPENING",
     "LEGACY_OPENING",
     "AsynchronousHyperband",
+    "BracketOrder",
     "Opening",
     "Scheduler",
     "Slot",
     "Step",
     "SynchronousHyperband",
 ]
+
+
+# The order of the brackets within an iteration (``Opening.order``).
+BracketOrder = Literal["hyperband", "ascending-after-first"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,11 +165,25 @@ class Opening:
     them, ``visible``, are a function of the results: the history a learning
     sampler is shown (sweep.py). Other rungs may or may not have closed by
     then: they are not shown.
+
+    ``order`` is the order of the brackets (their s) within each iteration,
+    and so their positions. ``hyperband``: s_max down to 0, Hyperband's, in
+    every iteration. ``ascending-after-first``: Hyperband's in the first
+    iteration, s = 0 up to s_max after it. With Hyperband's order the
+    full-resource rung of every bracket of an iteration (j + k the same for
+    all) lies on one diagonal, so an iteration's full-resource results are
+    shown together, to the next iteration only: the model at the full resource
+    is refitted once per iteration. Ascending, a later iteration's short
+    brackets run first and the brackets after them learn from their
+    full-resource results (docs/search.md has the figures). The first
+    iteration keeps Hyperband's order: with nothing learnt yet, its wide
+    first bracket is what the next ones learn from.
     """
 
     lag: int
     slope: int = 1
     first: int = 0
+    order: BracketOrder = "hyperband"
 
     def visible(self, opening: int, position: int, rung: int) -> bool:
         """Whether a closed rung (bracket ``position``, ``rung``) is in the history
@@ -173,8 +192,15 @@ class Opening:
             return True
         return position + self.slope * rung <= opening - 1 - self.lag
 
-    def to_json(self) -> dict[str, int]:
-        return {"lag": self.lag, "slope": self.slope, "first": self.first}
+    def to_json(self) -> dict[str, int | str]:
+        return {"lag": self.lag, "slope": self.slope, "first": self.first, "order": self.order}
+
+    def brackets(self, plan: Sequence[int], iteration: int) -> tuple[int, ...]:
+        """The s of each bracket of ``iteration`` in position order (``plan``:
+        Hyperband's order, s_max down to 0)."""
+        if self.order == "ascending-after-first" and iteration > 0:
+            return tuple(reversed(plan))
+        return tuple(plan)
 
 
 # The rule of logs written before the opening was recorded (search.py).
@@ -182,8 +208,10 @@ LEGACY_OPENING = Opening(lag=1, slope=0)
 # The default for a learning sampler, the diagonal with lag 0 (``tuner.params.lag``
 # sets lag and first): it learns as much per unit of budget as the legacy rule
 # and keeps 2.5 times the slots busy; lag 1 keeps as many busy as random
-# sampling but learns less (docs/search.md has the figures behind the choice).
-DEFAULT_OPENING = Opening(lag=0, slope=1, first=0)
+# sampling but learns less. Brackets ascending after the first iteration refit
+# the full-resource model within an iteration, not once per iteration
+# (docs/search.md has the figures behind both choices).
+DEFAULT_OPENING = Opening(lag=0, slope=1, first=0, order="ascending-after-first")
 
 
 class _Iterations:
@@ -221,6 +249,8 @@ class _Iterations:
         self._first_closed = 0  # brackets 0.._first_closed-1 have their first rung closed
         self._settled: list[int] = []  # per position: its leading rungs settled (Opening)
         self._frontier = -1  # every (j, k) with j + slope * k <= _frontier is settled
+        # Where each (iteration, s) sits: positions follow the opening's bracket order.
+        self._positions: dict[tuple[int, int], int] = {}
         self._add(iterations)
 
     @property
@@ -231,11 +261,13 @@ class _Iterations:
         raise NotImplementedError  # pragma: no cover - each scheduler has its bracket
 
     def _add(self, iterations: int) -> None:
+        by_s = {b.s: b for b in self.plan}
+        rule = self.opening or Opening(lag=0)  # eager: Hyperband's order
         for it in range(self._iterations, self._iterations + iterations):
-            for p, b in enumerate(self.plan):
-                self._brackets.append(
-                    self._new_bracket(b, position=it * self._per + p, iteration=it)
-                )
+            for p, s in enumerate(rule.brackets(list(by_s), it)):
+                position = it * self._per + p
+                self._positions[it, s] = position
+                self._brackets.append(self._new_bracket(by_s[s], position=position, iteration=it))
                 self._settled.append(0)
         self._iterations += iterations
 
@@ -284,8 +316,7 @@ class _Iterations:
     def _is_settled(self, position: int, rung: int) -> bool:
         if position >= self._opened:
             return False
-        s = self._top - position % self._per
-        return rung > s or rung < self._settled[position]
+        return rung > self._brackets[position].s or rung < self._settled[position]
 
     def _open_ready(self) -> list[Slot]:
         """Lazily: the next bracket's slots if the ``Opening`` rule lets it open now."""
@@ -314,6 +345,10 @@ class _Iterations:
         return self._opened == len(self._brackets) and all(b.done for b in self._brackets)
 
     def position(self, bracket: int, iteration: int = 0) -> int:
+        planned = self._positions.get((iteration, bracket))
+        if planned is not None:
+            return planned
+        # Not planned (yet): where Hyperband's order would put it, as before.
         return iteration * self._per + self._top - bracket
 
     def sample_key(self, bracket: int, iteration: int = 0) -> int:

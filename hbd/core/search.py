@@ -14,11 +14,13 @@ its ``Opening`` rule names are settled, and is shown exactly the closed ones
 among them, whatever the order (scheduler.py). Eagerly, every bracket opens
 at the start with nothing to learn from.
 
-The rule is recorded (``opening``: lag, slope, first): a diagonal wavefront
-with ``tuner.params.lag`` (default 0, ``scheduler.DEFAULT_OPENING``;
-docs/search.md has the measurements behind it).
-A log written before the rule was recorded (``lazy`` true, no ``opening``)
-ran ``LEGACY_OPENING``, whole brackets with lag 1, and replays with it.
+The rule is recorded (``opening``: lag, slope, first, order): a diagonal
+wavefront with ``tuner.params.lag`` (default 0, ``scheduler.DEFAULT_OPENING``;
+docs/search.md has the measurements behind it), brackets in ascending order
+after the first iteration. A log written before the rule was recorded
+(``lazy`` true, no ``opening``) ran ``LEGACY_OPENING``, whole brackets with
+lag 1, and replays with it; one written before the order was recorded (no
+``order``) ran Hyperband's order in every iteration, and replays with it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from hbd.core.sampler import RandomSampler, Sampler
 from hbd.core.scheduler import (
     LEGACY_OPENING,
     AsynchronousHyperband,
+    BracketOrder,
     Opening,
     Scheduler,
     SynchronousHyperband,
@@ -69,8 +72,8 @@ class Search:
         opening = None
         if kind == "bohb":
             bohb = tuner.params if tuner is not None and tuner.params else BOHBParams()
-            settings = bohb.model_dump(mode="json", exclude={"lag"})
-            opening = Opening(lag=bohb.lag, slope=1, first=bohb.lag)
+            settings = bohb.model_dump(mode="json", exclude={"lag", "order"})
+            opening = Opening(lag=bohb.lag, slope=1, first=bohb.lag, order=bohb.order)
         return cls(
             sampler=kind,
             settings=settings,
@@ -92,7 +95,11 @@ class Search:
                 LEGACY_OPENING
                 if rule is None
                 else Opening(
-                    lag=int(rule["lag"]), slope=int(rule["slope"]), first=int(rule["first"])
+                    lag=int(rule["lag"]),
+                    slope=int(rule["slope"]),
+                    first=int(rule["first"]),
+                    # absent: a log of the time before the order was recorded
+                    order=_bracket_order(rule.get("order", "hyperband")),
                 )
             )
         return cls(
@@ -130,3 +137,11 @@ class Search:
             opening=self.opening,
             iterations=self.iterations,
         )
+
+
+def _bracket_order(value: object) -> BracketOrder:
+    if value == "hyperband":
+        return "hyperband"
+    if value == "ascending-after-first":
+        return "ascending-after-first"
+    raise ValueError(f"unknown bracket order in the log: {value!r}")

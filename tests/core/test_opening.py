@@ -10,6 +10,7 @@ early (rungs that are settled without ever closing).
 
 from __future__ import annotations
 
+import copy
 import random
 from dataclasses import replace
 from typing import Any
@@ -45,8 +46,8 @@ RULES = [
     LEGACY_OPENING,
     Opening(lag=0, slope=1, first=0),
     Opening(lag=2, slope=1, first=0),
-    Opening(lag=2, slope=1, first=2),
-    Opening(lag=3, slope=0, first=1),
+    Opening(lag=2, slope=1, first=2, order="ascending-after-first"),
+    Opening(lag=3, slope=0, first=1, order="ascending-after-first"),
 ]
 
 
@@ -182,10 +183,31 @@ def test_tuner_params_lag_sets_a_diagonal_and_is_recorded() -> None:
     for lag in (0, 2, MAX_OPENING_LAG):
         spec = make_spec(search={"tuner": {"hubRef": "bohb", "params": {"lag": lag}}})
         search = Search.of(spec.matrix)
-        assert search.opening == Opening(lag=lag, slope=1, first=lag)
+        assert search.opening == Opening(lag=lag, slope=1, first=lag, order="ascending-after-first")
         assert "lag" not in (search.settings or {})  # the sampler's settings stay its own
         assert Search.from_json(search.to_json()) == search
     assert Search.of(make_spec(search=BOHB).matrix).opening == DEFAULT_OPENING
+
+
+def test_tuner_params_order_sets_the_bracket_order_and_is_recorded() -> None:
+    for order in ("hyperband", "ascending-after-first"):
+        spec = make_spec(search={"tuner": {"hubRef": "bohb", "params": {"order": order}}})
+        search = Search.of(spec.matrix)
+        assert search.opening is not None and search.opening.order == order
+        assert "order" not in (search.settings or {})  # the sampler's settings stay its own
+        assert Search.from_json(search.to_json()) == search
+    assert DEFAULT_OPENING.order == "ascending-after-first"
+
+
+@pytest.mark.parametrize("order", ["sideways", 1, True, None, ["hyperband"]])
+def test_a_bad_order_is_one_problem_naming_its_path(order: object) -> None:
+    text = yaml.safe_dump(
+        spec_dict(search={"tuner": {"hubRef": "bohb", "params": {"order": order}}})
+    )
+    with pytest.raises(SpecError) as caught:
+        load_spec(text)
+    (problem,) = caught.value.problems
+    assert problem.loc == "matrix.tuner.params.order" and "\n" not in problem.msg
 
 
 @pytest.mark.parametrize("lag", [-1, MAX_OPENING_LAG + 1, True, "2", 1.5])
@@ -210,12 +232,72 @@ def test_a_sweep_with_a_lag_replays_from_its_log(lag: int) -> None:
     machine = make_machine(max_iterations=27, search=search)
     run = drive(machine, noisy, rng=random.Random(4), record=True)
     payload = submitted(machine, max_iterations=27, search=search)
-    assert payload["search"]["opening"] == {"lag": lag, "slope": 1, "first": lag}
+    assert payload["search"]["opening"] == {
+        "lag": lag,
+        "slope": 1,
+        "first": lag,
+        "order": "ascending-after-first",
+    }
     assert replay("sw", log_of(run, payload)).snapshot() == run.snapshots[-1]
-    # Read as a log without the rule, the same events diverge: the rule matters.
-    del payload["search"]["opening"]
-    with pytest.raises(ReplayDiverged):
-        replay("sw", log_of(run, payload))
+    # Read as a log without the order (Hyperband's in every iteration), or
+    # without the rule, the same events diverge: both matter.
+    for missing in ("order", None):
+        changed = copy.deepcopy(payload)
+        if missing is None:
+            del changed["search"]["opening"]
+        else:
+            del changed["search"]["opening"][missing]
+        with pytest.raises(ReplayDiverged):
+            replay("sw", log_of(run, changed))
+
+
+def test_a_log_without_the_order_replays_with_hyperbands() -> None:
+    recorded = Search.of(make_spec(search=BOHB).matrix).to_json()
+    del recorded["opening"]["order"]  # as a log of stop 18's main has it
+    assert Search.from_json(recorded).opening == Opening(lag=0, slope=1, first=0)
+    recorded["opening"]["order"] = "sideways"
+    with pytest.raises(ValueError, match="sideways"):
+        Search.from_json(recorded)
+
+
+@pytest.mark.parametrize("rule", [DEFAULT_OPENING, replace(DEFAULT_OPENING, order="hyperband")])
+def test_after_the_first_iteration_brackets_ascend_and_learn_within_the_iteration(
+    rule: Opening,
+) -> None:
+    """In Hyperband's order every full-resource rung of an iteration is on one
+    diagonal (j + k the same), so no bracket sees a full-resource result of its
+    own iteration. Ascending after the first iteration, the later brackets of an
+    iteration see those of the short brackets before them."""
+    machine = machine_with(rule, max_iterations=27, search={"iterations": 3})
+    seen: dict[tuple[int, int], list[Any]] = {}
+    propose = machine.sampler.propose
+
+    def recording(*, bracket: int, index: int, history: Any) -> Any:
+        iteration, s = divmod(bracket, 4)
+        seen.setdefault((iteration, s), list(history))
+        return propose(bracket=bracket, index=index, history=history)
+
+    machine.sampler.propose = recording  # type: ignore[method-assign]
+    drive(machine, noisy, rng=random.Random(2))
+    order = [
+        next(s for s in range(4) if machine.scheduler.position(s, it) == it * 4 + p)
+        for it in range(3)
+        for p in range(4)
+    ]
+    ascending = rule.order == "ascending-after-first"
+    assert order == [3, 2, 1, 0] + ([0, 1, 2, 3] * 2 if ascending else [3, 2, 1, 0] * 2)
+    full = {
+        (it, s): sum(1 for r in seen[it, s] if r.resource == 27)
+        for it in range(3)
+        for s in range(4)
+    }
+    for it in (1, 2):
+        # Full-resource results shown to this iteration's brackets, in position order.
+        counts = [full[it, s] for s in (order[it * 4 : it * 4 + 4])]
+        if ascending:
+            assert counts[0] < counts[-1], counts  # learnt within the iteration
+        else:
+            assert len(set(counts)) == 1, counts  # shown once per iteration
 
 
 @pytest.mark.parametrize(
