@@ -15,6 +15,7 @@ import pytest
 
 from hbd.core.codec import DECISION_TYPES, decision_record, observation_from_record
 from hbd.core.errors import CoreError
+from hbd.core.events import StartTrial, SweepExtended
 from hbd.core.sweep import SweepMachine
 
 HERE = Path(__file__).parent
@@ -66,3 +67,24 @@ def test_the_recorded_bracket_order_is_what_the_bohb_logs_replay_with(
     else:
         opening["order"] = order
     assert not _replays(records)
+
+
+@pytest.mark.parametrize(
+    ("name", "order"),
+    [("r27-bohb-lag-2it", [3, 2, 1, 0]), ("r27-bohb-ascending-async-2it", [0, 1, 2, 3])],
+)
+def test_an_extended_old_sweep_keeps_the_order_it_recorded(name: str, order: list[int]) -> None:
+    """``hbd extend`` of a finished sweep: the new iteration runs in the order of
+    its record (Hyperband's when it has none), and is the one it opens first."""
+    records = [json.loads(line) for line in (HERE / f"{name}.jsonl").read_text().splitlines()]
+    assert _replays(records)
+    machine = SweepMachine.for_submitted(records[0]["payload"], sweep_id="golden")
+    for record in records:
+        observation = observation_from_record(record["type"], record["payload"])
+        if observation is not None:
+            machine.handle(observation)
+    starts = machine.handle(SweepExtended(iterations=1))
+    position = machine.scheduler.position
+    assert [s for p in range(8, 12) for s in range(4) if position(s, 2) == p] == order
+    opened = {d.bracket for d in starts if isinstance(d, StartTrial)}
+    assert opened == {order[0]}
