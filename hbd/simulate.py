@@ -293,7 +293,8 @@ class Simulation:
     early_stopped: EarlyStopped | None
     best: BestTrial | None
     trials: tuple[TrialOutcome, ...]  # in the order they were started (and completed)
-    rungs: tuple[RungOutcome, ...]  # decided rungs, brackets s_max..0, then rung
+    # Decided rungs, brackets in the order they opened (s_max..0 in Hyperband's), then rung.
+    rungs: tuple[RungOutcome, ...]
 
     def to_json(self) -> dict[str, Any]:
         best = None
@@ -414,7 +415,8 @@ def simulate(
             reason=d.reason,
             iteration=d.iteration,
         )
-    rungs = sorted(merged.values(), key=lambda r: (r.iteration, -r.bracket, r.rung))
+    position = machine.scheduler.position  # a bohb sweep's later iterations ascend
+    rungs = sorted(merged.values(), key=lambda r: (position(r.bracket, r.iteration), r.rung))
     return Simulation(
         seed=seed,
         seed_source=seed_source,

@@ -455,3 +455,30 @@ def test_an_asynchronous_multi_iteration_simulation_has_one_outcome_per_rung(
             planned = next(b for b in plan.brackets if b.bracket == r.bracket).rungs[r.rung + 1]
             assert 0 < len(r.promoted) <= planned.configs
     assert len(sim.trials) == plan.total_trial_runs
+
+
+def test_a_bohb_simulation_shows_later_iterations_in_the_order_they_ran(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """bohb's brackets ascend after the first iteration (tuner.params.order):
+    the rungs, and the tables of ``hbd simulate``, follow the order they ran in."""
+    from hbd.cli import main
+
+    name = write_module(
+        tmp_path, "def f(config, r):\n    return (config['lr'] - 0.3) ** 2 + 1 / r\n"
+    )
+    spec = reference_spec(earlyStopping=[], iterations=2, tuner={"hubRef": "bohb"})
+    sim = simulate(spec, load_objective(f"{name}:f", [tmp_path]), seed=0)
+    top = max(r.bracket for r in sim.rungs)
+    brackets = [(r.iteration, r.bracket) for r in sim.rungs if r.rung == 0]
+    assert brackets == [(0, s) for s in range(top, -1, -1)] + [(1, s) for s in range(top + 1)]
+    data = yaml.safe_load(REFERENCE.read_text())
+    data["matrix"].update(earlyStopping=[], iterations=2, tuner={"hubRef": "bohb"})
+    path = tmp_path / "bohb.yaml"
+    path.write_text(yaml.safe_dump(data))
+    code = main(["simulate", str(path), "--objective", f"{name}:f"])
+    out = capsys.readouterr().out
+    assert code == 0
+    titles = [line.split(":")[0] for line in out.splitlines() if line.startswith("Iteration")]
+    assert titles[: top + 1] == [f"Iteration 0, bracket s={s}" for s in range(top, -1, -1)]
+    assert titles[top + 1 :] == [f"Iteration 1, bracket s={s}" for s in range(top + 1)]

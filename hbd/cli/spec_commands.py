@@ -27,7 +27,7 @@ from hbd.cli.base import (
 from hbd.core.vocabulary import TrialStatus
 
 if TYPE_CHECKING:  # imported where used: `hbd --help` must not load pydantic, numpy or rich
-    from hbd.planview import Plan
+    from hbd.planview import Plan, PlanBracket
     from hbd.simulate import Simulation, TrialOutcome
 
 
@@ -213,6 +213,13 @@ _STATUS_WORDS = {
 }
 
 
+def _run_order(plan: Plan, iteration: int) -> tuple[PlanBracket, ...]:
+    """The brackets of ``iteration`` in the order they run (scheduler.Opening.brackets)."""
+    if plan.order == "ascending-after-first" and iteration > 0:
+        return tuple(reversed(plan.brackets))
+    return plan.brackets
+
+
 def _print_simulation(path: str, objective: str, sim: Simulation, plan: Plan) -> None:
     from rich.table import Table
 
@@ -227,7 +234,7 @@ def _print_simulation(path: str, objective: str, sim: Simulation, plan: Plan) ->
     trials = {t.trial_id: t for t in sim.trials}
     res = plan.resource_name
 
-    for it, b in ((it, b) for it in range(plan.iterations) for b in plan.brackets):
+    for it, b in ((i, b) for i in range(plan.iterations) for b in _run_order(plan, i)):
         out.line("")
         where = f"Iteration {it}, bracket" if plan.iterations > 1 else "Bracket"
         table = Table(

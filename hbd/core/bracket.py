@@ -155,7 +155,8 @@ class Trial:
         )
 
     def order_key(self, bracket_position: int) -> tuple[int, ...]:
-        """Canonical trial order: brackets s_max..0, then rung, then config index."""
+        """Canonical trial order: bracket position (the order brackets open in:
+        s_max..0 in Hyperband's), then rung, then config index."""
         return (bracket_position, self.rung, self.index)
 
 
@@ -164,7 +165,9 @@ class BracketRun:
     """One bracket in flight: which rung is open and which trials are in it."""
 
     plan: geometry.Bracket
-    position: int  # 0 for s_max, the first bracket to start (counting on over iterations)
+    # 0 for the first bracket to start (s_max in Hyperband's order), counting
+    # on over iterations in the order the scheduler opens them
+    position: int
     iteration: int = 0
     rung: int = 0
     trials: list[list[Trial]] = field(default_factory=list)  # trials[rung] in index order

@@ -7,7 +7,8 @@ trial to promote), the machine makes the trials (asking its sampler for new
 configurations) and hands them back through ``started``. So a new algorithm
 is a new class here, not an edit of the machine: ``SynchronousHyperband``
 (a rung barrier per bracket) and ``AsynchronousHyperband`` (ASHA's promotion
-rule) share the outer loop, ``_Iterations``: brackets in Hyperband's order over
+rule) share the outer loop, ``_Iterations``: brackets in Hyperband's order
+(or ascending after the first iteration, ``Opening.order``) over
 ``iterations`` repetitions of the plan, opened all at once or lazily by an
 ``Opening`` rule (a diagonal wavefront over bracket positions and rungs, so
 that a learning sampler's history is a function of the results), and
@@ -218,7 +219,8 @@ class _Iterations:
     """Hyperband's outer loop, shared by both schedulers.
 
     Brackets run in Hyperband's order (s_max down to 0), iteration after
-    iteration; ``position`` counts them from 0 over all iterations. Eager
+    iteration, unless the ``Opening`` orders them otherwise (``Opening.brackets``);
+    ``position`` counts them from 0 over all iterations in that order. Eager
     (``opening`` None, the default) opens every bracket at once, so executors
     are not idle at one bracket's barrier, and shows a sampler nothing. Lazy
     opens each bracket by the ``Opening`` rule, so that the rungs closed when it

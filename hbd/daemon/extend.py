@@ -24,7 +24,7 @@ from hbd.core.events import SweepExtended
 from hbd.core.limits import MAX_HYPERBAND_ITERATIONS, planned_trial_runs
 from hbd.core.sweep import SweepMachine
 from hbd.daemon.lifecycle import decision_records, started_rungs
-from hbd.daemon.runner import REPLAY_TYPES, Observe, replay, sweep_spec
+from hbd.daemon.runner import REPLAY_TYPES, UNRESUMABLE, Observe, replay, sweep_spec
 from hbd.errors import HbdError, NotFound
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ async def _reopen(daemon: Daemon, sweep_id: str, iterations: int) -> int:
     events = await daemon.store.sweep_events(sweep_id, types=REPLAY_TYPES)
     try:
         machine = replay(sweep_id, events)
-    except CoreError as exc:
+    except UNRESUMABLE as exc:
         raise CannotExtend(f"sweep {sweep_id} cannot be rebuilt from its log: {exc}") from None
     total = _check(daemon, machine, iterations)
     started = started_rungs(machine.trials.values())

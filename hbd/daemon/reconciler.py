@@ -33,7 +33,6 @@ import anyio
 import structlog
 
 from hbd.core.bracket import SweepState
-from hbd.core.errors import CoreError
 from hbd.core.events import StartTrial, TrialFailed, TrialInterrupted
 from hbd.core.spec import SweepSpec
 from hbd.core.sweep import SweepMachine
@@ -44,7 +43,15 @@ from hbd.daemon.dispatcher import Dispatcher, OnStatus
 from hbd.daemon.lifecycle import TRIAL_DISPATCHED
 from hbd.daemon.metricsync import MetricsSync
 from hbd.daemon.placement import Phase, Placement, Poll
-from hbd.daemon.runner import REPLAY_TYPES, Note, Observe, SweepRunner, replay, sweep_spec
+from hbd.daemon.runner import (
+    REPLAY_TYPES,
+    UNRESUMABLE,
+    Note,
+    Observe,
+    SweepRunner,
+    replay,
+    sweep_spec,
+)
 from hbd.errors import ExecutorError, ExecutorUnavailable, NotFound
 from hbd.protocol import TrialStatus
 from hbd.store.log import Store
@@ -66,10 +73,6 @@ HEALTH_DEADLINE = 3.0
 # How often the reconciler looks for trials it has not heard from (which are
 # silent and which lost: placement.SILENCE, placement.LOST_AFTER).
 POLL_INTERVAL = 2.0
-
-# What a sweep's log can hold that makes it impossible to resume: a spec this
-# hbd no longer accepts, events the machine refuses, a malformed payload.
-UNRESUMABLE = (CoreError, KeyError, ValueError, IndexError, TypeError)
 
 
 class Sweeps(Protocol):

@@ -34,12 +34,11 @@ import anyio
 import structlog
 
 from hbd.checkpoints import CheckpointError, DirectoryStore, FsspecStore, open_store
-from hbd.core.errors import CoreError
 from hbd.core.retention import CheckpointOwner, Keep, deletable
 from hbd.core.vocabulary import EventType
 from hbd.daemon.backend import ExecutorBackend
 from hbd.daemon.clock import Clock
-from hbd.daemon.runner import REPLAY_TYPES, replay
+from hbd.daemon.runner import REPLAY_TYPES, UNRESUMABLE, replay
 from hbd.errors import ExecutorRejected, ExecutorUnavailable, StoreError
 from hbd.store.log import Store, StoredEvent
 
@@ -311,7 +310,7 @@ def _plan(
     replayed = [e for e in events if e.type in REPLAY_TYPES]
     try:
         machine = replay(sweep_id, replayed)
-    except CoreError as exc:
+    except UNRESUMABLE as exc:
         log.warning(
             "checkpoint retention skips a sweep it cannot replay", sweep_id=sweep_id, error=str(exc)
         )

@@ -22,7 +22,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from hbd.core import replay as core_replay
 from hbd.core.bracket import SweepState
 from hbd.core.codec import Record, observation_record
-from hbd.core.errors import DuplicateEvent, InvalidTransition
+from hbd.core.errors import CoreError, DuplicateEvent, InvalidTransition
 from hbd.core.events import (
     CancelTrials,
     Decision,
@@ -148,13 +148,19 @@ def sweep_spec(events: Sequence[StoredEvent]) -> tuple[SweepSpec, int]:
 # checks what it re-derives against (hbd.core.replay). Everything else in a
 # sweep's log (dispatched, running, metrics, markers) is log-only.
 REPLAY_TYPES = core_replay.REPLAY_TYPES
+# What a sweep's log can hold that makes it impossible to replay: a spec this
+# hbd no longer accepts, events the machine refuses, a malformed payload, a
+# search record of a newer hbd (an unknown bracket order). Whoever replays a
+# log (resume, extend, checkpoint retention) skips such a sweep, never stops.
+UNRESUMABLE = (CoreError, KeyError, ValueError, IndexError, TypeError)
 
 
 def replay(sweep_id: str, events: Sequence[StoredEvent]) -> SweepMachine:
     """A fresh machine fed every observation in the log, in log order.
 
     Raises ``ReplayDiverged`` (a ``CoreError``: the sweep cannot be resumed)
-    when a decision it re-derives differs from the logged one.
+    when a decision it re-derives differs from the logged one, and one of
+    ``UNRESUMABLE`` for a log it cannot read.
     """
     return core_replay.replay(sweep_id, events)
 

@@ -42,6 +42,17 @@ BOHB_SECOND_DEFAULTS: dict[str, object] = {
     "min_bandwidth": 0.02,
     "multivariate": False,
 }
+# hbd's third defaults (the best 10%, at least 4, of 24 candidates; a fifth
+# random), recorded by sweeps with the opening rule (tests/golden).
+BOHB_THIRD_DEFAULTS: dict[str, object] = {
+    "min_points_in_model": 4,
+    "top_n_percent": 10,
+    "num_samples": 24,
+    "random_fraction": 0.2,
+    "bandwidth_factor": 3.0,
+    "min_bandwidth": 0.02,
+    "multivariate": False,
+}
 
 
 def spec_dict(

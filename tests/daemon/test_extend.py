@@ -7,6 +7,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+import yaml
 
 from hbd.api.routes import create_app
 from hbd.core.replay import REPLAY_TYPES, replay
@@ -92,3 +93,38 @@ async def test_a_stopped_sweep_is_not_extended(tmp_path: Path) -> None:
             await extend(daemon, sweep_id, 1)
         events = await daemon.store.read_after(0, sweep_id=sweep_id, types={"sweep.extended"})
     assert events == []  # nothing was logged
+
+
+async def test_a_bohb_sweep_extended_while_running_and_finished_ascends_after_the_first(
+    tmp_path: Path,
+) -> None:
+    """bohb's later iterations run s = 0 first (tuner.params.order), whether
+    planned at once, added to a running sweep or to a finished one; the
+    bracket.started markers say so and the log replays."""
+    executor = FakeExecutor(slots=2, finish_on_submit=True)
+    arrived, gate = anyio.Event(), anyio.Event()
+
+    async def gated(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and request.url.path == "/v1/trials":
+            arrived.set()
+            await gate.wait()
+        return await executor.handler(request)
+
+    spec = yaml.safe_load(sweep_yaml(tmp_path / "unused.jsonl", concurrency=1))
+    spec["matrix"]["tuner"] = {"hubRef": "bohb"}
+    async with running_daemon(tmp_path / "hbd.db", gated) as daemon:
+        sweep_id, _ = await daemon.submit(yaml.safe_dump(spec), sweep_id="bohb")
+        with anyio.fail_after(10):
+            await arrived.wait()
+        assert await extend(daemon, sweep_id, 1) == 2
+        gate.set()
+        assert await wait_finished(daemon, sweep_id) == "succeeded"
+        assert await extend(daemon, sweep_id, 1) == 3
+        assert await wait_finished(daemon, sweep_id) == "succeeded"
+        events = await daemon.store.read_after(0, sweep_id=sweep_id, types=REPLAY_TYPES)
+        markers = await daemon.store.read_after(0, sweep_id=sweep_id, types={"bracket.started"})
+    assert [(m.payload.get("iteration", 0), m.payload["bracket"]) for m in markers] == [
+        (0, 2), (0, 1), (0, 0), (1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)
+    ]  # fmt: skip
+    machine = replay(sweep_id, events)
+    assert machine.finished is not None and machine.scheduler.iterations == 3

@@ -17,6 +17,7 @@ from hbd.core.events import Begin
 from hbd.core.sweep import SweepMachine
 from tests.core.helpers import (
     BOHB_OLD_DEFAULTS,
+    BOHB_THIRD_DEFAULTS,
     drive,
     failing_every,
     interrupted_once_every,
@@ -81,6 +82,31 @@ CASES = {
         None,
         None,
     ),
+    # BOHB as main wrote it before the brackets' order was recorded (an
+    # "opening" without "order"): its second iteration replays in Hyperband's
+    # order, s_max first (search.py).
+    "r27-bohb-lag-2it": (
+        {"max_iterations": 27, "search": {"tuner": {"hubRef": "bohb"}, "iterations": 2}},
+        15,
+        10,
+        4,
+        None,
+    ),
+    # BOHB with the order recorded: the second iteration runs s = 0 first.
+    "r27-bohb-ascending-async-2it": (
+        {
+            "max_iterations": 27,
+            "search": {
+                "tuner": {"hubRef": "bohb"},
+                "promotion": "asynchronous",
+                "iterations": 2,
+            },
+        },
+        16,
+        11,
+        None,
+        None,
+    ),
 }
 # Cases whose every k-th index has its first run interrupted.
 INTERRUPT_EVERY = {"r27-interrupted": 3}
@@ -98,6 +124,24 @@ LEGACY_SEARCH: dict[str, dict[str, object]] = {
         ("r27-bohb-sync-2it", "synchronous"),
         ("r27-bohb-async-2it", "asynchronous"),
     )
+}
+# The records main wrote once the opening rule was recorded, before and after
+# the brackets' order was (pinned, as above: a regeneration keeps them so).
+LEGACY_SEARCH["r27-bohb-lag-2it"] = {
+    "sampler": "bohb",
+    "settings": BOHB_THIRD_DEFAULTS,
+    "promotion": "synchronous",
+    "lazy": True,
+    "opening": {"lag": 0, "slope": 1, "first": 0},
+    "iterations": 2,
+}
+LEGACY_SEARCH["r27-bohb-ascending-async-2it"] = {
+    "sampler": "bohb",
+    "settings": BOHB_THIRD_DEFAULTS,
+    "promotion": "asynchronous",
+    "lazy": True,
+    "opening": {"lag": 0, "slope": 1, "first": 0, "order": "ascending-after-first"},
+    "iterations": 2,
 }
 
 
