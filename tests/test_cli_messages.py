@@ -450,6 +450,34 @@ def test_watch_counts_each_iteration_apart_and_adds_an_extended_one() -> None:
     assert ["2", "1", "0", "1"] == next(row[:4] for row in lines if row[:1] == ["2"])
 
 
+@pytest.mark.parametrize(
+    ("order", "expected"),
+    [("ascending-after-first", [1, 0, 0, 1, 0, 1]), ("hyperband", [1, 0, 1, 0, 1, 0])],
+)
+def test_watch_lists_the_brackets_in_the_order_they_run(order: str, expected: list[int]) -> None:
+    from hbd.cli.watch import WatchState
+
+    rungs = [{"rung": 0, "planned": 1, "resource": 1}]
+    state = WatchState.from_detail(
+        {
+            "id": "sw1",
+            "metric": {"name": "loss", "optimization": "minimize"},
+            "bracket_order": order,
+            "brackets": [
+                {"iteration": it, "bracket": b, "rungs": rungs}
+                for it in (0, 1)
+                for b in ((1, 0) if it == 0 or order == "hyperband" else (0, 1))
+            ],
+        }
+    )
+    for seq, it in enumerate((2, 2), start=1):  # an iteration hbd extend added later
+        b = seq - 1
+        state.apply(_event(seq, "trial.scheduled", f"t{seq}", iteration=it, bracket=b, rung=0))
+    rows = [line.split() for line in _render(state).splitlines()]
+    listed = [int(r[1]) for r in rows if len(r) > 2 and r[0] in "012" and r[1] in "01"]
+    assert listed == expected
+
+
 def test_watch_best_is_the_best_run_at_the_highest_resource_reached() -> None:
     state = _watch_state()
     state.apply(_event(7, "trial.succeeded", "t0", metric=0.5))

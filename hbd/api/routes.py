@@ -28,6 +28,7 @@ from hbd.api.views import (
 )
 from hbd.core.errors import SpecError
 from hbd.core.limits import MAX_HYPERBAND_ITERATIONS, MAX_SQL_INT
+from hbd.core.scheduler import BracketOrder
 from hbd.core.spec import sweep_id_problem
 from hbd.core.vocabulary import TrialStatus
 from hbd.daemon.app import Daemon, SweepChanged
@@ -137,9 +138,12 @@ def create_app(daemon: Daemon) -> FastAPI:
             best = runner.machine.best()
             best_id = best.trial_id if best else None
             iterations = runner.machine.scheduler.iterations
+            opening = runner.machine.search.opening
+            order: BracketOrder = "hyperband" if opening is None else opening.order
         else:  # as its scheduler would count them: the spec's and the extensions
             asked = sweep.spec_json["matrix"].get("iterations", 1)
             iterations = await daemon.store.planned_iterations(sweep_id, asked)
+            order = await daemon.store.bracket_order(sweep_id)
         best_row = await daemon.store.get_trial(best_id) if best_id else None
         succeeded = await daemon.store.list_trials(sweep_id, status=TrialStatus.SUCCEEDED)
         direction = sweep.spec_json["matrix"]["metric"].get("optimization", "minimize")
@@ -153,6 +157,7 @@ def create_app(daemon: Daemon) -> FastAPI:
             checkpoints=await checkpoints(sweep_id),
             per_resource=best_per_resource(succeeded, direction),
             iterations=iterations,
+            order=order,
         )
 
     async def checkpoints(sweep_id: str) -> dict[str, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hbd.core import geometry
+from hbd.core.scheduler import BracketOrder, run_order
 from hbd.core.spec import parse_spec
 from hbd.core.vocabulary import SweepStatus, TrialStatus
 from hbd.store.projections import SweepRow, TrialRow
@@ -93,16 +94,20 @@ def sweep_detail(
     checkpoints: dict[str, int] | None = None,
     per_resource: list[TrialRow] | None = None,
     iterations: int | None = None,
+    order: BracketOrder = "hyperband",
 ) -> dict[str, Any]:
     """``iterations``: Hyperband iterations planned now (a live sweep may have
-    been extended); default the spec's."""
+    been extended); default the spec's. ``order``: the brackets' order the sweep
+    recorded, which ``brackets`` follows within each iteration."""
     spec = parse_spec(sweep.spec_json)
     matrix = spec.matrix
     plan = geometry.brackets(matrix.max_iterations, matrix.eta, matrix.resource.type)
     planned = iterations or matrix.iterations
     seen = {(p["iteration"], p["bracket"], p["rung"]): p for p in progress}
+    by_s = {b.s: b for b in plan}
+    runs = ((it, by_s[s]) for it in range(planned) for s in run_order(list(by_s), order, it))
     brackets = []
-    for it, b in ((it, b) for it in range(planned) for b in plan):
+    for it, b in runs:
         rungs = []
         for r in b.rungs:
             p = seen.get((it, b.s, r.index), {"total": 0, "by_status": {}})
@@ -124,6 +129,7 @@ def sweep_detail(
         "concurrency": matrix.concurrency,
         "trials": counts,
         "iterations": planned,
+        "bracket_order": order,
         "planned_trial_runs": sum(b.trial_runs for b in plan) * planned,
         "brackets": brackets,
         "best": None if best is None else trial_view(best, matrix.resource.type),

@@ -92,6 +92,7 @@ class LocalSource:
             checkpoints=await projections.checkpoint_summary(self.db, sweep_id),
             per_resource=per_resource,
             iterations=iterations,
+            order=await projections.bracket_order(self.db, sweep_id),
         )
 
     async def trials(self, sweep_id: str, **filters: Any) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # imported where used: `hbd --help` must not load rich or htt
     from rich.console import RenderableType
 
     from hbd.client import Client, Event
+    from hbd.core.scheduler import BracketOrder
 
 # Lines of recent decisions under the brackets; running trials listed at most.
 RECENT_DECISIONS = 8
@@ -173,6 +174,7 @@ class WatchState:
     last_seq: int = 0
     idle: str | None = None
     unreachable: str | None = None  # why the daemon cannot be heard, while it cannot
+    order: BracketOrder = "hyperband"  # the brackets' order within an iteration (its record)
 
     @classmethod
     def from_detail(cls, detail: Mapping[str, Any]) -> WatchState:
@@ -189,6 +191,11 @@ class WatchState:
             metric=metric["name"],
             minimize=metric.get("optimization", "minimize") == "minimize",
             rungs=rungs,
+            order=(
+                "ascending-after-first"
+                if detail.get("bracket_order") == "ascending-after-first"
+                else "hyperband"
+            ),
         )
 
     def apply(self, event: Event) -> None:
@@ -253,6 +260,13 @@ class WatchState:
             rung = self.rungs[(it, b, r)] = RungView(planned=first.planned, resource=first.resource)
         return rung
 
+    def _place(self, iteration: int, bracket: int, rung: int) -> tuple[int, int, int]:
+        """Where a rung is listed: by iteration, then the order its brackets run in."""
+        from hbd.core.scheduler import run_order
+
+        plan = sorted({b for _, b, _ in self.rungs}, reverse=True)  # Hyperband's order
+        return iteration, run_order(plan, self.order, iteration).index(bracket), rung
+
     def _offer_best(self, resource: float, value: float, tid: str) -> None:
         if self.best is not None:
             top, current = self.best[0], self.best[1]
@@ -280,9 +294,7 @@ class WatchState:
             "",
         ):
             table.add_column(col)
-        for (it, b, r), rung in sorted(
-            self.rungs.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2])
-        ):
+        for (it, b, r), rung in sorted(self.rungs.items(), key=lambda kv: self._place(*kv[0])):
             table.add_row(
                 *(str(it),) * several,
                 str(b),

@@ -42,6 +42,7 @@ __all__ = [
     "Slot",
     "Step",
     "SynchronousHyperband",
+    "run_order",
 ]
 
 
@@ -199,9 +200,15 @@ class Opening:
     def brackets(self, plan: Sequence[int], iteration: int) -> tuple[int, ...]:
         """The s of each bracket of ``iteration`` in position order (``plan``:
         Hyperband's order, s_max down to 0)."""
-        if self.order == "ascending-after-first" and iteration > 0:
-            return tuple(reversed(plan))
-        return tuple(plan)
+        return run_order(plan, self.order, iteration)
+
+
+def run_order(plan: Sequence[int], order: BracketOrder, iteration: int) -> tuple[int, ...]:
+    """The s of each bracket of ``iteration`` in the order they run under ``order``
+    (``plan``: Hyperband's order, s_max down to 0); also what views list them by."""
+    if order == "ascending-after-first" and iteration > 0:
+        return tuple(reversed(plan))
+    return tuple(plan)
 
 
 # The rule of logs written before the opening was recorded (search.py).

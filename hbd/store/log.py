@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 
@@ -22,6 +22,9 @@ from hbd.store.db import Database, WriteHealth, apply_pragmas, connect
 from hbd.store.files import private_file
 from hbd.store.projections import SweepRow, TrialRow, dumps
 from hbd.store.schema import check_not_too_new, migrate, user_version
+
+if TYPE_CHECKING:
+    from hbd.core.scheduler import BracketOrder
 
 # Default page for read_after: an SSE replay or a replay loop pages through
 # the log, so one page need only be big enough to amortize the query.
@@ -304,6 +307,9 @@ class Store:
 
     async def planned_iterations(self, sweep_id: str, asked: int) -> int:
         return await projections.planned_iterations(self.db, sweep_id, asked)
+
+    async def bracket_order(self, sweep_id: str) -> BracketOrder:
+        return await projections.bracket_order(self.db, sweep_id)
 
     # -- housekeeping ----------------------------------------------------------
 

@@ -38,7 +38,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hbd.core.limits import MAX_HYPERBAND_ITERATIONS
 from hbd.core.vocabulary import (
@@ -52,6 +52,9 @@ from hbd.core.vocabulary import (
 )
 from hbd.store.db import Database
 from hbd.store.schema import TERMINAL_SQL
+
+if TYPE_CHECKING:
+    from hbd.core.scheduler import BracketOrder
 
 Statement = tuple[str, tuple[Any, ...]]
 
@@ -375,6 +378,20 @@ async def planned_iterations(db: Database, sweep_id: str, asked: int) -> int:
     )
     extended = int(row[0]) if row is not None else 0
     return min(MAX_HYPERBAND_ITERATIONS, asked + extended)
+
+
+async def bracket_order(db: Database, sweep_id: str) -> BracketOrder:
+    """The order a sweep runs its brackets in, as its ``sweep.submitted`` recorded it
+    (``search.opening.order``); a log without it ran Hyperband's."""
+    row = await db.fetchone(
+        "SELECT CASE WHEN json_valid(payload)"
+        " THEN json_extract(payload, '$.search.opening.order') END"
+        " FROM events WHERE sweep_id = ? AND type = ? ORDER BY seq LIMIT 1",
+        (sweep_id, EventType.SWEEP_SUBMITTED),
+    )
+    if row is not None and row[0] == "ascending-after-first":
+        return "ascending-after-first"
+    return "hyperband"
 
 
 async def checkpoint_summary(db: Database, sweep_id: str) -> dict[str, int]:

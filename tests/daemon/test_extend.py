@@ -117,14 +117,24 @@ async def test_a_bohb_sweep_extended_while_running_and_finished_ascends_after_th
         with anyio.fail_after(10):
             await arrived.wait()
         assert await extend(daemon, sweep_id, 1) == 2
-        gate.set()
-        assert await wait_finished(daemon, sweep_id) == "succeeded"
-        assert await extend(daemon, sweep_id, 1) == 3
-        assert await wait_finished(daemon, sweep_id) == "succeeded"
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(daemon)), base_url="http://hbd"
+        ) as http:
+            running = (await http.get(f"/v1/sweeps/{sweep_id}")).json()  # from the machine
+            gate.set()
+            assert await wait_finished(daemon, sweep_id) == "succeeded"
+            assert await extend(daemon, sweep_id, 1) == 3
+            assert await wait_finished(daemon, sweep_id) == "succeeded"
+            finished = (await http.get(f"/v1/sweeps/{sweep_id}")).json()  # from the log
         events = await daemon.store.read_after(0, sweep_id=sweep_id, types=REPLAY_TYPES)
         markers = await daemon.store.read_after(0, sweep_id=sweep_id, types={"bracket.started"})
     assert [(m.payload.get("iteration", 0), m.payload["bracket"]) for m in markers] == [
         (0, 2), (0, 1), (0, 0), (1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)
     ]  # fmt: skip
+    # hbd status, hbd watch and the web page list the brackets as they ran.
+    listed = [(b["iteration"], b["bracket"]) for b in finished["brackets"]]
+    assert listed == [(m.payload.get("iteration", 0), m.payload["bracket"]) for m in markers]
+    assert [(b["iteration"], b["bracket"]) for b in running["brackets"]] == listed[:6]
+    assert running["bracket_order"] == finished["bracket_order"] == "ascending-after-first"
     machine = replay(sweep_id, events)
     assert machine.finished is not None and machine.scheduler.iterations == 3
