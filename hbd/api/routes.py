@@ -146,7 +146,6 @@ def create_app(daemon: Daemon) -> FastAPI:
             order = await daemon.store.bracket_order(sweep_id)
         best_row = await daemon.store.get_trial(best_id) if best_id else None
         succeeded = await daemon.store.list_trials(sweep_id, status=TrialStatus.SUCCEEDED)
-        direction = sweep.spec_json["matrix"]["metric"].get("optimization", "minimize")
         return sweep_detail(
             sweep,
             await daemon.store.rung_progress(sweep_id),
@@ -155,7 +154,7 @@ def create_app(daemon: Daemon) -> FastAPI:
             live_state(sweep_id),
             broken(sweep_id),
             checkpoints=await checkpoints(sweep_id),
-            per_resource=best_per_resource(succeeded, direction),
+            per_resource=best_per_resource(succeeded, sweep, order),
             iterations=iterations,
             order=order,
         )

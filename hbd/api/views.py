@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from hbd.core import geometry
+from hbd.core.ranking import rank
 from hbd.core.scheduler import BracketOrder, run_order
-from hbd.core.spec import parse_spec
+from hbd.core.spec import HyperbandMatrix, parse_spec
 from hbd.core.vocabulary import SweepStatus, TrialStatus
 from hbd.store.projections import SweepRow, TrialRow
 
@@ -43,21 +45,42 @@ def trial_view(trial: TrialRow, rtype: str) -> dict[str, Any]:
     }
 
 
-def best_per_resource(trials: list[TrialRow], direction: str) -> list[TrialRow]:
+def best_per_resource(
+    trials: list[TrialRow], sweep: SweepRow, order: BracketOrder = "hyperband"
+) -> list[TrialRow]:
     """The best succeeded trial run at each resource, lowest resource first.
 
     The last is the sweep's best (the best at the highest resource reached,
-    HpBandSter's convention; hbd.core.sweep.SweepMachine.best); ties by id.
+    HpBandSter's convention; hbd.core.sweep.SweepMachine.best). Ties go as the
+    machine breaks them, to the run first in the canonical order (bracket
+    position under ``order``, rung, index), so that this list's last and the
+    sweep's best trial are the same run.
     """
-    sign = -1.0 if direction == "maximize" else 1.0
-    best: dict[float, TrialRow] = {}
+    matrix = parse_spec(sweep.spec_json).matrix
+    plan = [b.s for b in _plan(matrix)]
+
+    def order_key(t: TrialRow) -> tuple[int, ...]:
+        ran = run_order(plan, order, t.iteration)
+        place = ran.index(t.bracket) if t.bracket in ran else len(plan)
+        return (t.iteration, place, t.rung or 0, t.idx or 0)
+
+    by_resource: dict[float, list[TrialRow]] = {}
     for t in trials:
-        if t.metric is None or t.resource is None:
-            continue
-        held = best.get(t.resource)
-        if held is None or (sign * t.metric, t.id) < (sign * (held.metric or 0.0), held.id):
-            best[t.resource] = t
-    return [best[r] for r in sorted(best)]
+        if t.resource is not None and t.metric is not None and math.isfinite(t.metric):
+            by_resource.setdefault(t.resource, []).append(t)
+    return [
+        rank(
+            by_resource[r],
+            value=lambda t: t.metric,
+            order_key=order_key,
+            direction=matrix.metric.optimization,
+        )[0]
+        for r in sorted(by_resource)
+    ]
+
+
+def _plan(matrix: HyperbandMatrix) -> tuple[geometry.Bracket, ...]:
+    return geometry.brackets(matrix.max_iterations, matrix.eta, matrix.resource.type)
 
 
 def sweep_summary(
@@ -99,9 +122,8 @@ def sweep_detail(
     """``iterations``: Hyperband iterations planned now (a live sweep may have
     been extended); default the spec's. ``order``: the brackets' order the sweep
     recorded, which ``brackets`` follows within each iteration."""
-    spec = parse_spec(sweep.spec_json)
-    matrix = spec.matrix
-    plan = geometry.brackets(matrix.max_iterations, matrix.eta, matrix.resource.type)
+    matrix = parse_spec(sweep.spec_json).matrix
+    plan = _plan(matrix)
     planned = iterations or matrix.iterations
     seen = {(p["iteration"], p["bracket"], p["rung"]): p for p in progress}
     by_s = {b.s: b for b in plan}

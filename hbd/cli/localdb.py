@@ -73,9 +73,9 @@ class LocalSource:
         from hbd.store import projections
 
         row = await self._sweep_row(sweep_id)
-        direction = row.spec_json["matrix"]["metric"].get("optimization", "minimize")
+        order = await projections.bracket_order(self.db, sweep_id)
         succeeded = await projections.list_trials(self.db, sweep_id, status=TrialStatus.SUCCEEDED)
-        per_resource = best_per_resource(succeeded, direction)
+        per_resource = best_per_resource(succeeded, row, order)
         best = None
         if row.best_trial_id:
             best = await projections.get_trial(self.db, row.best_trial_id)
@@ -92,7 +92,7 @@ class LocalSource:
             checkpoints=await projections.checkpoint_summary(self.db, sweep_id),
             per_resource=per_resource,
             iterations=iterations,
-            order=await projections.bracket_order(self.db, sweep_id),
+            order=order,
         )
 
     async def trials(self, sweep_id: str, **filters: Any) -> list[dict[str, Any]]:
