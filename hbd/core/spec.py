@@ -192,11 +192,18 @@ class Tuner(Frozen):
             )
         return v
 
-    @model_validator(mode="after")
-    def _params_for_bohb(self) -> Tuner:
-        if self.hub_ref == "random" and self.params is not None:
+    @model_validator(mode="before")
+    @classmethod
+    def _params_for_bohb(cls, data: object) -> object:
+        # Before the fields: a bad bohb setting's error would hide this one, the
+        # real mistake, until it was fixed.
+        if (
+            isinstance(data, dict)
+            and data.get("hubRef") == "random"
+            and data.get("params") is not None
+        ):
             raise ValueError("the random tuner takes no params; remove tuner.params")
-        return self
+        return data
 
 
 class MetricEarlyStopping(Frozen):

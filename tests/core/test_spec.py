@@ -498,6 +498,11 @@ def mutate(path: str, value: Any = None, *, delete: bool = False) -> dict[str, A
             "matrix.tuner",
             "the random tuner takes no params",
         ),
+        (  # the mistake is the params, not their value
+            mutate("matrix.tuner", {"hubRef": "random", "params": {"order": "descending"}}),
+            "matrix.tuner",
+            "the random tuner takes no params",
+        ),
         (mutate("matrix.promotion", "eventually"), "matrix.promotion", "asynchronous"),
         (mutate("matrix.iterations", 0), "matrix.iterations", "greater than or equal to 1"),
         (mutate("matrix.iterations", 10**6), "matrix.iterations", "less than or equal to 1000"),
