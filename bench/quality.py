@@ -23,6 +23,9 @@ Methods, each on one worker, trials in the order the method runs them:
   first), brackets of a learning sampler opened lazily by the spec's opening
   rule and shown the rungs it says (``tuner.params.lag``, docs/search.md),
   iterations as ``matrix.iterations``. ``--bohb`` sets bohb's ``tuner.params``.
+  ``--slots N`` runs them on N simulated workers instead (``run_hbd_on_slots``:
+  results arrive out of order, as asynchronous promotion meets them on a
+  cluster), ``--stragglers K`` sets the async rows' ``matrix.stragglers``.
 - ``hyperband``: Li et al. 2018, Algorithm 1, written out here with float
   arithmetic and numpy's random sampling (a reference independent of hbd).
   With hbd's draws instead it evaluates exactly what ``hbd-random`` does
@@ -44,6 +47,7 @@ the noise-free, full-resource loss of that configuration minus the optimum.
     .venv/bin/python bench/quality.py --seeds 3       # a quick check
     .venv/bin/python bench/quality.py --first-seed 10 # another 10 seeds (medians are noisy)
     .venv/bin/python bench/quality.py --seeds 100     # the README's table (~10 min); decide on this
+    .venv/bin/python bench/quality.py --methods hbd-rnd-async,hbd-bohb-async --slots 16 --stragglers 1
 
 Not part of the test suite. Needs the test extra (Optuna).
 """
@@ -75,6 +79,8 @@ from hbd.core.tunerparams import BOHBParams
 MAX_ITERATIONS, ETA = 81, 3
 BOHB_PARAMS: dict[str, Any] = {}  # tuner.params of bohb sweeps (none: the defaults); --bohb
 BUDGET_POINTS = (0.5, 1.0, 5.0)  # in Hyperband iterations
+SLOTS = 1  # hbd's rows on this many simulated workers (--slots)
+STRAGGLERS = 0  # matrix.stragglers of hbd's asynchronous rows (--stragglers)
 PARAM: TypeAdapter[Any] = TypeAdapter(Param)
 
 Config = Mapping[str, JSONValue]
@@ -282,6 +288,7 @@ def hbd_matrix(problem: Problem, tuner: str, promotion: str, iterations: int) ->
             "metric": {"name": "loss", "optimization": "minimize"},
             "tuner": {"hubRef": tuner, **({"params": BOHB_PARAMS} if tuner == "bohb" else {})},
             "promotion": promotion,
+            **({"stragglers": STRAGGLERS} if promotion == "asynchronous" and STRAGGLERS else {}),
             "iterations": iterations,
         }
     )
@@ -300,6 +307,9 @@ def run_hbd(
     iterations = math.ceil(max(BUDGET_POINTS)) + 1  # more than the budget needs
     matrix = hbd_matrix(problem, tuner, promotion, iterations)
     machine = SweepMachine(matrix, sweep_id="q", seed=seed)
+    if SLOTS > 1:
+        run_hbd_on_slots(machine, problem, ledger, seed, SLOTS)
+        return
     pending: list[tuple[int, int, StartTrial]] = []
     order = 0
 
@@ -314,6 +324,48 @@ def run_hbd(
     while pending and not ledger.exhausted:
         start = heapq.heappop(pending)[2]
         previous = float(machine.trials[start.parent].resource) if start.parent else 0.0
+        resource = float(start.resource)
+        loss = ledger.run(start.config, resource, resource - previous)
+        if loss is None:
+            take(machine.handle(TrialFailed(trial_id=start.trial_id, reason="diverged")))
+        else:
+            take(machine.handle(TrialSucceeded(trial_id=start.trial_id, metrics={"loss": loss})))
+
+
+def run_hbd_on_slots(
+    machine: SweepMachine, problem: Problem, ledger: Ledger, seed: int, slots: int
+) -> None:
+    """``run_hbd`` on ``slots`` simulated workers (``--slots``): a trial run takes its
+    resource increment x LogNormal(0, 1) seconds, a function of the seed and the
+    trial id (bench/utilisation.py's durations), so results arrive out of order and
+    an asynchronous rule decides on what has ended, as it does on a cluster. The
+    budget is charged as runs end; runs still going when it is spent do not count."""
+    pending: list[tuple[int, int, StartTrial]] = []
+    running: list[tuple[float, int, StartTrial, float]] = []  # (end, seq, trial, parent's r)
+    seq = 0
+    now = 0.0
+
+    def take(decisions: Sequence[Any]) -> None:
+        nonlocal seq
+        for d in decisions:
+            if isinstance(d, StartTrial):
+                heapq.heappush(pending, (-d.priority, seq, d))
+                seq += 1
+
+    def unit(trial_id: str, salt: str) -> float:
+        return (zlib.crc32(f"{seed}:{salt}:{trial_id}".encode()) + 0.5) / 2**32
+
+    take(machine.handle(Begin()))
+    while (pending or running) and not ledger.exhausted:
+        while pending and len(running) < slots:
+            start = heapq.heappop(pending)[2]
+            previous = float(machine.trials[start.parent].resource) if start.parent else 0.0
+            u1, u2 = unit(start.trial_id, "a"), unit(start.trial_id, "b")
+            z = math.sqrt(-2 * math.log(u1)) * math.cos(2 * math.pi * u2)  # Box-Muller
+            took = (float(start.resource) - previous) * math.exp(z)
+            heapq.heappush(running, (now + took, seq, start, previous))
+            seq += 1
+        now, _, start, previous = heapq.heappop(running)
         resource = float(start.resource)
         loss = ledger.run(start.config, resource, resource - previous)
         if loss is None:
@@ -420,8 +472,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--bohb", default="{}", help="bohb's tuner.params as JSON (model settings, lag)"
     )
+    ap.add_argument("--slots", type=int, default=1, help="hbd's rows on this many workers")
+    ap.add_argument("--stragglers", type=int, default=0, help="hbd async: matrix.stragglers")
     args = ap.parse_args(argv)
-    global BOHB_PARAMS
+    global BOHB_PARAMS, SLOTS, STRAGGLERS
+    SLOTS, STRAGGLERS = args.slots, args.stragglers
     BOHB_PARAMS = BOHBParams.model_validate_json(args.bohb).model_dump(
         by_alias=True, exclude_unset=True
     )

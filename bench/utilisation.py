@@ -45,11 +45,14 @@ last start with unlimited slots (the same durations, nothing queued; ASHA's
 decisions may differ) and "work/slots" the median slot-seconds of work per
 slot. When the chain is about as long as the work before it per slot, the
 slots run out of startable work before the chain ends whatever the dispatch
-order; more iterations (or other sweeps) fill them.
+order; more iterations (or other sweeps) fill them. ``--stragglers`` adds
+asynchronous rows with ``matrix.stragglers``: a rung's last promotions leave
+that many running trials behind, so a top rung does not wait for its slowest.
 
     .venv/bin/python bench/utilisation.py                   # 10 seeds, 16 slots
     .venv/bin/python bench/utilisation.py --slots 32 --sigma 1.5 --iterations 2
     .venv/bin/python bench/utilisation.py --bohb-lags 0,2     # bohb rows with other lags
+    .venv/bin/python bench/utilisation.py --stragglers 0,1    # asynchronous with matrix.stragglers
 
 Not part of the test suite.
 """
@@ -71,9 +74,16 @@ from hbd.core.sweep import SweepMachine
 
 
 def spec(
-    max_iterations: int, promotion: str, iterations: int, tuner: str, lag: int | None = None
+    max_iterations: int,
+    promotion: str,
+    iterations: int,
+    tuner: str,
+    lag: int | None = None,
+    stragglers: int = 0,
 ) -> dict[str, Any]:
     params = {} if lag is None else {"params": {"lag": lag}}  # bohb's opening lag
+    # matrix.stragglers, for asynchronous promotion only (the spec refuses it otherwise)
+    more = {"stragglers": stragglers} if promotion == "asynchronous" and stragglers else {}
     return {
         "kind": "operation",
         "matrix": {
@@ -82,6 +92,7 @@ def spec(
             "maxIterations": max_iterations,
             "eta": 3,
             "promotion": promotion,
+            **more,
             "iterations": iterations,
             "resource": {"name": "steps", "type": "int"},
             "metric": {"name": "loss", "optimization": "minimize"},
@@ -161,11 +172,14 @@ def run(
     tuner: str,
     order: str = "rung",
     lag: int | None = None,
+    stragglers: int = 0,
 ) -> Run:
     """Drive one sweep on the simulated clock (``lag``: bohb's tuner.params.lag)."""
     key = ORDERS[order]
     machine = SweepMachine.for_spec(
-        parse_spec(spec(max_iterations, promotion, iterations, tuner, lag)), sweep_id="u", seed=seed
+        parse_spec(spec(max_iterations, promotion, iterations, tuner, lag, stragglers)),
+        sweep_id="u",
+        seed=seed,
     )
     spans: list[tuple[float, float]] = []  # (start, end) of every trial run
     last_start = 0.0
@@ -218,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--bohb-lags", default="", help="bohb rows with these tuner.params.lag, e.g. 0,1,2"
     )
+    parser.add_argument(
+        "--stragglers", default="0", help="asynchronous rows with these matrix.stragglers, e.g. 0,1"
+    )
     args = parser.parse_args(argv)
     print(
         f"maxIterations={args.max_iterations} eta=3, {args.iterations} iteration(s), "
@@ -230,10 +247,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     lags = [int(x) for x in args.bohb_lags.split(",") if x.strip()]
     rows = [(tuner, None) for tuner in args.tuners.split(",")] + [("bohb", lag) for lag in lags]
+    stragglers = [int(x) for x in args.stragglers.split(",") if x.strip()]
+    variants = [("synchronous", 0)] + [("asynchronous", k) for k in stragglers]
     for tuner, lag in rows:
-        for promotion in ("synchronous", "asynchronous"):
+        for promotion, k in variants:
             common = dict(
                 promotion=promotion,
+                stragglers=k,
                 sigma=args.sigma,
                 max_iterations=args.max_iterations,
                 iterations=args.iterations,
@@ -252,8 +272,9 @@ def main(argv: list[str] | None = None) -> int:
             chain = statistics.median(r.last_start for r in chains)
             per_slot = statistics.median(r.work for r in runs) / args.slots
             name = tuner if lag is None else f"bohb{lag}"  # bohb: the default lag
+            label = f"async, k={k}" if k else promotion  # k: matrix.stragglers
             print(
-                f"{name:<7} {promotion:<13} {cells[0]} {cells[1]} {promoted:>14}"
+                f"{name:<7} {label:<13} {cells[0]} {cells[1]} {promoted:>14}"
                 f" {last:>10.0f} {chain:>6.0f} {per_slot:>10.0f}"
             )
     return 0

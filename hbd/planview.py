@@ -69,6 +69,7 @@ class Plan:
     iterations: int = 1  # Hyperband iterations: the brackets run this often
     tuner: str = "random"
     promotion: str = "synchronous"
+    stragglers: int = 0  # asynchronous: running trials a rung's last promotions leave behind
     lag: int | None = None  # bohb: when brackets open (docs/search.md); None: all at once
     order: str | None = None  # bohb: the brackets' order within an iteration (docs/search.md)
 
@@ -77,6 +78,7 @@ class Plan:
             "iterations": self.iterations,
             "tuner": self.tuner,
             "promotion": self.promotion,
+            "stragglers": self.stragglers,
             "lag": self.lag,
             "order": self.order,
             "max_iterations": self.max_iterations,
@@ -134,6 +136,7 @@ def build_plan(spec: SweepSpec) -> Plan:
         iterations=m.iterations,
         tuner=m.tuner.hub_ref if m.tuner is not None else "random",
         promotion=m.promotion,
+        stragglers=m.stragglers,
         **_opening(spec),
     )
 

@@ -437,6 +437,9 @@ def test_the_plan_totals_cover_every_iteration() -> None:
     assert three.brackets == one.brackets  # the table shows one iteration
     data = three.to_json()
     assert (data["iterations"], data["tuner"], data["promotion"]) == (3, "bohb", "asynchronous")
+    assert data["stragglers"] == 0
+    late = build_plan(reference_spec(promotion="asynchronous", stragglers=1))
+    assert late.to_json()["stragglers"] == 1 and late.brackets == one.brackets
 
 
 def test_an_asynchronous_multi_iteration_simulation_has_one_outcome_per_rung(

@@ -116,8 +116,9 @@ def _print_plan(path: str, plan: Plan) -> None:
         f"metric {plan.metric} ({plan.direction})"
     )
     out.line(
-        f"search: {plan.tuner} sampling, {plan.promotion} promotion, "
-        f"{plan.iterations} Hyperband iteration{'s' if plan.iterations != 1 else ''}"
+        f"search: {plan.tuner} sampling, {plan.promotion} promotion"
+        + (f" (stragglers {plan.stragglers})" if plan.stragglers else "")
+        + f", {plan.iterations} Hyperband iteration{'s' if plan.iterations != 1 else ''}"
         + ("" if plan.lag is None else f"; brackets open lazily, lag {plan.lag}")
         + (
             "; brackets ascending after the first iteration"

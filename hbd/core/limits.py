@@ -31,6 +31,7 @@ __all__ = [
     "MAX_SPEC_DEPTH",
     "MAX_SPEC_NODES",
     "MAX_SQL_INT",
+    "MAX_STRAGGLERS",
     "MIN_SQL_INT",
     "SpecLimits",
     "nul_problems",
@@ -60,6 +61,11 @@ MAX_HYPERBAND_ITERATIONS = 1_000
 # iteration of the largest plan (s_max <= 63): past that every bracket opens
 # without waiting for anything of the iteration before, and learns only less.
 MAX_OPENING_LAG = 64
+# `matrix.stragglers` (asynchronous promotion): how many trials still running a
+# rung's last promotions may leave behind. A rung of more trials than this is
+# decided from fewer than one result in 1,000; past it the rule only gets
+# blinder (a trial that ends first goes on).
+MAX_STRAGGLERS = 1_000
 # Trial runs one sweep may plan (all brackets, all rungs; retries not counted).
 # Each is a log row, a queue entry and an executor process: 100,000 is weeks
 # of work on any host hbd targets, and its plan (a few MB) is built in a second.

@@ -453,7 +453,33 @@ class AsynchronousHyperband(_Iterations):
     it), so two runs of the same sweep may differ. The log makes it
     replayable: promotions are logged ``rung.decided`` events, decided from the
     results in logged order, and replay checks them.
+
+    ``stragglers`` k > 0: once no more trials can join a rung (the rung below
+    is closed) and at most k of them are still running, those count as the
+    worst and the best ended fill what is left of the next rung at once. With
+    k = 0 (Li et al.'s rule) a top rung of 3 trials promotes 1 only when its
+    slowest ends, and at the end of a one-iteration sweep every other slot
+    waits for that straggler (docs/search.md has the figures). Decided at a
+    result of the rung and when the rung below closes, both logged events, so
+    a replay decides the same.
     """
+
+    def __init__(
+        self,
+        plan: Sequence[geometry.Bracket],
+        *,
+        metric: str,
+        direction: Direction,
+        opening: Opening | None = None,
+        iterations: int = 1,
+        stragglers: int = 0,
+    ) -> None:
+        if isinstance(stragglers, bool) or stragglers < 0:
+            raise ValueError(f"stragglers must be an int >= 0, got {stragglers!r}")
+        super().__init__(
+            plan, metric=metric, direction=direction, opening=opening, iterations=iterations
+        )
+        self.stragglers = stragglers
 
     def _new_bracket(
         self, plan: geometry.Bracket, *, position: int, iteration: int
@@ -500,6 +526,11 @@ class AsynchronousHyperband(_Iterations):
             self._rung_closed(run.position, i, bracket_done=run.done)
             if run.done:
                 break
+            # The next rung's population is fixed now: it may be down to its stragglers.
+            if self.stragglers and i + 1 < run.s and not self._closable(run, i + 1):
+                decision = self._promote(run, i + 1, final=False, starts=starts)
+                if decision is not None:
+                    decided.append(decision)
         if closed:
             starts += self._open_ready()
         return Step(decided=tuple(decided), starts=tuple(starts), closed=tuple(closed))
@@ -510,6 +541,12 @@ class AsynchronousHyperband(_Iterations):
             return False
         before_closed = i == 0 or run.rungs[i - 1].closed
         return before_closed and len(rung.ended) == rung.expected
+
+    def _only_stragglers(self, run: _AsyncBracket, i: int) -> bool:
+        """Whether rung i can gain no more trials and at most ``stragglers`` still run."""
+        rung = run.rungs[i]
+        fixed = i == 0 or run.rungs[i - 1].closed
+        return fixed and rung.expected - len(rung.ended) <= self.stragglers
 
     def _ranked(self, trials: Sequence[Trial], run: _AsyncBracket) -> list[Trial]:
         return rank(
@@ -533,7 +570,8 @@ class AsynchronousHyperband(_Iterations):
             for t in ranked
             if t.state is TrialState.SUCCEEDED and metric_value(t.metrics, self.metric) is not None
         ]
-        if final:
+        # Down to its stragglers, a rung is decided as if they ended last.
+        if final or (self.stragglers and self._only_stragglers(run, i)):
             top = good
         else:
             eta = geometry.as_fraction(self._eta_of(run))
@@ -586,6 +624,13 @@ class AsynchronousHyperband(_Iterations):
                 f"by {self.metric} ({self.direction}), {len(new)} now"
                 if rung.promoted
                 else f"no trial of this rung reported {self.metric!r}; the bracket ends here"
+            )
+        elif self.stragglers and self._only_stragglers(run, i):
+            out = rung.expected - len(rung.ended)
+            reason = (
+                f"asynchronous: the best of the {len(rung.ended)} ended by {self.metric} "
+                f"({self.direction}); the {out} still running count as the worst "
+                f"(stragglers: {self.stragglers})"
             )
         else:
             reason = (

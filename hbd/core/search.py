@@ -21,6 +21,10 @@ after the first iteration. A log written before the rule was recorded
 (``lazy`` true, no ``opening``) ran ``LEGACY_OPENING``, whole brackets with
 lag 1, and replays with it; one written before the order was recorded (no
 ``order``) ran Hyperband's order in every iteration, and replays with it.
+
+``stragglers`` (asynchronous promotion: how many running trials a rung's last
+promotions may leave behind, scheduler.AsynchronousHyperband) is recorded
+too; a log without it ran ASHA's rule, 0, and replays with it.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class Search:
     promotion: Promotion = "synchronous"
     opening: Opening | None = None  # None: every bracket at once; else lazily by this rule
     iterations: int = 1  # as submitted; sweep.extended events add to it
+    stragglers: int = 0  # asynchronous: running trials a rung's last promotions leave behind
 
     @property
     def lazy(self) -> bool:
@@ -80,6 +85,7 @@ class Search:
             promotion=matrix.promotion,
             opening=opening,
             iterations=matrix.iterations,
+            stragglers=matrix.stragglers,
         )
 
     @classmethod
@@ -108,6 +114,8 @@ class Search:
             promotion=data["promotion"],
             opening=opening,
             iterations=int(data["iterations"]),
+            # absent: a log of the time before it was recorded, ASHA's rule
+            stragglers=int(data.get("stragglers", 0)),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -118,6 +126,7 @@ class Search:
             "lazy": self.lazy,
             "opening": None if self.opening is None else self.opening.to_json(),
             "iterations": self.iterations,
+            "stragglers": self.stragglers,
         }
 
     def make_sampler(self, params: Mapping[str, Param], *, seed: int) -> Sampler:
@@ -129,8 +138,16 @@ class Search:
     def make_scheduler(
         self, plan: Sequence[geometry.Bracket], *, metric: str, direction: Direction
     ) -> Scheduler:
-        cls = AsynchronousHyperband if self.promotion == "asynchronous" else SynchronousHyperband
-        return cls(
+        if self.promotion == "asynchronous":
+            return AsynchronousHyperband(
+                plan,
+                metric=metric,
+                direction=direction,
+                opening=self.opening,
+                iterations=self.iterations,
+                stragglers=self.stragglers,
+            )
+        return SynchronousHyperband(
             plan,
             metric=metric,
             direction=direction,

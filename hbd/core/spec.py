@@ -58,6 +58,7 @@ from hbd.core.limits import (
     MAX_HYPERBAND_ITERATIONS,
     MAX_NAME_CHARS,
     MAX_SQL_INT,
+    MAX_STRAGGLERS,
     MIN_SQL_INT,
     SpecLimits,
     nul_problems,
@@ -242,6 +243,9 @@ class HyperbandMatrix(Frozen):
     # synchronous: a rung barrier per bracket (order-independent promotions);
     # asynchronous: ASHA's rule, promotions as results arrive (hbd.core.scheduler).
     promotion: Literal["synchronous", "asynchronous"] = "synchronous"
+    # asynchronous: a rung's last promotions leave at most this many running
+    # trials behind, counted as the worst (0: ASHA's rule; docs/search.md).
+    stragglers: int = Field(default=0, ge=0, le=MAX_STRAGGLERS, strict=True)
     # Hyperband iterations (Li et al.'s outer loop): the plan runs this often.
     iterations: int = Field(default=1, ge=1, le=MAX_HYPERBAND_ITERATIONS)
     early_stopping: list[EarlyStopping] = Field(default_factory=list)
@@ -260,6 +264,13 @@ class HyperbandMatrix(Frozen):
         if v < 2:
             raise ValueError(f"eta must be >= 2, got {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _stragglers_need_asynchronous(self) -> HyperbandMatrix:
+        # A rung barrier waits for every trial by definition: say so, not ignore it.
+        if self.stragglers and self.promotion != "asynchronous":
+            raise ValueError("stragglers needs promotion: asynchronous")
+        return self
 
 
 OPERATION_CLUSTER_KEYS = {

@@ -216,24 +216,26 @@ def async_invariants(run: Run, machine: SweepMachine) -> None:
     r=st.sampled_from([9, 27]),
     eta=st.sampled_from([2, 3]),
     stop=st.sampled_from([None, None, 15]),
+    stragglers=st.sampled_from([0, 1, 2]),
 )
 def test_asynchronous_promotion_keeps_the_budget_and_replays(
-    salt: int, order: int, fail_share: float, r: int, eta: int, stop: int | None
+    salt: int, order: int, fail_share: float, r: int, eta: int, stop: int | None, stragglers: int
 ) -> None:
-    machine = make_machine(max_iterations=r, eta=eta, search=ASYNC, max_retries=1)
+    search = {**ASYNC, "stragglers": stragglers}
+    machine = make_machine(max_iterations=r, eta=eta, search=search, max_retries=1)
     outcome = random_outcome(salt, fail_share)
     run = drive(machine, outcome, rng=random.Random(order), record=True, stop_after=stop)
     async_invariants(run, machine)
     assert run.finished is not None and (stop is not None or machine.scheduler.done)
     # The same results in the same order: the same decisions (what replay relies on).
     again = drive(
-        make_machine(max_iterations=r, eta=eta, search=ASYNC, max_retries=1),
+        make_machine(max_iterations=r, eta=eta, search=search, max_retries=1),
         outcome,
         rng=random.Random(order),
         stop_after=stop,
     )
     assert again.decisions == run.decisions
-    payload = submitted(machine, max_iterations=r, eta=eta, search=ASYNC, max_retries=1)
+    payload = submitted(machine, max_iterations=r, eta=eta, search=search, max_retries=1)
     replayed = replay("sw", log_of(run, payload))
     assert replayed.snapshot() == run.snapshots[-1]
 
@@ -244,14 +246,17 @@ def test_asynchronous_promotion_keeps_the_budget_and_replays(
     order=st.integers(0, 10**6),
     fail_share=st.sampled_from([0.0, 0.3]),
     eta=st.sampled_from([2, 3]),
+    stragglers=st.sampled_from([0, 0, 1, 2]),
 )
 def test_asynchronous_promotion_withholds_nothing_the_rule_allows(
-    salt: int, order: int, fail_share: float, eta: int
+    salt: int, order: int, fail_share: float, eta: int, stragglers: int
 ) -> None:
     """No slot waits for a promotion ASHA's rule allows: after every result, each
     rung has promoted its top floor(m / eta) of the m ended (those that reported
-    the metric), or the planned size of the next rung if that is fewer."""
-    machine = make_machine(max_iterations=27, eta=eta, search=ASYNC)
+    the metric), or the planned size of the next rung if that is fewer. With
+    ``stragglers`` k: once the rung below is closed and at most k trials of the
+    rung still run, every one ended that reported the metric, up to that size."""
+    machine = make_machine(max_iterations=27, eta=eta, search={**ASYNC, "stragglers": stragglers})
     planned = {(b.s, r.index): r.configs for b in machine.plan for r in b.rungs}
 
     def outcome(s: StartTrial) -> Observation:
@@ -264,7 +269,17 @@ def test_asynchronous_promotion_withholds_nothing_the_rule_allows(
     starts = {s.trial_id: s for s in run.starts}
     ended: dict[tuple[int, int], list[tuple[str, float | None]]] = {}
     promoted: dict[tuple[int, int], set[str]] = {}
-    checked = 0
+    checked = stragglers_checked = 0
+
+    def closed(b: int, r: int) -> bool:
+        return fixed(b, r) and len(ended.get((b, r), [])) == size(b, r)
+
+    def fixed(b: int, r: int) -> bool:  # no more trials can join rung r
+        return r == 0 or closed(b, r - 1)
+
+    def size(b: int, r: int) -> int:  # its trials so far (no retries here)
+        return planned[(b, 0)] if r == 0 else len(promoted.get((b, r - 1), set()))
+
     for obs, step in zip(run.observations[1:], run.steps[1:], strict=True):
         t = starts[obs.trial_id]
         loss = obs.metrics["loss"] if isinstance(obs, TrialSucceeded) else None
@@ -281,10 +296,16 @@ def test_asynchronous_promotion_withholds_nothing_the_rule_allows(
             assert len(went_on) <= room
             good = sorted((loss, tid) for tid, loss in results if loss is not None)
             top = {tid for _, tid in good[: len(results) // eta]}
+            if stragglers and fixed(b, r) and size(b, r) - len(results) <= stragglers:
+                top = {tid for _, tid in good}
+                stragglers_checked += 1
             if len(went_on) < room:
                 assert top <= went_on, (b, r, len(results))
                 checked += 1
+            else:
+                assert went_on <= {tid for _, tid in good}  # the failed never go on
     assert run.finished is not None and checked > 0
+    assert stragglers_checked > 0 or not stragglers
 
 
 def test_asynchronous_promotion_does_not_wait_for_the_rung() -> None:
@@ -325,6 +346,74 @@ def test_a_closing_rung_fills_the_promotions_asha_left() -> None:
     assert len(closing) == 1 and len(closing[0].stopped) == 9 - 3
     total = [p for d in by_type(decisions, RungDecided) for p in d.promoted]
     assert len(total) == 3  # the planned size of rung 1
+
+
+STRAGGLERS = {**ASYNC, "stragglers": 1}
+
+
+def test_stragglers_let_a_rung_go_on_without_its_slowest() -> None:
+    # Bracket 2 of 9/3: 9 -> 3 -> 1, best first: 8 of 9 ended, one straggles.
+    losses = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+    went_on = {}
+    for search in (ASYNC, STRAGGLERS):
+        machine = make_machine(max_iterations=9, search=search)
+        first = [s for s in by_type(machine.handle(Begin()), StartTrial) if s.bracket == 2]
+        out: list[Any] = []
+        for start, loss in zip(first, losses, strict=False):
+            out += machine.handle(TrialSucceeded(trial_id=start.trial_id, metrics={"loss": loss}))
+        went_on[search["stragglers"] if "stragglers" in search else 0] = [
+            s.parent for s in by_type(out, StartTrial)
+        ]
+        decided = by_type(out, RungDecided)
+    ids = [s.trial_id for s in first]
+    # ASHA: the top floor(8/3) = 2 of the 8, the third waits for the ninth;
+    # with one straggler allowed the top 3 of the 8 go on.
+    assert went_on[0] == ids[:2]
+    assert went_on[1] == ids[:3]
+    assert "still running count as the worst" in decided[-1].reason
+    assert not decided[-1].stopped  # the rung is not closed: the straggler may still end
+
+
+def test_stragglers_decide_when_the_rung_below_closes() -> None:
+    """Two of a top rung's three trials ended before the third was even promoted:
+    the rung below closing leaves one straggler, so the last rung starts at once."""
+    machine = make_machine(max_iterations=9, search=STRAGGLERS)
+    first = [s for s in by_type(machine.handle(Begin()), StartTrial) if s.bracket == 2]
+    promoted: list[StartTrial] = []
+    # Best first: the top two go on at m = 3 and 6, the third at m = 8 (one straggler).
+    for i, start in enumerate(first[:8]):
+        out = machine.handle(TrialSucceeded(trial_id=start.trial_id, metrics={"loss": i}))
+        promoted += by_type(out, StartTrial)
+    assert len(promoted) == 3
+    for start, loss in zip(promoted[:2], [0.5, 0.1], strict=True):
+        out = machine.handle(TrialSucceeded(trial_id=start.trial_id, metrics={"loss": loss}))
+        assert not by_type(out, StartTrial)  # rung 0 is open: rung 1 may still grow
+    out = machine.handle(TrialSucceeded(trial_id=first[8].trial_id, metrics={"loss": 9}))
+    top = by_type(out, StartTrial)
+    assert [s.rung for s in top] == [2] and top[0].parent == promoted[1].trial_id
+
+
+def test_stragglers_are_recorded_and_an_older_log_replays_with_ashas_rule() -> None:
+    recorded = Search.of(make_spec(max_iterations=27, search=STRAGGLERS).matrix)
+    assert recorded.stragglers == 1 and recorded.to_json()["stragglers"] == 1
+    assert Search.from_json(recorded.to_json()) == recorded
+    machine = make_machine(max_iterations=27, search=STRAGGLERS)
+    assert isinstance(machine.scheduler, AsynchronousHyperband)
+    assert machine.scheduler.stragglers == 1
+    # A record from before stragglers existed (no key) ran ASHA's rule: 0.
+    payload = submitted(
+        make_machine(max_iterations=27, search=ASYNC), max_iterations=27, search=ASYNC
+    )
+    del payload["search"]["stragglers"]
+    assert Search.from_json(payload["search"]).stragglers == 0
+    rng_a, rng_b = random.Random(3), random.Random(3)
+    replayed = drive(SweepMachine.for_submitted(payload, sweep_id="sw"), noisy, rng=rng_a)
+    today = drive(make_machine(max_iterations=27, search=ASYNC), noisy, rng=rng_b)
+    assert replayed.decisions == today.decisions
+    with pytest.raises(ValueError, match="stragglers"):
+        AsynchronousHyperband(
+            make_machine().plan, metric="loss", direction="minimize", stragglers=True
+        )
 
 
 # ---------------------------------------------------------------- iterations and extension

@@ -813,3 +813,29 @@ def test_termination_timeout_is_read_and_ttl_warned() -> None:
         with pytest.raises(SpecError) as info:
             parse_spec(data)
         assert any(p.loc == "termination.timeout" for p in info.value.problems)
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        (-1, "greater than or equal to 0"),
+        (10**4, "less than or equal to 1000"),
+        (True, "valid integer"),  # a bool is not a count
+        ("1", "valid integer"),
+        (1.0, "valid integer"),
+    ],
+)
+def test_stragglers_rejections(value: Any, words: str) -> None:
+    d = mutate("matrix.promotion", "asynchronous")
+    d["matrix"]["stragglers"] = value
+    one_problem(d, "matrix.stragglers", words)
+
+
+def test_stragglers_default_and_need_asynchronous_promotion() -> None:
+    assert parse_spec(base()).matrix.stragglers == 0
+    d = mutate("matrix.promotion", "asynchronous")
+    d["matrix"]["stragglers"] = 1
+    assert parse_spec(d).matrix.stragglers == 1
+    # A rung barrier waits for every trial: stragglers would be silently ignored.
+    one_problem(mutate("matrix.stragglers", 1), "stragglers needs promotion: asynchronous")
+    assert parse_spec(mutate("matrix.stragglers", 0)).matrix.stragglers == 0
