@@ -165,6 +165,9 @@ class BOHBSettings(Frozen):
     # One joint density over all parameters (BOHB's), or a product of one
     # density per parameter (Optuna's independent TPE, the default here).
     multivariate: bool = Field(default=False, strict=True)
+    # A bracket's earlier model proposals join the bad density while it
+    # proposes its next (Optuna's constant_liar, for its running trials).
+    constant_liar: bool = Field(default=True, strict=True)
 
     @field_validator(
         "min_points_in_model",
@@ -181,6 +184,11 @@ class BOHBSettings(Frozen):
         if isinstance(v, bool):
             raise ValueError(f"expected a number, got {v!r}")
         return v
+
+
+# What a sweep whose recorded settings lack a field ran with: the field's value
+# before it existed. ``Search.make_sampler`` puts the record over these.
+UNRECORDED_SETTINGS: dict[str, object] = {"constant_liar": False}
 
 
 # ---------------------------------------------------------------- encoding
@@ -285,6 +293,7 @@ if TYPE_CHECKING:
     _At = Callable[[int], JSONValue]
     _Forward = Callable[[float], float]
     _Backward = Callable[[float], JSONValue]
+    _Row = list[float]  # one configuration in the unit-cube encoding
 
 
 def _round_index(x: float) -> int:
@@ -513,6 +522,14 @@ class _KDE:
         result: NDArray[np.float64] = np.maximum(out, LOG_DENSITY_FLOOR)
         return result
 
+    def adding(self, rows: Sequence[_Row]) -> _KDE:
+        """This density with ``rows`` as more points, at the same bandwidths
+        (at most MAX_MODEL_POINTS in all: the first, its own, are kept)."""
+        import numpy as np
+
+        data = np.concatenate([self.data, np.array(rows, dtype=float)])[:MAX_MODEL_POINTS]
+        return _KDE(data, self.bandwidth, self.joint)
+
 
 def _bandwidths(
     data: NDArray[np.float64], dims: Sequence[_Dim], min_bandwidth: float, joint: bool
@@ -553,6 +570,8 @@ class BOHBSampler:
         # The last history and its model: a bracket proposes all its first
         # configurations from one history, and fitting is what costs.
         self._cache: tuple[tuple[RunResult, ...], tuple[_KDE, _KDE] | None] | None = None
+        # The last bracket's proposals so far (constant_liar), by index; None: random.
+        self._proposed: tuple[tuple[int, tuple[RunResult, ...]], list[_Row | None]] | None = None
 
     def _rng(self, bracket: int, index: int) -> np.random.Generator:
         import numpy as np
@@ -565,14 +584,37 @@ class BOHBSampler:
     def propose(
         self, *, bracket: int, index: int, history: Sequence[RunResult]
     ) -> dict[str, JSONValue]:
+        row = self._row(bracket, index, history)
+        return self._random(bracket, index) if row is None else self._decode(row)
+
+    def _row(self, bracket: int, index: int, history: Sequence[RunResult]) -> _Row | None:
+        """The encoded proposal (bracket, index); None: the random sampler's."""
         rng = self._rng(bracket, index)
         if not self._dims or rng.random() < self.settings.random_fraction:
-            return self._random(bracket, index)
+            return None
         model = self._cached_model(history)
         if model is None:
-            return self._random(bracket, index)
+            return None
         good, bad = model
-        return self._decode(self._best_candidate(rng, good, bad))
+        if self.settings.constant_liar:
+            # All of a bracket's proposals see one history, so without this
+            # they crowd around the same good points; as if each earlier one
+            # had ended badly, the next ones look elsewhere.
+            liars = [row for row in self._earlier(bracket, index, history) if row is not None]
+            if liars:
+                bad = bad.adding(liars)
+        return self._best_candidate(rng, good, bad)
+
+    def _earlier(self, bracket: int, index: int, history: Sequence[RunResult]) -> list[_Row | None]:
+        """The bracket's proposals 0 .. index-1 (a pure function of the same
+        arguments, so kept: a bracket proposes in index order, each once)."""
+        key = (bracket, tuple(history))
+        if self._proposed is None or self._proposed[0] != key:
+            self._proposed = (key, [])
+        rows = self._proposed[1]
+        while len(rows) < index:
+            rows.append(self._row(bracket, len(rows), history))
+        return rows[:index]
 
     def _random(self, bracket: int, index: int) -> dict[str, JSONValue]:
         return sample_config(self.params, seed=self.seed, bracket=bracket, index=index)
