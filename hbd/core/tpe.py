@@ -11,7 +11,9 @@
    both the good and the bad set): l(x) on the best ``top_n_percent`` and g(x)
    on the rest (a failed run, loss None, is worst). It draws ``num_samples``
    candidates from l with bandwidths widened by ``bandwidth_factor`` and keeps
-   the one maximising l(x) / g(x).
+   the one maximising l(x) / g(x). With ``constant_liar`` g(x) also holds the
+   bracket's earlier model proposals (indices below this one), as if they had
+   ended badly.
 
 Densities live in a unit-cube encoding of the space, one coordinate per
 parameter: bounded continuous kinds linearly (log kinds in log space, quantized
@@ -29,7 +31,9 @@ Determinism: a proposal is a pure function of (params, seed, settings,
 bracket, index, the history as a multiset). The history is sorted canonically
 before use, and all randomness comes from a generator keyed by
 (seed, bracket, index), so the order in which results completed never changes
-a configuration. Why a numpy KDE of our own and not Optuna or scipy: neither
+a configuration. The bracket's earlier proposals that ``constant_liar`` adds
+are the same function at lower indices: whatever was asked before, a sampler
+answers as a fresh one would. Why a numpy KDE of our own and not Optuna or scipy: neither
 is a runtime dependency (Optuna is a heavy import for ``hbd validate``; scipy's
 ``gaussian_kde`` has no categorical kernel and one shared bandwidth matrix), and
 the whole model is ~100 lines of numpy whose every draw we key ourselves.
@@ -117,8 +121,8 @@ _MODEL_STREAM = 0xB0B
 class BOHBSettings(Frozen):
     """The model's settings (``matrix.tuner.params``).
 
-    BOHB's defaults except six, measured on ``bench/quality.py`` (one worker;
-    docs/search.md has the tables):
+    BOHB's defaults except six, and one addition, measured on
+    ``bench/quality.py`` (one worker; docs/search.md has the tables):
 
     - ``multivariate: false``: with d + 1 good points a joint density's
       normal-reference bandwidth hardly shrinks (n^(-1/(4+d))), and drawn three
@@ -139,9 +143,16 @@ class BOHBSettings(Frozen):
       with its Hyperband pruner 1.435 / 0.554 / 0.066); the learning curves:
       before 0.115 / 0.089 / 0.050, these 0.115 / 0.084 / 0.044 (Optuna 0.107
       / 0.081 / 0.062).
-    - ``random_fraction: 0.2``: with that sharper model, a fifth of random
-      proposals is enough exploration: Hartmann6 0.948 / 0.510 / 0.106, the
-      curves 0.116 / 0.081 / 0.039 (seeds 0..199 as above).
+    - ``constant_liar: true`` and ``random_fraction: 0``: all of a bracket's
+      proposals are drawn from one history, so each counts the bracket's
+      earlier ones as bad results (Optuna's ``constant_liar``) and looks
+      elsewhere; that spread is the exploration BOHB's random third gave, and
+      like Optuna's TPE (random only until its model starts) no proposal is
+      random once a model is fitted. Median regret over seeds 0..399 at
+      0.5 / 1 / 5 iterations, Hartmann6: before (a fifth random, no liar)
+      0.936 / 0.513 / 0.112, these 0.926 / 0.438 / 0.070 (Optuna 1.382 /
+      0.547 / 0.070); the curves 0.116 / 0.083 / 0.041, these 0.111 / 0.074 /
+      0.036 (Optuna 0.107 / 0.080 / 0.061).
 
     A sweep records its settings in full (``Search.to_json``), so a sweep
     submitted with older defaults replays with them.
@@ -156,7 +167,7 @@ class BOHBSettings(Frozen):
     # Candidates drawn from l(x) per proposal; the best l/g is kept (BOHB: 64).
     num_samples: int = Field(default=24, ge=1, le=MAX_NUM_SAMPLES)
     # Share of proposals that are the random sampler's configuration (BOHB: 1/3).
-    random_fraction: float = Field(default=0.2, ge=0, le=1, allow_inf_nan=False)
+    random_fraction: float = Field(default=0.0, ge=0, le=1, allow_inf_nan=False)
     # Candidates are drawn with the good density's bandwidths times this.
     bandwidth_factor: float = Field(default=3.0, gt=0, le=100, allow_inf_nan=False)
     # No bandwidth falls below this (in the unit cube), so a model of

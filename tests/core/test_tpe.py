@@ -394,7 +394,9 @@ def test_settings_take_polyaxons_camel_case_and_the_measured_defaults() -> None:
     # The six that differ from BOHB's (the class doc says why, bench/quality.py measures it).
     assert (d.multivariate, d.min_bandwidth) == (False, 0.02)
     assert (d.top_n_percent, d.min_points_in_model, d.num_samples) == (10, 4, 24)
-    assert d.random_fraction == 0.2
+    # And one that is not BOHB's: a bracket's earlier proposals as liars, in
+    # place of the random share.
+    assert (d.constant_liar, d.random_fraction) == (True, 0.0)
 
 
 @pytest.mark.parametrize("recorded", [BOHB_OLD_DEFAULTS, BOHB_SECOND_DEFAULTS, BOHB_THIRD_DEFAULTS])
