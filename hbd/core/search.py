@@ -46,7 +46,7 @@ from hbd.core.scheduler import (
     SynchronousHyperband,
 )
 from hbd.core.spec import HyperbandMatrix
-from hbd.core.tpe import BOHBSampler, BOHBSettings
+from hbd.core.tpe import UNRECORDED_SETTINGS, BOHBSampler, BOHBSettings
 from hbd.core.tunerparams import BOHBParams
 
 __all__ = ["Search"]
@@ -131,7 +131,9 @@ class Search:
 
     def make_sampler(self, params: Mapping[str, Param], *, seed: int) -> Sampler:
         if self.sampler == "bohb":
-            settings = BOHBSettings.model_validate(self.settings or {})
+            # A field the record lacks was added since: the sweep ran without it.
+            recorded = {} if self.settings is None else {**UNRECORDED_SETTINGS, **self.settings}
+            settings = BOHBSettings.model_validate(recorded)
             return BOHBSampler(params, seed=seed, settings=settings)
         return RandomSampler(params, seed=seed)
 

@@ -11,7 +11,9 @@
    both the good and the bad set): l(x) on the best ``top_n_percent`` and g(x)
    on the rest (a failed run, loss None, is worst). It draws ``num_samples``
    candidates from l with bandwidths widened by ``bandwidth_factor`` and keeps
-   the one maximising l(x) / g(x).
+   the one maximising l(x) / g(x). With ``constant_liar`` g(x) also holds the
+   bracket's earlier model proposals (indices below this one), as if they had
+   ended badly.
 
 Densities live in a unit-cube encoding of the space, one coordinate per
 parameter: bounded continuous kinds linearly (log kinds in log space, quantized
@@ -29,7 +31,9 @@ Determinism: a proposal is a pure function of (params, seed, settings,
 bracket, index, the history as a multiset). The history is sorted canonically
 before use, and all randomness comes from a generator keyed by
 (seed, bracket, index), so the order in which results completed never changes
-a configuration. Why a numpy KDE of our own and not Optuna or scipy: neither
+a configuration. The bracket's earlier proposals that ``constant_liar`` adds
+are the same function at lower indices: whatever was asked before, a sampler
+answers as a fresh one would. Why a numpy KDE of our own and not Optuna or scipy: neither
 is a runtime dependency (Optuna is a heavy import for ``hbd validate``; scipy's
 ``gaussian_kde`` has no categorical kernel and one shared bandwidth matrix), and
 the whole model is ~100 lines of numpy whose every draw we key ourselves.
@@ -117,8 +121,8 @@ _MODEL_STREAM = 0xB0B
 class BOHBSettings(Frozen):
     """The model's settings (``matrix.tuner.params``).
 
-    BOHB's defaults except six, measured on ``bench/quality.py`` (one worker;
-    docs/search.md has the tables):
+    BOHB's defaults except six, and one addition, measured on
+    ``bench/quality.py`` (one worker; docs/search.md has the tables):
 
     - ``multivariate: false``: with d + 1 good points a joint density's
       normal-reference bandwidth hardly shrinks (n^(-1/(4+d))), and drawn three
@@ -139,9 +143,16 @@ class BOHBSettings(Frozen):
       with its Hyperband pruner 1.435 / 0.554 / 0.066); the learning curves:
       before 0.115 / 0.089 / 0.050, these 0.115 / 0.084 / 0.044 (Optuna 0.107
       / 0.081 / 0.062).
-    - ``random_fraction: 0.2``: with that sharper model, a fifth of random
-      proposals is enough exploration: Hartmann6 0.948 / 0.510 / 0.106, the
-      curves 0.116 / 0.081 / 0.039 (seeds 0..199 as above).
+    - ``constant_liar: true`` and ``random_fraction: 0``: all of a bracket's
+      proposals are drawn from one history, so each counts the bracket's
+      earlier ones as bad results (Optuna's ``constant_liar``) and looks
+      elsewhere; that spread is the exploration BOHB's random third gave, and
+      like Optuna's TPE (random only until its model starts) no proposal is
+      random once a model is fitted. Median regret over seeds 0..399 at
+      0.5 / 1 / 5 iterations, Hartmann6: before (a fifth random, no liar)
+      0.936 / 0.513 / 0.112, these 0.926 / 0.438 / 0.070 (Optuna 1.382 /
+      0.547 / 0.070); the curves 0.116 / 0.083 / 0.041, these 0.111 / 0.074 /
+      0.036 (Optuna 0.107 / 0.080 / 0.061).
 
     A sweep records its settings in full (``Search.to_json``), so a sweep
     submitted with older defaults replays with them.
@@ -156,7 +167,7 @@ class BOHBSettings(Frozen):
     # Candidates drawn from l(x) per proposal; the best l/g is kept (BOHB: 64).
     num_samples: int = Field(default=24, ge=1, le=MAX_NUM_SAMPLES)
     # Share of proposals that are the random sampler's configuration (BOHB: 1/3).
-    random_fraction: float = Field(default=0.2, ge=0, le=1, allow_inf_nan=False)
+    random_fraction: float = Field(default=0.0, ge=0, le=1, allow_inf_nan=False)
     # Candidates are drawn with the good density's bandwidths times this.
     bandwidth_factor: float = Field(default=3.0, gt=0, le=100, allow_inf_nan=False)
     # No bandwidth falls below this (in the unit cube), so a model of
@@ -165,6 +176,9 @@ class BOHBSettings(Frozen):
     # One joint density over all parameters (BOHB's), or a product of one
     # density per parameter (Optuna's independent TPE, the default here).
     multivariate: bool = Field(default=False, strict=True)
+    # A bracket's earlier model proposals join the bad density while it
+    # proposes its next (Optuna's constant_liar, for its running trials).
+    constant_liar: bool = Field(default=True, strict=True)
 
     @field_validator(
         "min_points_in_model",
@@ -181,6 +195,11 @@ class BOHBSettings(Frozen):
         if isinstance(v, bool):
             raise ValueError(f"expected a number, got {v!r}")
         return v
+
+
+# What a sweep whose recorded settings lack a field ran with: the field's value
+# before it existed. ``Search.make_sampler`` puts the record over these.
+UNRECORDED_SETTINGS: dict[str, object] = {"constant_liar": False}
 
 
 # ---------------------------------------------------------------- encoding
@@ -285,6 +304,7 @@ if TYPE_CHECKING:
     _At = Callable[[int], JSONValue]
     _Forward = Callable[[float], float]
     _Backward = Callable[[float], JSONValue]
+    _Row = list[float]  # one configuration in the unit-cube encoding
 
 
 def _round_index(x: float) -> int:
@@ -513,6 +533,14 @@ class _KDE:
         result: NDArray[np.float64] = np.maximum(out, LOG_DENSITY_FLOOR)
         return result
 
+    def adding(self, rows: Sequence[_Row]) -> _KDE:
+        """This density with ``rows`` as more points, at the same bandwidths
+        (at most MAX_MODEL_POINTS in all: the first, its own, are kept)."""
+        import numpy as np
+
+        data = np.concatenate([self.data, np.array(rows, dtype=float)])[:MAX_MODEL_POINTS]
+        return _KDE(data, self.bandwidth, self.joint)
+
 
 def _bandwidths(
     data: NDArray[np.float64], dims: Sequence[_Dim], min_bandwidth: float, joint: bool
@@ -553,6 +581,8 @@ class BOHBSampler:
         # The last history and its model: a bracket proposes all its first
         # configurations from one history, and fitting is what costs.
         self._cache: tuple[tuple[RunResult, ...], tuple[_KDE, _KDE] | None] | None = None
+        # The last bracket's proposals so far (constant_liar), by index; None: random.
+        self._proposed: tuple[tuple[int, tuple[RunResult, ...]], list[_Row | None]] | None = None
 
     def _rng(self, bracket: int, index: int) -> np.random.Generator:
         import numpy as np
@@ -565,14 +595,37 @@ class BOHBSampler:
     def propose(
         self, *, bracket: int, index: int, history: Sequence[RunResult]
     ) -> dict[str, JSONValue]:
+        row = self._row(bracket, index, history)
+        return self._random(bracket, index) if row is None else self._decode(row)
+
+    def _row(self, bracket: int, index: int, history: Sequence[RunResult]) -> _Row | None:
+        """The encoded proposal (bracket, index); None: the random sampler's."""
         rng = self._rng(bracket, index)
         if not self._dims or rng.random() < self.settings.random_fraction:
-            return self._random(bracket, index)
+            return None
         model = self._cached_model(history)
         if model is None:
-            return self._random(bracket, index)
+            return None
         good, bad = model
-        return self._decode(self._best_candidate(rng, good, bad))
+        if self.settings.constant_liar:
+            # All of a bracket's proposals see one history, so without this
+            # they crowd around the same good points; as if each earlier one
+            # had ended badly, the next ones look elsewhere.
+            liars = [row for row in self._earlier(bracket, index, history) if row is not None]
+            if liars:
+                bad = bad.adding(liars)
+        return self._best_candidate(rng, good, bad)
+
+    def _earlier(self, bracket: int, index: int, history: Sequence[RunResult]) -> list[_Row | None]:
+        """The bracket's proposals 0 .. index-1 (a pure function of the same
+        arguments, so kept: a bracket proposes in index order, each once)."""
+        key = (bracket, tuple(history))
+        if self._proposed is None or self._proposed[0] != key:
+            self._proposed = (key, [])
+        rows = self._proposed[1]
+        while len(rows) < index:
+            rows.append(self._row(bracket, len(rows), history))
+        return rows[:index]
 
     def _random(self, bracket: int, index: int) -> dict[str, JSONValue]:
         return sample_config(self.params, seed=self.seed, bracket=bracket, index=index)

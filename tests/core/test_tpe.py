@@ -18,7 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 from hbd.core.params import Param
 from hbd.core.space import sample_config, value_bounds
 from hbd.core.tpe import BOHBSampler, BOHBSettings, RunResult
-from tests.core.helpers import BOHB_OLD_DEFAULTS, BOHB_SECOND_DEFAULTS
+from tests.core.helpers import BOHB_OLD_DEFAULTS, BOHB_SECOND_DEFAULTS, BOHB_THIRD_DEFAULTS
 
 PARAM = TypeAdapter(Param)
 
@@ -159,6 +159,75 @@ def test_a_permuted_history_gives_the_same_proposal_inside_every_domain(
     assert list(got) == list(EVERY_KIND)
     for name, value in got.items():
         in_domain(EVERY_KIND[name], value, name)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**64 + 5),
+    asks=st.lists(st.tuples(st.integers(0, 2), st.integers(0, 30)), min_size=1, max_size=12),
+    n=st.integers(8, 40),
+    multivariate=st.booleans(),
+)
+def test_a_proposal_does_not_depend_on_what_was_asked_before(
+    seed: int, asks: list[tuple[int, int]], n: int, multivariate: bool
+) -> None:
+    """constant_liar makes a proposal depend on its bracket's earlier ones; they
+    are recomputed, not remembered, so one sampler asked in any order (brackets
+    interleaved, indices skipped or repeated) answers as a fresh one does."""
+    settings_ = BOHBSettings(min_points_in_model=2, multivariate=multivariate)
+    params = {k: EVERY_KIND[k] for k in ("u", "qu", "r", "c")}
+    history = random_history(params, n, seed=seed % 1000)
+    one = BOHBSampler(params, seed=seed, settings=settings_)
+    for bracket, index in asks:
+        fresh = BOHBSampler(params, seed=seed, settings=settings_)
+        expected = fresh.propose(bracket=bracket, index=index, history=history)
+        assert one.propose(bracket=bracket, index=index, history=history) == expected
+
+
+def test_a_brackets_earlier_proposals_count_as_bad() -> None:
+    """All of a bracket's proposals are drawn from one history: without the
+    liar they pile onto the single best category; with it (Optuna's
+    constant_liar) each earlier one makes its place look worse, so the next
+    ones spread to the other good category and across x."""
+    params = {"c": p("choice", ["a", "b", "c", "d"]), "x": p("uniform", [0, 1])}
+    history = [
+        RunResult(config={"c": c, "x": x}, resource=1, loss=loss)
+        for c, loss in [("a", 0.0), ("b", 0.01), ("c", 1.0), ("d", 1.0)]
+        for x in (0.1, 0.3, 0.5, 0.7, 0.9)
+    ]  # the good set (top 40%): the five a's and three b's
+
+    def bracket(constant_liar: bool) -> list[dict[str, Any]]:
+        settings_ = BOHBSettings(
+            random_fraction=0, min_points_in_model=2, top_n_percent=40, constant_liar=constant_liar
+        )
+        sampler = BOHBSampler(params, seed=1, settings=settings_)
+        return [sampler.propose(bracket=0, index=i, history=history) for i in range(30)]
+
+    alone, liar = bracket(False), bracket(True)
+    assert [x["c"] for x in alone].count("a") == 30
+    assert 5 <= [x["c"] for x in liar].count("b") < 15  # spread, still mostly the best
+    assert {x["c"] for x in liar} <= {"a", "b"}
+    assert statistics.pstdev(x["x"] for x in liar) > 2 * statistics.pstdev(x["x"] for x in alone)
+    # The first proposal has nothing earlier: the same either way.
+    assert liar[0] == alone[0]
+
+
+def test_the_liars_never_grow_the_bad_density_past_its_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import hbd.core.tpe as tpe
+
+    monkeypatch.setattr(tpe, "MAX_MODEL_POINTS", 12)
+    params = {"x": p("uniform", [0, 1])}
+    sampler = BOHBSampler(params, seed=0, settings=BOHBSettings(random_fraction=0))
+    model = sampler._model(quadratic_history(40, 1, best=0.5))
+    assert model is not None
+    _, bad = model
+    assert len(bad.data) == 12
+    more = bad.adding([[0.5]] * 30)
+    assert len(more.data) == 12
+    assert (more.data == bad.data).all()  # the bad results are kept, not the liars
+    assert (more.bandwidth == bad.bandwidth).all()
 
 
 @pytest.mark.parametrize("multivariate", [True, False])
@@ -305,6 +374,8 @@ def test_a_zero_weight_pchoice_value_is_never_proposed() -> None:
         ("bandwidthFactor", True, "expected a number, got True"),
         ("multivariate", 1, "valid boolean"),
         ("multivariate", "yes", "valid boolean"),
+        ("constantLiar", 1, "valid boolean"),
+        ("constantLiar", "false", "valid boolean"),
     ],
 )
 def test_settings_are_validated_with_the_field_named(field: str, value: Any, message: str) -> None:
@@ -323,13 +394,17 @@ def test_settings_take_polyaxons_camel_case_and_the_measured_defaults() -> None:
     # The six that differ from BOHB's (the class doc says why, bench/quality.py measures it).
     assert (d.multivariate, d.min_bandwidth) == (False, 0.02)
     assert (d.top_n_percent, d.min_points_in_model, d.num_samples) == (10, 4, 24)
-    assert d.random_fraction == 0.2
+    # And one that is not BOHB's: a bracket's earlier proposals as liars, in
+    # place of the random share.
+    assert (d.constant_liar, d.random_fraction) == (True, 0.0)
 
 
-@pytest.mark.parametrize("recorded", [BOHB_OLD_DEFAULTS, BOHB_SECOND_DEFAULTS])
+@pytest.mark.parametrize("recorded", [BOHB_OLD_DEFAULTS, BOHB_SECOND_DEFAULTS, BOHB_THIRD_DEFAULTS])
 def test_a_sweep_recorded_with_the_old_defaults_replays_with_them(
     recorded: dict[str, object],
 ) -> None:
+    """Each field the record has is kept; one it lacks (constant_liar, added
+    since) takes the value the sweep ran with, not today's default."""
     from hbd.core.search import Search
 
     record = {
@@ -341,7 +416,8 @@ def test_a_sweep_recorded_with_the_old_defaults_replays_with_them(
     }
     old = Search.from_json(record).make_sampler(EVERY_KIND, seed=3)
     assert isinstance(old, BOHBSampler)
-    assert old.settings == BOHBSettings.model_validate(recorded)
+    assert old.settings == BOHBSettings.model_validate({**recorded, "constant_liar": False})
+    assert BOHBSettings().constant_liar
     today = Search.from_json({**record, "settings": BOHBSettings().model_dump(mode="json")})
     history = random_history(EVERY_KIND, 60)
     proposals = [
